@@ -1,0 +1,85 @@
+"""The ``[providers.NAME]`` table of ``type = "gemini_live"``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from s2s.provider import ProviderConfig
+
+Sensitivity = Literal["high", "low"]
+
+DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+
+
+class GeminiLiveConfig(ProviderConfig):
+    """Gemini Live native audio, through the Gemini Developer API (``api_key``) or Vertex AI
+    (``vertex_project`` + ``vertex_location``, credentials from Application Default Credentials).
+
+    ``api_key`` may be left out: the SDK then reads ``GOOGLE_API_KEY`` / ``GEMINI_API_KEY``
+    from the environment. Prefer ``api_key = "${GOOGLE_API_KEY}"`` so the config file says
+    where the key comes from."""
+
+    type: Literal["gemini_live"] = "gemini_live"
+    api_key: SecretStr | None = None
+    vertex_project: str | None = None
+    vertex_location: str | None = None
+
+    model: str = DEFAULT_MODEL
+    voice: str = Field(
+        default="Puck", description="prebuilt voice name (Puck, Charon, Kore, Fenrir, Aoede, ...)"
+    )
+    instructions: str = Field(
+        default=(
+            "You are a friendly voice assistant on a phone call. Answer briefly and naturally; "
+            "the caller hears you, so never use lists, markup or emojis."
+        ),
+        description="system instruction when the route gives none",
+    )
+
+    # Automatic activity detection (server VAD). None leaves the service default, which differs
+    # between the Gemini API and Vertex (reference section 2).
+    start_sensitivity: Sensitivity | None = None
+    end_sensitivity: Sensitivity | None = None
+    prefix_padding_ms: int | None = Field(default=None, ge=0)
+    silence_duration_ms: int | None = Field(default=None, ge=0)
+
+    input_transcription: bool = Field(default=True, description="caller transcript")
+    output_transcription: bool = Field(
+        default=True, description="bot transcript; also what the barge-in note quotes from"
+    )
+
+    # Connection and session limits (reference section 6): a connection lasts ~10 min and
+    # announces its end with goAway; resumption lets the next connection continue the same
+    # conversation, compression lifts the 15-minute audio session cap.
+    session_resumption: bool = True
+    context_window_compression: bool = True
+    compression_trigger_tokens: int | None = Field(default=None, gt=0)
+    compression_target_tokens: int | None = Field(default=None, gt=0)
+
+    base_url: str | None = Field(default=None, description="endpoint override (proxies, tests)")
+    api_version: str = Field(
+        default="v1beta",
+        description="pinned: the SDK's own default moved to v1 in 3.x, Live is documented on v1beta",
+    )
+    ca_file: str | None = Field(default=None, description="PEM bundle to trust for a private endpoint")
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> GeminiLiveConfig:
+        vertex = self.vertex_project is not None or self.vertex_location is not None
+        if vertex and self.api_key is not None:
+            raise ValueError("set either api_key (Gemini API) or vertex_project/vertex_location, not both")
+        if vertex and not (self.vertex_project and self.vertex_location):
+            raise ValueError("Vertex AI needs both vertex_project and vertex_location")
+        if (
+            self.compression_trigger_tokens is not None
+            and self.compression_target_tokens is not None
+            and self.compression_target_tokens >= self.compression_trigger_tokens
+        ):
+            raise ValueError("compression_target_tokens must be below compression_trigger_tokens")
+        return self
+
+    @property
+    def vertex(self) -> bool:
+        return self.vertex_project is not None

@@ -1,0 +1,353 @@
+"""Gemini Live server messages -> neutral events (pure: no sockets, no SDK session).
+
+:class:`LiveEventMapper` takes each ``LiveServerMessage`` the SDK parsed (or a plain
+camelCase dict, as on the wire) and returns the :mod:`s2s.events` it means. It also keeps
+the little per-session state the provider needs later: the newest resumption handle, the
+tool calls still awaiting an answer, and, per bot utterance, how much audio and transcript
+arrived, which is what :meth:`LiveEventMapper.truncate` uses to write the barge-in note.
+
+Wire facts are from /work/shared/reference/gemini-live.md (section numbers below).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.genai import types
+
+from s2s.events import (
+    AudioOut,
+    ProviderEvent,
+    SessionExpiring,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
+from transcoding.formats import PCM16_24K
+
+log = logging.getLogger(__name__)
+
+OUTPUT_RATE = PCM16_24K.sample_rate
+_RATE_RE = re.compile(r"rate\s*=\s*(\d+)")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
+_KEPT_UTTERANCES = 4  # barge-in notes only ever concern the last utterance or two
+
+
+class GeminiProtocolError(Exception):
+    """The service sent something this client cannot play or must not guess about."""
+
+
+def parse_server_message(raw: types.LiveServerMessage | Mapping[str, Any]) -> types.LiveServerMessage:
+    """Accept the SDK's parsed message or the wire dict (camelCase keys, base64 audio)."""
+    if isinstance(raw, types.LiveServerMessage):
+        return raw
+    return types.LiveServerMessage.model_validate(dict(raw))
+
+
+def audio_rate(mime_type: str | None) -> int:
+    """Sample rate named by an ``inlineData.mimeType`` such as ``audio/pcm;rate=24000`` (section 3).
+
+    Native audio models always send 24 kHz; a mime type without a rate is taken as that."""
+    match = _RATE_RE.search(mime_type or "")
+    return int(match.group(1)) if match else OUTPUT_RATE
+
+
+def parse_duration(value: str | None) -> float | None:
+    """``goAway.timeLeft`` is a protobuf Duration in its JSON form, e.g. ``"50s"`` or ``"0.5s"``."""
+    if not value:
+        return None
+    match = _DURATION_RE.match(value)
+    return float(match.group(1)) if match else None
+
+
+@dataclass(slots=True)
+class Utterance:
+    """One bot answer as it arrived: its audio length and its output transcription."""
+
+    item_id: str
+    audio_bytes: int = 0
+    text: str = ""
+    interrupted: bool = False
+    complete: bool = False
+    heard_text: str | None = None  # set once truncate() learned what the caller heard
+    transcript_final: bool = False
+
+    @property
+    def audio_ms(self) -> float:
+        return PCM16_24K.duration_ms(self.audio_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInNote:
+    """What :meth:`LiveEventMapper.truncate` concluded; ``text`` is what to tell the model."""
+
+    item_id: str
+    heard_ms: int
+    total_ms: float
+    heard_text: str
+    text: str
+
+
+def heard_prefix(text: str, heard_ms: float, total_ms: float) -> str:
+    """The part of ``text`` spoken in the first ``heard_ms`` of ``total_ms`` of audio.
+
+    An estimate: speech is taken to run at a constant rate, and the cut falls back to the
+    last whole word so the note never quotes half a word the caller did not hear."""
+    if total_ms <= 0 or heard_ms >= total_ms:
+        return text.strip()
+    if heard_ms <= 0:
+        return ""
+    cut = int(len(text) * heard_ms / total_ms)
+    if cut < len(text) and not text[cut].isspace():
+        cut = text.rfind(" ", 0, cut) + 1
+    return text[:cut].strip()
+
+
+def barge_in_note_text(heard_text: str, heard_ms: int, total_ms: float, has_transcript: bool) -> str:
+    """The short user-role note that tells the model what the caller actually heard."""
+    heard_s = heard_ms / 1000.0
+    if not has_transcript:
+        return (
+            f"[Call note, not spoken by the caller: the caller interrupted your last answer after "
+            f"{heard_s:.1f} of its {total_ms / 1000.0:.1f} seconds and did not hear the rest.]"
+        )
+    if not heard_text:
+        return (
+            "[Call note, not spoken by the caller: the caller interrupted you before hearing any of "
+            "your last answer.]"
+        )
+    return (
+        "[Call note, not spoken by the caller: the caller interrupted your last answer and heard "
+        f'only: "{heard_text}". They did not hear the rest.]'
+    )
+
+
+@dataclass(slots=True)
+class _CallerTurn:
+    text: str = ""
+    final: bool = True
+
+
+@dataclass(slots=True)
+class Usage:
+    """Running token totals of the session (``usageMetadata``, section 5)."""
+
+    prompt_tokens: int = 0
+    response_tokens: int = 0
+    total_tokens: int = 0
+    messages: int = 0
+
+
+class LiveEventMapper:
+    """Translates one Gemini Live session's server messages into neutral events.
+
+    Turn model (section 5): a bot answer is every ``modelTurn`` part up to ``turnComplete``;
+    the SDK's ``receive()`` ends there too. ``interrupted`` arrives before that
+    ``turnComplete`` when the caller barges in; it is the only barge-in signal Gemini gives.
+    One mapper per session; ``item_prefix`` keeps item ids unique across the sessions of a
+    call (renewal opens a new session whose numbering starts again)."""
+
+    def __init__(self, item_prefix: str | None = None) -> None:
+        self._prefix = item_prefix or f"gemini-{uuid.uuid4().hex[:8]}"
+        self._turns = 0
+        self._current: Utterance | None = None
+        self._utterances: OrderedDict[str, Utterance] = OrderedDict()
+        self._caller = _CallerTurn()
+        self.resume_handle: str | None = None
+        self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
+        self.usage = Usage()
+
+    # -- server -> events ---------------------------------------------------------------
+
+    def feed(self, raw: types.LiveServerMessage | Mapping[str, Any]) -> list[ProviderEvent]:
+        """Events for one server message. Its fields are not mutually exclusive (3.1 bundles
+        audio, transcript and ``turnComplete`` in one message), so every field is looked at,
+        in the order a listener expects: caller words, barge-in, bot audio/words, turn end."""
+        msg = parse_server_message(raw)
+        events: list[ProviderEvent] = []
+        content = msg.server_content
+        if content is not None:
+            self._server_content(content, events)
+        if msg.tool_call is not None:
+            self._tool_call(msg.tool_call, events)
+        if msg.tool_call_cancellation is not None:
+            self._tool_call_cancellation(msg.tool_call_cancellation)
+        if msg.go_away is not None:
+            events.append(SessionExpiring("goAway", parse_duration(msg.go_away.time_left)))
+        if msg.session_resumption_update is not None:
+            update = msg.session_resumption_update
+            if update.resumable and update.new_handle:
+                self.resume_handle = update.new_handle
+        if msg.usage_metadata is not None:
+            self._usage(msg.usage_metadata)
+        if msg.voice_activity is not None:
+            kind = msg.voice_activity.voice_activity_type
+            if kind == types.VoiceActivityType.ACTIVITY_END:
+                events.append(SpeechStopped())
+        return events
+
+    def _server_content(self, content: types.LiveServerContent, events: list[ProviderEvent]) -> None:
+        if content.input_transcription is not None:
+            self._caller_words(content.input_transcription, events)
+        if content.interrupted:
+            self._interrupted(events)
+        if content.model_turn is not None and content.model_turn.parts:
+            for part in content.model_turn.parts:
+                blob = part.inline_data
+                if blob is None or not blob.data:
+                    continue  # text/thought parts: native audio models speak, the words come
+                    # from outputTranscription
+                rate = audio_rate(blob.mime_type)
+                if rate != OUTPUT_RATE:
+                    raise GeminiProtocolError(
+                        f"model audio is {blob.mime_type!r}; this provider declares "
+                        f"pcm16@{OUTPUT_RATE} and will not play it at the wrong speed"
+                    )
+                utterance = self._utterance(events)
+                if utterance.interrupted:
+                    continue  # late audio of an abandoned answer must not reach the caller
+                utterance.audio_bytes += len(blob.data)
+                events.append(AudioOut(blob.data, utterance.item_id))
+        if content.output_transcription is not None and content.output_transcription.text:
+            utterance = self._utterance(events)
+            utterance.text += content.output_transcription.text
+            events.append(
+                Transcript("bot", content.output_transcription.text, final=False, item_id=utterance.item_id)
+            )
+        if content.turn_complete:
+            self._turn_complete(events)
+
+    def _caller_words(self, transcription: types.Transcription, events: list[ProviderEvent]) -> None:
+        if transcription.text:
+            self._caller.text += transcription.text
+            self._caller.final = False
+            events.append(Transcript("caller", transcription.text, final=False))
+        if transcription.finished:
+            self._finish_caller(events)
+
+    def _finish_caller(self, events: list[ProviderEvent]) -> None:
+        if not self._caller.final and self._caller.text.strip():
+            events.append(Transcript("caller", self._caller.text.strip(), final=True))
+        self._caller = _CallerTurn()
+
+    def _utterance(self, events: list[ProviderEvent]) -> Utterance:
+        """The current bot answer, started at its first audio or transcript fragment. The
+        caller's words are final by then: the model only answers once their turn ended."""
+        if self._current is None:
+            self._finish_caller(events)
+            self._flush_pending_transcripts(events)
+            self._turns += 1
+            self._current = Utterance(f"{self._prefix}-{self._turns}")
+            self._utterances[self._current.item_id] = self._current
+            while len(self._utterances) > _KEPT_UTTERANCES:
+                self._utterances.popitem(last=False)
+        return self._current
+
+    def _interrupted(self, events: list[ProviderEvent]) -> None:
+        current = self._current
+        if current is None:
+            # python-genai #2333: 2.5 native audio may send a stray interrupted:true right
+            # after a turnComplete. Nothing is being generated, so there is nothing to cut;
+            # passing it on would make the bridge clear audio the caller should still hear.
+            log.warning("gemini sent interrupted:true outside a bot turn (python-genai #2333); ignored")
+            return
+        current.interrupted = True
+        events.append(SpeechStarted(item_id=current.item_id))
+
+    def _turn_complete(self, events: list[ProviderEvent]) -> None:
+        current = self._current
+        self._current = None
+        if current is None:
+            self._finish_caller(events)  # a turn without audio (e.g. tool-only turn)
+            return
+        current.complete = True
+        events.append(TurnDone(item_id=current.item_id, interrupted=current.interrupted))
+        # An interrupted answer's final transcript waits for truncate() to say what the caller
+        # heard; if it never comes (nothing was left to cut) the next turn flushes the full text.
+        if not current.interrupted or current.heard_text is not None:
+            self._final_bot_transcript(current, events)
+
+    def _final_bot_transcript(self, utterance: Utterance, events: list[ProviderEvent]) -> None:
+        if utterance.transcript_final:
+            return
+        utterance.transcript_final = True
+        text = utterance.heard_text if utterance.heard_text is not None else utterance.text.strip()
+        if text:
+            events.append(Transcript("bot", text, final=True, item_id=utterance.item_id))
+
+    def _flush_pending_transcripts(self, events: list[ProviderEvent]) -> None:
+        for utterance in self._utterances.values():
+            if utterance.complete:
+                self._final_bot_transcript(utterance, events)
+
+    def flush(self) -> list[ProviderEvent]:
+        """Final transcripts still held back; the session calls this when it ends."""
+        events: list[ProviderEvent] = []
+        self._finish_caller(events)
+        self._flush_pending_transcripts(events)
+        return events
+
+    def _tool_call(self, tool_call: types.LiveServerToolCall, events: list[ProviderEvent]) -> None:
+        for call in tool_call.function_calls or []:
+            if not call.name:
+                log.warning("gemini tool call without a function name ignored: %r", call)
+                continue
+            # The Gemini API always sends an id and requires it back (section 4); Vertex may
+            # omit it, so make one up to keep the neutral call_id unique.
+            call_id = call.id or f"call-{uuid.uuid4().hex[:12]}"
+            self.pending_tool_calls[call_id] = call.name
+            events.append(ToolCall(call_id=call_id, name=call.name, arguments=dict(call.args or {})))
+
+    def _tool_call_cancellation(self, cancellation: types.LiveServerToolCallCancellation) -> None:
+        for call_id in cancellation.ids or []:
+            name = self.pending_tool_calls.pop(call_id, None)
+            log.info("gemini cancelled tool call %s (%s); its result will not be sent", call_id, name)
+
+    def _usage(self, usage: types.UsageMetadata) -> None:
+        self.usage.prompt_tokens += usage.prompt_token_count or 0
+        self.usage.response_tokens += usage.response_token_count or 0
+        self.usage.total_tokens += usage.total_token_count or 0
+        self.usage.messages += 1
+        log.debug(
+            "gemini usage: prompt=%s response=%s total=%s (session total %d)",
+            usage.prompt_token_count,
+            usage.response_token_count,
+            usage.total_token_count,
+            self.usage.total_tokens,
+        )
+
+    # -- barge-in ------------------------------------------------------------------------
+
+    def truncate(
+        self, item_id: str, heard_ms: int, *, has_transcript: bool = True
+    ) -> tuple[BargeInNote | None, list[ProviderEvent]]:
+        """Work out what the caller heard of ``item_id``: the note to send the model (None
+        when they heard all of it, or the item is unknown) and any final transcript that was
+        waiting for this answer."""
+        events: list[ProviderEvent] = []
+        utterance = self._utterances.get(item_id)
+        if utterance is None or utterance.heard_text is not None:
+            return None, events
+        total_ms = utterance.audio_ms
+        heard_ms = max(0, heard_ms)
+        utterance.heard_text = heard_prefix(utterance.text, heard_ms, total_ms)
+        if utterance.complete:
+            self._final_bot_transcript(utterance, events)
+        if heard_ms >= total_ms:
+            return None, events  # the caller heard it all: nothing to correct
+        note = BargeInNote(
+            item_id=item_id,
+            heard_ms=heard_ms,
+            total_ms=total_ms,
+            heard_text=utterance.heard_text,
+            text=barge_in_note_text(utterance.heard_text, heard_ms, total_ms, has_transcript),
+        )
+        return note, events

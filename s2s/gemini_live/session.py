@@ -1,0 +1,330 @@
+"""The asyncio shell: one google-genai Live connection per :class:`GeminiLiveSession`.
+
+Everything Gemini-specific that is not I/O lives in :mod:`s2s.gemini_live.protocol` and
+:mod:`s2s.gemini_live.setup`; this module opens the SDK session, pumps its messages through
+the mapper and sends what the bridge asks for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import ssl
+from typing import Any
+
+import websockets
+from google import genai
+from google.genai import errors, types
+from google.genai.live import AsyncSession
+
+from s2s.events import ProviderError
+from s2s.gemini_live.config import GeminiLiveConfig
+from s2s.gemini_live.protocol import GeminiProtocolError, LiveEventMapper
+from s2s.gemini_live.setup import INPUT_MIME, connect_config, opening_turns, text_turn
+from s2s.provider import Provider, ProviderConfig, ProviderConnectError, QueuedSession, SessionContext
+from transcoding.formats import PCM16_16K, PCM16_24K
+
+log = logging.getLogger(__name__)
+
+# Close codes that mean "this request will never work" (reference section 1 and Addenda:
+# a wrong key closes with 1007; 1008 is a policy violation such as an unknown model).
+_FATAL_CLOSE_CODES = frozenset({1007, 1008})
+# HTTP statuses at the upgrade that retrying cannot fix.
+_FATAL_HTTP_STATUSES = frozenset({400, 401, 403, 404})
+# A few undecodable messages in a row are the service's problem; a stream of them is ours.
+_MAX_BAD_MESSAGES = 20
+
+
+def make_client(config: GeminiLiveConfig) -> genai.Client:
+    """One SDK client per configured provider; sessions share it.
+
+    ``ca_file`` (a private endpoint or the test fake) is handed to the SDK as the TLS context
+    of its WebSocket via ``async_client_args["ssl"]`` rather than ``SSL_CERT_FILE``, so it
+    affects this provider only, not every TLS client in the process."""
+    client_args: dict[str, Any] = {}
+    if config.ca_file:
+        client_args["ssl"] = ssl.create_default_context(cafile=config.ca_file)
+    http_options = types.HttpOptions(
+        base_url=config.base_url,
+        api_version=config.api_version,
+        async_client_args=client_args or None,
+    )
+    if config.vertex:
+        return genai.Client(
+            vertexai=True,
+            project=config.vertex_project,
+            location=config.vertex_location,
+            http_options=http_options,
+        )
+    api_key = config.api_key.get_secret_value() if config.api_key is not None else None
+    return genai.Client(api_key=api_key, http_options=http_options)
+
+
+def _close_code(exc: BaseException) -> int | None:
+    """The WebSocket close code an SDK ``APIError`` carries, if it is one (1000-4999)."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and 1000 <= code <= 4999 else None
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, errors.APIError):
+        return f"code {exc.code}: {exc.message or exc.details}"
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return f"HTTP {exc.response.status_code} at the WebSocket upgrade"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, errors.APIError):
+        return exc.code not in _FATAL_CLOSE_CODES and exc.code not in _FATAL_HTTP_STATUSES
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return exc.response.status_code not in _FATAL_HTTP_STATUSES
+    # A certificate the endpoint presents but we do not trust is a configuration problem.
+    return not isinstance(exc, (ssl.SSLCertVerificationError, ValueError))
+
+
+class GeminiLiveSession(QueuedSession):
+    """One Gemini Live conversation on one WebSocket.
+
+    Audio: PCM16 16 kHz in, PCM16 24 kHz out (reference section 3); the bridge resamples
+    from and to the 8 kHz mu-law of the phone line. The mapper rejects any other output
+    rate, so a model change can never play at the wrong speed unnoticed."""
+
+    input_format = PCM16_16K
+    output_format = PCM16_24K
+
+    def __init__(
+        self,
+        provider_name: str,
+        config: GeminiLiveConfig,
+        ctx: SessionContext,
+        live: AsyncSession,
+        exit_stack: contextlib.AsyncExitStack,
+    ) -> None:
+        super().__init__(provider_name)
+        self.config = config
+        self.ctx = ctx
+        self.mapper = LiveEventMapper()
+        self._live = live
+        self._exit_stack = exit_stack
+
+    @property
+    def resume_handle(self) -> str | None:
+        return self.mapper.resume_handle
+
+    async def start(self) -> None:
+        """Replay history / ask for the greeting, then start reading."""
+        turns, turn_complete = opening_turns(self.ctx)
+        if turns:
+            content: list[types.Content | types.ContentDict] = [*turns]
+            await self._live.send_client_content(turns=content, turn_complete=turn_complete)
+        self.start_reader(self._read())
+
+    async def _read(self) -> None:
+        try:
+            await self._pump()
+        finally:
+            # Transcripts held back for a truncate() that will not come now.
+            for event in self.mapper.flush():
+                self.emit(event)
+
+    async def _pump(self) -> None:
+        bad_messages = 0
+        while True:
+            # receive() ends after every turnComplete (reference section 1): keep calling it.
+            try:
+                async for message in self._live.receive():
+                    bad_messages = 0
+                    for event in self.mapper.feed(message):
+                        self.emit(event)
+            except GeminiProtocolError as exc:
+                log.error("%s: %s; closing session of %s", self.provider_name, exc, self.ctx.call_sid)
+                self.emit(ProviderError("bad_audio_format", str(exc), fatal=True))
+                return
+            except (errors.APIError, TypeError, ValueError) as exc:
+                if _close_code(exc) is not None:
+                    self._report_close(exc)
+                    return
+                # The socket is still open; only this message could not be parsed (an
+                # unknown top-level key, bad JSON). Say so and keep the call going.
+                bad_messages += 1
+                log.error("%s: undecodable server message skipped: %s", self.provider_name, _describe(exc))
+                self.emit(ProviderError("bad_message", _describe(exc)))
+                if bad_messages >= _MAX_BAD_MESSAGES:
+                    self.emit(ProviderError("bad_message", "too many undecodable messages", fatal=True))
+                    return
+
+    def _report_close(self, exc: BaseException) -> None:
+        if self._closing:
+            return
+        log.warning(
+            "%s session of %s closed by the service (%s); the recovery layer takes over",
+            self.provider_name,
+            self.ctx.call_sid,
+            _describe(exc),
+        )
+        self.emit(ProviderError("connection_closed", _describe(exc), fatal=True))
+
+    # -- bridge -> Gemini -------------------------------------------------------------------
+
+    async def _send(self, what: str, coro: Any) -> None:
+        """Run one SDK send. A send racing a dropped socket fails quietly: the reader reports
+        the loss once, as ``Closed(error=True)``, and the bridge must not crash meanwhile."""
+        try:
+            await coro
+        except (websockets.exceptions.ConnectionClosed, errors.APIError) as exc:
+            log.debug("%s: %s not sent, connection closing: %r", self.provider_name, what, exc)
+
+    async def send_audio(self, audio: bytes) -> None:
+        if self.closed or not audio:
+            return
+        await self._send(
+            "audio", self._live.send_realtime_input(audio=types.Blob(data=audio, mime_type=INPUT_MIME))
+        )
+
+    async def send_text(self, text: str) -> None:
+        """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
+        and interruption semantics of ``clientContent`` (reference section 4)."""
+        if self.closed or not text:
+            return
+        await self._send("text", self._live.send_realtime_input(text=text))
+
+    async def truncate(self, item_id: str, heard_ms: int) -> None:
+        """Tell the model what the caller heard of its interrupted answer.
+
+        Gemini has no truncate call and keeps in its context everything it *sent*, which
+        streams faster than real time, so after a barge-in it believes the caller heard the
+        whole answer. The cheapest correction is a one-line note quoting the heard part of
+        the answer's output transcription, cut at ``heard_ms / total audio ms`` (see
+        :func:`~s2s.gemini_live.protocol.heard_prefix`).
+
+        Sent as ``clientContent`` with ``turnComplete=false``: content that is appended to the
+        conversation in order and does not ask for an answer. Realtime text would be taken as
+        the caller speaking and answered, on top of the caller's own words. Sent now, while
+        the caller is talking and no generation is running, because ``clientContent`` cuts a
+        running generation, which is exactly what an answer to the caller would be a moment
+        later. Caveats: the cut assumes an even speaking rate; without output transcription
+        the note can only give the seconds heard; interleaving ``clientContent`` with
+        realtime audio is discouraged by the SDK docs (how a model weighs the note is not
+        specified) and 3.1 models may only accept ``clientContent`` as initial history."""
+        if self.closed:
+            return
+        note, events = self.mapper.truncate(
+            item_id, heard_ms, has_transcript=self.config.output_transcription
+        )
+        for event in events:
+            self.emit(event)
+        if note is None:
+            return
+        log.info(
+            "%s: caller heard %d of %.0f ms of %s; telling the model",
+            self.provider_name,
+            note.heard_ms,
+            note.total_ms,
+            item_id,
+        )
+        await self._send(
+            "barge-in note",
+            self._live.send_client_content(turns=[text_turn("user", note.text)], turn_complete=False),
+        )
+
+    async def send_tool_result(self, call_id: str, output: str) -> None:
+        name = self.mapper.pending_tool_calls.pop(call_id, None)
+        if self.closed:
+            return
+        if name is None:
+            log.warning(
+                "%s: result for unknown or cancelled tool call %s dropped", self.provider_name, call_id
+            )
+            return
+        try:
+            parsed = json.loads(output)
+        except ValueError:
+            parsed = output
+        # FunctionResponse.response must be an object; the id and name tie it to the call.
+        response = parsed if isinstance(parsed, dict) else {"output": parsed}
+        await self._send(
+            "tool result",
+            self._live.send_tool_response(
+                function_responses=[types.FunctionResponse(id=call_id, name=name, response=response)]
+            ),
+        )
+
+    async def _close_transport(self) -> None:
+        await self._exit_stack.aclose()
+
+
+class GeminiLiveProvider(Provider):
+    """A configured ``gemini_live`` provider."""
+
+    config: GeminiLiveConfig
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        if not isinstance(config, GeminiLiveConfig):
+            raise TypeError(f"{name}: expected GeminiLiveConfig, got {type(config).__name__}")
+        super().__init__(name, config)
+        self._client: genai.Client | None = None
+
+    @property
+    def client(self) -> genai.Client:
+        if self._client is None:
+            try:
+                self._client = make_client(self.config)
+            except ValueError as exc:  # no API key anywhere, bad Vertex settings
+                raise ProviderConnectError(self.name, f"client setup failed: {exc}", retryable=False) from exc
+        return self._client
+
+    async def open_session(self, ctx: SessionContext) -> GeminiLiveSession:
+        try:
+            return await self._open(ctx)
+        except ProviderConnectError as exc:
+            if not ctx.resume_handle or exc.retryable:
+                raise
+            # A handle can expire (2 h) or be refused; the history still carries the call.
+            log.warning("%s: resuming %s failed (%s); opening a fresh session", self.name, ctx.call_sid, exc)
+            return await self._open(ctx.__class__(**{**_ctx_fields(ctx), "resume_handle": None}))
+
+    async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
+        stack = contextlib.AsyncExitStack()
+        model = ctx.model or self.config.model
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                live = await stack.enter_async_context(
+                    self.client.aio.live.connect(model=model, config=connect_config(self.config, ctx))
+                )
+                session = GeminiLiveSession(self.name, self.config, ctx, live, stack)
+                await session.start()
+        except ProviderConnectError:
+            await stack.aclose()
+            raise
+        except TimeoutError as exc:
+            await _quiet_close(stack)
+            raise ProviderConnectError(
+                self.name, f"no setupComplete within {self.config.connect_timeout_s:g} s for {ctx.call_sid}"
+            ) from exc
+        except Exception as exc:
+            await _quiet_close(stack)
+            raise ProviderConnectError(
+                self.name, f"connect for {ctx.call_sid} failed: {_describe(exc)}", retryable=_retryable(exc)
+            ) from exc
+        log.info(
+            "%s: session open for %s (model %s%s)",
+            self.name,
+            ctx.call_sid,
+            model,
+            ", resumed" if ctx.resume_handle else "",
+        )
+        return session
+
+
+def _ctx_fields(ctx: SessionContext) -> dict[str, Any]:
+    return {name: getattr(ctx, name) for name in ctx.__dataclass_fields__}
+
+
+async def _quiet_close(stack: contextlib.AsyncExitStack) -> None:
+    try:
+        await stack.aclose()
+    except Exception as exc:
+        log.debug("gemini connect cleanup: %r", exc)
