@@ -1,0 +1,398 @@
+"""Nova Sonic's bidirectional-stream events, sans I/O.
+
+:class:`NovaProtocol` builds the input events (plain dicts, each ``{"event": {NAME: {...}}}``)
+in the order the model requires and turns output events into the neutral vocabulary of
+:mod:`s2s.events`. It never touches a stream: :mod:`s2s.nova_sonic.session` moves the dicts.
+
+Input order (reference §3; AWS "sonic-input-events"): ``sessionStart`` -> ``promptStart`` ->
+SYSTEM text content -> history contents -> the one interactive USER AUDIO content, fed by
+``audioInput`` for the whole call; while it is open, TOOL result contents and (Nova 2 only)
+interactive USER TEXT contents may be interleaved; the close is ``contentEnd`` (audio) ->
+``promptEnd`` -> ``sessionEnd``.
+
+Output (reference §4; AWS "sonic-output-events"): every block is ``contentStart`` / payload /
+``contentEnd`` keyed by ``contentId``. A bot answer is: USER TEXT FINAL (the caller's ASR
+transcript), ASSISTANT TEXT SPECULATIVE (planned speech), ASSISTANT AUDIO (``audioOutput``
+chunks, faster than real time), ASSISTANT TEXT FINAL (what was actually spoken). ``audioOutput``
+and ``textOutput`` carry only the ``contentId``, so role/type/stage come from the block's
+``contentStart``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from s2s.events import (
+    AudioOut,
+    ProviderError,
+    ProviderEvent,
+    SpeechStarted,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
+from s2s.nova_sonic.history import MAX_TEXT_INPUT_BYTES, HistoryMessage, split_utf8
+from s2s.tools import ToolSpec
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+TextRole = Literal["SYSTEM", "USER", "ASSISTANT"]
+
+
+class ProtocolStateError(RuntimeError):
+    """An input event was requested in a state where Nova would reject it (h11 style: names
+    the state and the event rather than letting the service answer with a ValidationException)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptSettings:
+    """What ``sessionStart``/``promptStart`` and the audio content declare."""
+
+    instructions: str
+    voice: str
+    input_sample_rate: int
+    output_sample_rate: int
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int = 1024
+    temperature: float = 0.7
+    top_p: float = 0.9
+    endpointing_sensitivity: str | None = None
+    nova2: bool = True
+
+
+@dataclass(slots=True)
+class _Content:
+    type: str
+    role: str
+    stage: str | None
+    text: list[str] = field(default_factory=list)
+    tool_use: Event | None = None
+
+
+def _ev(name: str, body: Event) -> Event:
+    return {"event": {name: body}}
+
+
+def is_interruption_marker(text: str) -> bool:
+    """Nova signals barge-in with an ASSISTANT ``textOutput`` whose content is the JSON
+    ``{ "interrupted" : true }`` (spacing varies, so parse rather than compare)."""
+    stripped = text.strip()
+    if not (stripped.startswith("{") and stripped.endswith("}")):
+        return False
+    try:
+        value = json.loads(stripped)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and value.get("interrupted") is True
+
+
+class NovaProtocol:
+    """One stream's worth of Nova protocol state (a new stream gets a new instance)."""
+
+    def __init__(self, settings: PromptSettings, *, new_id: Callable[[], str] | None = None) -> None:
+        self.settings = settings
+        self._new_id = new_id or (lambda: str(uuid.uuid4()))
+        self.prompt_name = self._new_id()
+        self.audio_content_name = self._new_id()
+        self.state: Literal["new", "streaming", "closed"] = "new"
+        self.usage: Event = {}
+        self._contents: dict[str, _Content] = {}
+        self._bot_item: str | None = None  # contentId of the latest ASSISTANT AUDIO block
+        self._responding = False  # bot audio started and no TurnDone yet
+        self._interrupted = False  # SpeechStarted already emitted for the current answer
+
+    # ----------------------------------------------------------------- input events
+
+    def opening_events(self, history: Iterable[HistoryMessage] = ()) -> list[Event]:
+        """Everything up to and including the audio ``contentStart``; after these the
+        stream accepts ``audioInput``."""
+        if self.state != "new":
+            raise ProtocolStateError(f"opening events requested in state {self.state!r}")
+        s = self.settings
+        session_start: Event = {
+            "inferenceConfiguration": {
+                "maxTokens": s.max_tokens,
+                "topP": s.top_p,
+                "temperature": s.temperature,
+            }
+        }
+        if s.nova2 and s.endpointing_sensitivity:
+            session_start["turnDetectionConfiguration"] = {
+                "endpointingSensitivity": s.endpointing_sensitivity
+            }
+        prompt_start: Event = {
+            "promptName": self.prompt_name,
+            "textOutputConfiguration": {"mediaType": "text/plain"},
+            "audioOutputConfiguration": {
+                "mediaType": "audio/lpcm",
+                "sampleRateHertz": s.output_sample_rate,
+                "sampleSizeBits": 16,
+                "channelCount": 1,
+                "voiceId": s.voice,
+                "encoding": "base64",
+                "audioType": "SPEECH",
+            },
+        }
+        if s.tools:
+            prompt_start["toolUseOutputConfiguration"] = {"mediaType": "application/json"}
+            prompt_start["toolConfiguration"] = {"tools": [tool_spec(t) for t in s.tools]}
+        events = [_ev("sessionStart", session_start), _ev("promptStart", prompt_start)]
+        events += self._text_content(
+            "SYSTEM", split_utf8(s.instructions, MAX_TEXT_INPUT_BYTES), interactive=False
+        )
+        for message in history:
+            events += self._text_content(message.role, message.chunks, interactive=False)
+        events.append(
+            _ev(
+                "contentStart",
+                {
+                    "promptName": self.prompt_name,
+                    "contentName": self.audio_content_name,
+                    "type": "AUDIO",
+                    "interactive": True,
+                    "role": "USER",
+                    "audioInputConfiguration": {
+                        "mediaType": "audio/lpcm",
+                        "sampleRateHertz": s.input_sample_rate,
+                        "sampleSizeBits": 16,
+                        "channelCount": 1,
+                        "audioType": "SPEECH",
+                        "encoding": "base64",
+                    },
+                },
+            )
+        )
+        self.state = "streaming"
+        return events
+
+    def audio_input(self, pcm: bytes) -> Event:
+        self._require_streaming("audioInput")
+        return _ev(
+            "audioInput",
+            {
+                "promptName": self.prompt_name,
+                "contentName": self.audio_content_name,
+                "content": base64.b64encode(pcm).decode("ascii"),
+            },
+        )
+
+    def user_text(self, text: str) -> list[Event]:
+        """A caller-side text turn the model answers (Nova 2 cross-modal input: an interactive
+        USER TEXT content while the audio content stays open)."""
+        self._require_streaming("user text")
+        if not self.settings.nova2:
+            raise ProtocolStateError("Nova Sonic v1 accepts no text input once audio has started")
+        return self._text_content("USER", split_utf8(text, MAX_TEXT_INPUT_BYTES), interactive=True)
+
+    def tool_result(self, tool_use_id: str, output: str) -> list[Event]:
+        self._require_streaming("toolResult")
+        name = self._new_id()
+        return [
+            _ev(
+                "contentStart",
+                {
+                    "promptName": self.prompt_name,
+                    "contentName": name,
+                    "type": "TOOL",
+                    "interactive": False,
+                    "role": "TOOL",
+                    "toolResultInputConfiguration": {
+                        "toolUseId": tool_use_id,
+                        "type": "TEXT",
+                        "textInputConfiguration": {"mediaType": "text/plain"},
+                    },
+                },
+            ),
+            _ev("toolResult", {"promptName": self.prompt_name, "contentName": name, "content": output}),
+            _ev("contentEnd", {"promptName": self.prompt_name, "contentName": name}),
+        ]
+
+    def closing_events(self) -> list[Event]:
+        """The goodbye AWS asks for even after errors (it frees server resources)."""
+        if self.state == "closed":
+            return []
+        events: list[Event] = []
+        if self.state == "streaming":
+            events.append(
+                _ev("contentEnd", {"promptName": self.prompt_name, "contentName": self.audio_content_name})
+            )
+            events.append(_ev("promptEnd", {"promptName": self.prompt_name}))
+        events.append(_ev("sessionEnd", {}))
+        self.state = "closed"
+        return events
+
+    def _text_content(self, role: TextRole, chunks: Iterable[str], *, interactive: bool) -> list[Event]:
+        name = self._new_id()
+        events = [
+            _ev(
+                "contentStart",
+                {
+                    "promptName": self.prompt_name,
+                    "contentName": name,
+                    "type": "TEXT",
+                    "interactive": interactive,
+                    "role": role,
+                    "textInputConfiguration": {"mediaType": "text/plain"},
+                },
+            )
+        ]
+        events += [
+            _ev("textInput", {"promptName": self.prompt_name, "contentName": name, "content": chunk})
+            for chunk in chunks
+        ]
+        events.append(_ev("contentEnd", {"promptName": self.prompt_name, "contentName": name}))
+        return events
+
+    def _require_streaming(self, what: str) -> None:
+        if self.state != "streaming":
+            raise ProtocolStateError(f"{what} requested in state {self.state!r}")
+
+    # ---------------------------------------------------------------- output events
+
+    def receive(self, message: object) -> list[ProviderEvent]:
+        """Translate one output event. Malformed input yields a non-fatal ProviderError; unknown
+        event names are ignored (Nova adds fields and events over time)."""
+        if (
+            not isinstance(message, dict)
+            or not isinstance(message.get("event"), dict)
+            or not message["event"]
+        ):
+            return [ProviderError("bad_event", f"not a Nova output event: {str(message)[:200]}")]
+        name, body = next(iter(message["event"].items()))
+        if not isinstance(body, dict):
+            return [ProviderError("bad_event", f"{name} body is not an object")]
+        handler = self._handlers.get(name)
+        if handler is None:
+            log.debug("nova: ignoring output event %s", name)
+            return []
+        try:
+            return handler(self, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            return [ProviderError("bad_event", f"malformed {name}: {exc!r}")]
+
+    def _on_content_start(self, body: Event) -> list[ProviderEvent]:
+        stage = None
+        fields = body.get("additionalModelFields")
+        if isinstance(fields, str) and fields:
+            # A JSON *string* inside the JSON event, e.g. "{\"generationStage\":\"FINAL\"}".
+            stage = json.loads(fields).get("generationStage")
+        content = _Content(type=body["type"], role=body["role"], stage=stage)
+        self._contents[body["contentId"]] = content
+        if content.role == "ASSISTANT" and content.type == "AUDIO":
+            self._bot_item = body["contentId"]
+            if not self._responding:
+                self._responding = True
+                self._interrupted = False
+        return []
+
+    def _on_text_output(self, body: Event) -> list[ProviderEvent]:
+        text = body["content"]
+        content = self._contents.get(body.get("contentId", ""))
+        role = content.role if content else body.get("role")
+        if role == "ASSISTANT" and is_interruption_marker(text):
+            return self._barge_in()
+        if content is not None:
+            content.text.append(text)
+        return []
+
+    def _on_audio_output(self, body: Event) -> list[ProviderEvent]:
+        try:
+            audio = base64.b64decode(body["content"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            return [ProviderError("bad_audio", f"undecodable audioOutput: {exc}")]
+        return [AudioOut(audio, item_id=body["contentId"])] if audio else []
+
+    def _on_tool_use(self, body: Event) -> list[ProviderEvent]:
+        content = self._contents.get(body.get("contentId", ""))
+        if content is None:  # tool use outside a TOOL block: keep it anyway, keyed by its own id
+            content = self._contents.setdefault(body["toolUseId"], _Content("TOOL", "TOOL", None))
+        content.tool_use = body
+        return []
+
+    def _on_content_end(self, body: Event) -> list[ProviderEvent]:
+        content_id = body.get("contentId", "")
+        content = self._contents.pop(content_id, None)
+        stop = body.get("stopReason")
+        out: list[ProviderEvent] = []
+        if content is None:
+            return out
+        if stop == "INTERRUPTED" and content.role == "ASSISTANT":
+            out += self._barge_in()
+        if content.type == "TEXT":
+            text = "".join(content.text).strip()
+            if content.role == "USER" and content.stage == "FINAL" and text:
+                out.append(Transcript("caller", text, final=True))
+            elif content.role == "ASSISTANT" and text:
+                out.append(Transcript("bot", text, final=content.stage == "FINAL", item_id=self._bot_item))
+            if stop == "INTERRUPTED" and content.role == "ASSISTANT":
+                out += self._turn_done()
+        elif content.type == "AUDIO" and content.role == "ASSISTANT":
+            # PARTIAL_TURN: more audio blocks of the same answer follow.
+            if stop in ("END_TURN", "INTERRUPTED"):
+                out += self._turn_done()
+        elif content.type == "TOOL" and content.tool_use is not None:
+            out += self._tool_call(content.tool_use)
+        return out
+
+    def _on_completion_end(self, body: Event) -> list[ProviderEvent]:
+        return self._turn_done()
+
+    def _on_usage(self, body: Event) -> list[ProviderEvent]:
+        details = body.get("details")
+        if isinstance(details, dict) and isinstance(details.get("total"), dict):
+            self.usage = details["total"]
+        return []
+
+    def _barge_in(self) -> list[ProviderEvent]:
+        if self._interrupted:
+            return []
+        self._interrupted = True
+        return [SpeechStarted(item_id=self._bot_item)]
+
+    def _turn_done(self) -> list[ProviderEvent]:
+        if not self._responding:
+            return []
+        self._responding = False
+        return [TurnDone(item_id=self._bot_item, interrupted=self._interrupted)]
+
+    def _tool_call(self, tool_use: Event) -> list[ProviderEvent]:
+        raw = tool_use.get("content") or "{}"
+        out: list[ProviderEvent] = []
+        try:
+            arguments = json.loads(raw)
+        except ValueError:
+            arguments = None
+        if not isinstance(arguments, dict):
+            out.append(ProviderError("bad_tool_arguments", f"{tool_use.get('toolName')}: {raw[:200]!r}"))
+            arguments = {}
+        out.append(ToolCall(call_id=tool_use["toolUseId"], name=tool_use["toolName"], arguments=arguments))
+        return out
+
+    _handlers: dict[str, Callable[[NovaProtocol, Event], list[ProviderEvent]]] = {
+        "contentStart": _on_content_start,
+        "textOutput": _on_text_output,
+        "audioOutput": _on_audio_output,
+        "toolUse": _on_tool_use,
+        "contentEnd": _on_content_end,
+        "completionEnd": _on_completion_end,
+        "usageEvent": _on_usage,
+    }
+
+
+def tool_spec(tool: ToolSpec) -> Event:
+    """Nova's ``toolSpec``: the JSON Schema goes in as a *string* (``inputSchema.json``)."""
+    return {
+        "toolSpec": {
+            "name": tool.name,
+            "description": tool.description,
+            "inputSchema": {"json": json.dumps(tool.parameters)},
+        }
+    }
