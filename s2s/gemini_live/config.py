@@ -27,9 +27,7 @@ class GeminiLiveConfig(ProviderConfig):
     vertex_location: str | None = None
 
     model: str = DEFAULT_MODEL
-    voice: str = Field(
-        default="Puck", description="prebuilt voice name (Puck, Charon, Kore, Fenrir, Aoede, ...)"
-    )
+    voice: str = Field(default="Puck", description="prebuilt voice name (Puck, Charon, Kore, Fenrir, Aoede, ...)")
     instructions: str = Field(
         default=(
             "You are a friendly voice assistant on a phone call. Answer briefly and naturally; "

@@ -121,8 +121,7 @@ def barge_in_note_text(heard_text: str, heard_ms: int, total_ms: float, has_tran
         )
     if not heard_text:
         return (
-            "[Call note, not spoken by the caller: the caller interrupted you before hearing any of "
-            "your last answer.]"
+            "[Call note, not spoken by the caller: the caller interrupted you before hearing any of your last answer.]"
         )
     return (
         "[Call note, not spoken by the caller: the caller interrupted your last answer and heard "
@@ -219,9 +218,7 @@ class LiveEventMapper:
         if content.output_transcription is not None and content.output_transcription.text:
             utterance = self._utterance(events)
             utterance.text += content.output_transcription.text
-            events.append(
-                Transcript("bot", content.output_transcription.text, final=False, item_id=utterance.item_id)
-            )
+            events.append(Transcript("bot", content.output_transcription.text, final=False, item_id=utterance.item_id))
         if content.turn_complete:
             self._turn_complete(events)
 

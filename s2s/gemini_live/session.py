@@ -180,9 +180,7 @@ class GeminiLiveSession(QueuedSession):
     async def send_audio(self, audio: bytes) -> None:
         if self.closed or not audio:
             return
-        await self._send(
-            "audio", self._live.send_realtime_input(audio=types.Blob(data=audio, mime_type=INPUT_MIME))
-        )
+        await self._send("audio", self._live.send_realtime_input(audio=types.Blob(data=audio, mime_type=INPUT_MIME)))
 
     async def send_text(self, text: str) -> None:
         """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
@@ -211,9 +209,7 @@ class GeminiLiveSession(QueuedSession):
         specified) and 3.1 models may only accept ``clientContent`` as initial history."""
         if self.closed:
             return
-        note, events = self.mapper.truncate(
-            item_id, heard_ms, has_transcript=self.config.output_transcription
-        )
+        note, events = self.mapper.truncate(item_id, heard_ms, has_transcript=self.config.output_transcription)
         for event in events:
             self.emit(event)
         if note is None:
@@ -235,9 +231,7 @@ class GeminiLiveSession(QueuedSession):
         if self.closed:
             return
         if name is None:
-            log.warning(
-                "%s: result for unknown or cancelled tool call %s dropped", self.provider_name, call_id
-            )
+            log.warning("%s: result for unknown or cancelled tool call %s dropped", self.provider_name, call_id)
             return
         try:
             parsed = json.loads(output)

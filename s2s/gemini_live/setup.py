@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 
 from google.genai import types
-from pydantic import ValidationError
 
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.provider import SessionContext, Turn
@@ -79,10 +78,10 @@ def tool_declarations(tools: tuple[ToolSpec, ...]) -> types.ToolListUnion | None
 
 def function_declaration(spec: ToolSpec) -> types.FunctionDeclaration:
     """``Schema`` is the form every Live model documents; JSON Schema the SDK's ``Schema``
-    cannot express (``additionalProperties``, ``$ref`` ...) goes as ``parametersJsonSchema``."""
+    cannot express (``const``, ``$defs``, type lists ...) goes as ``parametersJsonSchema``."""
     try:
         schema = types.Schema.model_validate(spec.parameters)
-    except ValidationError:
+    except (ValueError, AttributeError, TypeError):  # the SDK's converter trips on some (e.g. type lists)
         log.info("tool %s: parameters sent as raw JSON Schema", spec.name)
         return types.FunctionDeclaration(
             name=spec.name, description=spec.description, parameters_json_schema=spec.parameters
@@ -95,9 +94,7 @@ def text_turn(role: str, text: str) -> types.Content:
 
 
 def history_turns(history: tuple[Turn, ...]) -> list[types.Content]:
-    return [
-        text_turn("user" if turn.role == "caller" else "model", turn.text) for turn in history if turn.text
-    ]
+    return [text_turn("user" if turn.role == "caller" else "model", turn.text) for turn in history if turn.text]
 
 
 def greeting_request(greeting: str) -> types.Content:

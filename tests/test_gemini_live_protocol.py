@@ -1,0 +1,281 @@
+"""Gemini Live pure mapping: wire messages -> neutral events, setup and clientContent builders.
+
+No sockets: messages are the camelCase dicts the service sends (reference section 5) or the
+SDK's parsed ``LiveServerMessage``; both go through the same mapper."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import pytest
+from google.genai import types
+from pydantic import ValidationError
+
+from s2s.events import (
+    AudioOut,
+    SessionExpiring,
+    SpeechStarted,
+    SpeechStopped,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
+from s2s.gemini_live.config import GeminiLiveConfig
+from s2s.gemini_live.protocol import (
+    GeminiProtocolError,
+    LiveEventMapper,
+    audio_rate,
+    heard_prefix,
+    parse_duration,
+)
+from s2s.gemini_live.setup import connect_config, function_declaration, opening_turns
+from s2s.provider import SessionContext, Turn
+from s2s.tools import ToolSpec
+
+
+def audio_msg(pcm: bytes, mime: str = "audio/pcm;rate=24000", **extra: Any) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "modelTurn": {"parts": [{"inlineData": {"mimeType": mime, "data": base64.b64encode(pcm).decode()}}]}
+    }
+    content.update(extra)
+    return {"serverContent": content}
+
+
+def pcm_ms(ms: int) -> bytes:
+    return np.zeros(24 * ms, dtype="<i2").tobytes()
+
+
+def of_type(events: list[Any], kind: type) -> list[Any]:
+    return [e for e in events if isinstance(e, kind)]
+
+
+def test_model_audio_becomes_audio_out_with_one_item_id_per_turn() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    first = mapper.feed(audio_msg(pcm_ms(40))) + mapper.feed(audio_msg(pcm_ms(40)))
+    done = mapper.feed({"serverContent": {"turnComplete": True}})
+    second = mapper.feed(audio_msg(pcm_ms(20)))
+    assert [e.item_id for e in of_type(first, AudioOut)] == ["g-1", "g-1"]
+    assert of_type(first, AudioOut)[0].audio == pcm_ms(40)
+    assert of_type(done, TurnDone) == [TurnDone(item_id="g-1", interrupted=False)]
+    assert of_type(second, AudioOut)[0].item_id == "g-2"
+
+
+def test_sdk_message_and_wire_dict_map_the_same() -> None:
+    wire = audio_msg(pcm_ms(10), outputTranscription={"text": "Hi"})
+    sdk = types.LiveServerMessage.model_validate(wire)
+    assert LiveEventMapper(item_prefix="g").feed(sdk) == LiveEventMapper(item_prefix="g").feed(wire)
+
+
+def test_audio_at_another_rate_is_refused_loudly() -> None:
+    with pytest.raises(GeminiProtocolError, match="16000"):
+        LiveEventMapper().feed(audio_msg(pcm_ms(10), mime="audio/pcm;rate=16000"))
+
+
+def test_rate_parsing_and_default() -> None:
+    assert audio_rate("audio/pcm;rate=24000") == 24000
+    assert audio_rate("audio/pcm; rate=16000") == 16000
+    assert audio_rate("audio/pcm") == 24000
+
+
+def test_output_transcription_fragments_accumulate_into_final_text_at_turn_end() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    events = mapper.feed(audio_msg(pcm_ms(10), outputTranscription={"text": "Hello"}))
+    events += mapper.feed({"serverContent": {"outputTranscription": {"text": " there."}}})
+    assert [e.text for e in of_type(events, Transcript)] == ["Hello", " there."]
+    assert all(not e.final for e in of_type(events, Transcript))
+    end = mapper.feed({"serverContent": {"turnComplete": True}})
+    assert of_type(end, Transcript) == [Transcript("bot", "Hello there.", final=True, item_id="g-1")]
+
+
+def test_caller_transcript_is_final_when_finished_or_when_the_bot_answers() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    events = mapper.feed({"serverContent": {"inputTranscription": {"text": "What time"}}})
+    events += mapper.feed({"serverContent": {"inputTranscription": {"text": " is it?"}}})
+    events += mapper.feed(audio_msg(pcm_ms(10)))
+    finals = [e for e in of_type(events, Transcript) if e.final]
+    assert finals == [Transcript("caller", "What time is it?", final=True)]
+    finished = LiveEventMapper().feed({"serverContent": {"inputTranscription": {"text": "yes", "finished": True}}})
+    assert Transcript("caller", "yes", final=True) in finished
+
+
+def test_bundled_message_audio_transcript_and_turn_complete() -> None:
+    """3.1 models bundle fields in one message (reference section 5)."""
+    mapper = LiveEventMapper(item_prefix="g")
+    events = mapper.feed(audio_msg(pcm_ms(20), outputTranscription={"text": "Bye."}, turnComplete=True))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["AudioOut", "Transcript", "TurnDone", "Transcript"]
+
+
+def test_interrupted_is_barge_in_and_late_audio_of_that_turn_is_dropped() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    mapper.feed(audio_msg(pcm_ms(100)))
+    events = mapper.feed({"serverContent": {"interrupted": True}})
+    assert events == [SpeechStarted(item_id="g-1")]
+    assert mapper.feed(audio_msg(pcm_ms(40))) == []
+    assert mapper.feed({"serverContent": {"turnComplete": True}}) == [TurnDone(item_id="g-1", interrupted=True)]
+
+
+def test_stray_interrupted_after_turn_complete_is_ignored() -> None:
+    """python-genai #2333: a spurious interrupted right after the greeting's turnComplete."""
+    mapper = LiveEventMapper()
+    mapper.feed(audio_msg(pcm_ms(10)))
+    mapper.feed({"serverContent": {"turnComplete": True}})
+    assert mapper.feed({"serverContent": {"interrupted": True}}) == []
+
+
+def test_truncate_quotes_the_heard_part_of_the_answer() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    words = [f"w{i:02d}" for i in range(1, 11)]
+    for word in words:  # ten words over 1000 ms of audio
+        mapper.feed(audio_msg(pcm_ms(100), outputTranscription={"text": " " + word}))
+    mapper.feed({"serverContent": {"interrupted": True}})
+    held = mapper.feed({"serverContent": {"turnComplete": True}})
+    assert of_type(held, Transcript) == []  # waits for what the caller heard
+    note, events = mapper.truncate("g-1", 420)
+    assert note is not None
+    assert note.total_ms == pytest.approx(1000.0)
+    assert note.heard_text == "w01 w02 w03 w04"
+    assert '"w01 w02 w03 w04"' in note.text and "did not hear the rest" in note.text
+    assert events == [Transcript("bot", "w01 w02 w03 w04", final=True, item_id="g-1")]
+    assert mapper.truncate("g-1", 420) == (None, [])  # once per answer
+
+
+def test_truncate_when_everything_was_heard_sends_no_note() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    mapper.feed(audio_msg(pcm_ms(200), outputTranscription={"text": "All of it."}))
+    mapper.feed({"serverContent": {"interrupted": True}})
+    note, events = mapper.truncate("g-1", 250)
+    assert note is None
+    mapper_events = mapper.feed({"serverContent": {"turnComplete": True}})
+    assert Transcript("bot", "All of it.", final=True, item_id="g-1") in mapper_events + events
+
+
+def test_truncate_before_any_word_and_without_transcription() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    mapper.feed(audio_msg(pcm_ms(1000), outputTranscription={"text": "Hello there"}))
+    note, _ = mapper.truncate("g-1", 0)
+    assert note is not None and "before hearing any" in note.text
+    other = LiveEventMapper(item_prefix="h")
+    other.feed(audio_msg(pcm_ms(2000)))
+    note, _ = other.truncate("h-1", 500, has_transcript=False)
+    assert note is not None and "after 0.5 of its 2.0 seconds" in note.text
+    assert LiveEventMapper().truncate("unknown", 100) == (None, [])
+
+
+def test_unanswered_interrupted_transcript_is_flushed_by_the_next_turn() -> None:
+    mapper = LiveEventMapper(item_prefix="g")
+    mapper.feed(audio_msg(pcm_ms(100), outputTranscription={"text": "First"}))
+    mapper.feed({"serverContent": {"interrupted": True}})
+    mapper.feed({"serverContent": {"turnComplete": True}})
+    events = mapper.feed(audio_msg(pcm_ms(100)))
+    assert Transcript("bot", "First", final=True, item_id="g-1") in events
+
+
+@pytest.mark.parametrize(
+    ("text", "heard", "total", "expected"),
+    [
+        ("one two three four", 500, 1000, "one two"),
+        ("one two three four", 1000, 1000, "one two three four"),
+        ("one two three four", 0, 1000, ""),
+        ("one two three four", 300, 1000, "one"),
+        ("abcdefgh", 500, 1000, ""),  # never half a word
+    ],
+)
+def test_heard_prefix_cuts_on_word_boundaries(text: str, heard: int, total: int, expected: str) -> None:
+    assert heard_prefix(text, heard, total) == expected
+
+
+def test_tool_call_maps_and_cancellation_forgets_the_call() -> None:
+    mapper = LiveEventMapper()
+    events = mapper.feed({"toolCall": {"functionCalls": [{"id": "fc1", "name": "get_time", "args": {"tz": "UTC"}}]}})
+    assert events == [ToolCall(call_id="fc1", name="get_time", arguments={"tz": "UTC"})]
+    assert mapper.pending_tool_calls == {"fc1": "get_time"}
+    assert mapper.feed({"toolCallCancellation": {"ids": ["fc1"]}}) == []
+    assert mapper.pending_tool_calls == {}
+
+
+def test_go_away_resumption_update_and_usage() -> None:
+    mapper = LiveEventMapper()
+    assert mapper.feed({"goAway": {"timeLeft": "50s"}}) == [SessionExpiring("goAway", 50.0)]
+    mapper.feed({"sessionResumptionUpdate": {"newHandle": "h1", "resumable": True}})
+    mapper.feed({"sessionResumptionUpdate": {"newHandle": "h2", "resumable": False}})
+    mapper.feed({"sessionResumptionUpdate": {"resumable": True}})
+    assert mapper.resume_handle == "h1"  # only resumable handles are worth keeping
+    mapper.feed({"usageMetadata": {"promptTokenCount": 10, "responseTokenCount": 5, "totalTokenCount": 15}})
+    mapper.feed({"usageMetadata": {"totalTokenCount": 5}})
+    assert (mapper.usage.prompt_tokens, mapper.usage.total_tokens, mapper.usage.messages) == (10, 20, 2)
+    assert mapper.feed({"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}}) == [SpeechStopped()]
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("50s", 50.0), ("0.5s", 0.5), ("", None), ("soon", None)])
+def test_duration_parsing(value: str, seconds: float | None) -> None:
+    assert parse_duration(value) == seconds
+
+
+def config(**kw: Any) -> GeminiLiveConfig:
+    return GeminiLiveConfig(api_key="k", **kw)
+
+
+def test_config_rejects_mixed_backends_and_typos() -> None:
+    with pytest.raises(ValidationError):
+        GeminiLiveConfig(api_key="k", vertex_project="p", vertex_location="us-central1")
+    with pytest.raises(ValidationError):
+        GeminiLiveConfig(vertex_project="p")
+    with pytest.raises(ValidationError):
+        GeminiLiveConfig.model_validate({"type": "gemini_live", "api_key": "k", "voise": "Puck"})
+    assert GeminiLiveConfig(vertex_project="p", vertex_location="us-central1").vertex
+
+
+def test_connect_config_carries_route_overrides_and_session_settings() -> None:
+    cfg = config(
+        start_sensitivity="low",
+        end_sensitivity="high",
+        silence_duration_ms=400,
+        prefix_padding_ms=20,
+        compression_trigger_tokens=25600,
+        compression_target_tokens=16000,
+        input_transcription=False,
+    )
+    ctx = SessionContext(call_sid="CA1", instructions="Be terse.", voice="Kore", resume_handle="h9")
+    live = connect_config(cfg, ctx)
+    assert live.system_instruction == "Be terse."
+    assert live.speech_config is not None and live.speech_config.voice_config is not None
+    assert live.speech_config.voice_config.prebuilt_voice_config is not None
+    assert live.speech_config.voice_config.prebuilt_voice_config.voice_name == "Kore"
+    assert live.session_resumption == types.SessionResumptionConfig(handle="h9")
+    assert live.context_window_compression == types.ContextWindowCompressionConfig(
+        trigger_tokens=25600, sliding_window=types.SlidingWindow(target_tokens=16000)
+    )
+    assert live.input_audio_transcription is None and live.output_audio_transcription is not None
+    assert live.realtime_input_config is not None
+    aad = live.realtime_input_config.automatic_activity_detection
+    assert aad is not None and aad.silence_duration_ms == 400 and aad.prefix_padding_ms == 20
+    assert aad.start_of_speech_sensitivity == types.StartSensitivity.START_SENSITIVITY_LOW
+
+
+def test_tool_spec_maps_to_function_declaration() -> None:
+    spec = ToolSpec(
+        "get_weather",
+        "Weather for a city",
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    )
+    decl = function_declaration(spec)
+    assert decl.name == "get_weather" and decl.parameters is not None
+    assert decl.parameters.type == types.Type.OBJECT and decl.parameters.required == ["city"]
+    for schema in ({"type": "object", "properties": {"x": {"const": "a"}}}, {"type": ["object", "null"]}):
+        odd = function_declaration(ToolSpec("t", "d", schema))
+        assert odd.parameters is None and odd.parameters_json_schema == schema
+
+
+def test_opening_turns_replay_history_greet_and_skip_both_on_resume() -> None:
+    history = (Turn("caller", "Hi"), Turn("bot", "Hello, how can I help?"))
+    turns, complete = opening_turns(SessionContext(call_sid="CA1", history=history))
+    assert [t.role for t in turns] == ["user", "model", "user"]  # 2.5: seed ends with a user turn
+    assert complete is False
+    turns, complete = opening_turns(SessionContext(call_sid="CA1", greeting="Welcome to Acme."))
+    assert complete is True and turns[-1].parts is not None
+    assert "Welcome to Acme." in (turns[-1].parts[0].text or "")
+    assert opening_turns(SessionContext(call_sid="CA1", history=history, resume_handle="h")) == ([], False)
+    assert opening_turns(SessionContext(call_sid="CA1")) == ([], False)
