@@ -9,6 +9,7 @@ rotation policy renews a session). Sessions speak the neutral vocabulary of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable
@@ -174,10 +175,8 @@ class QueuedSession(ProviderSession):
             log.debug("%s transport close: %r", self.provider_name, exc)
         if self._reader is not None and not self._reader.done():
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass
         self.emit(Closed("closed by voicebot"))
 
     @abstractmethod

@@ -1,0 +1,394 @@
+"""The call bridge: moves audio between one Twilio media stream and one provider session.
+
+Two tasks per call and no added buffering. The inbound task reads Twilio frames, decodes
+them with the pure :class:`~telephony.media_stream.MediaStreamProtocol`, transcodes caller
+audio and hands it to the session. The outbound task drains the session's neutral events,
+transcodes bot audio and sends it to Twilio as media + mark pairs, so that the
+:class:`~telephony.playout.PlayoutTracker` knows what the caller has actually heard.
+
+Barge-in: on ``SpeechStarted`` while bot audio is queued or playing, ``clear`` goes to
+Twilio first, in the same event-loop turn, before anything else is awaited; the interrupted
+items' remaining audio is dropped and the provider is told how much was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from s2s.events import (
+    AudioOut,
+    Closed,
+    ProviderError,
+    SessionExpiring,
+    SpeechStarted,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
+from s2s.provider import ProviderSession, Turn
+from telephony.call_state import CallState, CallStateMachine
+from telephony.media_stream import (
+    Dtmf,
+    Mark,
+    Media,
+    MediaStreamProtocol,
+    ProtocolError,
+    Stop,
+    Unknown,
+    clear_message,
+    mark_message,
+    media_message,
+)
+from telephony.observer import CallObserver
+from telephony.playout import PlayoutTracker
+from transcoding.formats import MULAW_8K
+from transcoding.pipeline import Transcoder, make_transcoder
+from voicebot.logs import call_sid_var
+
+log = logging.getLogger(__name__)
+
+# Caller audio that arrives while the provider session is still opening is kept, up to this
+# much, and sent once it is up: the caller's first words are not lost, while speech older
+# than this would only confuse the provider's turn detection.
+PRE_SESSION_AUDIO_MS = 2000
+# A stream that keeps sending garbage is ended rather than logged forever.
+MAX_BAD_FRAMES = 50
+
+
+class TwilioSocket(Protocol):
+    async def send(self, text: str) -> None: ...
+
+    async def receive(self) -> str | bytes | None:
+        """The next frame, or None once the socket is closed."""
+
+    async def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallInfo:
+    call_sid: str
+    stream_sid: str
+    route: str
+    caller: str = ""
+    called: str = ""
+
+
+ToolHandler = Callable[[ToolCall, "CallBridge"], Awaitable[str]]
+
+
+async def unknown_tool(call: ToolCall, bridge: CallBridge) -> str:
+    log.warning("model called tool %r, but the route has no tools", call.name)
+    return json.dumps({"error": f"no tool named {call.name!r}"})
+
+
+@dataclass(slots=True)
+class BargeIn:
+    at_ms: float
+    item_id: str
+    heard_ms: int
+    sent_ms: float
+    latency_ms: float
+
+
+@dataclass(slots=True)
+class CallSummary:
+    call_sid: str
+    route: str
+    outcome: str = "in-progress"
+    transcript: list[Turn] = field(default_factory=list)
+    barge_ins: list[BargeIn] = field(default_factory=list)
+    bad_frames: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None
+
+
+class CallBridge:
+    def __init__(
+        self,
+        socket: TwilioSocket,
+        protocol: MediaStreamProtocol,
+        info: CallInfo,
+        open_session: Callable[[], Awaitable[ProviderSession]],
+        *,
+        outbound_chunk_ms: int = 40,
+        observers: Sequence[CallObserver] = (),
+        tool_handler: ToolHandler = unknown_tool,
+        resampler: str = "polyphase",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.socket = socket
+        self.protocol = protocol
+        self.info = info
+        self.open_session = open_session
+        self.observers = tuple(observers)
+        self.tool_handler = tool_handler
+        self.clock = clock
+        self.state = CallStateMachine(info.call_sid)
+        self.summary = CallSummary(info.call_sid, info.route)
+        self.playout = PlayoutTracker()
+        self.session: ProviderSession | None = None
+        self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
+        self._resampler = resampler
+        self._inbound_tc: Transcoder | None = None
+        self._outbound_tc: Transcoder | None = None
+        self._pre_session: deque[bytes] = deque()
+        self._pre_session_bytes = 0
+        self._dropped_items: set[str] = set()
+        self._current_item: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> CallSummary:
+        call_sid_var.set(self.info.call_sid)
+        inbound = asyncio.create_task(self._inbound(), name=f"inbound-{self.info.call_sid}")
+        outbound: asyncio.Task[None] | None = None
+        try:
+            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session())
+            await asyncio.wait([inbound, opener], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
+            if not opener.done():  # caller hung up while the provider was connecting
+                opener.cancel()
+                self._end("caller-hangup")
+                await asyncio.gather(opener, return_exceptions=True)
+                return self.summary
+            try:
+                self.session = opener.result()
+            except Exception as exc:
+                log.error(
+                    "call %s: no provider session could be opened (%s); ending the stream", self.info.call_sid, exc
+                )
+                self._end("provider-unavailable")
+                return self.summary
+            self.state.to(CallState.STREAMING)
+            await self._flush_pre_session_audio()
+            outbound = asyncio.create_task(self._outbound(), name=f"outbound-{self.info.call_sid}")
+            await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
+            if inbound.done() and self.summary.outcome == "in-progress":
+                self._end("caller-hangup")
+        finally:
+            await self._teardown(inbound, outbound)
+        return self.summary
+
+    def _end(self, outcome: str) -> None:
+        if self.summary.outcome == "in-progress":
+            self.summary.outcome = outcome
+
+    async def hang_up(self, outcome: str) -> None:
+        """End the call from our side: closing the stream makes Twilio run the TwiML after
+        ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
+        self._end(outcome)
+        await self.socket.close(1000, outcome)
+
+    async def _teardown(self, inbound: asyncio.Task[None], outbound: asyncio.Task[None] | None) -> None:
+        self.state.close()
+        for task in (inbound, outbound, *self._tasks):
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(*(t for t in (inbound, outbound, *self._tasks) if t is not None), return_exceptions=True)
+        if self.session is not None:
+            try:
+                await asyncio.wait_for(self.session.close(), timeout=3.0)
+            except Exception as exc:
+                log.warning("call %s: provider session did not close cleanly: %r", self.info.call_sid, exc)
+        with contextlib.suppress(Exception):  # already closed by Twilio
+            await self.socket.close(1000, self.summary.outcome)
+        self.summary.ended_at = self.clock()
+        turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
+        log.info(
+            "call %s ended: %s after %.1f s; %d barge-in(s); transcript: %s",
+            self.info.call_sid,
+            self.summary.outcome,
+            self.summary.ended_at - self.summary.started_at,
+            len(self.summary.barge_ins),
+            turns or "(none)",
+        )
+        for observer in self.observers:
+            observer.call_ended(self.summary)
+
+    # -- Twilio -> provider ----------------------------------------------------------------
+
+    async def _inbound(self) -> None:
+        while True:
+            frame = await self.socket.receive()
+            if frame is None:
+                return
+            try:
+                event = self.protocol.receive(frame)
+            except ProtocolError as exc:
+                self.summary.bad_frames += 1
+                for observer in self.observers:
+                    observer.twilio_in(frame, None)
+                log.warning("call %s: ignored a bad Media Streams frame: %s", self.info.call_sid, exc)
+                if self.summary.bad_frames >= MAX_BAD_FRAMES:
+                    log.error("call %s: %d bad frames; ending the call", self.info.call_sid, MAX_BAD_FRAMES)
+                    self._end("protocol-error")
+                    return
+                continue
+            for observer in self.observers:
+                observer.twilio_in(frame, event)
+            if isinstance(event, Media):
+                await self._caller_audio(event.payload)
+            elif isinstance(event, Mark):
+                self.playout.echoed(event.name, self.clock())
+            elif isinstance(event, Dtmf):
+                await self.send_text(f"The caller pressed {event.digit} on the keypad.")
+            elif isinstance(event, Stop):
+                self._end("caller-hangup")
+                return
+            elif isinstance(event, Unknown):
+                log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
+
+    async def _caller_audio(self, mulaw: bytes) -> None:
+        session = self.session
+        if session is None:
+            self._pre_session.append(mulaw)
+            self._pre_session_bytes += len(mulaw)
+            while self._pre_session_bytes > MULAW_8K.nbytes(PRE_SESSION_AUDIO_MS):
+                self._pre_session_bytes -= len(self._pre_session.popleft())
+            return
+        tc = self._inbound_tc
+        if tc is None or tc.dst != session.input_format:
+            tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
+        audio = tc.convert(mulaw)
+        if audio:
+            for observer in self.observers:
+                observer.provider_out("audio", audio)
+            await session.send_audio(audio)
+
+    async def _flush_pre_session_audio(self) -> None:
+        while self._pre_session:
+            await self._caller_audio(self._pre_session.popleft())
+        self._pre_session_bytes = 0
+
+    async def send_text(self, text: str) -> None:
+        if self.session is not None:
+            for observer in self.observers:
+                observer.provider_out("text", text)
+            await self.session.send_text(text)
+
+    # -- provider -> Twilio ----------------------------------------------------------------
+
+    async def _outbound(self) -> None:
+        assert self.session is not None
+        async for event in self.session.events():
+            for observer in self.observers:
+                observer.provider_in(event)
+            if isinstance(event, AudioOut):
+                await self._bot_audio(event)
+            elif isinstance(event, SpeechStarted):
+                await self._barge_in()
+            elif isinstance(event, TurnDone):
+                await self._turn_done(event)
+            elif isinstance(event, Transcript):
+                if event.final and event.text.strip():
+                    self.summary.transcript.append(Turn(event.role, event.text.strip()))
+            elif isinstance(event, ToolCall):
+                self._spawn(self._run_tool(event))
+            elif isinstance(event, ProviderError):
+                level = logging.ERROR if event.fatal else logging.WARNING
+                log.log(level, "call %s: provider error %s: %s", self.info.call_sid, event.code, event.message)
+            elif isinstance(event, SessionExpiring):
+                log.info("call %s: provider session expiring (%s)", self.info.call_sid, event.reason)
+            elif isinstance(event, Closed):
+                if event.error:
+                    log.error("call %s: provider session lost: %s", self.info.call_sid, event.reason)
+                    self._end("provider-lost")
+                else:
+                    self._end("provider-closed")
+                return
+
+    async def _bot_audio(self, event: AudioOut) -> None:
+        if event.item_id in self._dropped_items:
+            return
+        assert self.session is not None
+        tc = self._outbound_tc
+        if tc is None or tc.src != self.session.output_format:
+            tc = self._outbound_tc = make_transcoder(self.session.output_format, MULAW_8K, self._resampler)
+        if self.state.state is CallState.INTERRUPTED:
+            self.state.to(CallState.STREAMING)
+        self._current_item = event.item_id
+        await self._send_mulaw(tc.convert(event.audio), event.item_id)
+
+    async def _send_mulaw(self, mulaw: bytes, item_id: str) -> None:
+        stream_sid = self.info.stream_sid
+        for start in range(0, len(mulaw), self._outbound_chunk):
+            chunk = mulaw[start : start + self._outbound_chunk]
+            mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
+            await self._send(media_message(stream_sid, chunk))
+            await self._send(mark_message(stream_sid, mark))
+
+    async def _turn_done(self, event: TurnDone) -> None:
+        if self._outbound_tc is None:
+            return
+        item = event.item_id or self._current_item
+        if event.interrupted or item is None or item in self._dropped_items:
+            self._outbound_tc.reset()
+            return
+        tail = self._outbound_tc.flush()
+        if tail:
+            await self._send_mulaw(tail, item)
+
+    async def _barge_in(self) -> None:
+        if not self.playout.pending:
+            # Nothing is playing: the provider cancels its own answer, but audio of the item
+            # it was generating may still be in flight and must not start playing now.
+            if self._current_item is not None:
+                self._dropped_items.add(self._current_item)
+            return
+        started = self.clock()
+        await self._send(clear_message(self.info.stream_sid))
+        now = self.clock()
+        items = self.playout.pending_items()
+        heard = {item: self.playout.heard_ms(item, now) for item in items}
+        sent = {item: self.playout.sent_ms(item) for item in items}
+        self.playout.clear()
+        self._dropped_items.update(items)
+        if self._current_item is not None:
+            self._dropped_items.add(self._current_item)
+        if self._outbound_tc is not None:
+            self._outbound_tc.reset()
+        if self.state.state is CallState.STREAMING:
+            self.state.to(CallState.INTERRUPTED)
+        latency_ms = (now - started) * 1000.0
+        assert self.session is not None
+        for item in items:
+            heard_ms = int(heard[item])
+            self.summary.barge_ins.append(
+                BargeIn((now - self.summary.started_at) * 1000.0, item, heard_ms, sent[item], latency_ms)
+            )
+            for observer in self.observers:
+                observer.barge_in(item, heard[item], sent[item], latency_ms)
+                observer.provider_out("truncate", (item, heard_ms))
+            log.info(
+                "call %s: barge-in; caller heard %d of %.0f ms of %s", self.info.call_sid, heard_ms, sent[item], item
+            )
+            await self.session.truncate(item, heard_ms)
+
+    async def _run_tool(self, call: ToolCall) -> None:
+        try:
+            output = await self.tool_handler(call, self)
+        except Exception as exc:
+            log.exception("call %s: tool %s failed", self.info.call_sid, call.name)
+            output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
+        if self.session is not None:
+            for observer in self.observers:
+                observer.provider_out("tool_result", (call.call_id, output))
+            await self.session.send_tool_result(call.call_id, output)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, frame: str) -> None:
+        for observer in self.observers:
+            observer.twilio_out(frame)
+        await self.socket.send(frame)

@@ -1,0 +1,34 @@
+"""Hooks through which call tapes, metrics and traces watch a call without the bridge
+knowing about them. Every method is a no-op here; implementations override what they need.
+They run on the audio path, so they must not block or do I/O inline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from s2s.events import ProviderEvent
+
+if TYPE_CHECKING:
+    from telephony.bridge import CallSummary
+    from telephony.media_stream import TwilioEvent
+
+
+class CallObserver:
+    def twilio_in(self, frame: str | bytes, event: TwilioEvent | None) -> None:
+        """A frame from Twilio; ``event`` is None when it failed to parse."""
+
+    def twilio_out(self, frame: str) -> None:
+        """A frame we sent to Twilio (media, mark, clear)."""
+
+    def provider_in(self, event: ProviderEvent) -> None:
+        """An event from the provider session."""
+
+    def provider_out(self, kind: str, payload: object) -> None:
+        """Something we sent to the provider: ``audio`` (bytes), ``text``, ``truncate``
+        ((item_id, heard_ms)), ``tool_result`` ((call_id, output))."""
+
+    def barge_in(self, item_id: str, heard_ms: float, sent_ms: float, latency_ms: float) -> None:
+        """Twilio's buffer was cleared after the caller spoke over ``item_id``."""
+
+    def call_ended(self, summary: CallSummary) -> None:
+        """The call is over; ``summary`` has the outcome and the transcript."""

@@ -1,0 +1,46 @@
+"""TwiML we answer with, built by ``twilio.twiml`` so escaping and attribute names are right."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+
+def connect_stream(stream_url: str, parameters: Mapping[str, str], after_url: str | None = None) -> str:
+    """``<Connect><Stream>`` with per-call ``<Parameter>``s (never a query string: Twilio
+    rejects stream URLs with one, error 31920). ``after_url`` is where Twilio goes when we
+    close the stream: the server then decides between hang-up, an apology and a transfer."""
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=stream_url)
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    if after_url:
+        response.redirect(after_url, method="POST")
+    return str(response)
+
+
+def say_and_hangup(message: str, language: str | None = None) -> str:
+    response = VoiceResponse()
+    if language:
+        response.say(message, language=language)
+    else:
+        response.say(message)
+    response.hangup()
+    return str(response)
+
+
+def dial(number: str, message: str | None = None) -> str:
+    response = VoiceResponse()
+    if message:
+        response.say(message)
+    response.dial(number)
+    return str(response)
+
+
+def hangup() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)

@@ -1,0 +1,93 @@
+"""Twilio's HTTP webhooks: the voice webhook that answers a call with TwiML, the status
+callback, and the TwiML Twilio fetches after our media stream ends."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from telephony.signature import external_base_url, websocket_url
+from telephony.twiml import connect_stream, hangup
+from voicebot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+MEDIA_PATH = "/twilio/media"
+STREAM_ENDED_PATH = "/twilio/stream-ended"
+
+
+def _twiml(body: str) -> Response:
+    return Response(body, media_type="text/xml")
+
+
+async def read_signed_form(request: Request) -> tuple[dict[str, str], str] | Response:
+    """The form parameters and our external base URL, or the error response to send."""
+    runtime: Runtime = request.app.state.runtime
+    limit = runtime.config.server.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return PlainTextResponse("request body too large", status_code=413)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return PlainTextResponse("request body too large", status_code=413)
+    try:
+        params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
+    except (UnicodeDecodeError, ValueError) as exc:
+        log.warning("webhook %s: unparseable body: %s", request.url.path, exc)
+        return PlainTextResponse("body is not application/x-www-form-urlencoded", status_code=400)
+    base = external_base_url(runtime.config.server.public_url, request.headers, request.url.scheme)
+    url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if not runtime.signatures.webhook_ok(url, params, request.headers.get("x-twilio-signature")):
+        log.warning(
+            "webhook %s: rejected: bad or missing X-Twilio-Signature (checked against %s)", request.url.path, url
+        )
+        return PlainTextResponse("invalid signature", status_code=403)
+    return params, base
+
+
+async def voice(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    signed = await read_signed_form(request)
+    if isinstance(signed, Response):
+        return signed
+    params, base = signed
+    if not params.get("CallSid"):
+        return PlainTextResponse("missing CallSid", status_code=400)
+    plan = runtime.plan_call(params)
+    log.info(
+        "call %s from %s to %s: route %r, providers %s",
+        plan.call_sid,
+        plan.caller,
+        plan.called,
+        plan.route.name,
+        [p.name for p in plan.providers],
+    )
+    stream_url = websocket_url(base) + MEDIA_PATH
+    return _twiml(connect_stream(stream_url, {"token": plan.token}, after_url=base + STREAM_ENDED_PATH))
+
+
+async def stream_ended(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    signed = await read_signed_form(request)
+    if isinstance(signed, Response):
+        return signed
+    params, _ = signed
+    return _twiml(runtime.take_next_twiml(params.get("CallSid", "")) or hangup())
+
+
+async def status(request: Request) -> Response:
+    signed = await read_signed_form(request)
+    if isinstance(signed, Response):
+        return signed
+    params, _ = signed
+    log.info(
+        "status callback for call %s: %s",
+        params.get("CallSid", "?"),
+        {k: v for k, v in params.items() if k in ("CallStatus", "StreamEvent", "StreamError", "CallDuration")},
+    )
+    return Response(status_code=204)

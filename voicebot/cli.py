@@ -1,0 +1,98 @@
+"""``voicebot`` command line: ``serve`` and ``config check`` (more commands register here)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import uvicorn
+
+from voicebot.app import create_app
+from voicebot.config import AppConfig, ConfigError, load_config
+from voicebot.logs import configure_logging
+from voicebot.runtime import Runtime
+from voicebot.server import uvicorn_config
+
+log = logging.getLogger("voicebot")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level, json_lines=args.json_logs)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.config is None:
+        log.warning("no --config given: serving the built-in default route (echo provider)")
+    if not config.twilio.validate_signatures:
+        log.warning(
+            "!!! Twilio signature checks are OFF: anyone who can reach this server can place calls. "
+            "Set [twilio] validate_signatures = true and auth_token for production. !!!"
+        )
+    host = args.host or config.server.host
+    port = config.server.port if args.port is None else args.port
+    runtime = Runtime(config)
+    server = uvicorn.Server(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()))
+    server.run()
+    return 0
+
+
+def describe(config: AppConfig) -> str:
+    lines = []
+    for route in config.routes:
+        chain = " -> ".join(f"{name} ({config.providers[name].type})" for name in route.providers)
+        lines.append(f"route {route.name!r}: {chain}")
+    for name, provider in sorted(config.providers.items()):
+        limit = provider.max_sessions if provider.max_sessions is not None else "unlimited"
+        lines.append(f"provider {name!r}: type={provider.type} max_sessions={limit}")
+    return "\n".join(lines)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"{args.file or 'built-in default config'}: OK")
+    print(describe(config))
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the phone server")
+    p.add_argument("--config", default=os.environ.get("VOICEBOT_CONFIG"), help="TOML config (default: built-in echo)")
+    p.add_argument("--host", default=None, help="bind address (default: server.host, 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help="port (default: server.port, 8080)")
+    p.add_argument("--log-level", default=os.environ.get("VOICEBOT_LOG_LEVEL", "INFO"))
+    p.add_argument("--json-logs", action="store_true", default=os.environ.get("VOICEBOT_JSON_LOGS") == "1")
+    p.set_defaults(func=_serve)
+
+
+def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("config", help="inspect configuration")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    check = csub.add_parser("check", help="validate a config file and print its routes")
+    check.add_argument("file", nargs="?", default=None)
+    check.set_defaults(func=_config_check)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve, _add_config]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="voicebot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS:
+        add(sub)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The one configuration file: TOML, ``${ENV}`` interpolation, validated with pydantic.
+
+Errors are collected, not raised one at a time, and each names its key path
+(``providers.openai.api_key: environment variable OPENAI_API_KEY is not set``), so
+``voicebot config check`` can show everything wrong with a file at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from s2s.provider import ProviderConfig
+from s2s.registry import UnknownProviderType, provider_spec
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """Every problem found in a config file, each with its key path."""
+
+    def __init__(self, issues: list[ConfigIssue], source: str = "config") -> None:
+        self.issues = issues
+        self.source = source
+        lines = "\n".join(f"  - {issue}" for issue in issues)
+        super().__init__(f"{source} is invalid ({len(issues)} error(s)):\n{lines}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Strict):
+    public_url: str | None = Field(
+        default=None,
+        description="external base URL Twilio uses (https://host); builds the wss:// stream URL and the "
+        "URL signatures are checked against. Unset: rebuilt from X-Forwarded-Proto/Host.",
+    )
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_message_bytes: int = Field(default=64 * 1024, ge=1024, description="largest Media Streams frame")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, description="largest webhook body")
+    stream_connect_timeout_s: float = Field(
+        default=15.0, gt=0, description="how long a webhook's reservation waits for its media stream"
+    )
+    outbound_chunk_ms: int = Field(
+        default=40,
+        ge=10,
+        le=1000,
+        description="bot audio is sent to Twilio in chunks of at most this, each with a mark",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an absolute http(s):// URL")
+        return value.rstrip("/")
+
+
+class TwilioConfig(_Strict):
+    auth_token: SecretStr | None = None
+    account_sid: str | None = None
+    validate_signatures: bool = True
+    api_base_url: str | None = Field(default=None, description="override of https://api.twilio.com (tests)")
+
+
+class RouteConfig(_Strict):
+    name: str
+    providers: list[str] = Field(min_length=1, description="preference / fallback order")
+    instructions: str = "You are a helpful voice assistant on a phone call. Keep answers short."
+    greeting: str | None = None
+    voice: str | None = None
+    model: str | None = None
+    language: str | None = None
+
+
+class AppConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    twilio: TwilioConfig = Field(default_factory=TwilioConfig)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+
+DEFAULT_CONFIG_TOML = """
+# Built-in default: one route answered by the local echo provider. No keys, no network.
+[twilio]
+validate_signatures = false
+
+[providers.parrot]
+type = "echo"
+
+[[routes]]
+name = "default"
+providers = ["parrot"]
+instructions = "Repeat what the caller says."
+"""
+
+
+def interpolate_env(tree: Any, env: Mapping[str, str], issues: list[ConfigIssue], path: str = "") -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed TOML tree."""
+    if isinstance(tree, dict):
+        return {k: interpolate_env(v, env, issues, f"{path}.{k}" if path else k) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [interpolate_env(v, env, issues, f"{path}[{i}]") for i, v in enumerate(tree)]
+    if isinstance(tree, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            issues.append(ConfigIssue(path, f"environment variable {name} is not set"))
+            return ""
+
+        return _ENV_REF.sub(substitute, tree)
+    return tree
+
+
+def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
+    out = prefix
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _validation_issues(prefix: str, error: ValidationError) -> list[ConfigIssue]:
+    return [ConfigIssue(_loc(prefix, tuple(e["loc"])), e["msg"]) for e in error.errors()]
+
+
+def _provider_configs(raw: Any, issues: list[ConfigIssue]) -> dict[str, ProviderConfig]:
+    if not isinstance(raw, dict):
+        issues.append(ConfigIssue("providers", "must be a table of [providers.NAME] tables"))
+        return {}
+    providers: dict[str, ProviderConfig] = {}
+    for name, table in raw.items():
+        path = f"providers.{name}"
+        if not isinstance(table, dict) or "type" not in table:
+            issues.append(ConfigIssue(path, "needs a `type` key"))
+            continue
+        try:
+            model = provider_spec(str(table["type"])).config_model
+        except UnknownProviderType as exc:
+            issues.append(ConfigIssue(f"{path}.type", str(exc)))
+            continue
+        try:
+            providers[name] = model.model_validate(table)
+        except ValidationError as exc:
+            issues.extend(_validation_issues(path, exc))
+    return providers
+
+
+def _check_references(config: AppConfig, issues: list[ConfigIssue]) -> None:
+    if not config.routes:
+        issues.append(ConfigIssue("routes", "at least one [[routes]] table is required"))
+    seen: set[str] = set()
+    for i, route in enumerate(config.routes):
+        if route.name in seen:
+            issues.append(ConfigIssue(f"routes[{i}].name", f"duplicate route name {route.name!r}"))
+        seen.add(route.name)
+        for j, provider in enumerate(route.providers):
+            if provider not in config.providers:
+                known = ", ".join(sorted(config.providers)) or "none"
+                issues.append(
+                    ConfigIssue(f"routes[{i}].providers[{j}]", f"unknown provider {provider!r} (defined: {known})")
+                )
+    if config.twilio.validate_signatures and config.twilio.auth_token is None:
+        issues.append(
+            ConfigIssue("twilio.auth_token", "required when validate_signatures is true (set TWILIO_AUTH_TOKEN)")
+        )
+
+
+def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, source: str = "config") -> AppConfig:
+    issues: list[ConfigIssue] = []
+    tree = interpolate_env(raw, os.environ if env is None else env, issues)
+    providers = _provider_configs(tree.pop("providers", {}), issues)
+    config: AppConfig | None = None
+    try:
+        config = AppConfig.model_validate(tree)
+    except ValidationError as exc:
+        issues.extend(_validation_issues("", exc))
+    if config is not None:
+        config.providers = providers
+        _check_references(config, issues)
+    if issues or config is None:
+        raise ConfigError(issues, source)
+    return config
+
+
+def load_config_text(text: str, env: Mapping[str, str] | None = None, source: str = "config") -> AppConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue("", f"not valid TOML: {exc}")], source) from exc
+    return parse_config(raw, env, source)
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Load ``path``, or the built-in echo default when ``path`` is None."""
+    if path is None:
+        return load_config_text(DEFAULT_CONFIG_TOML, env, source="built-in default config")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigIssue("", f"cannot read {path}: {exc.strerror}")], str(path)) from exc
+    return load_config_text(text, env, source=str(path))
