@@ -195,11 +195,12 @@ class PolyphaseResampler:
         history = self._history
         if needed > len(history):
             history = np.concatenate((history, np.zeros(needed - len(history))))
-        windows = np.lib.stride_tricks.as_strided(
-            history[start:], shape=(blocks, d.span), strides=(d.down * history.itemsize, history.itemsize)
-        )
+        # Overlapping windows as a strided view, copied once so the product runs in BLAS (a
+        # strided operand falls back to numpy's generic loop, ~4x slower per 20 ms frame).
+        item = history.itemsize
+        windows = np.ndarray((blocks, d.span), np.float64, history, start * item, (d.down * item, item))
         skip = first_block * d.up  # output index of the first block's first row
-        out = (windows @ d.block_filter.T).ravel()[self._emitted - skip : end - skip]
+        out = (np.ascontiguousarray(windows) @ d.block_filter.T).ravel()[self._emitted - skip : end - skip]
         self._emitted = end
         # Keep only the history the next block will read.
         keep_from = (end // d.up) * d.down + d.last_offset - d.span + 1 - self._base
