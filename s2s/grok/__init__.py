@@ -1,0 +1,17 @@
+"""xAI Grok Voice Agent provider: ``type = "grok"``."""
+
+from s2s.grok.config import GrokConfig, GrokServerVad
+from s2s.grok.protocol import GrokProtocol
+from s2s.grok.provider import GrokProvider
+from s2s.provider import Provider, ProviderConfig
+from s2s.registry import ProviderSpec
+
+
+def _factory(name: str, config: ProviderConfig) -> Provider:
+    assert isinstance(config, GrokConfig)
+    return GrokProvider(name, config)
+
+
+SPEC = ProviderSpec(GrokConfig, _factory)
+
+__all__ = ["SPEC", "GrokConfig", "GrokProtocol", "GrokProvider", "GrokServerVad"]

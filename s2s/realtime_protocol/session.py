@@ -1,0 +1,173 @@
+"""The thin asyncio shell around :class:`~s2s.realtime_protocol.protocol.RealtimeProtocol`.
+
+It only moves frames: transport -> ``protocol.receive`` -> neutral events, and the protocol's
+outgoing frames -> transport. Both OpenAI (over the official SDK's connection) and Grok (over
+``websockets``) run this same code; a provider supplies how to connect and which protocol
+subclass to use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from abc import abstractmethod
+
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from s2s.provider import Provider, ProviderConnectError, QueuedSession, SessionContext
+from s2s.realtime_protocol.config import RealtimeProviderConfig
+from s2s.realtime_protocol.protocol import RealtimeProtocol
+from s2s.realtime_protocol.transport import RealtimeTransport
+
+log = logging.getLogger(__name__)
+
+# HTTP statuses that will not change on retry: go straight to the next provider in the chain.
+_PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
+
+
+class RealtimeSession(QueuedSession):
+    def __init__(self, provider_name: str, protocol: RealtimeProtocol, transport: RealtimeTransport) -> None:
+        super().__init__(provider_name)
+        self.protocol = protocol
+        self.input_format = protocol.audio_format
+        self.output_format = protocol.audio_format
+        self._transport = transport
+        # Frames from the inbound task (audio) and the outbound task (truncate, tool results)
+        # go out in the order the protocol produced them.
+        self._send_lock = asyncio.Lock()
+
+    def start(self) -> None:
+        self.start_reader(self._read())
+
+    async def _read(self) -> None:
+        await self._flush()  # what the handshake left queued (history, greeting)
+        while True:
+            data = await self._transport.recv()
+            self.protocol.receive(data)
+            for event in self.protocol.events_received():
+                self.emit(event)
+            await self._flush()
+            if self.protocol.failed:
+                # Fatal error: the ProviderError is queued; ending the reader yields
+                # Closed(error=True) so the recovery layer takes over.
+                await self._transport.close()
+                return
+
+    async def _flush(self) -> None:
+        async with self._send_lock:
+            for frame in self.protocol.data_to_send():
+                try:
+                    await self._transport.send(frame)
+                except ConnectionClosed:
+                    # The reader sees the same close and reports it; late frames are moot.
+                    log.debug("%s: dropped a frame after the socket closed", self.provider_name)
+                    return
+
+    async def send_audio(self, audio: bytes) -> None:
+        if not self.closed:
+            self.protocol.send_audio(audio)
+            await self._flush()
+
+    async def send_text(self, text: str) -> None:
+        if not self.closed:
+            self.protocol.send_text(text)
+            await self._flush()
+
+    async def truncate(self, item_id: str, heard_ms: int) -> None:
+        if not self.closed:
+            self.protocol.truncate(item_id, heard_ms)
+            await self._flush()
+
+    async def send_tool_result(self, call_id: str, output: str) -> None:
+        if not self.closed:
+            self.protocol.send_tool_result(call_id, output)
+            await self._flush()
+
+    async def _close_transport(self) -> None:
+        await self._transport.close()
+
+
+class RealtimeProvider(Provider):
+    """Opens :class:`RealtimeSession` s: connect, ``session.created`` -> one ``session.update``
+    -> ``session.updated``, all within ``connect_timeout_s``."""
+
+    config: RealtimeProviderConfig
+
+    def __init__(self, name: str, config: RealtimeProviderConfig) -> None:
+        super().__init__(name, config)
+
+    @abstractmethod
+    def make_protocol(self, ctx: SessionContext) -> RealtimeProtocol: ...
+
+    @abstractmethod
+    async def connect(self, ctx: SessionContext) -> RealtimeTransport:
+        """Open the WebSocket (URL, auth header); raise what the client library raises."""
+
+    def model_for(self, ctx: SessionContext) -> str:
+        return ctx.model or self.config.model
+
+    async def open_session(self, ctx: SessionContext) -> RealtimeSession:
+        protocol = self.make_protocol(ctx)
+        transport: RealtimeTransport | None = None
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_s):
+                transport = await self.connect(ctx)
+                await self._handshake(transport, protocol)
+        except BaseException as exc:
+            if transport is not None:
+                await _close_quietly(transport)
+            if isinstance(exc, Exception):
+                raise self._connect_error(ctx, exc) from exc
+            raise
+        session = RealtimeSession(self.name, protocol, transport)
+        session.start()
+        log.info(
+            "%s session ready for call %s (%s, %s)",
+            self.name,
+            ctx.call_sid,
+            self.model_for(ctx),
+            protocol.audio_format,
+        )
+        return session
+
+    async def _handshake(self, transport: RealtimeTransport, protocol: RealtimeProtocol) -> None:
+        while True:
+            for frame in protocol.data_to_send():
+                await transport.send(frame)
+            if protocol.ready:
+                return
+            if protocol.failure is not None:
+                raise ProviderConnectError(
+                    self.name,
+                    f"handshake rejected: {protocol.failure.code}: {protocol.failure.message}",
+                    retryable=protocol.failure.code not in ("invalid_api_key", "model_not_found"),
+                )
+            protocol.receive(await transport.recv())
+            protocol.events_received()  # nothing before session.updated concerns the bridge
+
+    def _connect_error(self, ctx: SessionContext, exc: Exception) -> ProviderConnectError:
+        """Name what failed for which call; the recovery layer decides what to do next."""
+        if isinstance(exc, ProviderConnectError):
+            error = exc
+        elif isinstance(exc, TimeoutError):
+            error = ProviderConnectError(
+                self.name, f"no session.updated within {self.config.connect_timeout_s:g}s"
+            )
+        elif isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            error = ProviderConnectError(
+                self.name, f"handshake refused: HTTP {status}", retryable=status not in _PERMANENT_STATUSES
+            )
+        elif isinstance(exc, ConnectionClosed):
+            error = ProviderConnectError(self.name, f"connection closed before the session was ready: {exc}")
+        else:
+            error = ProviderConnectError(self.name, f"connect failed: {type(exc).__name__}: {exc}")
+        log.warning("call %s: %s", ctx.call_sid, error)
+        return error
+
+
+async def _close_quietly(transport: RealtimeTransport) -> None:
+    try:
+        await asyncio.wait_for(transport.close(), timeout=1.0)
+    except Exception as exc:
+        log.debug("closing a failed transport: %r", exc)
