@@ -73,6 +73,10 @@ def _describe(exc: BaseException) -> str:
         return f"code {exc.code}: {exc.message or exc.details}"
     if isinstance(exc, websockets.exceptions.InvalidStatus):
         return f"HTTP {exc.response.status_code} at the WebSocket upgrade"
+    if isinstance(exc, TypeError):
+        # What the SDK raises for a message with no field it knows (it reads a missing
+        # "code" as an HTTP status): usually a top-level key newer than the SDK.
+        return f"message the SDK cannot map (unknown top-level key?): {exc}"
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -129,6 +133,8 @@ class GeminiLiveSession(QueuedSession):
             # Transcripts held back for a truncate() that will not come now.
             for event in self.mapper.flush():
                 self.emit(event)
+            if not self._closing:  # a fatal error leaves the socket open: do not leak it
+                await _quiet_close(self._exit_stack)
 
     async def _pump(self) -> None:
         bad_messages = 0

@@ -1,0 +1,339 @@
+"""Gemini Live sessions through the real google-genai SDK against the TLS fake Live server.
+
+The provider is configured exactly as in production, with ``base_url`` pointing at the fake
+and ``ca_file`` trusting its throwaway certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from s2s.events import (
+    AudioOut,
+    Closed,
+    ProviderError,
+    ProviderEvent,
+    SessionExpiring,
+    SpeechStarted,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
+from s2s.gemini_live import SPEC, GeminiLiveConfig, GeminiLiveProvider, GeminiLiveSession
+from s2s.provider import ProviderConnectError, SessionContext, Turn
+from s2s.registry import provider_spec
+from s2s.tools import ToolSpec
+from tests.fakes.gemini_live_fake import GeminiLiveFake, tone_pcm
+
+
+def dominant_hz(pcm: bytes | np.ndarray, rate: int) -> float:
+    samples = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes) else pcm
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[GeminiLiveFake]:
+    async with GeminiLiveFake() as server:
+        yield server
+
+
+def make_provider(fake: GeminiLiveFake, **overrides: Any) -> GeminiLiveProvider:
+    settings: dict[str, Any] = {
+        "api_key": "test-key",
+        "base_url": fake.base_url,
+        "ca_file": fake.ca_file,
+        "connect_timeout_s": 3.0,
+    }
+    settings.update(overrides)
+    return GeminiLiveProvider("gemini", GeminiLiveConfig(**settings))
+
+
+class Collector:
+    """Drains a session's events in the background so tests can wait on them."""
+
+    def __init__(self, session: GeminiLiveSession) -> None:
+        self.events: list[ProviderEvent] = []
+        self._task = asyncio.ensure_future(self._run(session))
+
+    async def _run(self, session: GeminiLiveSession) -> None:
+        async for event in session.events():
+            self.events.append(event)
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    def audio(self) -> bytes:
+        return b"".join(e.audio for e in self.of(AudioOut))
+
+    async def wait(self, kind: type, count: int = 1, timeout: float = 5.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.of(kind)) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {kind.__name__} #{count} in {timeout} s; got {self.events[-5:]}")
+            await asyncio.sleep(0.01)
+        return self.of(kind)
+
+
+async def speak(session: GeminiLiveSession, freq: float = 440.0, ms: int = 400, silence_ms: int = 400) -> None:
+    """Caller audio as the bridge sends it: 16 kHz PCM in 20 ms chunks."""
+    pcm = tone_pcm(freq, ms, 16000) + bytes(16 * silence_ms * 2)
+    for i in range(0, len(pcm), 640):
+        await session.send_audio(pcm[i : i + 640])
+
+
+async def open_session(provider: GeminiLiveProvider, **ctx: Any) -> tuple[GeminiLiveSession, Collector]:
+    session = await provider.open_session(SessionContext(call_sid="CA-test", **ctx))
+    return session, Collector(session)
+
+
+def test_spec_is_registered_for_the_type() -> None:
+    assert provider_spec("gemini_live") is SPEC
+    assert SPEC.config_model is GeminiLiveConfig
+
+
+async def test_setup_carries_model_voice_transcription_compression_and_resumption(
+    fake: GeminiLiveFake,
+) -> None:
+    provider = make_provider(fake, compression_trigger_tokens=25600, compression_target_tokens=16000)
+    tool = ToolSpec("get_time", "Current time", {"type": "object", "properties": {"tz": {"type": "string"}}})
+    session, _ = await open_session(provider, instructions="Be brief.", voice="Kore", tools=(tool,))
+    try:
+        setup = fake.setups[0]
+        assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
+        assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
+        voice = setup["generationConfig"]["speechConfig"]["voice_config"]["prebuilt_voice_config"]
+        assert voice["voice_name"] == "Kore"
+        assert setup["systemInstruction"]["parts"][0]["text"] == "Be brief."
+        assert setup["inputAudioTranscription"] == {} and setup["outputAudioTranscription"] == {}
+        assert setup["sessionResumption"] == {}
+        assert setup["contextWindowCompression"] == {
+            "trigger_tokens": 25600,
+            "sliding_window": {"target_tokens": 16000},
+        }
+        assert setup["realtimeInputConfig"]["activity_handling"] == "START_OF_ACTIVITY_INTERRUPTS"
+        assert setup["tools"][0]["functionDeclarations"][0]["name"] == "get_time"
+        conn = fake.last
+        assert conn.path.endswith("/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent")
+        assert conn.headers["x-goog-api-key"] == "test-key"
+    finally:
+        await session.close()
+
+
+async def test_caller_audio_arrives_at_16k_and_reply_comes_back_at_24k(fake: GeminiLiveFake) -> None:
+    fake.reply_freqs = (600.0,)
+    session, events = await open_session(make_provider(fake))
+    try:
+        await speak(session, freq=440.0, ms=500)
+        done = await events.wait(TurnDone)
+        conn = fake.last
+        assert conn.audio_mime_types == {"audio/pcm;rate=16000"}
+        received = np.frombuffer(bytes(conn.audio_in), dtype="<i2")
+        assert len(received) == 16000 * 900 // 1000  # 500 ms tone + 400 ms silence, nothing lost
+        assert dominant_hz(received[: 16000 * 500 // 1000], 16000) == pytest.approx(440.0, abs=3)
+        reply = events.audio()
+        assert session.output_format.duration_ms(len(reply)) == pytest.approx(fake.reply_ms, abs=1)
+        assert dominant_hz(reply, 24000) == pytest.approx(600.0, abs=3)
+        assert {e.item_id for e in events.of(AudioOut)} == {done[0].item_id}
+        finals = [(e.role, e.text) for e in events.of(Transcript) if e.final]
+        assert ("caller", "caller spoke for 500 milliseconds") in finals
+        assert any(role == "bot" and text.startswith("word01 word02") for role, text in finals)
+        assert session.resume_handle == fake.last.handles_sent[-1]
+    finally:
+        await session.close()
+
+
+async def test_session_keeps_reading_across_turns(fake: GeminiLiveFake) -> None:
+    fake.reply_freqs = (500.0, 700.0)
+    session, events = await open_session(make_provider(fake))
+    try:
+        for _ in range(2):
+            await speak(session)
+            await events.wait(TurnDone, count=len(events.of(TurnDone)) + 1)
+        first, second = (e.item_id for e in events.of(TurnDone))
+        assert first != second
+        second_audio = b"".join(e.audio for e in events.of(AudioOut) if e.item_id == second)
+        assert dominant_hz(second_audio, 24000) == pytest.approx(700.0, abs=3)
+    finally:
+        await session.close()
+
+
+async def test_interrupted_is_barge_in_and_truncate_tells_the_model_what_was_heard(
+    fake: GeminiLiveFake,
+) -> None:
+    fake.reply_ms = 2000.0
+    fake.reply_words = 10
+    session, events = await open_session(make_provider(fake))
+    try:
+        await speak(session, ms=300, silence_ms=320)
+        audio = await events.wait(AudioOut)
+        item = audio[0].item_id
+        await events.wait(Transcript, count=12)  # the whole answer has been generated
+        await speak(session, freq=300.0, ms=200, silence_ms=0)  # caller barges in mid-playback
+        started = await events.wait(SpeechStarted)
+        assert started[0].item_id == item
+        done = await events.wait(TurnDone)
+        assert done[0] == TurnDone(item_id=item, interrupted=True)
+        await session.truncate(item, heard_ms=600)
+        await fake.wait_for(lambda: fake.last.client_contents)
+        note = fake.last.client_contents[-1]
+        assert note["turnComplete"] is False  # context only: no answer to the note itself
+        text = note["turns"][0]["parts"][0]["text"]
+        assert '"word01 word02 word03"' in text  # 600 of 2000 ms -> 3 of 10 words
+        assert "word04" not in text
+        assert fake.last.interruptions == 1
+        bot_finals = [e.text for e in events.of(Transcript) if e.final and e.role == "bot"]
+        assert bot_finals == ["word01 word02 word03"]
+    finally:
+        await session.close()
+
+
+async def test_go_away_then_a_new_session_with_the_handle_continues_the_conversation(
+    fake: GeminiLiveFake,
+) -> None:
+    provider = make_provider(fake)
+    first, events = await open_session(provider)
+    await speak(first)
+    await events.wait(TurnDone)
+    await fake.go_away("5s")
+    expiring = await events.wait(SessionExpiring)
+    assert expiring == [SessionExpiring(reason="goAway", seconds_left=5.0)]
+    handle = first.resume_handle
+    assert handle == fake.connections[0].handles_sent[-1]
+    await first.close()
+
+    second, events2 = await open_session(provider, resume_handle=handle, greeting="Hello again")
+    try:
+        conn = fake.last
+        assert conn.setup["sessionResumption"] == {"handle": handle}
+        assert conn.resumed_from == handle
+        assert conn.conversation is fake.connections[0].conversation
+        assert conn.client_contents == []  # resumed: no history replay and no second greeting
+        await speak(second)
+        await events2.wait(TurnDone)
+        assert conn.conversation is not None
+        roles = [role for role, _ in conn.conversation.turns]
+        assert roles == ["caller", "bot", "caller", "bot"]
+        assert {e.item_id for e in events.of(AudioOut)}.isdisjoint({e.item_id for e in events2.of(AudioOut)})
+    finally:
+        await second.close()
+
+
+async def test_a_refused_handle_falls_back_to_a_fresh_session_with_history(fake: GeminiLiveFake) -> None:
+    history = (Turn("caller", "My order is 42."), Turn("bot", "Thanks, looking it up."))
+    session, _ = await open_session(make_provider(fake), resume_handle="expired", history=history)
+    try:
+        assert fake.connections[0].setup["sessionResumption"] == {"handle": "expired"}
+        fresh = fake.last
+        assert fresh.index == 1 and fresh.resumed_from is None
+        await fake.wait_for(lambda: fresh.client_contents)
+        turns = fresh.client_contents[0]["turns"]
+        assert [t["role"] for t in turns] == ["user", "model", "user"]
+        assert turns[0]["parts"][0]["text"] == "My order is 42."
+        assert session.resume_handle is None
+    finally:
+        await session.close()
+
+
+async def test_greeting_makes_the_bot_speak_first(fake: GeminiLiveFake) -> None:
+    session, events = await open_session(make_provider(fake), greeting="Thanks for calling Acme.")
+    try:
+        await events.wait(TurnDone)
+        content = fake.last.client_contents[0]
+        assert content["turnComplete"] is True
+        assert "Thanks for calling Acme." in content["turns"][-1]["parts"][0]["text"]
+        assert len(events.audio()) > 0 and fake.last.audio_in == bytearray()
+    finally:
+        await session.close()
+
+
+async def test_tool_call_round_trip(fake: GeminiLiveFake) -> None:
+    fake.tool_call_next = ("get_time", {"tz": "UTC"})
+    tool = ToolSpec("get_time", "Current time", {"type": "object", "properties": {"tz": {"type": "string"}}})
+    session, events = await open_session(make_provider(fake), tools=(tool,))
+    try:
+        await speak(session)
+        call = (await events.wait(ToolCall))[0]
+        assert (call.name, call.arguments) == ("get_time", {"tz": "UTC"})
+        await session.send_tool_result(call.call_id, json.dumps({"time": "12:00"}))
+        await events.wait(TurnDone)
+        response = fake.last.tool_responses[0]["functionResponses"][0]
+        assert response == {"id": call.call_id, "name": "get_time", "response": {"time": "12:00"}}
+        finals = [e.text for e in events.of(Transcript) if e.final and e.role == "bot"]
+        assert finals == ['the tool said {"time": "12:00"}']
+    finally:
+        await session.close()
+
+
+async def test_dtmf_goes_as_realtime_text(fake: GeminiLiveFake) -> None:
+    session, events = await open_session(make_provider(fake))
+    try:
+        await session.send_text("1 2 #")
+        await events.wait(TurnDone)
+        assert fake.last.realtime_texts == ["1 2 #"]
+    finally:
+        await session.close()
+
+
+async def test_refused_upgrade_is_a_retryable_connect_error(fake: GeminiLiveFake) -> None:
+    fake.refuse_status = 503
+    started = time.monotonic()
+    with pytest.raises(ProviderConnectError, match="HTTP 503") as info:
+        await make_provider(fake).open_session(SessionContext(call_sid="CA-503"))
+    assert info.value.retryable and time.monotonic() - started < 2.0
+
+
+async def test_bad_key_close_is_not_retryable(fake: GeminiLiveFake) -> None:
+    fake.close_on_setup = (1007, "API key not valid. Please pass a valid API key.")
+    with pytest.raises(ProviderConnectError, match="1007") as info:
+        await make_provider(fake).open_session(SessionContext(call_sid="CA-key"))
+    assert not info.value.retryable
+
+
+async def test_hanging_setup_times_out_promptly(fake: GeminiLiveFake) -> None:
+    fake.hang = True
+    started = time.monotonic()
+    with pytest.raises(ProviderConnectError, match="no setupComplete"):
+        await make_provider(fake, connect_timeout_s=0.5).open_session(SessionContext(call_sid="CA-hang"))
+    assert time.monotonic() - started < 1.5
+
+
+async def test_unexpected_close_mid_call_is_a_fatal_error_then_closed(fake: GeminiLiveFake) -> None:
+    session, events = await open_session(make_provider(fake))
+    await fake.close_active(1011, "Internal error encountered.")
+    closed = await events.wait(Closed, timeout=2.0)
+    assert closed == [Closed("gemini ended the session", error=True)]
+    errors = events.of(ProviderError)
+    assert errors and errors[-1].fatal and "1011" in errors[-1].message
+    await session.send_audio(b"\x00\x00" * 320)  # a late frame after Closed is a no-op
+    await session.truncate("anything", 100)
+
+
+async def test_unknown_server_message_is_reported_and_the_call_goes_on(fake: GeminiLiveFake) -> None:
+    session, events = await open_session(make_provider(fake))
+    try:
+        await fake.send_raw({"somethingNew": {"x": 1}})
+        await fake.send_raw("not json")
+        await events.wait(ProviderError, count=2)
+        assert not any(e.fatal for e in events.of(ProviderError))
+        await speak(session)
+        await events.wait(TurnDone)
+        assert not events.of(Closed)
+    finally:
+        await session.close()
+
+
+async def test_model_audio_at_the_wrong_rate_fails_loudly(fake: GeminiLiveFake) -> None:
+    fake.out_mime = "audio/pcm;rate=16000"
+    session, events = await open_session(make_provider(fake))
+    await speak(session)
+    closed = await events.wait(Closed)
+    assert closed[0].error
+    assert [e.code for e in events.of(ProviderError)] == ["bad_audio_format"]
+    assert events.of(AudioOut) == []
