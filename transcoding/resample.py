@@ -64,6 +64,7 @@ _PASSBAND_RIPPLE_DB = 0.2
 _STOPBAND_ATTENUATION_DB = 55.0
 _STOPBAND_WEIGHT = 10.0  # remez error weight: stopband deviation = passband deviation / 10
 _REMEZ_MAX_TAPS = 1000
+_MAX_BLOCKS_PER_PRODUCT = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,9 +186,15 @@ class PolyphaseResampler:
 
     def _emit(self, end: int) -> bytes:
         """Compute outputs [emitted, end); input the history does not hold yet counts as silence."""
+        # In slices, so that one long chunk (a whole pre-rendered greeting) does not build a
+        # window matrix of span x (seconds of audio): 2048 blocks is ~1.6 MB at 24k -> 8k.
+        up, parts = self._design.up, []
+        while self._emitted < end:
+            parts.append(self._emit_blocks(min(end, (self._emitted // up + _MAX_BLOCKS_PER_PRODUCT) * up)))
+        return b"".join(parts)
+
+    def _emit_blocks(self, end: int) -> bytes:
         d = self._design
-        if end <= self._emitted:
-            return b""
         first_block, last_block = self._emitted // d.up, (end - 1) // d.up
         blocks = last_block - first_block + 1
         start = first_block * d.down + d.last_offset - d.span + 1 - self._base
