@@ -266,6 +266,7 @@ class NovaSonicProvider(Provider):
             raise ProviderConnectError(self.name, f"no response within {config.connect_timeout_s} s") from exc
         session = NovaSonicSession(self.name, config, ctx, stream, protocol)
         session.start()
+        await asyncio.sleep(0)  # let the reader task begin, so an immediate close() finds it running
         log.info(
             "nova_sonic %s: stream open (%s, %s in / %s out, %d history messages)",
             ctx.call_sid,
