@@ -188,14 +188,18 @@ def resampler_figures(kind: str, in_rate: int, out_rate: int, frames: int) -> Re
     )
 
 
+def _signed_db(value: float) -> str:
+    return f"{round(value, 2) + 0.0:+.2f}"  # + 0.0 turns -0.0 into 0.0: no "-0.00" in the table
+
+
 def resampler_table(kinds: list[str], frames: int) -> str:
     rows = []
     for in_rate, out_rate in RATE_PATHS:
         for kind in kinds:
             f = resampler_figures(kind, in_rate, out_rate, frames)
             rows.append([
-                f.path, f.kind, f"{f.delay_mean_ms:.1f}", f"{f.delay_max_ms:.1f}", f"{f.level_3k4_db:+.2f}",
-                f"{f.passband_worst_db:+.2f}", f"{f.rejection_db + 0.0:.0f}", f"{f.framing.first_output_ms:.0f}",
+                f.path, f.kind, f"{f.delay_mean_ms:.1f}", f"{f.delay_max_ms:.1f}", _signed_db(f.level_3k4_db),
+                _signed_db(f.passband_worst_db), f"{round(f.rejection_db) + 0}", f"{f.framing.first_output_ms:.0f}",
                 f"{f.framing.per_frame_min_ms:.1f}-{f.framing.per_frame_max_ms:.1f}",
                 f"{f.framing.held_back_max_ms:.1f}",
                 f"{f.cpu_median_us:.0f}", f"{f.cpu_mean_us:.0f}",
