@@ -169,21 +169,31 @@ def _provider_configs(raw: Any, issues: list[ConfigIssue]) -> dict[str, Provider
     return providers
 
 
-def _check_references(config: AppConfig, issues: list[ConfigIssue]) -> None:
-    if not config.routes:
+def _check_references(tree: dict[str, Any], provider_names: set[str], issues: list[ConfigIssue]) -> None:
+    """Cross-table checks, done on the raw tree so they are reported even when another
+    part of the file failed validation."""
+    routes = tree.get("routes", [])
+    if not isinstance(routes, list) or not routes:
         issues.append(ConfigIssue("routes", "at least one [[routes]] table is required"))
+        return
     seen: set[str] = set()
-    for i, route in enumerate(config.routes):
-        if route.name in seen:
-            issues.append(ConfigIssue(f"routes[{i}].name", f"duplicate route name {route.name!r}"))
-        seen.add(route.name)
-        for j, provider in enumerate(route.providers):
-            if provider not in config.providers:
-                known = ", ".join(sorted(config.providers)) or "none"
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        name = route.get("name")
+        if name in seen:
+            issues.append(ConfigIssue(f"routes[{i}].name", f"duplicate route name {name!r}"))
+        seen.add(str(name))
+        chain = route.get("providers", [])
+        for j, provider in enumerate(chain if isinstance(chain, list) else []):
+            if provider not in provider_names:
+                known = ", ".join(sorted(provider_names)) or "none"
                 issues.append(
                     ConfigIssue(f"routes[{i}].providers[{j}]", f"unknown provider {provider!r} (defined: {known})")
                 )
-    if config.twilio.validate_signatures and config.twilio.auth_token is None:
+    twilio = tree.get("twilio", {})
+    needs_token = isinstance(twilio, dict) and twilio.get("validate_signatures", True) and not twilio.get("auth_token")
+    if needs_token and not any(issue.path == "twilio.auth_token" for issue in issues):
         issues.append(
             ConfigIssue("twilio.auth_token", "required when validate_signatures is true (set TWILIO_AUTH_TOKEN)")
         )
@@ -192,7 +202,9 @@ def _check_references(config: AppConfig, issues: list[ConfigIssue]) -> None:
 def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, source: str = "config") -> AppConfig:
     issues: list[ConfigIssue] = []
     tree = interpolate_env(raw, os.environ if env is None else env, issues)
-    providers = _provider_configs(tree.pop("providers", {}), issues)
+    raw_providers = tree.pop("providers", {})
+    providers = _provider_configs(raw_providers, issues)
+    _check_references(tree, set(raw_providers) if isinstance(raw_providers, dict) else set(), issues)
     config: AppConfig | None = None
     try:
         config = AppConfig.model_validate(tree)
@@ -200,7 +212,6 @@ def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, sour
         issues.extend(_validation_issues("", exc))
     if config is not None:
         config.providers = providers
-        _check_references(config, issues)
     if issues or config is None:
         raise ConfigError(issues, source)
     return config
