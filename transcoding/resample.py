@@ -1,10 +1,11 @@
 """Streaming sample-rate conversion for PCM16 mono, one stateful resampler per call and direction.
 
-Why not soxr's streaming mode by default: its presets hold audio back (HQ ~43 ms, VHQ ~85 ms per
-direction, measured) and return it in ~100 ms bursts; LQ still adds ~22 ms and sags ~8 dB at
-3.4 kHz; QQ adds nothing but does not filter aliases. A phone call needs only the telephone band
-(300-3400 Hz), so a short linear-phase FIR is enough: :class:`PolyphaseResampler` adds ~2 ms,
-is flat to 3.4 kHz and rejects images/aliases by > 50 dB (``python -m bench transcoding``).
+Why not soxr's streaming mode by default: its filtering presets hold audio back (HQ 41-67 ms on
+average per direction, up to 110 ms; VHQ up to 150 ms) and return it in 40-140 ms bursts; LQ
+still holds 22-31 ms and sags 7.8 dB at 3.4 kHz; QQ adds nothing but leaves images only ~6 dB
+down and does not filter aliases. A phone call needs only the telephone band (300-3400 Hz), so a
+short linear-phase FIR is enough: :class:`PolyphaseResampler` adds ~2 ms, is within 0.1 dB to
+3.4 kHz and rejects images/aliases by ~59 dB (figures: ``python -m bench transcoding``).
 The soxr presets stay available as ``kind="soxr-hq"`` etc. for comparison.
 
 Output convention (both kinds): the output stream is time-aligned with the input (output sample
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from math import ceil, gcd
+from math import gcd
 from typing import Protocol
 
 import numpy as np
@@ -180,7 +181,7 @@ class PolyphaseResampler:
 
     def flush(self) -> bytes:
         d = self._design
-        tail = self._emit(ceil(self._received * d.up / d.down)) if self._received else b""
+        tail = self._emit(-(-self._received * d.up // d.down)) if self._received else b""  # ceil
         self.reset()
         return tail
 
