@@ -269,3 +269,19 @@ def test_history_and_greeting_go_out_once_the_session_is_updated() -> None:
         "content": [{"type": "output_text", "text": "hello"}],
     }
     assert "Thanks for calling." in out[2]["response"]["instructions"]
+
+
+def test_a_rejected_response_create_does_not_block_later_ones() -> None:
+    p = ready()
+    p.send_text("first")
+    request = sent(p)[1]
+    assert request["type"] == "response.create"
+    feed(
+        p,
+        {
+            "type": "error",
+            "error": {"code": "conversation_already_has_active_response", "event_id": request["event_id"]},
+        },
+    )
+    p.send_text("second")
+    assert [m["type"] for m in sent(p)] == ["conversation.item.create", "response.create"]

@@ -78,8 +78,7 @@ def wire_audio_format(fmt: AudioFormat) -> dict[str, Any]:
 def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
     """Flat function tools: ``name`` at top level, not nested under ``function`` (§2)."""
     return [
-        {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
-        for t in tools
+        {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters} for t in tools
     ]
 
 
@@ -175,9 +174,7 @@ class RealtimeProtocol(ABC):
     def send_audio(self, audio: bytes) -> None:
         """Caller audio in the session's input format. The server does not acknowledge it."""
         if audio and self.ready:
-            self._send(
-                "input_audio_buffer.append", track=False, audio=base64.b64encode(audio).decode("ascii")
-            )
+            self._send("input_audio_buffer.append", track=False, audio=base64.b64encode(audio).decode("ascii"))
 
     def send_text(self, text: str) -> None:
         """A user text turn (DTMF digits, a note) that the model answers."""
@@ -196,9 +193,7 @@ class RealtimeProtocol(ABC):
         self._truncated.add(item_id)
         sent = self._sent_bytes.get(item_id)
         if sent is None:
-            log.info(
-                "%s: barge-in on item %s with no audio sent; nothing to truncate", self.provider_name, item_id
-            )
+            log.info("%s: barge-in on item %s with no audio sent; nothing to truncate", self.provider_name, item_id)
             return
         sent_ms = int(self.audio_format.duration_ms(sent))
         audio_end_ms = max(0, min(int(heard_ms), sent_ms))
@@ -359,15 +354,11 @@ class RealtimeProtocol(ABC):
 
     def _caller_text(self, text: str, *, final: bool, item_id: str | None) -> None:
         if text.strip():
-            self._events.append(
-                Transcript("caller", text.strip() if final else text, final=final, item_id=item_id)
-            )
+            self._events.append(Transcript("caller", text.strip() if final else text, final=final, item_id=item_id))
 
     def _bot_text(self, text: str, *, final: bool, item_id: str | None) -> None:
         if text.strip():
-            self._events.append(
-                Transcript("bot", text.strip() if final else text, final=final, item_id=item_id)
-            )
+            self._events.append(Transcript("bot", text.strip() if final else text, final=final, item_id=item_id))
 
     def _on_response_created(self, response_id: str) -> None:
         self._generating = response_id
@@ -432,9 +423,7 @@ class RealtimeProtocol(ABC):
         state.done = True
         if status == "failed":
             error = (response.get("status_details") or {}).get("error") or {}
-            self._recoverable(
-                error.get("code") or "response_failed", error.get("message") or "response failed"
-            )
+            self._recoverable(error.get("code") or "response_failed", error.get("message") or "response failed")
         self._events.append(TurnDone(item_id=state.audio_item, interrupted=status == "cancelled"))
         if state.pending_calls:
             return  # response.create follows the last tool output
@@ -456,19 +445,19 @@ class RealtimeProtocol(ABC):
             about == "conversation.item.truncate"
             or (about is None and "truncat" in f"{message} {error.get('param')}".lower())
         ):
-            log.debug(
-                "%s: truncate not accepted (%s: %s); best effort, ignored", self.provider_name, code, message
-            )
+            log.debug("%s: truncate not accepted (%s: %s); best effort, ignored", self.provider_name, code, message)
             return
+        if about == "response.create":
+            # No response.created will follow; without this a rejected request would hold
+            # back every later one (see _request_response).
+            self._response_requested = False
         context = f" (in reply to {about})" if about else ""
         if (
             self.state is not HandshakeState.READY
             or code in FATAL_ERROR_CODES
             or error.get("type") in FATAL_ERROR_TYPES
         ):
-            log.error(
-                "%s fatal error %s%s: %s; ending the session", self.provider_name, code, context, message
-            )
+            log.error("%s fatal error %s%s: %s; ending the session", self.provider_name, code, context, message)
             self.failure = ProviderError(code, message + context, fatal=True)
             if not self.ready:
                 self.state = HandshakeState.FAILED
