@@ -30,12 +30,7 @@ from s2s.provider import ProviderConnectError, SessionContext, Turn
 from s2s.registry import provider_spec
 from s2s.tools import ToolSpec
 from tests.fakes.gemini_live_fake import GeminiLiveFake, tone_pcm
-
-
-def dominant_hz(pcm: bytes | np.ndarray, rate: int) -> float:
-    samples = np.frombuffer(pcm, dtype="<i2") if isinstance(pcm, bytes) else pcm
-    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
-    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+from tests.support.audio import dominant_frequency, from_pcm_bytes
 
 
 @pytest.fixture
@@ -136,10 +131,10 @@ async def test_caller_audio_arrives_at_16k_and_reply_comes_back_at_24k(fake: Gem
         assert conn.audio_mime_types == {"audio/pcm;rate=16000"}
         received = np.frombuffer(bytes(conn.audio_in), dtype="<i2")
         assert len(received) == 16000 * 900 // 1000  # 500 ms tone + 400 ms silence, nothing lost
-        assert dominant_hz(received[: 16000 * 500 // 1000], 16000) == pytest.approx(440.0, abs=3)
+        assert dominant_frequency(received[: 16000 * 500 // 1000], 16000) == pytest.approx(440.0, abs=3)
         reply = events.audio()
         assert session.output_format.duration_ms(len(reply)) == pytest.approx(fake.reply_ms, abs=1)
-        assert dominant_hz(reply, 24000) == pytest.approx(600.0, abs=3)
+        assert dominant_frequency(from_pcm_bytes(reply), 24000) == pytest.approx(600.0, abs=3)
         assert {e.item_id for e in events.of(AudioOut)} == {done[0].item_id}
         finals = [(e.role, e.text) for e in events.of(Transcript) if e.final]
         assert ("caller", "caller spoke for 500 milliseconds") in finals
@@ -159,7 +154,7 @@ async def test_session_keeps_reading_across_turns(fake: GeminiLiveFake) -> None:
         first, second = (e.item_id for e in events.of(TurnDone))
         assert first != second
         second_audio = b"".join(e.audio for e in events.of(AudioOut) if e.item_id == second)
-        assert dominant_hz(second_audio, 24000) == pytest.approx(700.0, abs=3)
+        assert dominant_frequency(from_pcm_bytes(second_audio), 24000) == pytest.approx(700.0, abs=3)
     finally:
         await session.close()
 

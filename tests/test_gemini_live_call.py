@@ -1,0 +1,127 @@
+"""Whole phone calls on a Gemini Live route: the signing Twilio simulator calls the running
+server, whose gemini_live provider talks through the real SDK to the TLS fake Live server.
+
+The caller speaks 8 kHz mu-law; the fake must receive 16 kHz PCM of the same tone, and its
+24 kHz reply must reach the caller as 8 kHz mu-law at the same frequency."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from tests.fakes.gemini_live_fake import GeminiLiveFake
+from tests.support.audio import active_segments, dominant_frequency, level_at, to_mulaw, tone
+from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+
+ENV = {"GOOGLE_API_KEY": "test-key"}
+
+
+def gemini_config(fake: GeminiLiveFake) -> str:
+    return f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[providers.gemini]
+type = "gemini_live"
+api_key = "${{GOOGLE_API_KEY}}"
+base_url = "{fake.base_url}"
+ca_file = "{fake.ca_file}"
+voice = "Aoede"
+
+[[routes]]
+name = "default"
+providers = ["gemini"]
+instructions = "You are the Acme line."
+"""
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[GeminiLiveFake]:
+    async with GeminiLiveFake() as server:
+        yield server
+
+
+@pytest.fixture
+async def server(fake: GeminiLiveFake) -> AsyncIterator[RunningServer]:
+    async with running_server(gemini_config(fake), env=ENV) as running:
+        yield running
+
+
+def longest(segments: list[tuple[float, float]]) -> tuple[float, float]:
+    assert segments, "no audio above the threshold"
+    return max(segments, key=lambda s: s[1] - s[0])
+
+
+async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
+    fake: GeminiLiveFake, server: RunningServer
+) -> None:
+    fake.reply_ms = 800.0
+    fake.reply_freqs = (1000.0,)
+    async with server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 600)))
+        await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        await call.pause(100)
+
+        conn = fake.last
+        assert conn.setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
+        assert conn.setup["systemInstruction"]["parts"][0]["text"] == "You are the Acme line."
+        assert conn.audio_mime_types == {"audio/pcm;rate=16000"}
+        received = np.frombuffer(bytes(conn.audio_in), dtype="<i2")
+        start, end = longest(active_segments(received, 16000, threshold_dbfs=-35))
+        # At the wrong rate the 600 ms tone would last 300 or 1200 ms and sit at 220/880 Hz.
+        assert end - start == pytest.approx(600, abs=40)
+        segment = received[int((start + 20) * 16) : int((end - 20) * 16)]
+        assert dominant_frequency(segment, 16000) == pytest.approx(440, abs=5)
+
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(800, abs=60)
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
+        # The reply follows the caller's speech end (fake VAD: 300 ms of silence) promptly.
+        assert 200 + 600 + 300 <= start <= 200 + 600 + 1000
+
+        summary = server.runtime.active[call.call_sid].summary
+        assert [t.role for t in summary.transcript] == ["caller", "bot"]
+
+
+async def test_interrupted_clears_twilio_and_no_stale_audio_plays(fake: GeminiLiveFake, server: RunningServer) -> None:
+    fake.reply_ms = 2000.0
+    fake.reply_words = 20  # one word per 100 ms of reply audio
+    fake.reply_freqs = (600.0, 900.0)
+    async with server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 500)))
+        # The whole 2 s answer reaches Twilio's buffer at once, as the real service sends it.
+        await call.wait_for(lambda: call.received_media_ms() >= 1900, timeout=8)
+        reply_start = next(e.t_ms for e in call.log if e.event == "media")
+        await call.pause(600)
+        await call.say(to_mulaw(tone(440, 300)))  # the caller talks over the answer
+        await call.wait_for(lambda: bool(call.clear_times), timeout=3)
+        clear_at = call.clear_times[0]
+        await fake.wait_for(lambda: fake.replies == 2, timeout=5)  # answer to the barge-in
+        await call.wait_for(lambda: call.received_media_ms() >= 3900, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=6)
+
+        heard = call.heard_pcm()
+        # The first answer (600 Hz) was heard up to the clear, and never after it.
+        assert dominant_frequency(call.heard_pcm(reply_start + 40, clear_at - 40), 8000) == pytest.approx(600, abs=15)
+        assert level_at(heard[int((clear_at + 40) * 8) :], 8000, 600) < -50
+        # The answer to the barge-in (900 Hz) played in full afterwards.
+        start, end = longest([s for s in active_segments(heard, 8000, -35) if s[0] > clear_at])
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(900, abs=15)
+        assert end - start == pytest.approx(2000, abs=80)
+
+        # Gemini was told what the caller heard: the note quotes about one word per 100 ms.
+        bridge = server.runtime.active[call.call_sid]
+        barge = bridge.summary.barge_ins[0]
+        assert barge.sent_ms == pytest.approx(2000, abs=60)
+        notes = [c for c in fake.last.client_contents if c.get("turnComplete") is False]
+        assert len(notes) == 1
+        text = notes[0]["turns"][0]["parts"][0]["text"]
+        quoted = text.split('"')[1].split()
+        assert abs(len(quoted) - barge.heard_ms / 100) <= 1
+        assert fake.last.interruptions == 1
