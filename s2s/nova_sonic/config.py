@@ -58,9 +58,7 @@ class NovaSonicConfig(ProviderConfig):
     max_tokens: int = Field(default=1024, ge=1)
     temperature: float = Field(default=0.7, ge=0.0, le=1.0)
     top_p: float = Field(default=0.9, ge=0.0, le=1.0)
-    stream_limit_s: float = Field(
-        default=480.0, gt=0, description="how long AWS keeps one stream open (~8 min)"
-    )
+    stream_limit_s: float = Field(default=480.0, gt=0, description="how long AWS keeps one stream open (~8 min)")
     renew_after_s: float = Field(
         default=360.0,
         gt=0,

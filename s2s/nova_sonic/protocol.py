@@ -125,9 +125,7 @@ class NovaProtocol:
             }
         }
         if s.nova2 and s.endpointing_sensitivity:
-            session_start["turnDetectionConfiguration"] = {
-                "endpointingSensitivity": s.endpointing_sensitivity
-            }
+            session_start["turnDetectionConfiguration"] = {"endpointingSensitivity": s.endpointing_sensitivity}
         prompt_start: Event = {
             "promptName": self.prompt_name,
             "textOutputConfiguration": {"mediaType": "text/plain"},
@@ -145,9 +143,7 @@ class NovaProtocol:
             prompt_start["toolUseOutputConfiguration"] = {"mediaType": "application/json"}
             prompt_start["toolConfiguration"] = {"tools": [tool_spec(t) for t in s.tools]}
         events = [_ev("sessionStart", session_start), _ev("promptStart", prompt_start)]
-        events += self._text_content(
-            "SYSTEM", split_utf8(s.instructions, MAX_TEXT_INPUT_BYTES), interactive=False
-        )
+        events += self._text_content("SYSTEM", split_utf8(s.instructions, MAX_TEXT_INPUT_BYTES), interactive=False)
         for message in history:
             events += self._text_content(message.role, message.chunks, interactive=False)
         events.append(
@@ -221,9 +217,7 @@ class NovaProtocol:
             return []
         events: list[Event] = []
         if self.state == "streaming":
-            events.append(
-                _ev("contentEnd", {"promptName": self.prompt_name, "contentName": self.audio_content_name})
-            )
+            events.append(_ev("contentEnd", {"promptName": self.prompt_name, "contentName": self.audio_content_name}))
             events.append(_ev("promptEnd", {"promptName": self.prompt_name}))
         events.append(_ev("sessionEnd", {}))
         self.state = "closed"
@@ -260,11 +254,7 @@ class NovaProtocol:
     def receive(self, message: object) -> list[ProviderEvent]:
         """Translate one output event. Malformed input yields a non-fatal ProviderError; unknown
         event names are ignored (Nova adds fields and events over time)."""
-        if (
-            not isinstance(message, dict)
-            or not isinstance(message.get("event"), dict)
-            or not message["event"]
-        ):
+        if not isinstance(message, dict) or not isinstance(message.get("event"), dict) or not message["event"]:
             return [ProviderError("bad_event", f"not a Nova output event: {str(message)[:200]}")]
         name, body = next(iter(message["event"].items()))
         if not isinstance(body, dict):

@@ -36,6 +36,9 @@ GREETING_CUE_LEAD_S = 0.5
 stream (pipecat's observation, which it handles the same way)."""
 
 CUE_CHUNK_S = 0.02
+READER_DRAIN_S = 1.0
+"""How long close() waits for Nova to end the stream after ``sessionEnd`` (the whole close is
+bounded by QueuedSession at 2 s)."""
 
 
 def greeting_request(greeting: str) -> str:
@@ -96,9 +99,7 @@ class NovaSonicSession(QueuedSession):
             if message is None:
                 if not self._closing:
                     # The SDK reports a reset or lost connection as a plain end of stream.
-                    log.warning(
-                        "nova_sonic %s: stream ended without being closed; treating as a drop", self.call_sid
-                    )
+                    log.warning("nova_sonic %s: stream ended without being closed; treating as a drop", self.call_sid)
                     self.emit(ProviderError("stream_dropped", "stream ended unexpectedly", fatal=True))
                 return
             for event in self.protocol.receive(message):
@@ -191,6 +192,10 @@ class NovaSonicSession(QueuedSession):
             async with self._send_lock:
                 for event in self.protocol.closing_events():
                     await self._stream.send(event)
+            # Nova ends its side after sessionEnd; letting the reader see that end (rather than
+            # cancelling it mid-receive) is what leaves the SDK's stream state consistent.
+            if self._reader is not None and not self._reader.done():
+                await asyncio.wait({self._reader}, timeout=READER_DRAIN_S)
         except NovaStreamError as exc:
             log.debug("nova_sonic %s: goodbye events not sent: %s", self.call_sid, exc)
         finally:
@@ -203,9 +208,7 @@ class NovaSonicProvider(Provider):
 
     config: NovaSonicConfig
 
-    def __init__(
-        self, name: str, config: ProviderConfig, stream_factory: StreamFactory | None = None
-    ) -> None:
+    def __init__(self, name: str, config: ProviderConfig, stream_factory: StreamFactory | None = None) -> None:
         if not isinstance(config, NovaSonicConfig):
             raise TypeError(f"{name}: expected NovaSonicConfig, got {type(config).__name__}")
         super().__init__(name, config)
