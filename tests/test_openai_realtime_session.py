@@ -10,7 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from s2s.events import AudioOut, Closed, ProviderError, SpeechStarted, ToolCall, Transcript, TurnDone
+from s2s.events import (
+    AudioOut,
+    Closed,
+    ProviderError,
+    SessionExpiring,
+    SpeechStarted,
+    ToolCall,
+    Transcript,
+    TurnDone,
+)
 from s2s.openai_realtime import SPEC, OpenAIRealtimeConfig, OpenAIRealtimeProtocol, OpenAIRealtimeProvider
 from s2s.provider import ProviderConnectError, SessionContext, Turn
 from s2s.registry import provider_spec
@@ -353,3 +362,19 @@ class _BetaShaped(OpenAIRealtimeProtocol):
 
     def session_config(self) -> dict[str, Any]:
         return {**super().session_config(), "voice": "alloy"}
+
+
+async def test_session_expiring_is_announced_before_the_session_limit() -> None:
+    async with FakeRealtimeServer() as fake:
+        session = await provider_for(fake, session_limit_s=0.5, renew_after_s=0.2).open_session(SessionContext("CA19"))
+        log = EventLog(session)
+        start = time.monotonic()
+        expiring = await log.wait_for(lambda e: isinstance(e, SessionExpiring), timeout=2)
+        assert 0.15 <= time.monotonic() - start < 1.0
+        assert expiring.seconds_left == pytest.approx(0.3)
+        await session.close()
+
+
+def test_renewal_must_come_before_the_limit() -> None:
+    with pytest.raises(ValueError, match="renew_after_s"):
+        OpenAIRealtimeConfig(type="openai_realtime", api_key="k", session_limit_s=60, renew_after_s=60)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from s2s.provider import ProviderConfig
 from transcoding.formats import MULAW_8K, PCM16_24K, AudioFormat
@@ -31,6 +31,18 @@ class RealtimeProviderConfig(ProviderConfig):
     instructions: str = Field(default=DEFAULT_INSTRUCTIONS, description="used when the route sets none")
     audio_format: AudioFormatName = "pcmu"
     base_url: str = Field(description="WebSocket base; the session connects to {base_url}/realtime?model=")
+    # Both vendors are reported to cap a session at 60 minutes (UNVERIFIED for either); OpenAI
+    # then sends the fatal ``session_expired`` error.
+    session_limit_s: float = Field(default=3600.0, gt=0, description="how long the provider keeps a session")
+    renew_after_s: float = Field(
+        default=3300.0, gt=0, description="emit SessionExpiring after this long so the session is renewed in time"
+    )
+
+    @model_validator(mode="after")
+    def _renewal_before_limit(self) -> RealtimeProviderConfig:
+        if self.renew_after_s >= self.session_limit_s:
+            raise ValueError("renew_after_s must be less than session_limit_s")
+        return self
 
     @property
     def wire_audio_format(self) -> AudioFormat:

@@ -14,6 +14,7 @@ from abc import abstractmethod
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from s2s.events import SessionExpiring
 from s2s.provider import Provider, ProviderConnectError, QueuedSession, SessionContext
 from s2s.realtime_protocol.config import RealtimeProviderConfig
 from s2s.realtime_protocol.protocol import RealtimeProtocol
@@ -26,8 +27,15 @@ _PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
 
 
 class RealtimeSession(QueuedSession):
-    def __init__(self, provider_name: str, protocol: RealtimeProtocol, transport: RealtimeTransport) -> None:
+    def __init__(
+        self,
+        provider_name: str,
+        protocol: RealtimeProtocol,
+        transport: RealtimeTransport,
+        config: RealtimeProviderConfig,
+    ) -> None:
         super().__init__(provider_name)
+        self.config = config
         self.protocol = protocol
         self.input_format = protocol.audio_format
         self.output_format = protocol.audio_format
@@ -35,9 +43,16 @@ class RealtimeSession(QueuedSession):
         # Frames from the inbound task (audio) and the outbound task (truncate, tool results)
         # go out in the order the protocol produced them.
         self._send_lock = asyncio.Lock()
+        self._expiry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.start_reader(self._read())
+        self._expiry = asyncio.get_running_loop().call_later(self.config.renew_after_s, self._announce_expiry)
+
+    def _announce_expiry(self) -> None:
+        left = self.config.session_limit_s - self.config.renew_after_s
+        log.info("%s: session open %.0f s, renewal due", self.provider_name, self.config.renew_after_s)
+        self.emit(SessionExpiring("session limit", seconds_left=left))
 
     async def _read(self) -> None:
         await self._flush()  # what the handshake left queued (history, greeting)
@@ -84,6 +99,8 @@ class RealtimeSession(QueuedSession):
             await self._flush()
 
     async def _close_transport(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         await self._transport.close()
 
 
@@ -119,7 +136,7 @@ class RealtimeProvider(Provider):
             if isinstance(exc, Exception):
                 raise self._connect_error(ctx, exc) from exc
             raise
-        session = RealtimeSession(self.name, protocol, transport)
+        session = RealtimeSession(self.name, protocol, transport, self.config)
         session.start()
         log.info(
             "%s session ready for call %s (%s, %s)",
@@ -150,9 +167,7 @@ class RealtimeProvider(Provider):
         if isinstance(exc, ProviderConnectError):
             error = exc
         elif isinstance(exc, TimeoutError):
-            error = ProviderConnectError(
-                self.name, f"no session.updated within {self.config.connect_timeout_s:g}s"
-            )
+            error = ProviderConnectError(self.name, f"no session.updated within {self.config.connect_timeout_s:g}s")
         elif isinstance(exc, InvalidStatus):
             status = exc.response.status_code
             error = ProviderConnectError(
