@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from transcoding.formats import AudioFormat
 from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
-from transcoding.resample import StreamingResampler, make_resampler
+from transcoding.resample import StreamingResampler, make_resampler, polyphase_design
 
 
 class Transcoder:
@@ -69,3 +69,11 @@ class Transcoder:
 
 def make_transcoder(src: AudioFormat, dst: AudioFormat, resampler: str = "polyphase") -> Transcoder:
     return Transcoder(src, dst, resampler)
+
+
+def prewarm(rates: tuple[int, ...] = (16000, 24000)) -> None:
+    """Design the 8 kHz <-> ``rates`` filters now (a few ms each, then cached), so the first
+    call on each path does not pay for it inside the event loop."""
+    for rate in rates:
+        polyphase_design(8000, rate)
+        polyphase_design(rate, 8000)

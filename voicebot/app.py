@@ -9,6 +9,7 @@ from starlette.routing import Route, WebSocketRoute
 
 from telephony import webhook
 from telephony.media_endpoint import media_stream
+from transcoding.pipeline import prewarm
 from voicebot.runtime import Runtime
 
 
@@ -18,6 +19,7 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 def create_app(runtime: Runtime) -> Starlette:
+    prewarm()
     app = Starlette(
         routes=[
             Route("/twilio/voice", webhook.voice, methods=["POST"]),
