@@ -167,6 +167,8 @@ class CallBridge:
                 )
                 self._end("provider-unavailable")
                 return self.summary
+            for observer in self.observers:
+                observer.session_opened(self.session)
             self.state.to(CallState.STREAMING)
             await self._flush_pre_session_audio()
             outbound = asyncio.create_task(self._outbound(), name=f"outbound-{self.info.call_sid}")

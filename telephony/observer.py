@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from s2s.events import ProviderEvent
 
 if TYPE_CHECKING:
+    from s2s.provider import ProviderSession
     from telephony.bridge import CallSummary
     from telephony.media_stream import TwilioEvent
 
@@ -19,6 +20,10 @@ class CallObserver:
 
     def twilio_out(self, frame: str) -> None:
         """A frame we sent to Twilio (media, mark, clear)."""
+
+    def session_opened(self, session: ProviderSession) -> None:
+        """A provider session now serves the call (again after a reconnect); tapes note its
+        audio formats so a replay can declare the same ones."""
 
     def provider_in(self, event: ProviderEvent) -> None:
         """An event from the provider session."""
