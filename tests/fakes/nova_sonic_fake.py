@@ -70,6 +70,8 @@ class ToolPlan:
 @dataclass
 class FakeNovaModel:
     reply_hz: float = 440.0
+    reply_freqs: tuple[float, ...] = ()
+    """Per-answer frequencies (answer N uses ``reply_freqs[N]``; ``reply_hz`` after them)."""
     reply_ms: float = 800.0
     speed: float = 4.0
     """How much faster than real time the audio is streamed (Nova streams ahead of playback)."""
@@ -90,6 +92,7 @@ class FakeNovaModel:
     caller_audio: bytearray = field(default_factory=bytearray)
     transcripts: list[str] = field(default_factory=list)
     interruptions: int = 0
+    answers: int = 0
     input_rate: int = 0
     output_rate: int = 0
     voice: str = ""
@@ -388,7 +391,10 @@ class FakeNovaModel:
             result = await self._tool_result
             reply = f"The tool said {result}."
         self._text_block("ASSISTANT", "SPECULATIVE", reply, stop="PARTIAL_TURN")
-        audio = sine_pcm16(self.reply_hz, self.reply_ms, self.output_rate)
+        answer = self.answers
+        self.answers += 1
+        freq = self.reply_freqs[answer] if answer < len(self.reply_freqs) else self.reply_hz
+        audio = sine_pcm16(freq, self.reply_ms, self.output_rate)
         cid = _new_id("content")
         self._emit(
             "contentStart",

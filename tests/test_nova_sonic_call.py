@@ -1,0 +1,139 @@
+"""Whole phone calls on a Nova Sonic route: the signing Twilio simulator calls the running
+server, whose nova_sonic provider is built from the TOML config.
+
+Two seams, both selected by ``endpoint_url`` in the config:
+* ``https://localhost:PORT`` — the production path: aws-sdk-bedrock-runtime over awscrt
+  HTTP/2 to the loopback event-stream fake (tests/fakes/nova_sonic_h2.py);
+* ``memory://NAME`` — the in-process fake stream registered with
+  ``register_stream_factory`` (cheaper; used where the wire adds nothing).
+
+Nova runs at 8 kHz both ways, so the bridge only converts mu-law <-> PCM16: the caller's tone
+must reach the model at 8 kHz with its length and pitch intact, and the 8 kHz reply must reach
+the caller unchanged."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Iterator
+
+import numpy as np
+import pytest
+
+from s2s.nova_sonic.transport import register_stream_factory, unregister_stream_factory
+from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService
+from tests.fakes.nova_sonic_h2 import NovaH2Fake
+from tests.support.audio import active_segments, dominant_frequency, level_at, to_mulaw, tone
+from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from tests.test_nova_sonic_sdk import tls  # noqa: F401 - fixture: trusted throwaway CA + dummy AWS keys
+
+
+def nova_config(endpoint_url: str, extra: str = "") -> str:
+    return f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[providers.nova]
+type = "nova_sonic"
+region = "us-east-1"
+endpoint_url = "{endpoint_url}"
+voice = "tiffany"
+connect_timeout_s = 10
+{extra}
+
+[[routes]]
+name = "default"
+providers = ["nova"]
+instructions = "You are the Acme line."
+"""
+
+
+def longest(segments: list[tuple[float, float]]) -> tuple[float, float]:
+    assert segments, "no audio above the threshold"
+    return max(segments, key=lambda s: s[1] - s[0])
+
+
+@pytest.fixture
+async def h2(tls: ssl.SSLContext) -> AsyncIterator[NovaH2Fake]:  # noqa: F811
+    async with NovaH2Fake(tls, make_model=lambda: FakeNovaModel(reply_hz=1000, reply_ms=800)) as fake:
+        yield fake
+
+
+@pytest.mark.timeout(60)
+async def test_tone_reaches_nova_at_8k_through_the_sdk_and_its_8k_reply_reaches_the_caller(h2: NovaH2Fake) -> None:
+    async with running_server(nova_config(h2.url)) as server, server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 600)))
+        await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=10)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        await call.pause(100)
+
+        model = h2.models[0]
+        assert model.errors == []
+        assert (model.input_rate, model.output_rate, model.voice) == (8000, 8000, "tiffany")
+        assert model.system_prompt == "You are the Acme line."
+        received = np.frombuffer(bytes(model.caller_audio), dtype="<i2")
+        start, end = longest(active_segments(received, 8000, threshold_dbfs=-35))
+        # Declared at the wrong rate, the 600 ms tone would be heard as 300/1200 ms at 880/220 Hz.
+        assert end - start == pytest.approx(600, abs=40)
+        assert dominant_frequency(received[int((start + 20) * 8) : int((end - 20) * 8)], 8000) == pytest.approx(
+            440, abs=5
+        )
+
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(800, abs=60)
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
+        # The answer follows the end of the caller's tone (fake endpointing: 240 ms of silence).
+        assert 200 + 600 + 240 <= start <= 200 + 600 + 1000
+
+        summary = server.runtime.active[call.call_sid].summary
+        assert [(t.role, t.text) for t in summary.transcript] == [
+            ("caller", "tone 440 Hz"),
+            ("bot", "You said tone 440 Hz."),
+        ]
+
+
+@pytest.fixture
+def memory_nova() -> Iterator[FakeNovaService]:
+    service = FakeNovaService(lambda: FakeNovaModel(reply_ms=2000, speed=4.0, reply_freqs=(600.0, 900.0)))
+    register_stream_factory("call-tests", service)
+    yield service
+    unregister_stream_factory("call-tests")
+    service.shutdown()
+
+
+@pytest.fixture
+async def memory_server(memory_nova: FakeNovaService) -> AsyncIterator[RunningServer]:
+    async with running_server(nova_config("memory://call-tests")) as running:
+        yield running
+
+
+@pytest.mark.timeout(60)
+async def test_barge_in_clears_twilio_and_the_interrupted_answer_never_plays_again(
+    memory_nova: FakeNovaService, memory_server: RunningServer
+) -> None:
+    async with memory_server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 500)))
+        # Nova streams ahead of playback: the whole 2 s answer sits in Twilio's buffer.
+        await call.wait_for(lambda: call.received_media_ms() >= 1900, timeout=8)
+        reply_start = next(e.t_ms for e in call.log if e.event == "media")
+        await call.pause(600)
+        await call.say(to_mulaw(tone(440, 300)))  # the caller talks over the answer
+        await call.wait_for(lambda: bool(call.clear_times), timeout=3)
+        clear_at = call.clear_times[0]
+        model = memory_nova.models[0]
+        await memory_nova.wait_for(lambda: model.answers == 2, timeout=5)
+        await call.wait_for(lambda: call.received_media_ms() >= 3900, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=6)
+
+        heard = call.heard_pcm()
+        assert dominant_frequency(call.heard_pcm(reply_start + 40, clear_at - 40), 8000) == pytest.approx(600, abs=15)
+        assert level_at(heard[int((clear_at + 40) * 8) :], 8000, 600) < -50
+        start, end = longest([s for s in active_segments(heard, 8000, -35) if s[0] > clear_at])
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(900, abs=15)
+        assert end - start == pytest.approx(2000, abs=80)
+        # The clear followed the caller's barge-in promptly (server-side detection in the fake).
+        assert model.interruptions == 1 and model.errors == []
+        bridge = memory_server.runtime.active[call.call_sid]
+        assert len(bridge.summary.barge_ins) == 1
