@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("transcoding",)
+BENCHMARKS = ("transcoding", "gemini_path")
 
 
 def main(argv: list[str]) -> int:

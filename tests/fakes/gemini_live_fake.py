@@ -88,6 +88,8 @@ class FakeConnection:
     conversation: Conversation | None = None
     resumed_from: str | None = None
     audio_in: bytearray = field(default_factory=bytearray)
+    audio_in_at: list[float] = field(default_factory=list)  # time.monotonic() of each audio message
+    audio_out_at: list[float] = field(default_factory=list)  # ... of each modelTurn audio chunk sent
     audio_mime_types: set[str] = field(default_factory=set)
     realtime_keys: set[str] = field(default_factory=set)
     client_contents: list[dict[str, Any]] = field(default_factory=list)
@@ -316,6 +318,7 @@ class GeminiLiveFake:
             mime = pick(blob, "mimeType", "mime_type") or ""
             conn.audio_mime_types.add(mime)
             pcm = decode_b64(blob["data"])
+            conn.audio_in_at.append(time.monotonic())
             conn.audio_in.extend(pcm)
             await self._vad(conn, pcm)
         text = realtime.get("text")
@@ -406,6 +409,7 @@ class GeminiLiveFake:
             if upto > said:
                 content["outputTranscription"] = {"text": " " + " ".join(words[said:upto])}
                 said = upto
+            conn.audio_out_at.append(time.monotonic())
             await self._send(conn, {"serverContent": content})
             await asyncio.sleep(self.chunk_interval_s)
         await self._send(conn, {"serverContent": {"generationComplete": True}})
