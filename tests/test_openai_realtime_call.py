@@ -106,13 +106,13 @@ async def test_pcm24k_caller_tone_is_resampled_to_24khz_and_the_reply_back_to_8k
 
 
 async def barge_in_call(fake: FakeRealtimeServer, config: str) -> tuple[FakeConnection, float, float]:
-    """Bot answers with a 3 s tone streamed ~8x faster than real time; the caller listens to
+    """Bot answers with a 3 s tone streamed faster than real time; the caller listens to
     ~0.7 s of it and talks over it. Returns the fake's connection, the ms of reply the caller
     heard (measured on the audio it played) and when the clear arrived."""
     async with running_server(config) as server, server.twilio().call() as call:
         await call.pause(200)
         await call.say(to_mulaw(tone(1000, 500)))
-        await call.wait_for(lambda: call.received_media_ms() >= 2900, timeout=8)
+        await call.wait_for(lambda: call.received_media_ms() > 0, timeout=8)
         reply_start = next(e.t_ms for e in call.log if e.event == "media")
         await call.wait_for(lambda: call.now_ms() >= reply_start + 700, timeout=3)
         await call.say(to_mulaw(tone(800, 400)))
@@ -127,14 +127,20 @@ async def barge_in_call(fake: FakeRealtimeServer, config: str) -> tuple[FakeConn
         assert level_at(after_clear, 8000, 440) < -50
         played = call.heard_pcm(reply_start, clear_at)
         assert dominant_frequency(played, 8000) == pytest.approx(440, abs=5)
-        reply = segments_from(heard, reply_start)[0]
         assert len(call.clear_times) == 1
-        return fake.last, reply[1] - reply[0], clear_at
+        # Sum the reply's loud stretches: a provider streaming near real time can leave
+        # 20 ms gaps in Twilio's buffer, and those were not heard either.
+        reply = [s for s in segments_from(heard, reply_start) if s[0] < clear_at + 20]
+        return fake.last, sum(end - start for start, end in reply), clear_at
 
 
-@pytest.mark.parametrize("dialect", ["openai", "grok"])
-async def test_barge_in_clears_twilio_and_truncates_at_what_the_caller_heard(dialect: str) -> None:
-    options = FakeOptions(dialect=dialect, tone_hz=440.0, response_ms=3000, speedup=8.0)  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("dialect", "speedup"),
+    [("openai", 8.0), ("grok", 8.0), ("openai", 1.5)],
+    ids=["openai-buffered", "grok-buffered", "openai-still-generating"],
+)
+async def test_barge_in_clears_twilio_and_truncates_at_what_the_caller_heard(dialect: str, speedup: float) -> None:
+    options = FakeOptions(dialect=dialect, tone_hz=440.0, response_ms=3000, speedup=speedup)  # type: ignore[arg-type]
     async with FakeRealtimeServer(options) as fake:
         conn, heard_ms, _ = await barge_in_call(
             fake, call_config(fake, "openai_realtime" if dialect == "openai" else "grok")
@@ -148,8 +154,14 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_the_caller_heard(dia
     error_ms = truncate.audio_end_ms - heard_ms
     print(f"[{dialect}] heard {heard_ms:.0f} ms, audio_end_ms {truncate.audio_end_ms}, error {error_ms:+.0f} ms")
     assert abs(error_ms) <= MARK_INTERVAL_MS + FRAME_MS
-    # The answer had finished generating (streamed faster than real time): no cancel is sent.
-    assert "response.cancel" not in conn.types()
+    if speedup > 1:
+        # The answer had finished generating (streamed faster than real time): no cancel.
+        assert "response.cancel" not in conn.types()
+    else:
+        # Still generating: the server's interrupt_response and our cancel race; whoever
+        # loses, the only error allowed is the benign response_cancel_not_active.
+        assert conn.responses[0].status == "cancelled"
+        assert {e["code"] for e in conn.errors_sent} <= {"response_cancel_not_active"}
 
 
 async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard() -> None:
