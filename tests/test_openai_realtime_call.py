@@ -16,7 +16,9 @@ MARK_INTERVAL_MS = 40  # server.outbound_chunk_ms: one mark per 40 ms media chun
 FRAME_MS = 20  # the simulated caller's playout tick
 
 
-def call_config(fake: FakeRealtimeServer, provider_type: str = "openai_realtime", **extra: str) -> str:
+def call_config(
+    fake: FakeRealtimeServer, provider_type: str = "openai_realtime", route_keys: str = "", **extra: str
+) -> str:
     provider_keys = "\n".join(f"{k} = {v}" for k, v in extra.items())
     return f"""
 [twilio]
@@ -35,6 +37,7 @@ base_url = "{fake.base_url}"
 [[routes]]
 name = "default"
 providers = ["s2s"]
+{route_keys}
 """
 
 
@@ -184,3 +187,29 @@ async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard()
         start, end = segments_from(call.heard_pcm(), 0)[0]
         assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(500, abs=5)
         assert not conn.errors_sent
+
+
+@pytest.mark.parametrize("provider_type", ["openai_realtime", "grok"])
+async def test_route_greeting_makes_the_bot_speak_first_and_dtmf_gets_an_answer(provider_type: str) -> None:
+    dialect = "openai" if provider_type == "openai_realtime" else "grok"
+    options = FakeOptions(dialect=dialect, tone_hz=620.0, response_ms=400)  # type: ignore[arg-type]
+    route = 'greeting = "Thanks for calling Acme."'
+    async with (
+        FakeRealtimeServer(options) as fake,
+        running_server(call_config(fake, provider_type, route_keys=route)) as server,
+        server.twilio().call() as call,
+    ):
+        # The caller says nothing: the greeting is heard anyway.
+        await call.wait_for(lambda: call.received_media_ms() >= 400, timeout=5)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        conn = fake.last
+        assert "Thanks for calling Acme." in conn.responses[0].transcript
+        start, end = segments_from(call.heard_pcm(), 0)[0]
+        assert end - start == pytest.approx(400, abs=40)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(620, abs=5)
+
+        await call.press("5")
+        await call.wait_for(lambda: call.received_media_ms() >= 800, timeout=5)
+        typed = [i for i in conn.items_created if i.get("role") == "user"]
+        assert typed[0]["content"][0]["type"] == "input_text" and "5" in typed[0]["content"][0]["text"]
+        assert len(conn.responses) == 2 and not conn.errors_sent
