@@ -18,6 +18,7 @@ stream the service already reset can block forever, so callers bound :meth:`clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -35,6 +36,8 @@ from s2s.nova_sonic.config import NovaSonicConfig
 from s2s.nova_sonic.transport import NovaStreamError
 
 log = logging.getLogger(__name__)
+
+OUTPUT_DRAIN_S = 1.0
 
 _ERROR_CODES: tuple[tuple[type[Exception], str, bool], ...] = (
     (m.ModelTimeoutException, "model_timeout", True),
@@ -127,6 +130,7 @@ class SdkNovaStream:
         self._factory = factory
         self._stream: Any = None
         self._receiver: Any = None
+        self._output_done = asyncio.Event()
 
     async def open(self, model_id: str, first_events: list[dict[str, Any]]) -> None:
         try:
@@ -158,8 +162,10 @@ class SdkNovaStream:
             try:
                 result = await self._receiver.receive()
             except (SmithyError, AwsCrtError, OSError) as exc:
+                self._output_done.set()
                 raise stream_error(exc) from exc
             if result is None:
+                self._output_done.set()
                 return None
             if isinstance(result, m.InvokeModelWithBidirectionalStreamOutputChunk):
                 payload = result.value.bytes_ or b"{}"
@@ -170,15 +176,22 @@ class SdkNovaStream:
                 return decoded
             error = getattr(result, "value", None)
             if isinstance(error, Exception):  # a modeled error delivered as a union member
+                self._output_done.set()
                 raise stream_error(error)
             log.warning("nova: ignoring unknown output stream member %r", result)
 
     async def close(self) -> None:
+        """End our side, give the service a moment to end its own (the session's reader sees
+        that end), then release the output. Closing the output while a ``receive()`` is
+        pending makes awscrt resolve a cancelled future; callers bound the whole close."""
         if self._stream is None:
             return
         stream, self._stream = self._stream, None
         try:
             await stream.input_stream.close()
+            if self._receiver is not None and not self._output_done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._output_done.wait(), timeout=OUTPUT_DRAIN_S)
         finally:
             if self._receiver is not None:
                 await self._receiver.close()

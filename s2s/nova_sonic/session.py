@@ -36,9 +36,6 @@ GREETING_CUE_LEAD_S = 0.5
 stream (pipecat's observation, which it handles the same way)."""
 
 CUE_CHUNK_S = 0.02
-READER_DRAIN_S = 1.0
-"""How long close() waits for Nova to end the stream after ``sessionEnd`` (the whole close is
-bounded by QueuedSession at 2 s)."""
 
 
 def greeting_request(greeting: str) -> str:
@@ -73,6 +70,7 @@ class NovaSonicSession(QueuedSession):
         self._send_lock = asyncio.Lock()
         self._expiry: asyncio.TimerHandle | None = None
         self._cue: asyncio.Task[None] | None = None
+        self._stream_ended = False  # the service ended or reset the stream: no goodbye to send
 
     def start(self) -> None:
         self.start_reader(self._read())
@@ -91,12 +89,14 @@ class NovaSonicSession(QueuedSession):
             try:
                 message = await self._stream.receive()
             except NovaStreamError as exc:
+                self._stream_ended = True
                 if self._closing:
                     return
                 log.warning("nova_sonic %s: stream failed (%s); ending session", self.call_sid, exc)
                 self.emit(ProviderError(exc.code, exc.message, fatal=True))
                 return
             if message is None:
+                self._stream_ended = True
                 if not self._closing:
                     # The SDK reports a reset or lost connection as a plain end of stream.
                     log.warning("nova_sonic %s: stream ended without being closed; treating as a drop", self.call_sid)
@@ -191,11 +191,9 @@ class NovaSonicSession(QueuedSession):
         try:
             async with self._send_lock:
                 for event in self.protocol.closing_events():
+                    if self._stream_ended:
+                        break
                     await self._stream.send(event)
-            # Nova ends its side after sessionEnd; letting the reader see that end (rather than
-            # cancelling it mid-receive) is what leaves the SDK's stream state consistent.
-            if self._reader is not None and not self._reader.done():
-                await asyncio.wait({self._reader}, timeout=READER_DRAIN_S)
         except NovaStreamError as exc:
             log.debug("nova_sonic %s: goodbye events not sent: %s", self.call_sid, exc)
         finally:

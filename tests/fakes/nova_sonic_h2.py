@@ -86,6 +86,7 @@ class _Stream:
     buffer: bytearray = field(default_factory=bytearray)
     pump: asyncio.Task[None] | None = None
     input_ended: bool = False
+    input_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -154,12 +155,16 @@ class NovaH2Fake:
                     conn.end_stream(stream_id)
                     await flush()
 
-        async def pump(stream_id: int, model: FakeNovaModel) -> None:
+        async def pump(stream_id: int, stream: _Stream) -> None:
+            model = stream.model
             with contextlib.suppress(h2.exceptions.StreamClosedError, ConnectionError):
                 while True:
                     item = await model.output.get()
                     if item is None:
                         if model.ended:
+                            # After sessionEnd, answer the client's end of input with ours.
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(stream.input_closed.wait(), 2.0)
                             await send_data(stream_id, b"", end=True)
                         else:  # a drop: reset, as a lost stream looks to the client
                             async with lock:
@@ -201,7 +206,7 @@ class NovaH2Fake:
                                 event.stream_id,
                                 [(":status", "200"), ("content-type", "application/vnd.amazon.eventstream")],
                             )
-                        stream.pump = asyncio.ensure_future(pump(event.stream_id, model))
+                        stream.pump = asyncio.ensure_future(pump(event.stream_id, stream))
                     elif isinstance(event, h2.events.DataReceived):
                         async with lock:
                             conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -219,6 +224,10 @@ class NovaH2Fake:
                                 continue
                             body = json.loads(inner.message.payload)
                             stream.model.feed(json.loads(base64.b64decode(body["bytes"])))
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = streams.get(event.stream_id)
+                        if ended is not None:
+                            ended.input_closed.set()
                     elif isinstance(event, h2.events.WindowUpdated):
                         window_open.set()
                     elif isinstance(event, h2.events.StreamReset):
