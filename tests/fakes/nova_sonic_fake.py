@@ -93,6 +93,9 @@ class FakeNovaModel:
     transcripts: list[str] = field(default_factory=list)
     interruptions: int = 0
     answers: int = 0
+    audio_in_at: list[float] = field(default_factory=list)
+    audio_out_at: list[float] = field(default_factory=list)
+    """Monotonic times of each ``audioInput`` received / ``audioOutput`` emitted (bench)."""
     input_rate: int = 0
     output_rate: int = 0
     voice: str = ""
@@ -260,6 +263,7 @@ class FakeNovaModel:
         if self._phase != "audio" or body.get("contentName") != self._audio_name or not self._check_prompt(body):
             return self._violation("audioInput outside the open AUDIO content")
         pcm = base64.b64decode(body["content"], validate=True)
+        self.audio_in_at.append(time.monotonic())
         self.caller_audio += pcm
         self._listen(pcm)
 
@@ -415,6 +419,7 @@ class FakeNovaModel:
         chunk = int(self.output_rate * self.chunk_ms / 1000) * 2
         try:
             for offset in range(0, len(audio), chunk):
+                self.audio_out_at.append(time.monotonic())
                 self._emit(
                     "audioOutput",
                     {"contentId": cid, "content": base64.b64encode(audio[offset : offset + chunk]).decode()},
