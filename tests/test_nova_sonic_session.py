@@ -202,8 +202,10 @@ async def test_expiring_then_a_new_session_replays_history_in_order() -> None:
         Turn("bot", "When should it come?"),
         Turn("caller", "At noon."),
     )
-    async with nova_session(service, SessionContext("CA-renew", history=history)) as (session, rec):
+    ctx = SessionContext("CA-renew", history=history, greeting="Welcome to Acme.")
+    async with nova_session(service, ctx) as (session, rec):
         model = service.models[1]
+        assert model.user_texts == []  # a renewed session does not greet again
         assert model.history == [
             ("USER", "I'd like a taxi to the airport"),
             ("ASSISTANT", "When should it come?"),

@@ -321,7 +321,9 @@ class NovaProtocol:
             if content.role == "USER" and content.stage == "FINAL" and text:
                 out.append(Transcript("caller", text, final=True))
             elif content.role == "ASSISTANT" and text:
-                out.append(Transcript("bot", text, final=content.stage == "FINAL", item_id=self._bot_item))
+                # SPECULATIVE text precedes its audio block, so it has no item yet.
+                final = content.stage == "FINAL"
+                out.append(Transcript("bot", text, final=final, item_id=self._bot_item if final else None))
             if stop == "INTERRUPTED" and content.role == "ASSISTANT":
                 out += self._turn_done()
         elif content.type == "AUDIO" and content.role == "ASSISTANT":

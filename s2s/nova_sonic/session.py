@@ -222,11 +222,14 @@ class NovaSonicProvider(Provider):
             config = config.model_copy(update={"model_id": model_id})
         nova2 = config.is_nova2
         instructions = ctx.instructions or config.instructions
+        # A reopened session (renewal, recovery) carries history: the call is under way, so
+        # the greeting must not be spoken again.
+        greeting = ctx.greeting if not ctx.history else None
         cue = None
-        if ctx.greeting and not nova2:
+        if greeting and not nova2:
             if self._greeting_cue is not None:
                 cue = self._greeting_cue
-                instructions += v1_greeting_instructions(ctx.greeting)
+                instructions += v1_greeting_instructions(greeting)
             else:
                 log.info(
                     "nova_sonic %s: %s cannot speak first without caller audio and no greeting_audio "
@@ -276,8 +279,8 @@ class NovaSonicProvider(Provider):
             session.output_format,
             len(ctx.history),
         )
-        if ctx.greeting and nova2:
-            await session.send_text(greeting_request(ctx.greeting))
+        if greeting and nova2:
+            await session.send_text(greeting_request(greeting))
         elif cue is not None:
             session.start_greeting_cue(cue)
         return session
