@@ -89,6 +89,15 @@ async def unknown_tool(call: ToolCall, bridge: CallBridge) -> str:
     return json.dumps({"error": f"no tool named {call.name!r}"})
 
 
+DtmfHandler = Callable[[str, "CallBridge"], Awaitable[None]]
+
+
+async def forward_digit(digit: str, bridge: CallBridge) -> None:
+    """Default keypad hook: each key straight to the model. Routes replace it with
+    voicebot.tools' collector, which buffers a sequence first; a hook must not block."""
+    await bridge.send_text(f"The caller pressed {digit} on the keypad.")
+
+
 @dataclass(slots=True)
 class BargeIn:
     at_ms: float
@@ -121,6 +130,7 @@ class CallBridge:
         outbound_chunk_ms: int = 40,
         observers: Sequence[CallObserver] = (),
         tool_handler: ToolHandler = unknown_tool,
+        dtmf_handler: DtmfHandler = forward_digit,
         resampler: str = "polyphase",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -130,6 +140,7 @@ class CallBridge:
         self.open_session = open_session
         self.observers = tuple(observers)
         self.tool_handler = tool_handler
+        self.dtmf_handler = dtmf_handler
         self.clock = clock
         self.state = CallStateMachine(info.call_sid)
         self.summary = CallSummary(info.call_sid, info.route)
@@ -241,7 +252,7 @@ class CallBridge:
             elif isinstance(event, Mark):
                 self.playout.echoed(event.name, self.clock())
             elif isinstance(event, Dtmf):
-                await self.send_text(f"The caller pressed {event.digit} on the keypad.")
+                await self.dtmf_handler(event.digit, self)
             elif isinstance(event, Stop):
                 self._end("caller-hangup")
                 return

@@ -103,6 +103,8 @@ async def media_stream(ws: WebSocket) -> None:
         lambda: runtime.open_session(plan),
         outbound_chunk_ms=plan.config.server.outbound_chunk_ms,
         observers=runtime.observers(plan),
+        tool_handler=plan.tools,
+        dtmf_handler=plan.tools.dtmf,
     )
     runtime.active[info.call_sid] = bridge
     summary = None

@@ -13,12 +13,13 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec
+from voicebot.tools.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -91,6 +92,13 @@ class RouteConfig(_Strict):
     voice: str | None = None
     model: str | None = None
     language: str | None = None
+    # Reasoning, tools, call control, DTMF and memory: see voicebot.tools (README "Reasoning, tools
+    # and call control").
+    reasoning: Literal["builtin"] | AgentReasoning = "builtin"
+    tools: list[RouteTool] = Field(default_factory=list)
+    call_control: CallControl = Field(default_factory=CallControl)
+    dtmf: DtmfSettings = Field(default_factory=DtmfSettings)
+    memory: bool = Field(default=False, description="per-caller memory keyed by From ([memory] table)")
 
 
 class AppConfig(_Strict):
@@ -98,6 +106,7 @@ class AppConfig(_Strict):
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
 
 
 DEFAULT_CONFIG_TOML = """

@@ -19,6 +19,7 @@ from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twiml import say_and_hangup
 from voicebot.config import AppConfig, RouteConfig
+from voicebot.tools.registry import CallTools
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,20 @@ class CallPlan:
     caller: str
     called: str
     config: AppConfig
+    tools: CallTools
     created_at: float = field(default_factory=time.monotonic)
 
     def session_context(self) -> SessionContext:
+        """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""
         route = self.route
         return SessionContext(
             call_sid=self.call_sid,
-            instructions=route.instructions,
+            instructions=self.tools.instructions(),
             voice=route.voice,
             model=route.model,
             language=route.language,
             greeting=route.greeting,
+            tools=self.tools.specs,
         )
 
 
@@ -74,14 +78,16 @@ class Runtime:
     def plan_call(self, params: Mapping[str, str]) -> CallPlan:
         self.expire_pending()
         route = self.select_route(params)
+        call_sid, caller = params.get("CallSid", ""), params.get("From", "")
         plan = CallPlan(
             token=secrets.token_urlsafe(18),
-            call_sid=params.get("CallSid", ""),
+            call_sid=call_sid,
             route=route,
             providers=[self.providers[name] for name in route.providers],
-            caller=params.get("From", ""),
+            caller=caller,
             called=params.get("To", ""),
             config=self.config,
+            tools=CallTools(route, self.config, call_sid, caller, self.set_next_twiml),
         )
         self.pending[plan.token] = plan
         return plan
@@ -99,6 +105,7 @@ class Runtime:
 
     async def open_session(self, plan: CallPlan) -> ProviderSession:
         provider = plan.providers[0]
+        await plan.tools.prepare()
         try:
             return await asyncio.wait_for(
                 provider.open_session(plan.session_context()), provider.config.connect_timeout_s
@@ -113,6 +120,7 @@ class Runtime:
 
     def call_ended(self, plan: CallPlan, summary: CallSummary) -> None:
         self.active.pop(plan.call_sid, None)
+        plan.tools.call_ended(summary)
         if summary.outcome in ("provider-unavailable", "provider-lost") and plan.call_sid not in self.next_twiml:
             self.set_next_twiml(
                 plan.call_sid,
