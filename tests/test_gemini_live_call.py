@@ -119,9 +119,8 @@ async def test_interrupted_clears_twilio_and_no_stale_audio_plays(fake: GeminiLi
         bridge = server.runtime.active[call.call_sid]
         barge = bridge.summary.barge_ins[0]
         assert barge.sent_ms == pytest.approx(2000, abs=60)
-        notes = [c for c in fake.last.client_contents if c.get("turnComplete") is False]
-        assert len(notes) == 1
-        text = notes[0]["turns"][0]["parts"][0]["text"]
-        quoted = text.split('"')[1].split()
+        # It went as realtime text while the caller was still talking (no answer of its own).
+        assert len(fake.last.texts_during_speech) == 1 and fake.last.client_contents == []
+        quoted = fake.last.texts_during_speech[0].split('"')[1].split()
         assert abs(len(quoted) - barge.heard_ms / 100) <= 1
         assert fake.last.interruptions == 1

@@ -30,9 +30,12 @@ from s2s.gemini_live.protocol import (
     heard_prefix,
     parse_duration,
 )
-from s2s.gemini_live.setup import connect_config, function_declaration, opening_turns
+from s2s.gemini_live.setup import connect_config, function_declaration, opening
 from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
+
+MODEL_25 = "gemini-2.5-flash-native-audio-preview-12-2025"
+MODEL_31 = "gemini-3.1-flash-live-preview"
 
 
 def audio_msg(pcm: bytes, mime: str = "audio/pcm;rate=24000", **extra: Any) -> dict[str, Any]:
@@ -239,7 +242,7 @@ def test_connect_config_carries_route_overrides_and_session_settings() -> None:
         input_transcription=False,
     )
     ctx = SessionContext(call_sid="CA1", instructions="Be terse.", voice="Kore", resume_handle="h9")
-    live = connect_config(cfg, ctx)
+    live = connect_config(cfg, ctx, opening(ctx, cfg.model))
     assert live.system_instruction == "Be terse."
     assert live.speech_config is not None and live.speech_config.voice_config is not None
     assert live.speech_config.voice_config.prebuilt_voice_config is not None
@@ -269,13 +272,28 @@ def test_tool_spec_maps_to_function_declaration() -> None:
         assert odd.parameters is None and odd.parameters_json_schema == schema
 
 
-def test_opening_turns_replay_history_greet_and_skip_both_on_resume() -> None:
+def test_opening_replays_history_as_a_completed_seed_ending_with_the_caller() -> None:
     history = (Turn("caller", "Hi"), Turn("bot", "Hello, how can I help?"))
-    turns, complete = opening_turns(SessionContext(call_sid="CA1", history=history))
-    assert [t.role for t in turns] == ["user", "model", "user"]  # 2.5: seed ends with a user turn
-    assert complete is False
-    turns, complete = opening_turns(SessionContext(call_sid="CA1", greeting="Welcome to Acme."))
-    assert complete is True and turns[-1].parts is not None
-    assert "Welcome to Acme." in (turns[-1].parts[0].text or "")
-    assert opening_turns(SessionContext(call_sid="CA1", history=history, resume_handle="h")) == ([], False)
-    assert opening_turns(SessionContext(call_sid="CA1")) == ([], False)
+    plan = opening(SessionContext(call_sid="CA1", history=history), MODEL_25)
+    assert [t.role for t in plan.seed] == ["user", "model", "user"]  # 2.5: seed ends with a user turn
+    assert plan.prompt is None and not plan.declare_history
+    greeting = opening(SessionContext(call_sid="CA1", history=history, greeting="Welcome to Acme."), MODEL_25)
+    assert greeting.seed[-1].parts is not None and "Welcome to Acme." in (greeting.seed[-1].parts[0].text or "")
+    assert opening(SessionContext(call_sid="CA1"), MODEL_25).seed == []
+
+
+def test_opening_on_gemini_3_declares_the_seed_and_greets_by_realtime_text() -> None:
+    history = (Turn("caller", "Hi"), Turn("bot", "Hello."))
+    plan = opening(SessionContext(call_sid="CA1", history=history, greeting="Welcome."), MODEL_31)
+    assert [t.role for t in plan.seed] == ["user", "model"] and plan.declare_history
+    assert plan.prompt is not None and "Welcome." in plan.prompt
+    live = connect_config(config(), SessionContext(call_sid="CA1", history=history), plan)
+    assert live.history_config == types.HistoryConfig(initial_history_in_client_content=True)
+    assert not opening(SessionContext(call_sid="CA1", greeting="Hi"), MODEL_31).declare_history
+
+
+def test_a_resumed_session_replays_nothing() -> None:
+    ctx = SessionContext(call_sid="CA1", history=(Turn("caller", "Hi"),), greeting="Hello", resume_handle="h")
+    for model in (MODEL_25, MODEL_31):
+        plan = opening(ctx, model)
+        assert plan.seed == [] and plan.prompt is None

@@ -176,15 +176,18 @@ async def test_interrupted_is_barge_in_and_truncate_tells_the_model_what_was_hea
         done = await events.wait(TurnDone)
         assert done[0] == TurnDone(item_id=item, interrupted=True)
         await session.truncate(item, heard_ms=600)
-        await fake.wait_for(lambda: fake.last.client_contents)
-        note = fake.last.client_contents[-1]
-        assert note["turnComplete"] is False  # context only: no answer to the note itself
-        text = note["turns"][0]["parts"][0]["text"]
+        conn = fake.last
+        await fake.wait_for(lambda: conn.texts_during_speech)
+        # Realtime text while the caller is still talking: it joins their turn, no reply of its own.
+        text = conn.texts_during_speech[-1]
         assert '"word01 word02 word03"' in text  # 600 of 2000 ms -> 3 of 10 words
         assert "word04" not in text
+        assert conn.client_contents == []
+        await speak(session, freq=300.0, ms=0, silence_ms=400)  # the caller stops talking...
+        await events.wait(TurnDone, count=2)  # ...and gets an answer
         assert fake.last.interruptions == 1
         bot_finals = [e.text for e in events.of(Transcript) if e.final and e.role == "bot"]
-        assert bot_finals == ["word01 word02 word03"]
+        assert bot_finals[0] == "word01 word02 word03"
     finally:
         await session.close()
 
@@ -228,9 +231,10 @@ async def test_a_refused_handle_falls_back_to_a_fresh_session_with_history(fake:
         fresh = fake.last
         assert fresh.index == 1 and fresh.resumed_from is None
         await fake.wait_for(lambda: fresh.client_contents)
-        turns = fresh.client_contents[0]["turns"]
-        assert [t["role"] for t in turns] == ["user", "model", "user"]
-        assert turns[0]["parts"][0]["text"] == "My order is 42."
+        seed = fresh.client_contents[0]
+        assert [t["role"] for t in seed["turns"]] == ["user", "model", "user"]
+        assert seed["turns"][0]["parts"][0]["text"] == "My order is 42."
+        assert seed["turnComplete"] is True  # an incomplete seed would mute later answers
         assert session.resume_handle is None
     finally:
         await session.close()
@@ -244,6 +248,31 @@ async def test_greeting_makes_the_bot_speak_first(fake: GeminiLiveFake) -> None:
         assert content["turnComplete"] is True
         assert "Thanks for calling Acme." in content["turns"][-1]["parts"][0]["text"]
         assert len(events.audio()) > 0 and fake.last.audio_in == bytearray()
+    finally:
+        await session.close()
+
+
+async def test_gemini_3_models_get_a_declared_seed_and_realtime_text_only(fake: GeminiLiveFake) -> None:
+    """3.1 closes the socket (1007) on clientContent other than the declared opening history."""
+    fake.reply_ms = 1500.0
+    history = (Turn("caller", "Hi"), Turn("bot", "Hello, Acme here."))
+    provider = make_provider(fake, model="gemini-3.1-flash-live-preview")
+    session, events = await open_session(provider, history=history, greeting="Welcome back.")
+    try:
+        conn = fake.last
+        assert conn.declared_history  # SDK 3.6.1 sends {"historyConfig": {"initial_history_in_client_content": true}}
+        done = await events.wait(TurnDone)  # the greeting, asked for by realtime text
+        assert conn.client_contents[0]["turnComplete"] is True
+        assert "Welcome back." in conn.realtime_texts[0]
+        await speak(session, ms=300, silence_ms=320)
+        audio = await events.wait(AudioOut, count=len(events.of(AudioOut)) + 1)
+        await speak(session, freq=300.0, ms=200, silence_ms=0)
+        await events.wait(SpeechStarted)
+        await session.truncate(audio[-1].item_id, heard_ms=20)
+        await fake.wait_for(lambda: conn.texts_during_speech)
+        await speak(session, freq=300.0, ms=0, silence_ms=400)
+        await events.wait(TurnDone, count=len(done) + 2)
+        assert not events.of(Closed) and conn.open
     finally:
         await session.close()
 

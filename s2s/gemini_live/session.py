@@ -22,7 +22,7 @@ from google.genai.live import AsyncSession
 from s2s.events import ProviderError
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.protocol import GeminiProtocolError, LiveEventMapper
-from s2s.gemini_live.setup import INPUT_MIME, connect_config, opening_turns, text_turn
+from s2s.gemini_live.setup import INPUT_MIME, Opening, connect_config, opening
 from s2s.provider import Provider, ProviderConfig, ProviderConnectError, QueuedSession, SessionContext
 from transcoding.formats import PCM16_16K, PCM16_24K
 
@@ -118,12 +118,14 @@ class GeminiLiveSession(QueuedSession):
     def resume_handle(self) -> str | None:
         return self.mapper.resume_handle
 
-    async def start(self) -> None:
-        """Replay history / ask for the greeting, then start reading."""
-        turns, turn_complete = opening_turns(self.ctx)
-        if turns:
-            content: list[types.Content | types.ContentDict] = [*turns]
-            await self._live.send_client_content(turns=content, turn_complete=turn_complete)
+    async def start(self, plan: Opening) -> None:
+        """Replay history / ask for the greeting (see :func:`~s2s.gemini_live.setup.opening`),
+        then start reading."""
+        if plan.seed:
+            content: list[types.Content | types.ContentDict] = [*plan.seed]
+            await self._live.send_client_content(turns=content, turn_complete=True)
+        if plan.prompt:
+            await self._live.send_realtime_input(text=plan.prompt)
         self.start_reader(self._read())
 
     async def _read(self) -> None:
@@ -204,15 +206,20 @@ class GeminiLiveSession(QueuedSession):
         the answer's output transcription, cut at ``heard_ms / total audio ms`` (see
         :func:`~s2s.gemini_live.protocol.heard_prefix`).
 
-        Sent as ``clientContent`` with ``turnComplete=false``: content that is appended to the
-        conversation in order and does not ask for an answer. Realtime text would be taken as
-        the caller speaking and answered, on top of the caller's own words. Sent now, while
-        the caller is talking and no generation is running, because ``clientContent`` cuts a
-        running generation, which is exactly what an answer to the caller would be a moment
-        later. Caveats: the cut assumes an even speaking rate; without output transcription
-        the note can only give the seconds heard; interleaving ``clientContent`` with
-        realtime audio is discouraged by the SDK docs (how a model weighs the note is not
-        specified) and 3.1 models may only accept ``clientContent`` as initial history."""
+        Sent as realtime text, now. The bridge calls this right after ``interrupted``, i.e.
+        while the caller is talking: the server's VAD has an open user turn, realtime text
+        joins it as one more input stream, and the model answers caller and note together
+        once the caller stops, so nothing extra is said and the caller's speech is not cut.
+        ``clientContent`` was rejected: with ``turnComplete=false`` it stops the model from
+        answering later realtime audio (google-gemini/live-api-web-console#60), with
+        ``turnComplete=true`` it starts an answer over the caller, and 3.x models close the
+        socket (1007) on any ``clientContent`` after the opening.
+
+        Caveats: the cut assumes an even speaking rate; without output transcription the note
+        can only give the seconds heard; realtime streams have no ordering guarantee, so the
+        model may read the note slightly before or after the caller's first words; a barge-in
+        shorter than the round trip (a cough) leaves the note as a turn of its own, which the
+        model may acknowledge aloud."""
         if self.closed:
             return
         note, events = self.mapper.truncate(item_id, heard_ms, has_transcript=self.config.output_transcription)
@@ -227,10 +234,7 @@ class GeminiLiveSession(QueuedSession):
             note.total_ms,
             item_id,
         )
-        await self._send(
-            "barge-in note",
-            self._live.send_client_content(turns=[text_turn("user", note.text)], turn_complete=False),
-        )
+        await self._send("barge-in note", self._live.send_realtime_input(text=note.text))
 
     async def send_tool_result(self, call_id: str, output: str) -> None:
         name = self.mapper.pending_tool_calls.pop(call_id, None)
@@ -289,13 +293,14 @@ class GeminiLiveProvider(Provider):
     async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
         stack = contextlib.AsyncExitStack()
         model = ctx.model or self.config.model
+        plan = opening(ctx, model)
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 live = await stack.enter_async_context(
-                    self.client.aio.live.connect(model=model, config=connect_config(self.config, ctx))
+                    self.client.aio.live.connect(model=model, config=connect_config(self.config, ctx, plan))
                 )
                 session = GeminiLiveSession(self.name, self.config, ctx, live, stack)
-                await session.start()
+                await session.start(plan)
         except ProviderConnectError:
             await stack.aclose()
             raise

@@ -1,10 +1,11 @@
-"""What voicebot sends Gemini Live besides audio: the setup config and the ordered
-``clientContent`` turns (history replay, greeting request, barge-in note). Pure builders of
-SDK types; the session sends them (reference sections 2 and 4)."""
+"""What voicebot sends Gemini Live besides audio: the setup config and the opening (history
+replay as ``clientContent``, greeting request). Pure builders of SDK types; the session sends
+them (reference sections 2 and 4)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from google.genai import types
 
@@ -24,11 +25,14 @@ _START = {
 _END = {"high": types.EndSensitivity.END_SENSITIVITY_HIGH, "low": types.EndSensitivity.END_SENSITIVITY_LOW}
 
 # Seeded history must end with a user turn for 2.5 models (section 4). When the call is
-# reopened right after the bot spoke, this closes the seed without asking for an answer.
-_CONTINUE_NOTE = "[Call note: the call continues on a new connection. Wait for the caller to speak.]"
+# reopened right after the bot spoke, this closes the seed.
+_CONTINUE_NOTE = (
+    "[Call note: the call continues on a new connection. If your last answer was cut off, finish it "
+    "in a few words; otherwise let the caller speak.]"
+)
 
 
-def connect_config(config: GeminiLiveConfig, ctx: SessionContext) -> types.LiveConnectConfig:
+def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening) -> types.LiveConnectConfig:
     """``LiveConnectConfig`` for one session. The route's voice/instructions override the
     provider defaults; ``ctx.resume_handle`` continues an earlier session's conversation."""
     detection = types.AutomaticActivityDetection(
@@ -67,6 +71,7 @@ def connect_config(config: GeminiLiveConfig, ctx: SessionContext) -> types.LiveC
         ),
         context_window_compression=compression,
         tools=tool_declarations(ctx.tools),
+        history_config=(types.HistoryConfig(initial_history_in_client_content=True) if plan.declare_history else None),
     )
 
 
@@ -97,27 +102,48 @@ def history_turns(history: tuple[Turn, ...]) -> list[types.Content]:
     return [text_turn("user" if turn.role == "caller" else "model", turn.text) for turn in history if turn.text]
 
 
-def greeting_request(greeting: str) -> types.Content:
-    """Gemini has no "say this" call: the bot speaks first when a complete user turn asks it
-    to. The wording keeps the model to the configured text rather than improvising."""
-    return text_turn(
-        "user",
-        f"[Call note: the phone call has just been connected. Greet the caller now by saying: {greeting}]",
-    )
+def greeting_text(greeting: str) -> str:
+    """Gemini has no "say this" call: the bot speaks first when a user turn asks it to. The
+    wording keeps the model to the configured text rather than improvising."""
+    return f"[Call note: the phone call has just been connected. Greet the caller now by saying: {greeting}]"
 
 
-def opening_turns(ctx: SessionContext) -> tuple[list[types.Content], bool]:
-    """``clientContent`` to send right after setup, and its ``turnComplete`` flag.
+def restricts_client_content(model: str) -> bool:
+    """Gemini 3.x Live models take ``clientContent`` only as initial history, declared with
+    ``historyConfig.initialHistoryInClientContent`` (anything else closes the socket with
+    1007), and do not answer replayed history until fresh input arrives; 2.5 models take
+    ``clientContent`` at any time and answer a completed seed at once."""
+    return model.split("/")[-1].startswith("gemini-3")
 
-    A resumed session already holds the conversation: nothing is replayed and no greeting is
-    repeated. Otherwise the history is replayed (ending with a user turn, section 4) and the
-    greeting, if any, is the last user turn, completed so the model answers it at once."""
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """What to send right after setup. ``seed`` goes as one ``clientContent`` with
+    ``turnComplete=true``; ``prompt`` as realtime text after it."""
+
+    seed: list[types.Content]
+    prompt: str | None = None
+    declare_history: bool = False  # historyConfig.initialHistoryInClientContent (3.x only)
+
+
+def opening(ctx: SessionContext, model: str) -> Opening:
+    """History replay and greeting for a new session.
+
+    A resumed session already holds the conversation: nothing is replayed, no greeting is
+    repeated. Otherwise the seed is always completed (``turnComplete=true``): a
+    ``clientContent`` left incomplete stops the model from answering later realtime audio
+    (google-gemini/live-api-web-console#60), and 3.x closes the socket on an incomplete seed.
+    On 2.5 the seed must end with a user turn (reference section 4) and is answered at once,
+    so the greeting request is its last turn; a seed ending with the bot gets a closing note,
+    which the model may answer briefly (after a reconnect, a short "where were we" is fine).
+    3.x waits for fresh input after a seed, so its greeting request goes as realtime text."""
     if ctx.resume_handle:
-        return [], False
-    turns = history_turns(ctx.history)
+        return Opening([])
+    seed = history_turns(ctx.history)
+    if restricts_client_content(model):
+        return Opening(seed, greeting_text(ctx.greeting) if ctx.greeting else None, declare_history=bool(seed))
     if ctx.greeting:
-        turns.append(greeting_request(ctx.greeting))
-        return turns, True
-    if turns and turns[-1].role != "user":
-        turns.append(text_turn("user", _CONTINUE_NOTE))
-    return turns, False
+        seed.append(text_turn("user", greeting_text(ctx.greeting)))
+    elif seed and seed[-1].role != "user":
+        seed.append(text_turn("user", _CONTINUE_NOTE))
+    return Opening(seed)

@@ -14,8 +14,14 @@ uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveF
   answer would have finished *playing* (the service assumes real-time playback), the
   ``turnComplete`` with ``usageMetadata`` and, if enabled, a ``sessionResumptionUpdate``;
 - caller speech before that ``turnComplete`` -> ``interrupted: true``, then ``turnComplete``;
-- ``clientContent`` (history, greeting request, notes) and realtime text are recorded and a
-  completed turn is answered; ``toolResponse`` answers a pending ``toolCall``;
+- ``clientContent`` (history, greeting request) is recorded and a completed turn answered;
+  one left incomplete (``turnComplete: false``) stops answers to realtime input, as the real
+  service does (google-gemini/live-api-web-console#60); realtime text is answered, except
+  while the caller is speaking, when it joins the caller's turn; ``toolResponse`` answers a
+  pending ``toolCall``;
+- a ``gemini-3*`` model takes ``clientContent`` only as the opening history declared with
+  ``historyConfig.initialHistoryInClientContent`` (else it closes with 1007) and does not
+  answer that seed until fresh input arrives;
 - cues: :meth:`go_away`, :meth:`close_active`, :meth:`send_raw`, :attr:`tool_call_next`;
 - faults: :attr:`refuse_status` (HTTP error at the upgrade), :attr:`close_on_setup`
   (close code + reason instead of ``setupComplete``), :attr:`hang` (never answer setup);
@@ -93,7 +99,9 @@ class FakeConnection:
     audio_mime_types: set[str] = field(default_factory=set)
     realtime_keys: set[str] = field(default_factory=set)
     client_contents: list[dict[str, Any]] = field(default_factory=list)
+    client_content_pending: bool = False
     realtime_texts: list[str] = field(default_factory=list)
+    texts_during_speech: list[str] = field(default_factory=list)
     tool_responses: list[dict[str, Any]] = field(default_factory=list)
     messages_in: list[dict[str, Any]] = field(default_factory=list)
     interruptions: int = 0
@@ -114,6 +122,15 @@ class FakeConnection:
     @property
     def wants_resumption(self) -> bool:
         return "sessionResumption" in self.setup or "session_resumption" in self.setup
+
+    @property
+    def generation_3(self) -> bool:
+        return str(self.setup.get("model", "")).split("/")[-1].startswith("gemini-3")
+
+    @property
+    def declared_history(self) -> bool:
+        history = pick(self.setup, "historyConfig", "history_config") or {}
+        return bool(pick(history, "initialHistoryInClientContent", "initial_history_in_client_content"))
 
 
 class GeminiLiveFake:
@@ -297,17 +314,26 @@ class GeminiLiveFake:
             await self._on_realtime(conn, realtime)
         content = pick(message, "clientContent", "client_content")
         if content is not None:
-            conn.client_contents.append(content)
-            for turn in content.get("turns") or []:
-                text = "".join(part.get("text", "") for part in turn.get("parts", []))
-                self._remember(conn, "caller" if turn.get("role", "user") == "user" else "bot", text)
-            if pick(content, "turnComplete", "turn_complete"):
-                self._start_reply(conn, "client content")
+            await self._on_client_content(conn, content)
         response = pick(message, "toolResponse", "tool_response")
         if response is not None:
             conn.tool_responses.append(response)
             if conn.tool_waiter is not None and not conn.tool_waiter.done():
                 conn.tool_waiter.set_result(response)
+
+    async def _on_client_content(self, conn: FakeConnection, content: dict[str, Any]) -> None:
+        opening = len(conn.messages_in) == len(conn.client_contents) + 1  # nothing else sent yet
+        conn.client_contents.append(content)
+        complete = bool(pick(content, "turnComplete", "turn_complete"))
+        if conn.generation_3 and not (opening and conn.declared_history and complete):
+            await conn.ws.close(1007, "Request contains an invalid argument.")
+            return
+        for turn in content.get("turns") or []:
+            text = "".join(part.get("text", "") for part in turn.get("parts", []))
+            self._remember(conn, "caller" if turn.get("role", "user") == "user" else "bot", text)
+        conn.client_content_pending = not complete
+        if complete and not conn.generation_3:  # 3.x waits for fresh input after the seed
+            self._start_reply(conn, "client content")
 
     async def _on_realtime(self, conn: FakeConnection, realtime: dict[str, Any]) -> None:
         blobs = []
@@ -325,7 +351,10 @@ class GeminiLiveFake:
         if text:
             conn.realtime_texts.append(text)
             self._remember(conn, "caller", text)
-            self._start_reply(conn, f"text {text!r}")
+            if conn.speaking:  # joins the open user turn, answered when the caller stops
+                conn.texts_during_speech.append(text)
+            else:
+                self._start_reply(conn, f"text {text!r}")
 
     def _remember(self, conn: FakeConnection, role: str, text: str) -> None:
         if conn.conversation is not None and text:
@@ -371,6 +400,8 @@ class GeminiLiveFake:
         self._start_reply(conn, "speech")
 
     def _start_reply(self, conn: FakeConnection, cause: str) -> None:
+        if conn.client_content_pending:
+            return  # live-api-web-console#60: waits for a completing clientContent
         if conn.reply_task is not None and not conn.reply_task.done():
             conn.reply_task.cancel()
         conn.reply_task = asyncio.ensure_future(self._reply(conn, cause))
