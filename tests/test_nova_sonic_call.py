@@ -13,21 +13,24 @@ the caller unchanged."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import numpy as np
 import pytest
 
+from s2s.nova_sonic.session import greeting_request
 from s2s.nova_sonic.transport import register_stream_factory, unregister_stream_factory
-from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService
+from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService, ToolPlan
 from tests.fakes.nova_sonic_h2 import NovaH2Fake
 from tests.support.audio import active_segments, dominant_frequency, level_at, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
 from tests.test_nova_sonic_sdk import tls  # noqa: F401 - fixture: trusted throwaway CA + dummy AWS keys
 
 
-def nova_config(endpoint_url: str, extra: str = "") -> str:
+def nova_config(endpoint_url: str, extra: str = "", route_extra: str = "") -> str:
     return f"""
 [twilio]
 auth_token = "{AUTH_TOKEN}"
@@ -45,6 +48,7 @@ connect_timeout_s = 10
 name = "default"
 providers = ["nova"]
 instructions = "You are the Acme line."
+{route_extra}
 """
 
 
@@ -137,3 +141,63 @@ async def test_barge_in_clears_twilio_and_the_interrupted_answer_never_plays_aga
         assert model.interruptions == 1 and model.errors == []
         bridge = memory_server.runtime.active[call.call_sid]
         assert len(bridge.summary.barge_ins) == 1
+
+
+@contextlib.asynccontextmanager
+async def memory_route(
+    make_model: Callable[[], FakeNovaModel], route_extra: str = ""
+) -> AsyncIterator[tuple[FakeNovaService, RunningServer]]:
+    service = FakeNovaService(make_model)
+    register_stream_factory("call-tests-2", service)
+    try:
+        async with running_server(nova_config("memory://call-tests-2", route_extra=route_extra)) as server:
+            yield service, server
+    finally:
+        unregister_stream_factory("call-tests-2")
+        service.shutdown()
+
+
+@pytest.mark.timeout(60)
+async def test_route_greeting_makes_nova2_speak_first_and_dtmf_is_a_text_turn() -> None:
+    model = lambda: FakeNovaModel(reply_ms=400, speed=4.0, reply_freqs=(620.0, 820.0))  # noqa: E731
+    async with (
+        memory_route(model, 'greeting = "Thanks for calling Acme."') as (service, server),
+        server.twilio().call() as call,
+    ):
+        # The caller says nothing: the greeting is heard anyway.
+        await call.wait_for(lambda: call.received_media_ms() >= 390, timeout=5)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        nova = service.models[0]
+        assert nova.user_texts == [greeting_request("Thanks for calling Acme.")]
+        assert np.abs(np.frombuffer(bytes(nova.caller_audio), "<i2")).max() < 100  # the line was silent
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(400, abs=40)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(620, abs=5)
+
+        await call.press("5")
+        await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=5)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        assert len(nova.user_texts) == 2 and "5" in nova.user_texts[1]
+        later = [s for s in active_segments(call.heard_pcm(), 8000, -35) if s[0] > end]
+        start, end = longest(later)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(820, abs=5)
+        assert nova.errors == []
+
+
+@pytest.mark.timeout(60)
+async def test_tool_call_goes_to_the_dispatcher_and_its_result_back_to_nova() -> None:
+    model = lambda: FakeNovaModel(reply_ms=400, reply_hz=500, tool=ToolPlan("get_time", {"tz": "UTC"}))  # noqa: E731
+    async with memory_route(model) as (service, server), server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= 390, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        nova = service.models[0]
+        [(tool_use_id, output)] = nova.tool_results
+        # This route has no tools, so the dispatcher answers with an error the model can voice.
+        assert tool_use_id == "tooluse-1" and json.loads(output)["error"].startswith("no tool named 'get_time'")
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(500, abs=5)
+        summary = server.runtime.active[call.call_sid].summary
+        assert summary.transcript[-1].text.startswith("The tool said")
+        assert nova.errors == []
