@@ -6,6 +6,7 @@ and ``ca_file`` trusting its throwaway certificate."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 from s2s.events import (
     AudioOut,
@@ -361,3 +363,21 @@ async def test_model_audio_at_the_wrong_rate_fails_loudly(fake: GeminiLiveFake) 
     assert closed[0].error
     assert [e.code for e in events.of(ProviderError)] == ["bad_audio_format"]
     assert events.of(AudioOut) == []
+
+
+async def test_fake_speaks_both_key_casings_and_base64_alphabets(fake: GeminiLiveFake) -> None:
+    """The fake must accept what other clients send too (docs: camelCase, standard base64)."""
+    pcm = bytes(range(256)) * 4  # covers the bytes that differ between the two alphabets
+    url = f"wss://127.0.0.1:{fake.port}/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent"
+    async with ws_connect(url, ssl=fake.client_ssl_context()) as ws:
+        await ws.send(json.dumps({"setup": {"model": "models/x"}}))
+        assert json.loads(await ws.recv()) == {"setupComplete": {}}
+        standard = base64.b64encode(pcm).decode()
+        urlsafe = base64.urlsafe_b64encode(pcm).decode().rstrip("=")
+        assert standard != urlsafe
+        await ws.send(json.dumps({"realtimeInput": {"audio": {"data": standard, "mimeType": "audio/pcm;rate=16000"}}}))
+        chunk = {"data": urlsafe, "mime_type": "audio/pcm;rate=16000"}
+        await ws.send(json.dumps({"realtime_input": {"media_chunks": [chunk]}}))
+        await fake.wait_for(lambda: len(fake.last.audio_in) == 2 * len(pcm))
+    assert bytes(fake.last.audio_in) == pcm + pcm
+    assert fake.last.realtime_keys == {"realtimeInput", "realtime_input"}
