@@ -4,6 +4,7 @@ callback, and the TwiML Twilio fetches after our media stream ends."""
 from __future__ import annotations
 
 import logging
+import time
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -11,7 +12,9 @@ from starlette.responses import PlainTextResponse, Response
 
 from telephony.signature import external_base_url, websocket_url
 from telephony.twiml import connect_stream, hangup
+from voicebot.logs import call_sid_var
 from voicebot.runtime import Runtime
+from voicebot.telemetry.metrics import record_webhook_rejected
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +55,22 @@ async def read_signed_form(request: Request) -> tuple[dict[str, str], str] | Res
 
 async def voice(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
+    received = time.monotonic()
+    if runtime.draining:
+        # Shutting down (voicebot.drain): a 503 makes Twilio try the number's fallback URL,
+        # i.e. another instance, instead of starting a call this one would have to cut.
+        record_webhook_rejected("draining")
+        log.info("voice webhook refused: draining for shutdown")
+        return PlainTextResponse("draining", status_code=503, headers={"Retry-After": "5"})
     signed = await read_signed_form(request)
     if isinstance(signed, Response):
         return signed
     params, base = signed
     if not params.get("CallSid"):
         return PlainTextResponse("missing CallSid", status_code=400)
+    call_sid_var.set(params["CallSid"])
     plan = runtime.plan_call(params)
+    plan.received_at = received
     log.info(
         "call %s from %s to %s: route %r, providers %s",
         plan.call_sid,

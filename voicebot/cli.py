@@ -8,13 +8,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-import uvicorn
-
 from voicebot.app import create_app
 from voicebot.config import AppConfig, ConfigError, load_config
+from voicebot.drain import Drainer, DrainingServer
 from voicebot.logs import configure_logging
 from voicebot.runtime import Runtime
 from voicebot.server import uvicorn_config
+from voicebot.telemetry.setup import TelemetryConfigError, setup_telemetry
 
 log = logging.getLogger("voicebot")
 
@@ -35,9 +35,18 @@ def _serve(args: argparse.Namespace) -> int:
         )
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
+    try:
+        telemetry = setup_telemetry()
+    except TelemetryConfigError as exc:
+        print(f"telemetry: {exc}", file=sys.stderr)
+        return 2
     runtime = Runtime(config)
-    server = uvicorn.Server(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()))
-    server.run()
+    drainer = Drainer(runtime, config.server.drain_seconds, config.server.drain_message)
+    server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), drainer)
+    try:
+        server.run()
+    finally:
+        telemetry.shutdown()  # flush spans/metrics still queued for a collector
     return 0
 
 

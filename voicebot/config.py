@@ -66,6 +66,16 @@ class ServerConfig(_Strict):
         le=1000,
         description="bot audio is sent to Twilio in chunks of at most this, each with a mark",
     )
+    drain_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, how long calls in progress may go on before they are ended with "
+        "`drain_message` (keep Kubernetes terminationGracePeriodSeconds above this)",
+    )
+    drain_message: str = Field(
+        default="Sorry, this line has to close now. Please call again.",
+        description="said to callers still on the line when the drain deadline passes",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -101,12 +111,22 @@ class RouteConfig(_Strict):
     memory: bool = Field(default=False, description="per-caller memory keyed by From ([memory] table)")
 
 
+class AdmissionConfig(_Strict):
+    """Where provider session slots (``max_sessions``) are counted: this process only, or a
+    Redis shared by the fleet so the limit holds across instances (voicebot.admission_redis)."""
+
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = Field(default="redis://localhost:6379/0", description="used when store = 'redis'")
+    key_prefix: str = Field(default="voicebot:slots", description="Redis key prefix (one sorted set per provider)")
+
+
 class AppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
 
 DEFAULT_CONFIG_TOML = """

@@ -9,7 +9,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from s2s.provider import Provider, ProviderConnectError, ProviderSession, SessionContext
@@ -19,6 +19,7 @@ from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twiml import say_and_hangup
 from voicebot.config import AppConfig, RouteConfig
+from voicebot.telemetry.metrics import provider_connect
 from voicebot.tools.registry import CallTools
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class CallPlan:
     config: AppConfig
     tools: CallTools
     created_at: float = field(default_factory=time.monotonic)
+    # when the voice webhook request arrived (set by telephony.webhook; the call span starts here)
+    received_at: float | None = None
 
     def session_context(self) -> SessionContext:
         """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""
@@ -59,7 +62,8 @@ class Runtime:
         self.pending: dict[str, CallPlan] = {}
         self.active: dict[str, CallBridge] = {}
         self.next_twiml: OrderedDict[str, str] = OrderedDict()
-        self.observer_factories: list[type[CallObserver]] = []
+        # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
+        self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
         self.draining = False
         self.apply(config)
 
@@ -107,14 +111,15 @@ class Runtime:
         provider = plan.providers[0]
         await plan.tools.prepare()
         try:
-            return await asyncio.wait_for(
-                provider.open_session(plan.session_context()), provider.config.connect_timeout_s
-            )
+            with provider_connect(provider.name):
+                return await asyncio.wait_for(
+                    provider.open_session(plan.session_context()), provider.config.connect_timeout_s
+                )
         except TimeoutError:
             raise ProviderConnectError(provider.name, "connect timed out") from None
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
-        return [factory() for factory in self.observer_factories]
+        return [factory(plan) for factory in self.observer_factories]
 
     # -- after the stream ---------------------------------------------------------------
 

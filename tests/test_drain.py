@@ -1,0 +1,202 @@
+"""Graceful drain with a real ``voicebot serve`` process: SIGTERM during a live call."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from telephony.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
+from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
+
+AUTH_TOKEN = "drain-test-token-0123456789abcdef"
+APOLOGY = "We are restarting this line, sorry. Please call back."
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(drain_seconds: float) -> str:
+    return f"""
+[server]
+drain_seconds = {drain_seconds}
+drain_message = "{APOLOGY}"
+
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[providers.parrot]
+type = "echo"
+speed = 4.0
+
+[[routes]]
+name = "default"
+providers = ["parrot"]
+"""
+
+
+class ServeProcess:
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+
+    def twilio(self) -> SimulatedTwilio:
+        return SimulatedTwilio(self.url, AUTH_TOKEN)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    async def wait_exit(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.proc.poll()) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"voicebot serve did not exit within {timeout} s; log:\n{self.log()[-3000:]}")
+            await asyncio.sleep(0.05)
+        return code
+
+
+def _spawn(config: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    command = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "voicebot.cli", *command],
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+StartServe = Callable[[float], Awaitable["ServeProcess"]]
+
+
+@pytest.fixture
+def serve_factory(tmp_path: Path) -> Iterator[StartServe]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    async def start(drain_seconds: float) -> ServeProcess:
+        config = tmp_path / "voicebot.toml"
+        config.write_text(_config(drain_seconds))
+        port = _free_port()
+        log_path = tmp_path / "serve.log"
+        proc = _spawn(config, port, log_path)
+        procs.append(proc)
+        server = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"voicebot serve exited early:\n{server.log()}")
+                try:
+                    if (await client.get(server.url + "/readyz")).status_code == 200:
+                        return server
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"voicebot serve did not become ready:\n{server.log()}")
+                await asyncio.sleep(0.1)
+
+    yield start
+    for proc in procs:  # only the processes this test started
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+async def _echo_round_trip(call: SimulatedCall, freq: float) -> None:
+    """Say a tone and hear it back: proof that audio still flows both ways."""
+    before = len(call.heard) / 8.0
+    await call.say(to_mulaw(tone(freq, 400)))
+    await call.wait_for(lambda: call.queued_ms == 0 and _heard(call, before, freq), timeout=5)
+
+
+def _heard(call: SimulatedCall, since_ms: float, freq: float) -> bool:
+    pcm = call.heard_pcm(since_ms)
+    segments = active_segments(pcm, 8000, -35)
+    if not segments:
+        return False
+    start, end = max(segments, key=lambda s: s[1] - s[0])
+    if end - start < 300:
+        return False
+    return abs(dominant_frequency(call.heard_pcm(since_ms + start + 20, since_ms + end - 20), 8000) - freq) < 20
+
+
+async def _stream_ended(twilio: SimulatedTwilio, call_sid: str) -> httpx.Response:
+    url = twilio.base_url + "/twilio/stream-ended"
+    params = {"CallSid": call_sid, "AccountSid": twilio.account_sid, "CallStatus": "in-progress"}
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        return await client.post(url, data=params, headers={"X-Twilio-Signature": twilio.sign(url, params)})
+
+
+async def test_sigterm_refuses_new_calls_lets_the_live_call_run_then_apologises_and_exits_0(
+    serve_factory: StartServe,
+) -> None:
+    drain_s = 3.0
+    server = await serve_factory(drain_s)
+    twilio = server.twilio()
+    async with twilio.call() as call:
+        await call.pause(100)
+        await _echo_round_trip(call, 700)
+
+        sent_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for _ in range(100):
+                ready = await client.get(server.url + "/readyz")
+                if ready.status_code == 503:
+                    break
+                await asyncio.sleep(0.02)
+            assert ready.status_code == 503
+            assert "draining" in " ".join(ready.json()["reasons"])
+            assert (await client.get(server.url + "/healthz")).status_code == 200
+        # A new call is refused with 503, so Twilio's fallback URL takes over.
+        with pytest.raises(NoStream) as refused:
+            async with twilio.call():
+                pass
+        assert refused.value.status == 503
+
+        # The call in progress is untouched: the caller still hears the bot.
+        await _echo_round_trip(call, 1100)
+        assert not call.closed.is_set()
+
+        # At the deadline the server ends it...
+        await asyncio.wait_for(call.closed.wait(), timeout=drain_s + 5)
+        closed_after = time.monotonic() - sent_at
+        assert drain_s - 0.3 <= closed_after <= drain_s + 3.0
+        # ...and Twilio, asking what next, gets the apology and a hang-up.
+        after = await _stream_ended(twilio, call.call_sid)
+        assert after.status_code == 200
+        assert APOLOGY in after.text and "<Hangup" in after.text
+
+    assert await server.wait_exit(timeout=10) == 0
+    log = server.log()
+    assert "draining" in log and "ending 1 call(s) with an apology" in log
+
+
+async def test_drain_exits_as_soon_as_the_last_call_hangs_up(serve_factory: StartServe) -> None:
+    server = await serve_factory(60.0)
+    async with server.twilio().call() as call:
+        await _echo_round_trip(call, 500)
+        server.proc.send_signal(signal.SIGTERM)
+        await call.pause(300)
+        assert server.proc.poll() is None  # still serving the call
+    started = time.monotonic()
+    assert await server.wait_exit(timeout=10) == 0
+    assert time.monotonic() - started < 5  # far before the 60 s deadline
+    assert "every call finished on its own" in server.log()

@@ -1,0 +1,187 @@
+"""The metric instruments, and the small API other layers call to report what they did.
+
+Everything is measured at the phone edge (what a caller experiences), with low-cardinality
+attributes only: route, provider, outcome, direction, error code. Never a CallSid: that
+belongs on spans and log lines, where one call's story is told.
+
+The resilience layer (retries, fallback chain, circuit breaker, recovery) reports through
+:func:`record_retry`, :func:`record_fallback`, :func:`record_circuit_open`,
+:func:`record_error`, :func:`provider_connect` and :func:`recovery`. They are cheap, safe to
+call before :func:`~voicebot.telemetry.setup.setup_telemetry` (telemetry then starts with
+its defaults) and add events to the current span (the call's, or its connect/recovery span).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+from opentelemetry import trace
+from opentelemetry.metrics import Meter
+
+# Latencies a caller notices: tens of ms to a few seconds.
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+# Work inside the bridge per frame: microseconds to a few ms.
+FRAME_BUCKETS_S = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
+# Audio the caller was sent but never heard when they talked over the bot.
+UNHEARD_BUCKETS_S = (0.0, 0.02, 0.04, 0.08, 0.12, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Instruments:
+    """One set of instruments per process (see :func:`~voicebot.telemetry.setup.get_telemetry`)."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.calls_active = meter.create_up_down_counter(
+            "voicebot.calls.active", unit="{call}", description="calls in progress, by route and provider"
+        )
+        self.calls = meter.create_counter(
+            "voicebot.calls", unit="{call}", description="finished calls by route, provider and outcome"
+        )
+        self.webhook_rejected = meter.create_counter(
+            "voicebot.webhook.rejected", unit="{call}", description="voice webhooks refused (draining, capacity)"
+        )
+        self.provider_connect = meter.create_histogram(
+            "voicebot.provider.connect.duration",
+            unit="s",
+            description="opening a provider session (connect + handshake), one attempt",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self.turn_latency = meter.create_histogram(
+            "voicebot.turn.latency",
+            unit="s",
+            description="caller stopped speaking -> first bot audio frame sent to Twilio",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self.first_audio = meter.create_histogram(
+            "voicebot.first_audio.latency",
+            unit="s",
+            description="media stream started -> first bot audio frame sent to Twilio",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+        )
+        self.barge_in_latency = meter.create_histogram(
+            "voicebot.barge_in.latency",
+            unit="s",
+            description="provider reported caller speech over the bot -> Twilio clear sent",
+            explicit_bucket_boundaries_advisory=FRAME_BUCKETS_S + LATENCY_BUCKETS_S[3:],
+        )
+        self.barge_in_unheard = meter.create_histogram(
+            "voicebot.barge_in.unheard_audio",
+            unit="s",
+            description="bot audio sent to Twilio but not heard when the caller talked over it "
+            "(sent minus heard: what truncation removed from the provider's context)",
+            explicit_bucket_boundaries_advisory=UNHEARD_BUCKETS_S,
+        )
+        self.forward = meter.create_histogram(
+            "voicebot.bridge.forward.duration",
+            unit="s",
+            description="sampled time a frame spends in the bridge (transcoding + framing), per direction",
+            explicit_bucket_boundaries_advisory=FRAME_BUCKETS_S,
+        )
+        self.retries = meter.create_counter(
+            "voicebot.provider.retries", unit="{attempt}", description="provider connect/reconnect retries"
+        )
+        self.fallbacks = meter.create_counter(
+            "voicebot.provider.fallbacks", unit="{call}", description="moves down a route's fallback chain"
+        )
+        self.circuit_opened = meter.create_counter(
+            "voicebot.provider.circuit_opened", unit="{event}", description="provider circuit breaker opened"
+        )
+        self.recoveries = meter.create_counter(
+            "voicebot.recoveries", unit="{event}", description="mid-call provider recoveries, by outcome"
+        )
+        self.errors = meter.create_counter(
+            "voicebot.errors", unit="{error}", description="errors by code (provider errors, bad Twilio frames)"
+        )
+
+
+def _instruments() -> Instruments:
+    from voicebot.telemetry.setup import get_telemetry
+
+    return get_telemetry().instruments
+
+
+def _event(name: str, attributes: dict[str, str | int | float]) -> None:
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event(name, attributes)
+
+
+def record_retry(provider: str, reason: str, attempt: int = 1) -> None:
+    """A connect or reconnect attempt to ``provider`` failed and will be tried again."""
+    _instruments().retries.add(1, {"provider": provider, "reason": reason})
+    _event("retry", {"provider": provider, "reason": reason, "attempt": attempt})
+
+
+def record_fallback(from_provider: str, to_provider: str, reason: str) -> None:
+    """The call moves from ``from_provider`` to the next provider of its route."""
+    _instruments().fallbacks.add(1, {"from_provider": from_provider, "to_provider": to_provider})
+    _event("fallback", {"from_provider": from_provider, "to_provider": to_provider, "reason": reason})
+
+
+def record_circuit_open(provider: str) -> None:
+    """``provider``'s circuit breaker opened: new calls skip it until it half-opens."""
+    _instruments().circuit_opened.add(1, {"provider": provider})
+    _event("circuit_open", {"provider": provider})
+
+
+def record_error(code: str, provider: str = "none") -> None:
+    _instruments().errors.add(1, {"code": code, "provider": provider})
+
+
+def record_webhook_rejected(reason: str) -> None:
+    """The voice webhook refused a call (``draining``, ``capacity``, ...)."""
+    _instruments().webhook_rejected.add(1, {"reason": reason})
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "ok"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if not isinstance(exc, Exception):
+        return "cancelled"
+    return "error"
+
+
+@contextlib.contextmanager
+def provider_connect(provider: str) -> Iterator[trace.Span]:
+    """Wrap ONE attempt to open a session with ``provider``: a child span of the call and a
+    latency sample labelled with the attempt's outcome (ok, error, timeout, cancelled)."""
+    from voicebot.telemetry.setup import get_telemetry
+
+    tel = get_telemetry()
+    started = time.perf_counter()
+    error: BaseException | None = None
+    with tel.tracer.start_as_current_span("provider.connect", attributes={"voicebot.provider": provider}) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            outcome = _outcome(error)
+            span.set_attribute("voicebot.outcome", outcome)
+            tel.instruments.provider_connect.record(
+                time.perf_counter() - started, {"provider": provider, "outcome": outcome}
+            )
+
+
+@contextlib.contextmanager
+def recovery(provider: str, reason: str) -> Iterator[trace.Span]:
+    """Wrap one mid-call recovery (reconnect, fallback, session renewal) of ``provider``."""
+    from voicebot.telemetry.setup import get_telemetry
+
+    tel = get_telemetry()
+    error: BaseException | None = None
+    attributes = {"voicebot.provider": provider, "voicebot.recovery.reason": reason}
+    with tel.tracer.start_as_current_span("recovery", attributes=attributes) as span:
+        try:
+            yield span
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            outcome = _outcome(error)
+            span.set_attribute("voicebot.outcome", outcome)
+            tel.instruments.recoveries.add(1, {"provider": provider, "reason": reason, "outcome": outcome})

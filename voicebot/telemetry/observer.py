@@ -1,0 +1,255 @@
+"""The call's span tree and its phone-edge metrics, taken from the bridge's observer hooks.
+
+Hot-path budget: ``twilio_in``/``twilio_out``/``provider_in``/``provider_out`` run for every
+frame, inside the bridge's audio loop. They do an identity type check, an integer
+increment and, only when a measurement is waiting for its end point, one string-prefix
+test; clock reads happen on the few events that matter (speech start/stop, the first audio
+of an answer, one frame in :data:`SAMPLE_EVERY`). Spans are opened per call, per turn and
+per barge-in, never per frame.
+
+What is measured, at the phone edge:
+
+- turn latency: provider ``SpeechStopped`` -> the next bot media frame handed to Twilio;
+- first-audio latency: media stream start -> the first bot media frame handed to Twilio;
+- barge-in latency: provider ``SpeechStarted`` -> ``clear`` sent (the bridge's ``barge_in``
+  hook fires after the clear frame was written);
+- bridge forwarding, sampled: inbound ``twilio_in`` -> ``provider_out("audio")`` (the
+  bridge does nothing between those two but transcode, so this is the inbound transcoding
+  time per frame), outbound ``AudioOut`` -> its first media frame to Twilio (transcoding +
+  Twilio framing).
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import Token
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
+
+from s2s.events import (
+    AudioOut,
+    Closed,
+    ProviderError,
+    ProviderEvent,
+    SessionExpiring,
+    SpeechStarted,
+    SpeechStopped,
+    TurnDone,
+)
+from telephony.media_stream import Media, TwilioEvent
+from telephony.observer import CallObserver
+from voicebot.telemetry.setup import Telemetry, get_telemetry
+
+if TYPE_CHECKING:
+    from telephony.bridge import CallSummary
+    from voicebot.runtime import CallPlan
+
+# One inbound frame (20 ms) in 50 and one provider audio chunk in 20 are timed: about one
+# sample per second per direction per call, plenty for a histogram over a fleet.
+SAMPLE_EVERY = 50
+SAMPLE_EVERY_OUT = 20
+# telephony.media_stream.media_message() output starts with this; a prefix test tells a
+# media frame from a mark/clear without parsing JSON on the audio path.
+MEDIA_PREFIX = '{"event": "media"'
+# Outcomes that mean the caller did not get the service they called for.
+FAILED_OUTCOMES = frozenset({"provider-unavailable", "provider-lost", "protocol-error", "server-error"})
+
+INBOUND = {"direction": "inbound"}
+OUTBOUND = {"direction": "outbound"}
+
+
+def epoch_ns(monotonic_s: float) -> int:
+    """A ``time.monotonic()`` reading as the wall-clock nanoseconds spans use."""
+    return time.time_ns() - int((time.monotonic() - monotonic_s) * 1e9)
+
+
+def call_attributes(plan: CallPlan) -> tuple[dict[str, str], str, str]:
+    """(metric attributes, provider, model) for a call: the route's first provider is the
+    one it is planned on; the resilience layer reports moves down the chain as fallbacks."""
+    provider = plan.providers[0] if plan.providers else None
+    name = provider.name if provider is not None else "none"
+    model = plan.route.model or (getattr(provider.config, "model", None) if provider is not None else None)
+    return {"route": plan.route.name, "provider": name}, name, str(model or "default")
+
+
+class CallTelemetry(CallObserver):
+    """One per call; created when the media stream is claimed, right before the bridge runs,
+    in the same task, so the call span becomes the current span of everything the bridge
+    does for the call (provider connects, recoveries, tool calls)."""
+
+    def __init__(self, plan: CallPlan, telemetry: Telemetry | None = None) -> None:
+        tel = telemetry or get_telemetry()
+        self._m = tel.instruments
+        self._tracer = tel.tracer
+        self._attrs, self._provider, model = call_attributes(plan)
+        self._started = time.perf_counter()
+        received = getattr(plan, "received_at", None) or plan.created_at
+        self.span: Span = self._tracer.start_span(
+            "call",
+            start_time=epoch_ns(received),
+            attributes={
+                "twilio.call_sid": plan.call_sid,
+                "voicebot.route": plan.route.name,
+                "voicebot.provider": self._provider,
+                "voicebot.model": model,
+            },
+        )
+        self._ctx = trace.set_span_in_context(self.span)
+        # The webhook ran before this object existed; its span is recorded after the fact
+        # from the times the webhook left on the plan.
+        self._tracer.start_span(
+            "webhook.admission", context=self._ctx, start_time=epoch_ns(received), attributes={"http.route": "voice"}
+        ).end(end_time=epoch_ns(plan.created_at))
+        self._token: Token[Context] | None = otel_context.attach(self._ctx)
+        self._m.calls_active.add(1, self._attrs)
+        self._ended = False
+        # measurements waiting for their end point (perf_counter seconds; 0.0 = none)
+        self._want_media = True  # first audio of the call
+        self._first_audio = True
+        self._speech_stopped = 0.0
+        self._speech_started = 0.0
+        self._speech_started_ns = 0
+        self._in_frames = 0
+        self._in_sample = 0.0
+        self._out_chunks = 0
+        self._out_sample = 0.0
+        self._turn: Span | None = None
+        self._turn_item: str | None = None
+        self._turns = 0
+
+    # -- hot path ------------------------------------------------------------------------
+
+    def twilio_in(self, frame: str | bytes, event: TwilioEvent | None) -> None:
+        if type(event) is Media:
+            self._in_frames += 1
+            if self._in_frames % SAMPLE_EVERY == 0:
+                self._in_sample = time.perf_counter()
+
+    def provider_out(self, kind: str, payload: object) -> None:
+        if self._in_sample and kind == "audio":
+            self._m.forward.record(time.perf_counter() - self._in_sample, INBOUND)
+            self._in_sample = 0.0
+
+    def twilio_out(self, frame: str) -> None:
+        if not self._want_media or not frame.startswith(MEDIA_PREFIX):
+            return
+        now = time.perf_counter()
+        self._want_media = False
+        if self._out_sample:
+            self._m.forward.record(now - self._out_sample, OUTBOUND)
+            self._out_sample = 0.0
+        if self._first_audio:
+            self._first_audio = False
+            self._m.first_audio.record(now - self._started, self._attrs)
+            self.span.add_event("first_audio_sent")
+        if self._speech_stopped:
+            latency = now - self._speech_stopped
+            self._speech_stopped = 0.0
+            self._m.turn_latency.record(latency, self._attrs)
+            if self._turn is not None:
+                self._turn.set_attribute("voicebot.turn.latency_ms", round(latency * 1000.0, 1))
+                self._turn.add_event("first_audio_sent")
+
+    def provider_in(self, event: ProviderEvent) -> None:
+        if isinstance(event, AudioOut):
+            self._out_chunks += 1
+            if self._out_chunks % SAMPLE_EVERY_OUT == 1:
+                self._out_sample = time.perf_counter()
+                self._want_media = True
+            if event.item_id != self._turn_item:
+                self._start_turn(event.item_id)
+        elif isinstance(event, SpeechStopped):
+            self._speech_stopped = time.perf_counter()
+            self._want_media = True
+            self._end_turn()
+            self._turn = self._tracer.start_span("turn", context=self._ctx, attributes={"voicebot.turn": self._turns})
+        elif isinstance(event, SpeechStarted):
+            self._speech_started = time.perf_counter()
+            self._speech_started_ns = time.time_ns()
+            self._speech_stopped = 0.0  # the caller went on talking: the turn is not over yet
+        elif isinstance(event, TurnDone):
+            self._end_turn(interrupted=event.interrupted)
+        else:
+            self._rare_event(event)
+
+    # -- rare events ---------------------------------------------------------------------
+
+    def _rare_event(self, event: ProviderEvent) -> None:
+        if isinstance(event, ProviderError):
+            self._m.errors.add(1, {"code": event.code, "provider": self._provider})
+            self.span.add_event(
+                "provider_error", {"code": event.code, "fatal": event.fatal, "message": event.message[:200]}
+            )
+        elif isinstance(event, SessionExpiring):
+            self.span.add_event("session_expiring", {"reason": event.reason})
+        elif isinstance(event, Closed):
+            self.span.add_event("provider_closed", {"reason": event.reason[:200], "error": event.error})
+
+    def _start_turn(self, item_id: str) -> None:
+        """Bot audio of a new item: the turn opened at SpeechStopped now has its item, or
+        the bot speaks unprompted (greeting, tool result) and a turn opens here."""
+        self._turn_item = item_id
+        if self._turn is None:
+            self._turn = self._tracer.start_span("turn", context=self._ctx, attributes={"voicebot.turn": self._turns})
+        self._turn.set_attribute("voicebot.item_id", item_id)
+
+    def _end_turn(self, interrupted: bool = False) -> None:
+        if self._turn is not None:
+            self._turn.set_attribute("voicebot.turn.interrupted", interrupted)
+            self._turn.end()
+            self._turn = None
+            self._turns += 1
+
+    def barge_in(self, item_id: str, heard_ms: float, sent_ms: float, latency_ms: float) -> None:
+        now = time.perf_counter()
+        if self._speech_started:
+            latency_s = now - self._speech_started
+            start_ns = self._speech_started_ns
+            self._speech_started = 0.0
+        else:  # several items cut by one barge-in: the first one carries the latency
+            latency_s = latency_ms / 1000.0
+            start_ns = time.time_ns() - int(latency_s * 1e9)
+        unheard_ms = max(0.0, sent_ms - heard_ms)
+        self._m.barge_in_latency.record(latency_s, self._attrs)
+        self._m.barge_in_unheard.record(unheard_ms / 1000.0, self._attrs)
+        self._tracer.start_span(
+            "barge_in",
+            context=self._ctx,
+            start_time=start_ns,
+            attributes={
+                "voicebot.item_id": item_id,
+                "voicebot.heard_ms": round(heard_ms, 1),
+                "voicebot.sent_ms": round(sent_ms, 1),
+                "voicebot.unheard_ms": round(unheard_ms, 1),
+                "voicebot.clear_latency_ms": round(latency_ms, 2),
+            },
+        ).end()
+        self._end_turn(interrupted=True)
+
+    def call_ended(self, summary: CallSummary) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._end_turn(interrupted=True)  # a turn still open was cut off by the hang-up
+        self._m.calls_active.add(-1, self._attrs)
+        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome})
+        if summary.bad_frames:
+            self._m.errors.add(summary.bad_frames, {"code": "twilio-bad-frame", "provider": "twilio"})
+        self.span.set_attributes(
+            {
+                "voicebot.outcome": summary.outcome,
+                "voicebot.barge_ins": len(summary.barge_ins),
+                "voicebot.turns": self._turns,
+                "voicebot.bad_frames": summary.bad_frames,
+            }
+        )
+        if summary.outcome in FAILED_OUTCOMES:
+            self.span.set_status(Status(StatusCode.ERROR, summary.outcome))
+        self.span.end()
+        if self._token is not None:
+            otel_context.detach(self._token)
+            self._token = None
