@@ -120,6 +120,22 @@ def test_interrupted_is_barge_in_and_late_audio_of_that_turn_is_dropped() -> Non
     assert mapper.feed({"serverContent": {"turnComplete": True}}) == [TurnDone(item_id="g-1", interrupted=True)]
 
 
+def test_every_barge_in_is_paired_with_speech_stopped() -> None:
+    """The renewal policy waits for SpeechStopped before it swaps sessions."""
+    for end in (
+        {"serverContent": {"inputTranscription": {"text": "wait", "finished": True}}},
+        {"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}},
+        audio_msg(pcm_ms(20)),  # the model answering means the caller's turn ended
+    ):
+        mapper = LiveEventMapper()
+        mapper.feed(audio_msg(pcm_ms(100)))
+        started = mapper.feed({"serverContent": {"interrupted": True}})
+        mapper.feed({"serverContent": {"turnComplete": True}})
+        stopped = mapper.feed(end)
+        assert of_type(started, SpeechStarted) and of_type(stopped, SpeechStopped) == [SpeechStopped()]
+        assert of_type(mapper.feed(end), SpeechStopped) == []  # once
+
+
 def test_stray_interrupted_after_turn_complete_is_ignored() -> None:
     """python-genai #2333: a spurious interrupted right after the greeting's turnComplete."""
     mapper = LiveEventMapper()
@@ -209,7 +225,6 @@ def test_go_away_resumption_update_and_usage() -> None:
     mapper.feed({"usageMetadata": {"promptTokenCount": 10, "responseTokenCount": 5, "totalTokenCount": 15}})
     mapper.feed({"usageMetadata": {"totalTokenCount": 5}})
     assert (mapper.usage.prompt_tokens, mapper.usage.total_tokens, mapper.usage.messages) == (10, 20, 2)
-    assert mapper.feed({"voiceActivity": {"voiceActivityType": "ACTIVITY_END"}}) == [SpeechStopped()]
 
 
 @pytest.mark.parametrize(("value", "seconds"), [("50s", 50.0), ("0.5s", 0.5), ("", None), ("soon", None)])

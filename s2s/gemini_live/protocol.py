@@ -160,6 +160,7 @@ class LiveEventMapper:
         self._current: Utterance | None = None
         self._utterances: OrderedDict[str, Utterance] = OrderedDict()
         self._caller = _CallerTurn()
+        self._barged_in = False  # a SpeechStarted still waiting for its SpeechStopped
         self.resume_handle: str | None = None
         self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
         self.usage = Usage()
@@ -187,11 +188,19 @@ class LiveEventMapper:
                 self.resume_handle = update.new_handle
         if msg.usage_metadata is not None:
             self._usage(msg.usage_metadata)
-        if msg.voice_activity is not None:
-            kind = msg.voice_activity.voice_activity_type
-            if kind == types.VoiceActivityType.ACTIVITY_END:
-                events.append(SpeechStopped())
+        activity = msg.voice_activity
+        if activity is not None and activity.voice_activity_type == types.VoiceActivityType.ACTIVITY_END:
+            self._speech_stopped(events)
         return events
+
+    def _speech_stopped(self, events: list[ProviderEvent]) -> None:
+        """Pair every barge-in ``SpeechStarted`` with a ``SpeechStopped`` (the renewal policy
+        waits for the caller to be quiet). Gemini has no end-of-speech event unless explicit
+        VAD signals are on, so the first sign that the caller's turn ended counts: a finished
+        input transcription, voice activity end, or the model starting its answer."""
+        if self._barged_in:
+            self._barged_in = False
+            events.append(SpeechStopped())
 
     def _server_content(self, content: types.LiveServerContent, events: list[ProviderEvent]) -> None:
         if content.input_transcription is not None:
@@ -229,6 +238,7 @@ class LiveEventMapper:
             events.append(Transcript("caller", transcription.text, final=False))
         if transcription.finished:
             self._finish_caller(events)
+            self._speech_stopped(events)
 
     def _finish_caller(self, events: list[ProviderEvent]) -> None:
         if not self._caller.final and self._caller.text.strip():
@@ -239,6 +249,7 @@ class LiveEventMapper:
         """The current bot answer, started at its first audio or transcript fragment. The
         caller's words are final by then: the model only answers once their turn ended."""
         if self._current is None:
+            self._speech_stopped(events)
             self._finish_caller(events)
             self._flush_pending_transcripts(events)
             self._turns += 1
@@ -257,6 +268,7 @@ class LiveEventMapper:
             log.warning("gemini sent interrupted:true outside a bot turn (python-genai #2333); ignored")
             return
         current.interrupted = True
+        self._barged_in = True
         events.append(SpeechStarted(item_id=current.item_id))
 
     def _turn_complete(self, events: list[ProviderEvent]) -> None:
