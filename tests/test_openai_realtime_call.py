@@ -157,7 +157,7 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_the_caller_heard(dia
     error_ms = truncate.audio_end_ms - heard_ms
     print(f"[{dialect}] heard {heard_ms:.0f} ms, audio_end_ms {truncate.audio_end_ms}, error {error_ms:+.0f} ms")
     assert abs(error_ms) <= MARK_INTERVAL_MS + FRAME_MS
-    if speedup > 1:
+    if speedup >= 4:
         # The answer had finished generating (streamed faster than real time): no cancel.
         assert "response.cancel" not in conn.types()
     else:
@@ -168,8 +168,8 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_the_caller_heard(dia
 
 
 async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard() -> None:
-    # Routes have no tools yet (a later issue): the bridge answers with an error output, which
-    # still exercises call -> function_call_output -> response.create -> spoken answer.
+    # This route declares no tools, so the dispatcher answers with an error output, which still
+    # exercises call -> function_call_output -> response.create -> spoken answer.
     options = FakeOptions(tone_hz=500.0, response_ms=600, tool_call=ToolCue("get_time", {"zone": "UTC"}))
     async with (
         FakeRealtimeServer(options) as fake,
@@ -181,7 +181,7 @@ async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard()
         await call.wait_for(lambda: call.received_media_ms() >= 590, timeout=8)
         conn = fake.last
         [output] = conn.tool_outputs
-        assert json.loads(output["output"]) == {"error": "no tool named 'get_time'"}
+        assert json.loads(output["output"])["error"].startswith("no tool named 'get_time'")
         assert conn.responses[-1].transcript.startswith("the tool said")
         await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
         start, end = segments_from(call.heard_pcm(), 0)[0]
