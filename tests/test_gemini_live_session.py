@@ -242,6 +242,14 @@ async def test_a_refused_handle_falls_back_to_a_fresh_session_with_history(fake:
         await session.close()
 
 
+async def test_a_transport_failure_with_a_handle_is_left_to_the_recovery_layer(fake: GeminiLiveFake) -> None:
+    fake.refuse_status = 503
+    with pytest.raises(ProviderConnectError) as info:
+        await make_provider(fake).open_session(SessionContext(call_sid="CA-r", resume_handle="h1"))
+    assert info.value.retryable
+    assert fake.setups == []  # no fresh session behind the recovery layer's back
+
+
 async def test_greeting_makes_the_bot_speak_first(fake: GeminiLiveFake) -> None:
     session, events = await open_session(make_provider(fake), greeting="Thanks for calling Acme.")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import ssl
@@ -284,11 +285,13 @@ class GeminiLiveProvider(Provider):
         try:
             return await self._open(ctx)
         except ProviderConnectError as exc:
-            if not ctx.resume_handle or exc.retryable:
+            if not ctx.resume_handle or not isinstance(exc.__cause__, errors.APIError):
                 raise
-            # A handle can expire (2 h) or be refused; the history still carries the call.
+            # The service read the setup and closed: the handle may have expired (2 h) or been
+            # refused. The history still carries the call. (Transport failures are re-raised:
+            # retrying them is the recovery layer's job, with the handle.)
             log.warning("%s: resuming %s failed (%s); opening a fresh session", self.name, ctx.call_sid, exc)
-            return await self._open(ctx.__class__(**{**_ctx_fields(ctx), "resume_handle": None}))
+            return await self._open(dataclasses.replace(ctx, resume_handle=None))
 
     async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
         stack = contextlib.AsyncExitStack()
@@ -322,10 +325,6 @@ class GeminiLiveProvider(Provider):
             ", resumed" if ctx.resume_handle else "",
         )
         return session
-
-
-def _ctx_fields(ctx: SessionContext) -> dict[str, Any]:
-    return {name: getattr(ctx, name) for name in ctx.__dataclass_fields__}
 
 
 async def _quiet_close(stack: contextlib.AsyncExitStack) -> None:
