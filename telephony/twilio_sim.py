@@ -36,6 +36,10 @@ FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.02
 MULAW_SILENCE = b"\xff"
 
+# Sees every frame of a simulated call as it crosses the socket: ("in", frame) for what the
+# simulated Twilio sends, ("out", frame) for what the server sends (``voicebot dial --record``).
+FrameTap = Callable[[str, str | bytes], None]
+
 
 class NoStream(Exception):
     """The webhook answered without ``<Connect><Stream>`` (e.g. an on-unavailable message)."""
@@ -72,8 +76,11 @@ def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]] | None:
 class SimulatedCall:
     """One call in progress. Times are ms since the ``start`` frame (the stream clock)."""
 
-    def __init__(self, ws: Any, call_sid: str, stream_sid: str, speed: float) -> None:
+    def __init__(
+        self, ws: Any, call_sid: str, stream_sid: str, speed: float, tap: FrameTap | None = None
+    ) -> None:
         self.ws = ws
+        self.tap = tap
         self.call_sid = call_sid
         self.stream_sid = stream_sid
         self.speed = speed
@@ -112,6 +119,8 @@ class SimulatedCall:
 
     async def send_raw(self, frame: str | bytes) -> None:
         """Send a frame as-is (tests use it for malformed input)."""
+        if self.tap is not None:
+            self.tap("in", frame)
         await self.ws.send(frame)
 
     def _next_seq(self) -> str:
@@ -174,6 +183,8 @@ class SimulatedCall:
     async def _receiver(self) -> None:
         try:
             async for frame in self.ws:
+                if self.tap is not None:
+                    self.tap("out", frame)
                 self._on_server_frame(frame)
         except websockets.ConnectionClosed:
             pass
@@ -334,6 +345,7 @@ class SimulatedTwilio:
     webhook_path: str = "/twilio/voice"
     account_sid: str = "AC" + "0" * 32
     extra_headers: dict[str, str] = field(default_factory=dict)
+    tap: FrameTap | None = None
 
     def sign(self, url: str, params: dict[str, str]) -> str:
         return str(RequestValidator(self.auth_token or "").compute_signature(url, params))
@@ -365,7 +377,7 @@ class SimulatedTwilio:
         stream_url, params = parsed
         headers = {"X-Twilio-Signature": self.sign(stream_url, {})}
         ws = await websockets.connect(stream_url, additional_headers=headers, max_size=2**20, compression=None)
-        call = SimulatedCall(ws, call_sid, "MZ" + secrets.token_hex(16), self.speed)
+        call = SimulatedCall(ws, call_sid, "MZ" + secrets.token_hex(16), self.speed, self.tap)
         await call._start(params)
         try:
             yield call
