@@ -213,3 +213,30 @@ async def test_route_greeting_makes_the_bot_speak_first_and_dtmf_gets_an_answer(
         typed = [i for i in conn.items_created if i.get("role") == "user"]
         assert typed[0]["content"][0]["type"] == "input_text" and "5" in typed[0]["content"][0]["text"]
         assert len(conn.responses) == 2 and not conn.errors_sent
+
+
+async def test_provider_drop_mid_answer_is_recovered_with_history_and_the_call_goes_on() -> None:
+    options = FakeOptions(tone_hz=440.0, response_ms=600, close_after_chunks=3, fault_once=True)
+    async with (
+        FakeRealtimeServer(options) as fake,
+        running_server(call_config(fake)) as server,
+        server.twilio().call() as call,
+    ):
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await fake.wait_for(lambda: len(fake.connections) == 2 and len(fake.last.session_updates) == 1, timeout=8)
+        first, second = fake.connections
+        assert first.closed and len(second.session_updates) == 1
+        # The reopened session carries the conversation so far, in GA history items.
+        assert second.items_created == [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "caller tone 1000 hertz"}]}
+        ]
+        assert not second.errors_sent
+        heard_before = call.received_media_ms()
+        await call.say(to_mulaw(tone(900, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= heard_before + 590, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        assert second.responses[0].status == "completed"
+        start, end = segments_from(call.heard_pcm(), 0)[-1]
+        assert end - start == pytest.approx(600, abs=40)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(440, abs=5)

@@ -77,6 +77,7 @@ class FakeOptions:
     refuse_status: int | None = None
     never_update: bool = False
     close_after_chunks: int | None = None
+    fault_once: bool = False  # close_after_chunks on the first connection only
     truncate_supported: bool = True  # Grok: False answers truncate with an error
     ping_interval_s: float = 0.25  # Grok only
     tool_call: ToolCue | None = None
@@ -522,7 +523,8 @@ class _FakeCall:
             rec.produced_ms += opts.chunk_ms
             if n < len(words):
                 await self.send({"type": "response.output_audio_transcript.delta", **ids, "delta": words[n] + " "})
-            if opts.close_after_chunks is not None and n + 1 >= opts.close_after_chunks:
+            faulty = not opts.fault_once or self.conn is self.server.connections[0]
+            if faulty and opts.close_after_chunks is not None and n + 1 >= opts.close_after_chunks:
                 await self.ws.close(1011, "fake closed mid-response")
                 return
             await asyncio.sleep(opts.chunk_ms / 1000 / opts.speedup)
