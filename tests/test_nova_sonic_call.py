@@ -66,7 +66,11 @@ async def h2(tls: ssl.SSLContext) -> AsyncIterator[NovaH2Fake]:  # noqa: F811
 @pytest.mark.timeout(60)
 async def test_tone_reaches_nova_at_8k_through_the_sdk_and_its_8k_reply_reaches_the_caller(h2: NovaH2Fake) -> None:
     async with running_server(nova_config(h2.url)) as server, server.twilio().call() as call:
+        # The first stream of a process also builds the SDK client and resolves credentials;
+        # speak once it is up, so the bridge's pre-session buffer policy is not under test here.
+        await call.wait_for(lambda: bool(h2.models) and h2.models[0].input_rate == 8000, timeout=10)
         await call.pause(200)
+        said_at = call.now_ms()
         await call.say(to_mulaw(tone(440, 600)))
         await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=10)
         await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
@@ -88,7 +92,7 @@ async def test_tone_reaches_nova_at_8k_through_the_sdk_and_its_8k_reply_reaches_
         assert end - start == pytest.approx(800, abs=60)
         assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
         # The answer follows the end of the caller's tone (fake endpointing: 240 ms of silence).
-        assert 200 + 600 + 240 <= start <= 200 + 600 + 1000
+        assert said_at + 600 + 240 <= start <= said_at + 600 + 1000
 
         summary = server.runtime.active[call.call_sid].summary
         assert [(t.role, t.text) for t in summary.transcript] == [

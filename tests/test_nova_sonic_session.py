@@ -232,6 +232,7 @@ async def test_unexpected_end_of_stream_is_a_drop() -> None:
         assert rec.of(ProviderError)[0].code == "stream_dropped"
         assert rec.events[-1] == Closed("nova ended the session", error=True)
         await session.send_audio(b"\0\0" * 160)  # late caller frames are no-ops
+        await service.wait_for(lambda: service.streams[0].closed, timeout=3)  # released, not leaked
 
 
 async def test_close_sends_the_goodbye_in_order_and_ends_cleanly() -> None:

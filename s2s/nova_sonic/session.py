@@ -36,6 +36,7 @@ GREETING_CUE_LEAD_S = 0.5
 stream (pipecat's observation, which it handles the same way)."""
 
 CUE_CHUNK_S = 0.02
+RELEASE_TIMEOUT_S = 2.0
 
 
 def greeting_request(greeting: str) -> str:
@@ -71,6 +72,7 @@ class NovaSonicSession(QueuedSession):
         self._expiry: asyncio.TimerHandle | None = None
         self._cue: asyncio.Task[None] | None = None
         self._stream_ended = False  # the service ended or reset the stream: no goodbye to send
+        self._release: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self.start_reader(self._read())
@@ -94,6 +96,7 @@ class NovaSonicSession(QueuedSession):
                     return
                 log.warning("nova_sonic %s: stream failed (%s); ending session", self.call_sid, exc)
                 self.emit(ProviderError(exc.code, exc.message, fatal=True))
+                self._release_stream()
                 return
             if message is None:
                 self._stream_ended = True
@@ -101,6 +104,7 @@ class NovaSonicSession(QueuedSession):
                     # The SDK reports a reset or lost connection as a plain end of stream.
                     log.warning("nova_sonic %s: stream ended without being closed; treating as a drop", self.call_sid)
                     self.emit(ProviderError("stream_dropped", "stream ended unexpectedly", fatal=True))
+                    self._release_stream()
                 return
             for event in self.protocol.receive(message):
                 if isinstance(event, ProviderError):
@@ -127,9 +131,23 @@ class NovaSonicSession(QueuedSession):
         log.warning("nova_sonic %s: send failed (%s); ending session", self.call_sid, exc)
         self.emit(ProviderError(exc.code, exc.message, fatal=True))
         self.emit(Closed(f"{self.provider_name} stream failed: {exc.code}", error=True))
-        self._stop_timers()
         if self._reader is not None:
             self._reader.cancel()
+        self._release_stream()
+
+    def _release_stream(self) -> None:
+        """Close the stream in the background after a failure we did not ask for. ``close()``
+        is a no-op once ``Closed`` went out, so without this the SDK stream would stay
+        half-open; the close is bounded because a reset stream can block forever."""
+        self._stop_timers()
+        if self._release is None:
+            self._release = asyncio.ensure_future(self._bounded_stream_close())
+
+    async def _bounded_stream_close(self) -> None:
+        try:
+            await asyncio.wait_for(self._stream.close(), timeout=RELEASE_TIMEOUT_S)
+        except Exception as exc:  # already failed; only log what closing did
+            log.debug("nova_sonic %s: releasing the failed stream: %r", self.call_sid, exc)
 
     async def send_audio(self, audio: bytes) -> None:
         if self.closed or (self._cue is not None and not self._cue.done()):
