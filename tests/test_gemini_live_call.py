@@ -85,6 +85,7 @@ async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
         assert 200 + 600 + 300 <= start <= 200 + 600 + 1000
 
         summary = server.runtime.active[call.call_sid].summary
+        await call.wait_for(lambda: len(summary.transcript) == 2, timeout=2)  # bot's at turnComplete
         assert [t.role for t in summary.transcript] == ["caller", "bot"]
 
 
@@ -124,3 +125,52 @@ async def test_interrupted_clears_twilio_and_no_stale_audio_plays(fake: GeminiLi
         quoted = fake.last.texts_during_speech[0].split('"')[1].split()
         assert abs(len(quoted) - barge.heard_ms / 100) <= 1
         assert fake.last.interruptions == 1
+
+
+async def test_route_greeting_is_spoken_first_and_dtmf_gets_an_answer(fake: GeminiLiveFake) -> None:
+    fake.reply_ms = 400.0
+    fake.reply_freqs = (620.0, 750.0)
+    config = gemini_config(fake).replace(
+        'instructions = "You are the Acme line."',
+        'instructions = "You are the Acme line."\ngreeting = "Thanks for calling Acme."',
+    )
+    async with running_server(config, env=ENV) as server, server.twilio().call() as call:
+        # The caller says nothing: the greeting is heard anyway.
+        await call.wait_for(lambda: call.received_media_ms() >= 390, timeout=5)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        conn = fake.last
+        assert conn.client_contents[0]["turnComplete"] is True
+        assert "Thanks for calling Acme." in conn.client_contents[0]["turns"][-1]["parts"][0]["text"]
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(400, abs=40)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(620, abs=10)
+
+        await call.press("5")
+        await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=5)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        assert len(conn.realtime_texts) == 1 and "5" in conn.realtime_texts[0]
+        start, end = active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35)[-1]
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(750, abs=10)
+
+
+async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard(
+    fake: GeminiLiveFake, server: RunningServer
+) -> None:
+    # The route declares no tools, so the dispatcher answers with an error output, which still
+    # exercises toolCall -> toolResponse (id + name) -> spoken answer.
+    fake.reply_ms = 500.0
+    fake.reply_freqs = (500.0,)
+    fake.tool_call_next = ("get_time", {"zone": "UTC"})
+    async with server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= 490, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        [response] = fake.last.tool_responses[0]["functionResponses"]
+        assert response["name"] == "get_time" and response["id"].startswith("fc-")
+        assert response["response"]["error"].startswith("no tool named 'get_time'")
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(500, abs=10)
+        summary = server.runtime.active[call.call_sid].summary
+        await call.wait_for(lambda: summary.transcript[-1].role == "bot", timeout=2)  # at turnComplete
+        assert summary.transcript[-1].text.startswith("the tool said")
