@@ -389,3 +389,14 @@ async def test_fake_speaks_both_key_casings_and_base64_alphabets(fake: GeminiLiv
         await fake.wait_for(lambda: len(fake.last.audio_in) == 2 * len(pcm))
     assert bytes(fake.last.audio_in) == pcm + pcm
     assert fake.last.realtime_keys == {"realtimeInput", "realtime_input"}
+
+
+async def test_cancelling_an_open_closes_the_connection(fake: GeminiLiveFake) -> None:
+    """The caller hung up while the provider was connecting: nothing may stay open."""
+    fake.hang = True
+    opening = asyncio.ensure_future(make_provider(fake).open_session(SessionContext(call_sid="CA-gone")))
+    await fake.wait_for(lambda: fake.setups)
+    opening.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    await fake.wait_for(lambda: not fake.last.open, timeout=2)

@@ -304,8 +304,9 @@ class GeminiLiveProvider(Provider):
                 )
                 session = GeminiLiveSession(self.name, self.config, ctx, live, stack)
                 await session.start(plan)
-        except ProviderConnectError:
-            await stack.aclose()
+        except (ProviderConnectError, asyncio.CancelledError):
+            # Cancelled: the caller hung up while we connected. Close what is open either way.
+            await _quiet_close(stack)
             raise
         except TimeoutError as exc:
             await _quiet_close(stack)
