@@ -213,7 +213,7 @@ class CallControlTools:
         if self.twilio.api_base_url:
             client.api.base_url = self.twilio.api_base_url
         try:
-            await client.api.v2010.calls(self.call_sid).update_async(twiml=twiml)
+            await client.calls(self.call_sid).update_async(twiml=twiml)
         finally:
             await http.close()
 

@@ -1,0 +1,127 @@
+"""A local fake of the Twilio REST API's Call update, for the real ``twilio`` client.
+
+``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP basic auth
+(AccountSid:AuthToken) and a form body (``Twiml``, ``Url``, ``Status``, …), as the client
+sends it. Like Twilio it answers 401 with a Twilio error body when the credentials are
+wrong, 404 for an unknown account, and 200 with a Call resource otherwise. Each accepted
+update is recorded with the time it arrived (``time.monotonic()``) so tests can place it
+on the simulated call's timeline. ``fail_status`` makes it refuse every update.
+
+The client is pointed here by ``[twilio] api_base_url`` (``client.api.base_url``).
+
+:func:`loopback_server` runs any ASGI app on an ephemeral 127.0.0.1 port in the current
+event loop; tests use it for local agents and tool endpoints too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(app: ASGIApp) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1:<ephemeral>; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("loopback server did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@dataclass
+class CallUpdate:
+    at: float  # time.monotonic() when the request arrived
+    account_sid: str
+    call_sid: str
+    params: dict[str, str]
+
+
+def _error(status: int, code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
+        status_code=status,
+    )
+
+
+@dataclass
+class TwilioRestFake:
+    account_sid: str = "AC" + "1" * 32
+    auth_token: str = "rest-fake-token"
+    fail_status: int | None = None
+    updates: list[CallUpdate] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # why each refused request was refused
+    base_url: str = ""
+    _updated: asyncio.Event = field(default_factory=asyncio.Event)
+    _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except ValueError:
+            return False
+        return user == self.account_sid and password == self.auth_token
+
+    async def _update_call(self, request: Request) -> JSONResponse:
+        account, call = request.path_params["account"], request.path_params["call"]
+        if not self._authorized(request):
+            self.rejected.append("auth")
+            return _error(401, 20003, "Authenticate")
+        if account != self.account_sid:
+            self.rejected.append("account")
+            return _error(404, 20404, f"The requested resource /2010-04-01/Accounts/{account}.json was not found")
+        params = {k: str(v) for k, v in (await request.form()).items()}
+        if self.fail_status is not None:
+            self.rejected.append(f"fail_status {self.fail_status}")
+            return _error(self.fail_status, 20500, "Internal Server Error")
+        if not params.get("Twiml") and not params.get("Url") and not params.get("Status"):
+            self.rejected.append("empty")
+            return _error(400, 21220, "Invalid call state for update: nothing to update")
+        self.updates.append(CallUpdate(time.monotonic(), account, call, params))
+        self._updated.set()
+        return JSONResponse(
+            {
+                "sid": call,
+                "account_sid": account,
+                "status": "in-progress",
+                "direction": "inbound",
+                "api_version": "2010-04-01",
+                "uri": f"/2010-04-01/Accounts/{account}/Calls/{call}.json",
+            }
+        )
+
+    async def wait_for_update(self, timeout: float = 10.0) -> CallUpdate:
+        await asyncio.wait_for(self._updated.wait(), timeout)
+        return self.updates[-1]
+
+    async def __aenter__(self) -> TwilioRestFake:
+        app = Starlette(
+            routes=[Route("/2010-04-01/Accounts/{account}/Calls/{call}.json", self._update_call, methods=["POST"])]
+        )
+        self.base_url = await self._stack.enter_async_context(loopback_server(app))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
