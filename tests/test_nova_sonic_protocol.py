@@ -8,7 +8,7 @@ from itertools import count
 
 import pytest
 
-from s2s.events import AudioOut, ProviderError, SpeechStarted, ToolCall, Transcript, TurnDone
+from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone
 from s2s.nova_sonic.config import NOVA_SONIC_V1, NovaSonicConfig
 from s2s.nova_sonic.history import MAX_HISTORY_BYTES, shape_history, split_utf8
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings, ProtocolStateError, is_interruption_marker
@@ -158,6 +158,7 @@ def test_a_bot_answer_maps_to_transcripts_audio_and_turn_done() -> None:
         out("completionEnd", stopReason="END_TURN"),
     )
     assert events == [
+        SpeechStopped(),  # the ASR final is Nova's end-of-turn decision
         Transcript("caller", "What time is it?"),
         Transcript("bot", "It is noon.", final=False, item_id=None),
         AudioOut(pcm, "au1"),
@@ -180,6 +181,21 @@ def test_interrupted_marker_is_one_barge_in_and_ends_the_turn_interrupted() -> N
         out("contentEnd", contentId="f1", type="TEXT", stopReason="INTERRUPTED"),
     )
     assert events == [AudioOut(b"\0\0", "au1"), SpeechStarted("au1"), TurnDone("au1", interrupted=True)]
+
+
+def test_every_barge_in_is_followed_by_speech_stopped_before_the_next_answer() -> None:
+    """The rotation policy renews only between turns, i.e. after SpeechStopped."""
+    proto = make_protocol()
+    interrupted = feed(
+        proto,
+        content_start("au1", "AUDIO", "ASSISTANT"),
+        content_start("f1", "TEXT", "ASSISTANT", "FINAL"),
+        out("textOutput", contentId="f1", content='{ "interrupted" : true }'),
+    )
+    assert interrupted == [SpeechStarted("au1")]
+    # No transcript for the interruption (noise, say): the next answer still closes it.
+    assert feed(proto, content_start("au2", "AUDIO", "ASSISTANT")) == [SpeechStopped()]
+    assert feed(proto, content_start("au3", "AUDIO", "ASSISTANT")) == []
 
 
 def test_marker_after_audio_end_turn_still_signals_barge_in() -> None:

@@ -34,6 +34,7 @@ from s2s.events import (
     ProviderError,
     ProviderEvent,
     SpeechStarted,
+    SpeechStopped,
     ToolCall,
     Transcript,
     TurnDone,
@@ -108,6 +109,7 @@ class NovaProtocol:
         self._bot_item: str | None = None  # contentId of the latest ASSISTANT AUDIO block
         self._responding = False  # bot audio started and no TurnDone yet
         self._interrupted = False  # SpeechStarted already emitted for the current answer
+        self._caller_speaking = False  # between a SpeechStarted and its SpeechStopped
 
     # ----------------------------------------------------------------- input events
 
@@ -276,12 +278,14 @@ class NovaProtocol:
             stage = json.loads(fields).get("generationStage")
         content = _Content(type=body["type"], role=body["role"], stage=stage)
         self._contents[body["contentId"]] = content
+        out: list[ProviderEvent] = []
         if content.role == "ASSISTANT" and content.type == "AUDIO":
             self._bot_item = body["contentId"]
             if not self._responding:
                 self._responding = True
                 self._interrupted = False
-        return []
+            out += self._caller_done()  # Nova answers only once it decided the caller finished
+        return out
 
     def _on_text_output(self, body: Event) -> list[ProviderEvent]:
         text = body["content"]
@@ -318,8 +322,12 @@ class NovaProtocol:
             out += self._barge_in()
         if content.type == "TEXT":
             text = "".join(content.text).strip()
-            if content.role == "USER" and content.stage == "FINAL" and text:
-                out.append(Transcript("caller", text, final=True))
+            if content.role == "USER" and content.stage == "FINAL":
+                # The ASR final is Nova's end-of-turn decision: the caller stopped speaking.
+                self._caller_speaking = True
+                out += self._caller_done()
+                if text:
+                    out.append(Transcript("caller", text, final=True))
             elif content.role == "ASSISTANT" and text:
                 # SPECULATIVE text precedes its audio block, so it has no item yet.
                 final = content.stage == "FINAL"
@@ -347,7 +355,16 @@ class NovaProtocol:
         if self._interrupted:
             return []
         self._interrupted = True
+        self._caller_speaking = True
         return [SpeechStarted(item_id=self._bot_item)]
+
+    def _caller_done(self) -> list[ProviderEvent]:
+        """Nova has no end-of-speech event; without a SpeechStopped after each SpeechStarted
+        the rotation policy would think the caller never stopped and never renew."""
+        if not self._caller_speaking:
+            return []
+        self._caller_speaking = False
+        return [SpeechStopped()]
 
     def _turn_done(self) -> list[ProviderEvent]:
         if not self._responding:
