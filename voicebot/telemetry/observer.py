@@ -118,6 +118,7 @@ class CallTelemetry(CallObserver):
         self._out_chunks = 0
         self._out_sample = 0.0
         self._turn: Span | None = None
+        self._turn_started_ns = 0
         self._turn_item: str | None = None
         self._turns = 0
 
@@ -165,14 +166,18 @@ class CallTelemetry(CallObserver):
         elif isinstance(event, SpeechStopped):
             self._speech_stopped = time.perf_counter()
             self._want_media = True
-            self._end_turn()
-            self._turn = self._tracer.start_span("turn", context=self._ctx, attributes={"voicebot.turn": self._turns})
+            # The previous answer lasted until the caller started speaking again.
+            self._end_turn(end_ns=self._speech_started_ns)
+            self._open_turn()
         elif isinstance(event, SpeechStarted):
             self._speech_started = time.perf_counter()
             self._speech_started_ns = time.time_ns()
             self._speech_stopped = 0.0  # the caller went on talking: the turn is not over yet
         elif isinstance(event, TurnDone):
-            self._end_turn(interrupted=event.interrupted)
+            # The provider finished generating; the caller may hear it for a while yet, so
+            # the turn span stays open until the caller speaks again or barges in.
+            if self._turn is not None:
+                self._turn.add_event("bot_done", {"interrupted": event.interrupted})
         else:
             self._rare_event(event)
 
@@ -193,14 +198,20 @@ class CallTelemetry(CallObserver):
         """Bot audio of a new item: the turn opened at SpeechStopped now has its item, or
         the bot speaks unprompted (greeting, tool result) and a turn opens here."""
         self._turn_item = item_id
-        if self._turn is None:
-            self._turn = self._tracer.start_span("turn", context=self._ctx, attributes={"voicebot.turn": self._turns})
-        self._turn.set_attribute("voicebot.item_id", item_id)
+        turn = self._turn or self._open_turn()
+        turn.set_attribute("voicebot.item_id", item_id)
 
-    def _end_turn(self, interrupted: bool = False) -> None:
+    def _open_turn(self) -> Span:
+        self._turn_started_ns = time.time_ns()
+        self._turn = self._tracer.start_span(
+            "turn", context=self._ctx, start_time=self._turn_started_ns, attributes={"voicebot.turn": self._turns}
+        )
+        return self._turn
+
+    def _end_turn(self, interrupted: bool = False, end_ns: int = 0) -> None:
         if self._turn is not None:
             self._turn.set_attribute("voicebot.turn.interrupted", interrupted)
-            self._turn.end()
+            self._turn.end(end_time=end_ns if end_ns > self._turn_started_ns else None)
             self._turn = None
             self._turns += 1
 
@@ -234,7 +245,7 @@ class CallTelemetry(CallObserver):
         if self._ended:
             return
         self._ended = True
-        self._end_turn(interrupted=True)  # a turn still open was cut off by the hang-up
+        self._end_turn()
         self._m.calls_active.add(-1, self._attrs)
         self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome})
         if summary.bad_frames:

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
@@ -155,14 +156,25 @@ def _metric_readers(env: Mapping[str, str]) -> list[tuple[str, MetricReader]]:
     return readers
 
 
+def _resource_attributes(env: Mapping[str, str]) -> dict[str, str]:
+    """``OTEL_RESOURCE_ATTRIBUTES`` (``k=v,k=v``, values percent-encoded) and
+    ``OTEL_SERVICE_NAME`` (which wins), read from ``env`` rather than only ``os.environ``
+    so what is configured is what is tested; service.name defaults to ``voicebot``."""
+    attributes: dict[str, str] = {SERVICE_NAME: DEFAULT_SERVICE_NAME}
+    for pair in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, val = pair.partition("=")
+        if sep and key.strip():
+            attributes[key.strip()] = unquote(val.strip())
+    if env.get("OTEL_SERVICE_NAME"):
+        attributes[SERVICE_NAME] = env["OTEL_SERVICE_NAME"]
+    return attributes
+
+
 def build_telemetry(env: Mapping[str, str] | None = None) -> Telemetry:
     """A fresh, independent telemetry stack (tests use this; the server uses
     :func:`setup_telemetry`, which builds one per process)."""
     env = os.environ if env is None else env
-    attributes: dict[str, str] = {}
-    if not env.get("OTEL_SERVICE_NAME") and "service.name=" not in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
-        attributes[SERVICE_NAME] = DEFAULT_SERVICE_NAME
-    resource = Resource.create(attributes)  # merges OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_NAME
+    resource = Resource.create(_resource_attributes(env))
     registry = CollectorRegistry(auto_describe=True)
     readers = _metric_readers(env)
     prometheus = PrometheusMetricReader(registry=registry, scope_info_enabled=False)
