@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from s2s.events import ToolCall
+from s2s.provider import Turn
 from s2s.tools import ToolSpec
 from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentFailure, AgentTool, JsonEndpoint, with_filler
 from voicebot.tools.call_control import CallControlTools, call_control_instructions
@@ -133,7 +134,14 @@ class CallTools:
 
     async def dtmf(self, digit: str, bridge: CallBridge) -> None:
         if self._collector is None:
-            self._collector = DigitCollector(self.route.dtmf, bridge.send_text, self.call_sid)
+
+            async def deliver(text: str) -> None:
+                # Providers transcribe audio, not text turns: the keypad entry goes into the
+                # call's transcript here, so the agent and caller memory see it too.
+                bridge.summary.transcript.append(Turn("caller", text))
+                await bridge.send_text(text)
+
+            self._collector = DigitCollector(self.route.dtmf, deliver, self.call_sid)
         self._collector.press(digit)
 
     # -- after the call ------------------------------------------------------------------
