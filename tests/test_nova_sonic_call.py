@@ -149,12 +149,13 @@ async def test_barge_in_clears_twilio_and_the_interrupted_answer_never_plays_aga
 
 @contextlib.asynccontextmanager
 async def memory_route(
-    make_model: Callable[[], FakeNovaModel], route_extra: str = ""
+    make_model: Callable[[], FakeNovaModel], route_extra: str = "", extra: str = ""
 ) -> AsyncIterator[tuple[FakeNovaService, RunningServer]]:
     service = FakeNovaService(make_model)
     register_stream_factory("call-tests-2", service)
     try:
-        async with running_server(nova_config("memory://call-tests-2", route_extra=route_extra)) as server:
+        config = nova_config("memory://call-tests-2", extra=extra, route_extra=route_extra)
+        async with running_server(config) as server:
             yield service, server
     finally:
         unregister_stream_factory("call-tests-2")
@@ -205,3 +206,51 @@ async def test_tool_call_goes_to_the_dispatcher_and_its_result_back_to_nova() ->
         summary = server.runtime.active[call.call_sid].summary
         assert summary.transcript[-1].text.startswith("The tool said")
         assert nova.errors == []
+
+
+@pytest.mark.timeout(60)
+async def test_stream_renewal_between_turns_replays_history_and_the_call_goes_on() -> None:
+    """A short stream limit: the session announces it, the rotation policy opens the next
+    stream in the background with the conversation as Nova history, swaps between turns, and
+    the caller's next utterance is answered by the new stream with nothing lost or clipped."""
+    freqs = iter((600.0, 900.0))
+
+    def model() -> FakeNovaModel:
+        return FakeNovaModel(reply_ms=600, speed=4.0, reply_hz=next(freqs), limit_s=6.0)
+
+    limits = "renew_after_s = 1.5\nstream_limit_s = 6.0"
+    async with memory_route(model, extra=limits) as (service, server), server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 500)))
+        await call.wait_for(lambda: call.received_media_ms() >= 590, timeout=8)
+        await service.wait_for(lambda: len(service.models) == 2, timeout=5)  # renewal opened
+        first, second = service.models
+        await service.wait_for(lambda: first.ended, timeout=5)  # old stream closed: the swap happened
+        await call.pause(300)
+        await call.say(to_mulaw(tone(700, 600)))
+        await call.wait_for(lambda: call.received_media_ms() >= 1190, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+
+        assert second.history == [("USER", "tone 440 Hz"), ("ASSISTANT", "You said tone 440 Hz.")]
+        assert second.user_texts == [] and second.errors == [] and first.errors == []
+        assert (first.transcripts, second.transcripts) == (["tone 440 Hz"], ["tone 700 Hz"])
+        # Nothing of the second utterance was lost at the handover: all 600 ms reached stream 2.
+        received = np.frombuffer(bytes(second.caller_audio), dtype="<i2")
+        start, end = longest(active_segments(received, 8000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(600, abs=40)
+
+        heard = active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35)
+        assert len(heard) == 2
+        for (start, end), freq in zip(heard, (600, 900), strict=True):
+            assert end - start == pytest.approx(600, abs=40)
+            assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(freq, abs=5)
+
+        session = server.runtime.active[call.call_sid].session
+        assert session is not None and (session.renewals, session.recoveries) == (1, 0)
+        summary = server.runtime.active[call.call_sid].summary
+        assert [t.text for t in summary.transcript] == [
+            "tone 440 Hz",
+            "You said tone 440 Hz.",
+            "tone 700 Hz",
+            "You said tone 700 Hz.",
+        ]
