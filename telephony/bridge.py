@@ -49,6 +49,7 @@ from telephony.media_stream import (
 )
 from telephony.observer import CallObserver
 from telephony.playout import PlayoutTracker
+from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
 from transcoding.pipeline import Transcoder, make_transcoder
 from voicebot.logs import call_sid_var
@@ -144,6 +145,7 @@ class CallBridge:
         self.clock = clock
         self.state = CallStateMachine(info.call_sid)
         self.summary = CallSummary(info.call_sid, info.route)
+        self.transcript = CallTranscript(self.summary.transcript)
         self.playout = PlayoutTracker()
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
@@ -301,8 +303,7 @@ class CallBridge:
             elif isinstance(event, TurnDone):
                 await self._turn_done(event)
             elif isinstance(event, Transcript):
-                if event.final and event.text.strip():
-                    self.summary.transcript.append(Turn(event.role, event.text.strip()))
+                self.transcript.add(event)
             elif isinstance(event, ToolCall):
                 self._spawn(self._run_tool(event))
             elif isinstance(event, ProviderError):
@@ -339,9 +340,11 @@ class CallBridge:
             await self._send(mark_message(stream_sid, mark))
 
     async def _turn_done(self, event: TurnDone) -> None:
+        item = event.item_id or self._current_item
+        if item == self._current_item:
+            self._current_item = None  # finished: only its queued audio can still be cut
         if self._outbound_tc is None:
             return
-        item = event.item_id or self._current_item
         if event.interrupted or item is None or item in self._dropped_items:
             self._outbound_tc.reset()
             return
@@ -350,22 +353,26 @@ class CallBridge:
             await self._send_mulaw(tail, item)
 
     async def _barge_in(self) -> None:
-        if not self.playout.pending:
-            # Nothing is playing: the provider cancels its own answer, but audio of the item
-            # it was generating may still be in flight and must not start playing now.
-            if self._current_item is not None:
-                self._dropped_items.add(self._current_item)
-            return
         started = self.clock()
-        await self._send(clear_message(self.info.stream_sid))
-        now = self.clock()
         items = self.playout.pending_items()
+        if items:
+            await self._send(clear_message(self.info.stream_sid))
+        now = self.clock()
+        current = self._current_item
+        self._current_item = None
+        if current is not None:
+            # Audio of the answer being generated may still be in flight: it must not play.
+            self._dropped_items.add(current)
+            if current not in items and self.playout.sent_ms(current) > 0:
+                # Twilio's buffer ran dry mid-answer (a provider streaming at about real
+                # time): the caller heard all that was sent, and the provider must stop there.
+                items.append(current)
+        if not items:
+            return
         heard = {item: self.playout.heard_ms(item, now) for item in items}
         sent = {item: self.playout.sent_ms(item) for item in items}
         self.playout.clear()
         self._dropped_items.update(items)
-        if self._current_item is not None:
-            self._dropped_items.add(self._current_item)
         if self._outbound_tc is not None:
             self._outbound_tc.reset()
         if self.state.state is CallState.STREAMING:
@@ -374,6 +381,7 @@ class CallBridge:
         assert self.session is not None
         for item in items:
             heard_ms = int(heard[item])
+            self.transcript.interrupted(item, heard[item], sent[item])
             self.summary.barge_ins.append(
                 BargeIn((now - self.summary.started_at) * 1000.0, item, heard_ms, sent[item], latency_ms)
             )

@@ -1,0 +1,125 @@
+"""The call bridge against an in-memory Twilio socket and a scripted provider session."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+
+from s2s.events import AudioOut, ProviderEvent, SpeechStarted, Transcript, TurnDone
+from s2s.provider import ProviderSession, QueuedSession
+from telephony.bridge import CallBridge, CallInfo
+from telephony.media_stream import MediaStreamProtocol
+from transcoding.formats import MULAW_8K
+
+
+class MemorySocket:
+    def __init__(self) -> None:
+        self.incoming: asyncio.Queue[str | None] = asyncio.Queue()
+        self.sent: list[dict[str, object]] = []
+
+    async def send(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    async def receive(self) -> str | bytes | None:
+        return await self.incoming.get()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.incoming.put_nowait(None)
+
+    def events(self, kind: str) -> list[dict[str, object]]:
+        return [m for m in self.sent if m["event"] == kind]
+
+
+class ScriptedSession(QueuedSession):
+    input_format = output_format = MULAW_8K
+
+    def __init__(self) -> None:
+        super().__init__("scripted")
+        self.truncations: list[tuple[str, int]] = []
+
+    async def send_audio(self, audio: bytes) -> None: ...
+    async def send_text(self, text: str) -> None: ...
+    async def send_tool_result(self, call_id: str, output: str) -> None: ...
+
+    async def truncate(self, item_id: str, heard_ms: int) -> None:
+        self.truncations.append((item_id, heard_ms))
+
+    async def _close_transport(self) -> None: ...
+
+
+@pytest.fixture
+async def call() -> AsyncIterator[tuple[MemorySocket, ScriptedSession, CallBridge]]:
+    socket, session = MemorySocket(), ScriptedSession()
+
+    async def opener() -> ProviderSession:
+        return session
+
+    protocol = MediaStreamProtocol()
+    protocol.receive(json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1"}}))
+    bridge = CallBridge(socket, protocol, CallInfo("CA1", "MZ1", "r"), opener)
+    task = asyncio.create_task(bridge.run())
+    yield socket, session, bridge
+    socket.incoming.put_nowait(None)
+    await asyncio.wait_for(task, 5)
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def push(session: ScriptedSession, *events: ProviderEvent) -> None:
+    for event in events:
+        session.emit(event)
+    await settle()
+
+
+def echo_marks(socket: MemorySocket) -> None:
+    for mark in socket.events("mark"):
+        name = mark["mark"]["name"]  # type: ignore[index]
+        socket.incoming.put_nowait(json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": name}}))
+
+
+async def test_bot_audio_goes_out_in_chunks_each_followed_by_a_mark(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, _ = call
+    await push(session, AudioOut(b"\x01" * 1000, "a"))
+    media = socket.events("media")
+    assert [len(base64.b64decode(m["media"]["payload"])) for m in media] == [320, 320, 320, 40]  # type: ignore[index]
+    kinds = [m["event"] for m in socket.sent]
+    assert kinds == ["media", "mark"] * 4
+
+
+async def test_barge_in_with_audio_queued_clears_first_and_drops_the_rest(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 3200, "a"), Transcript("bot", "one two three four", item_id="a"))
+    sent_before = len(socket.sent)
+    await push(session, SpeechStarted(), AudioOut(b"\x02" * 800, "a"), TurnDone("a"))
+    assert socket.sent[sent_before]["event"] == "clear"
+    assert len(socket.sent) == sent_before + 1  # nothing of item "a" after the clear
+    assert session.truncations and session.truncations[0][0] == "a"
+    assert session.truncations[0][1] < 100  # nothing was echoed: the caller heard (almost) nothing
+    assert bridge.summary.transcript == []  # the bot's words were never heard
+
+
+async def test_barge_in_when_twilio_buffer_ran_dry_truncates_at_what_was_heard(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, _ = call
+    await push(session, AudioOut(b"\x01" * 3200, "a"))  # 400 ms, still generating
+    echo_marks(socket)
+    await settle()
+    await push(session, SpeechStarted(), AudioOut(b"\x02" * 800, "a"))
+    assert socket.events("clear") == []  # nothing queued at Twilio: nothing to clear
+    assert session.truncations == [("a", 400)]
+    assert len(socket.events("media")) == 10  # the late audio of "a" was dropped
+
+
+async def test_speech_after_a_finished_answer_truncates_nothing(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, _ = call
+    await push(session, AudioOut(b"\x01" * 800, "a"), TurnDone("a"))
+    echo_marks(socket)
+    await settle()
+    await push(session, SpeechStarted())
+    assert socket.events("clear") == [] and session.truncations == []
