@@ -94,14 +94,66 @@ class TwilioConfig(_Strict):
     api_base_url: str | None = Field(default=None, description="override of https://api.twilio.com (tests)")
 
 
+# A number pattern in [[routes]] `to` / `from`: "*" (anything), an exact number or Twilio
+# client/SIP address, or a prefix ending in "*" ("+44*"). Matching lives in telephony.routing.
+_NUMBER_PATTERN = re.compile(r"^(\*|[^*\s]+\*?)$")
+
+
+class OnUnavailable(_Strict):
+    """What a caller gets when no provider can take the call (all full, circuits open or down)."""
+
+    say: str = "Sorry, all our lines are busy right now. Please call again later."
+    dial: str | None = Field(default=None, description="transfer to this number (a human) after `say`")
+    language: str | None = None
+
+
+class ResilienceConfig(_Strict):
+    """Connect retries, circuit breakers and mid-call recovery (s2s.resilience, voicebot.admission)."""
+
+    connect_attempts: int = Field(default=3, ge=1, description="tries per provider before the next in the chain")
+    backoff_s: float = Field(default=0.1, gt=0, description="first retry delay; doubles, with full jitter")
+    circuit_failures: int = Field(default=3, ge=1, description="consecutive connect failures that open a circuit")
+    circuit_cooldown_s: float = Field(default=30.0, gt=0, description="how long an open circuit skips a provider")
+    watchdog_s: float = Field(
+        default=8.0, gt=0, description="caller speaks but the session sends nothing for this long: session is lost"
+    )
+    recovery_audio_ms: int = Field(
+        default=3000, ge=0, description="caller audio kept while recovering; older audio is dropped"
+    )
+    rotation_close_timeout_s: float = Field(default=2.0, gt=0, description="bound on closing a rotated-out session")
+
+
 class RouteConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
     name: str
+    to: list[str] = Field(default_factory=lambda: ["*"], description="called-number patterns (exact, +44*, *)")
+    from_: list[str] = Field(default_factory=lambda: ["*"], alias="from", description="caller-number patterns")
     providers: list[str] = Field(min_length=1, description="preference / fallback order")
     instructions: str = "You are a helpful voice assistant on a phone call. Keep answers short."
     greeting: str | None = None
     voice: str | None = None
     model: str | None = None
     language: str | None = None
+    max_call_seconds: float | None = Field(default=None, gt=0, description="hang up after this long")
+    recording: bool = Field(default=False, description="record this route's calls to tapes")
+    retry_budget_s: float = Field(default=1.5, gt=0, description="time spent on one provider before the next")
+    on_unavailable: OnUnavailable = Field(default_factory=OnUnavailable)
+    apology: str = Field(
+        default="Sorry, we are having technical difficulties. Please call again later.",
+        description="spoken when the provider is lost mid-call and cannot be recovered",
+    )
+
+    @field_validator("to", "from_", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> Any:
+        patterns = [value] if isinstance(value, str) else value
+        if isinstance(patterns, list):
+            for pattern in patterns:
+                if isinstance(pattern, str) and not _NUMBER_PATTERN.match(pattern):
+                    raise ValueError(f"bad number pattern {pattern!r}: use '*', '+15551234567' or a prefix '+44*'")
+        return patterns
+
     # Reasoning, tools, call control, DTMF and memory: see voicebot.tools (README "Reasoning, tools
     # and call control").
     reasoning: Literal["builtin"] | AgentReasoning = "builtin"
@@ -125,6 +177,7 @@ class AppConfig(_Strict):
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
 
