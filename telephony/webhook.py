@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from telephony.signature import external_base_url, websocket_url
 from telephony.twiml import connect_stream, hangup
 from voicebot.logs import call_sid_var
-from voicebot.runtime import Runtime
+from voicebot.runtime import Declined, Runtime
 from voicebot.telemetry.metrics import record_webhook_rejected
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,12 @@ async def voice(request: Request) -> Response:
     if not params.get("CallSid"):
         return PlainTextResponse("missing CallSid", status_code=400)
     call_sid_var.set(params["CallSid"])
-    plan = runtime.plan_call(params)
+    plan = await runtime.plan_call(params)
+    if isinstance(plan, Declined):
+        # Answered without a stream: the route's on_unavailable (or a no-route message).
+        route = plan.route.name if plan.route else None
+        log.warning("call %s to %s: route %r declined: %s", plan.call_sid, params.get("To"), route, plan.reason)
+        return _twiml(plan.twiml)
     plan.received_at = received
     log.info(
         "call %s from %s to %s: route %r, providers %s",

@@ -9,22 +9,56 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from s2s.provider import Provider, ProviderConnectError, ProviderSession, SessionContext
+from s2s.circuit import CircuitBoard
+from s2s.provider import Provider, ProviderSession, SessionContext
 from s2s.registry import build_provider
+from s2s.resilience import RecoveryPolicy, ResilientSession
+from telephony import routing
 from telephony.bridge import CallBridge, CallSummary
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
-from telephony.twiml import say_and_hangup
-from voicebot.config import AppConfig, RouteConfig
+from telephony.twiml import dial, say_and_hangup
+from voicebot.admission import HELD_TTL_S, InProcessSlotStore, SlotLease, SlotStore, admit
+from voicebot.config import AppConfig, OnUnavailable, RouteConfig
 from voicebot.telemetry.metrics import provider_connect
 from voicebot.tools.registry import CallTools
 
 log = logging.getLogger(__name__)
 
 _REMEMBERED_OUTCOMES = 10_000
+NO_ROUTE_MESSAGE = "Sorry, this number cannot take calls right now. Goodbye."
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """The webhook cannot start a stream for this call: answer with ``twiml`` instead."""
+
+    call_sid: str
+    route: RouteConfig | None
+    twiml: str
+    reason: str
+
+
+def unavailable_twiml(action: OnUnavailable, message: str | None = None) -> str:
+    """A polite message, then a transfer to a human when the route names one, else hang up."""
+    text = message or action.say
+    return dial(action.dial, text) if action.dial else say_and_hangup(text, action.language)
+
+
+def recovery_policy(config: AppConfig, route: RouteConfig) -> RecoveryPolicy:
+    r = config.resilience
+    return RecoveryPolicy(
+        budget_s=route.retry_budget_s,
+        attempts=r.connect_attempts,
+        backoff_s=r.backoff_s,
+        watchdog_s=r.watchdog_s,
+        buffer_ms=r.recovery_audio_ms,
+        close_timeout_s=r.rotation_close_timeout_s,
+    )
 
 
 @dataclass(slots=True)
@@ -40,6 +74,9 @@ class CallPlan:
     config: AppConfig
     tools: CallTools
     created_at: float = field(default_factory=time.monotonic)
+    # the provider slot the call holds (voicebot.admission) and its session once open
+    lease: SlotLease | None = None
+    session: ResilientSession | None = None
     # when the voice webhook request arrived (set by telephony.webhook; the call span starts here)
     received_at: float | None = None
 
@@ -65,6 +102,12 @@ class Runtime:
         # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
         self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
         self.draining = False
+        # Admission and circuit state outlive config reloads (keyed by provider name).
+        self.slots: SlotStore = InProcessSlotStore()
+        self.circuits = CircuitBoard()
+        self._janitor: asyncio.TimerHandle | None = None
+        self._time_limits: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.apply(config)
 
     def apply(self, config: AppConfig) -> None:
@@ -73,15 +116,20 @@ class Runtime:
         self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in config.providers.items()}
         token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
         self.signatures = SignatureChecker(token, config.twilio.validate_signatures)
+        self.circuits.configure(config.resilience.circuit_failures, config.resilience.circuit_cooldown_s)
 
     # -- webhook -> media stream -------------------------------------------------------
 
-    def select_route(self, params: Mapping[str, str]) -> RouteConfig:
-        return self.config.routes[0]
+    def select_route(self, params: Mapping[str, str]) -> RouteConfig | None:
+        return routing.select_route(self.config.routes, params.get("To", ""), params.get("From", ""))
 
-    def plan_call(self, params: Mapping[str, str]) -> CallPlan:
+    async def plan_call(self, params: Mapping[str, str]) -> CallPlan | Declined:
+        """Pick the route and take a slot on the first provider of its chain that can take
+        the call (circuit closed, room left), or say why the call is declined."""
         self.expire_pending()
         route = self.select_route(params)
+        if route is None:
+            return Declined(params.get("CallSid", ""), None, say_and_hangup(NO_ROUTE_MESSAGE), "no route matches")
         call_sid, caller = params.get("CallSid", ""), params.get("From", "")
         plan = CallPlan(
             token=secrets.token_urlsafe(18),
@@ -93,12 +141,24 @@ class Runtime:
             config=self.config,
             tools=CallTools(route, self.config, call_sid, caller, self.set_next_twiml),
         )
+        lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
+        ttl_s = self.config.server.stream_connect_timeout_s + 5.0
+        admitted = await admit(route.providers, lease, self.circuits, ttl_s)
+        if admitted is None:
+            twiml = unavailable_twiml(route.on_unavailable)
+            return Declined(plan.call_sid, route, twiml, "every provider of the route is full or failing")
+        plan.lease = lease
+        plan.providers.sort(key=lambda p: p.name != admitted)  # admitted first, then route order
         self.pending[plan.token] = plan
+        self._start_janitor()
         return plan
 
     def claim(self, token: str) -> CallPlan | None:
         self.expire_pending()
-        return self.pending.pop(token, None)
+        plan = self.pending.pop(token, None)
+        if plan is not None and plan.lease is not None:
+            plan.lease.hold(HELD_TTL_S)
+        return plan
 
     def expire_pending(self) -> None:
         deadline = time.monotonic() - self.config.server.stream_connect_timeout_s
@@ -106,17 +166,59 @@ class Runtime:
             if plan.created_at < deadline:
                 log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
                 del self.pending[token]
+                self._release(plan)
 
     async def open_session(self, plan: CallPlan) -> ProviderSession:
-        provider = plan.providers[0]
+        """The call's session: a :class:`ResilientSession` over the route's chain, starting with
+        the provider the webhook admitted; it raises ProviderConnectError if none connects."""
         await plan.tools.prepare()
-        try:
-            with provider_connect(provider.name):
-                return await asyncio.wait_for(
-                    provider.open_session(plan.session_context()), provider.config.connect_timeout_s
-                )
-        except TimeoutError:
-            raise ProviderConnectError(provider.name, "connect timed out") from None
+        bridge = self.active.get(plan.call_sid)
+        session = ResilientSession(
+            plan.providers,
+            plan.session_context(),
+            recovery_policy(plan.config, plan.route),
+            self.circuits,
+            slots=plan.lease,
+            history=(lambda: bridge.summary.transcript) if bridge is not None else (lambda: ()),
+            attempt_context=provider_connect,
+        )
+        plan.session = session
+        await session.open()
+        limit = plan.route.max_call_seconds
+        if limit is not None:
+            self._time_limits[plan.call_sid] = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
+        return session
+
+    def _time_up(self, plan: CallPlan) -> None:
+        bridge = self.active.get(plan.call_sid)
+        if bridge is not None:
+            log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
+            self._spawn(bridge.hang_up("max-duration"))
+
+    def _release(self, plan: CallPlan) -> None:
+        timer = self._time_limits.pop(plan.call_sid, None)
+        if timer is not None:
+            timer.cancel()
+        if plan.lease is not None:
+            self._spawn(plan.lease.release())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_janitor(self) -> None:
+        """Free reservations whose media stream never came on a timer, not only on the next
+        webhook. A loop timer rather than a task: it re-arms only while something is pending."""
+        if self._janitor is None:
+            interval = min(1.0, self.config.server.stream_connect_timeout_s / 4)
+            self._janitor = asyncio.get_running_loop().call_later(interval, self._janitor_tick)
+
+    def _janitor_tick(self) -> None:
+        self._janitor = None
+        self.expire_pending()
+        if self.pending:
+            self._start_janitor()
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
         return [factory(plan) for factory in self.observer_factories]
@@ -125,14 +227,13 @@ class Runtime:
 
     def call_ended(self, plan: CallPlan, summary: CallSummary) -> None:
         self.active.pop(plan.call_sid, None)
+        self._release(plan)
         plan.tools.call_ended(summary)
         if summary.outcome in ("provider-unavailable", "provider-lost") and plan.call_sid not in self.next_twiml:
-            self.set_next_twiml(
-                plan.call_sid,
-                say_and_hangup(
-                    "Sorry, we are having technical difficulties. Please call again later.", plan.route.language
-                ),
-            )
+            # No provider at stream start: the route's on_unavailable, as the webhook would have
+            # answered; lost mid-call: the apology. Then a human, if the route names one.
+            apology = plan.route.apology if summary.outcome == "provider-lost" else None
+            self.set_next_twiml(plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology))
 
     def set_next_twiml(self, call_sid: str, twiml: str) -> None:
         self.next_twiml[call_sid] = twiml
