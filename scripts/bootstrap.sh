@@ -54,3 +54,17 @@ ensure_venv() {
   fi
   echo "$want" > "$stamp"
 }
+
+# The fleet-admission tests (tests/test_redis_admission.py) start a throwaway redis-server.
+# Where it is missing and we are root with apt-get (a CI container), install the Debian
+# package; anywhere else those tests skip and say why. VOICEBOT_NO_APT=1 turns this off.
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  if [ "${VOICEBOT_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing redis-server (Debian package) for the Redis admission tests" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } >/dev/null 2>&1; then
+      echo "bootstrap: could not install redis-server; the Redis admission tests will skip" >&2
+    fi
+  fi
+  return 0
+}
