@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
+from telephony.twilio_sim import SimulatedCall
 from tests.fakes.gemini_live_fake import GeminiLiveFake
 from tests.support.audio import active_segments, dominant_frequency, level_at, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
@@ -174,3 +175,60 @@ async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard(
         summary = server.runtime.active[call.call_sid].summary
         await call.wait_for(lambda: summary.transcript[-1].role == "bot", timeout=2)  # at turnComplete
         assert summary.transcript[-1].text.startswith("the tool said")
+
+
+async def answered_turn(call: SimulatedCall, fake: GeminiLiveFake) -> tuple[float, float]:
+    """The caller says something and hears the whole answer; returns the answer's segment."""
+    heard_before = call.received_media_ms()
+    await call.say(to_mulaw(tone(440, 400)))
+    await call.wait_for(lambda: call.received_media_ms() >= heard_before + fake.reply_ms - 10, timeout=8)
+    await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+    return active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35)[-1]
+
+
+async def test_go_away_mid_call_renews_between_turns_on_a_resumed_session(
+    fake: GeminiLiveFake, server: RunningServer
+) -> None:
+    fake.reply_ms = 500.0
+    fake.reply_freqs = (700.0, 900.0)
+    async with server.twilio().call() as call:
+        await call.pause(200)
+        await answered_turn(call, fake)
+        first = fake.last
+        await fake.go_away("30s")
+        # The renewal happens between turns: a second connection resumes the first one's
+        # conversation by handle, and the first is closed.
+        await fake.wait_for(lambda: len(fake.connections) == 2 and not first.open, timeout=5)
+        second = fake.last
+        assert second.resumed_from == first.handles_sent[-1]
+        assert second.conversation is first.conversation
+        assert second.client_contents == [] and second.realtime_texts == []  # nothing replayed
+
+        start, end = await answered_turn(call, fake)
+        assert (first.replies_started, second.replies_started) == (1, 1)
+        assert end - start == pytest.approx(500, abs=40)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(900, abs=10)
+        conversation = second.conversation
+        assert conversation is not None
+        await fake.wait_for(lambda: len(conversation.turns) == 4, timeout=2)  # bot turn kept at turnComplete
+        assert [role for role, _ in conversation.turns] == ["caller", "bot", "caller", "bot"]
+        assert not server.runtime.active[call.call_sid].summary.outcome.startswith("provider")
+
+
+async def test_a_dropped_connection_is_resumed_and_the_call_goes_on(
+    fake: GeminiLiveFake, server: RunningServer
+) -> None:
+    fake.reply_ms = 500.0
+    fake.reply_freqs = (700.0, 900.0)
+    async with server.twilio().call() as call:
+        await call.pause(200)
+        await answered_turn(call, fake)
+        first = fake.last
+        await fake.wait_for(lambda: bool(first.handles_sent))  # sent after the turn completes
+        await fake.close_active(1011, "Internal error encountered.")
+        await fake.wait_for(lambda: len(fake.connections) == 2, timeout=5)
+        second = fake.last
+        assert second.resumed_from == first.handles_sent[-1]
+        start, end = await answered_turn(call, fake)
+        assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(900, abs=10)
+        assert second.replies_started == 1
