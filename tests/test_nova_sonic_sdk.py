@@ -131,3 +131,20 @@ async def test_real_sdk_http_refusal_is_a_connect_error(tls: ssl.SSLContext) -> 
         with pytest.raises(ProviderConnectError) as info:
             await open_via_sdk(fake)
         assert "open failed" in str(info.value)
+
+
+@pytest.mark.timeout(60)
+async def test_sessions_of_one_provider_share_one_http2_connection(fake: NovaH2Fake) -> None:
+    """Renewal opens a second stream while the first still serves the call: both ride the
+    provider's one SDK client and its HTTP/2 connection (no new TLS handshake)."""
+    provider = NovaSonicProvider(
+        "nova", NovaSonicConfig(endpoint_url=fake.url, region="us-east-1", connect_timeout_s=10)
+    )
+    first = await provider.open_session(SessionContext("CA-a"))
+    second = await provider.open_session(SessionContext("CA-b"))
+    try:
+        assert len(fake.models) == 2 and fake.connections == 1
+        assert all(m.errors == [] and m.input_rate == 8000 for m in fake.models)
+    finally:
+        await asyncio.wait_for(first.close(), 5)
+        await asyncio.wait_for(second.close(), 5)

@@ -270,11 +270,14 @@ class NovaSonicProvider(Provider):
             )
         )
         opening = protocol.opening_events(shape_history(ctx.history))
-        try:
-            factory = self._factory or stream_factory_for(config)
-        except NovaStreamError as exc:
-            raise ProviderConnectError(self.name, str(exc), retryable=False) from exc
-        stream = factory()
+        if self._factory is None:
+            # One factory per provider, so every call (and every renewal) shares one SDK
+            # client and its HTTP/2 connections.
+            try:
+                self._factory = stream_factory_for(self.config)
+            except NovaStreamError as exc:
+                raise ProviderConnectError(self.name, str(exc), retryable=False) from exc
+        stream = self._factory()
         try:
             await asyncio.wait_for(stream.open(model_id, opening), timeout=config.connect_timeout_s)
         except (TimeoutError, NovaStreamError, asyncio.CancelledError) as exc:

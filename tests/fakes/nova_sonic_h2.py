@@ -102,6 +102,7 @@ class NovaH2Fake:
     paths: list[str] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     frames_in: int = 0
+    connections: int = 0
     port: int = 0
 
     @property
@@ -127,6 +128,7 @@ class NovaH2Fake:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        self.connections += 1
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))
         conn.initiate_connection()
         streams: dict[int, _Stream] = {}
