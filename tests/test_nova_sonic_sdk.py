@@ -148,3 +148,19 @@ async def test_sessions_of_one_provider_share_one_http2_connection(fake: NovaH2F
     finally:
         await asyncio.wait_for(first.close(), 5)
         await asyncio.wait_for(second.close(), 5)
+
+
+@pytest.mark.timeout(60)
+async def test_a_corrupt_chunk_is_reported_and_the_call_goes_on(fake: NovaH2Fake) -> None:
+    session = await open_via_sdk(fake)
+    rec = Recorder(session)
+    try:
+        fake.models[0].output.put_nowait(b"\x00not json at all")  # type: ignore[arg-type]
+        await rec.wait_for(lambda ev: any(isinstance(e, ProviderError) for e in ev), 10)
+        assert rec.of(ProviderError)[0].code == "bad_event" and not rec.of(ProviderError)[0].fatal
+        await speak(session, sine_pcm16(700, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
+        await rec.wait_for(lambda ev: any(isinstance(e, TurnDone) for e in ev), 15)
+        assert not rec.of(Closed)
+    finally:
+        await asyncio.wait_for(session.close(), 5)
+        await rec.stop()

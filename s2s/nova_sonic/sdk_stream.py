@@ -171,8 +171,9 @@ class SdkNovaStream:
                 payload = result.value.bytes_ or b"{}"
                 try:
                     decoded: dict[str, Any] = json.loads(payload)
-                except ValueError as exc:
-                    raise NovaStreamError("bad_payload", f"chunk is not JSON: {payload[:120]!r}") from exc
+                except ValueError:
+                    # Not fatal: the protocol reports it as a bad event and the call goes on.
+                    return {"undecodable": payload[:200].decode("utf-8", "replace")}
                 return decoded
             error = getattr(result, "value", None)
             if isinstance(error, Exception):  # a modeled error delivered as a union member

@@ -51,8 +51,10 @@ _EXCEPTION_TYPES = {
 }
 
 
-def chunk_frame(event: dict[str, Any]) -> bytes:
-    payload = json.dumps({"bytes": base64.b64encode(json.dumps(event).encode()).decode()}).encode()
+def chunk_frame(event: dict[str, Any] | bytes) -> bytes:
+    """A ``chunk`` event; ``bytes`` go in as they are (a corrupt payload, for robustness tests)."""
+    raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+    payload = json.dumps({"bytes": base64.b64encode(raw).decode()}).encode()
     headers = {":message-type": "event", ":event-type": "chunk", ":content-type": "application/json"}
     return EventMessage(headers=headers, payload=payload).encode()  # type: ignore[arg-type]
 
