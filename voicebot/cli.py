@@ -10,10 +10,12 @@ from collections.abc import Callable, Sequence
 
 from voicebot.app import create_app
 from voicebot.config import AppConfig, ConfigError, load_config
+from voicebot.dial import add_dial_command
 from voicebot.drain import Drainer, DrainingServer
 from voicebot.logs import configure_logging
 from voicebot.runtime import Runtime
 from voicebot.server import uvicorn_config
+from voicebot.tape.cli import add_replay_command
 from voicebot.telemetry.setup import TelemetryConfigError, setup_telemetry
 
 log = logging.getLogger("voicebot")
@@ -90,7 +92,12 @@ def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     check.set_defaults(func=_config_check)
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [_add_serve, _add_config]
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_serve,
+    _add_config,
+    add_dial_command,
+    add_replay_command,
+]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -172,11 +172,23 @@ class AdmissionConfig(_Strict):
     key_prefix: str = Field(default="voicebot:slots", description="Redis key prefix (one sorted set per provider)")
 
 
+class RecordingConfig(_Strict):
+    """Call tapes (voicebot.tape, docs/call-tape.md). A call is recorded when ``enabled`` is true
+    or its route says ``recording = true``."""
+
+    enabled: bool = Field(default=False, description="record every call, whatever its route says")
+    dir: str = Field(default="tapes", description="directory for tapes, one JSONL file per call")
+    max_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=4096, description="per-tape size cap; later records are dropped and counted"
+    )
+
+
 class AppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(default_factory=list)
+    recording: RecordingConfig = Field(default_factory=RecordingConfig)
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)

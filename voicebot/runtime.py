@@ -24,6 +24,7 @@ from telephony.signature import SignatureChecker
 from telephony.twiml import dial, say_and_hangup
 from voicebot.admission import HELD_TTL_S, InProcessSlotStore, SlotLease, SlotStore, admit
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
+from voicebot.tape.recorder import recorder_for_call, wants_recording
 from voicebot.telemetry.metrics import provider_connect
 from voicebot.tools.registry import CallTools
 
@@ -221,7 +222,10 @@ class Runtime:
             self._start_janitor()
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
-        return [factory(plan) for factory in self.observer_factories]
+        observers = [factory(plan) for factory in self.observer_factories]
+        if wants_recording(plan.config, plan.route):
+            observers.append(recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers)))
+        return observers
 
     # -- after the stream ---------------------------------------------------------------
 
