@@ -97,8 +97,7 @@ async def harness(provider: str, route_keys: str, tool_call: bool) -> AsyncItera
                 yield Harness(
                     server,
                     lambda: [
-                        (t["name"], t["description"], t["parameters"])
-                        for t in fake.last.session_updates[0]["tools"]
+                        (t["name"], t["description"], t["parameters"]) for t in fake.last.session_updates[0]["tools"]
                     ],
                     lambda: [o["output"] for o in fake.last.tool_outputs],
                 )

@@ -156,9 +156,7 @@ class CallControlTools:
         self.pending = asyncio.ensure_future(self._after_heard(bridge, action))
         return True
 
-    async def _after_heard(
-        self, bridge: CallBridge, action: Callable[[], Awaitable[None]]
-    ) -> None:
+    async def _after_heard(self, bridge: CallBridge, action: Callable[[], Awaitable[None]]) -> None:
         if not await wait_until_heard(bridge, QUIET_S, self.settings.max_goodbye_wait_s):
             log.warning(
                 "call %s: bot audio still playing after %.0f s; acting anyway",
