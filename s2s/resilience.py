@@ -170,7 +170,7 @@ class ResilientSession(ProviderSession):
         self.generations = 0
         self.opened: list[tuple[str, SessionContext]] = []  # (provider, context) of every session opened
         self.recoveries = 0
-        self.renewals = 0
+        self.renewed_at: list[float] = []  # clock() of each between-turn swap (tests, metrics)
         self._live: _Live | None = None
         self._queue: asyncio.Queue[tuple[_Live, ProviderEvent]] = asyncio.Queue()
         self._closing = False
@@ -542,7 +542,7 @@ class ResilientSession(ProviderSession):
             return
         old = self._live
         self._adopt(replacement)
-        self.renewals += 1
+        self.renewed_at.append(self.clock())
         log.info(
             "call %s: session renewed between turns: %s -> %s (%d turn(s) of history%s)",
             self.call_sid,

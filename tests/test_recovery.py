@@ -10,7 +10,7 @@ import pytest
 
 from s2s.resilience import ResilientSession
 from telephony.twilio_sim import SimulatedCall, SimulatedTwilio
-from tests.fakes.faulty_provider import FaultyProviderServer, HangingTcpServer, dead_port, faulty_servers
+from tests.fakes.faulty_provider import HangingTcpServer, dead_port, faulty_servers
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
 
@@ -55,23 +55,20 @@ async def session_of(server: RunningServer, call: SimulatedCall) -> ResilientSes
     return session
 
 
-async def heard_reply(call: SimulatedCall, after_ms: float, freq: float, min_ms: float) -> tuple[float, float]:
+async def heard_reply(call: SimulatedCall, after_ms: float, freq: float, min_ms: float) -> None:
     """Wait until a reply at ``freq`` of at least ``min_ms`` has played after ``after_ms``."""
 
-    def segment() -> tuple[float, float] | None:
+    def played() -> bool:
         pcm = call.heard_pcm()
         for start, end in active_segments(pcm, 8000, -35):
-            if start >= after_ms and end - start >= min_ms:
-                if end * 8 < pcm.size - 80:  # finished playing
-                    part = call.heard_pcm(start + 20, end - 20)
-                    if abs(dominant_frequency(part, 8000) - freq) < 20:
-                        return start, end
-        return None
+            finished = end * 8 < pcm.size - 80
+            if start < after_ms or end - start < min_ms or not finished:
+                continue
+            if abs(dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) - freq) < 20:
+                return True
+        return False
 
-    await call.wait_for(lambda: segment() is not None, timeout=8)
-    found = segment()
-    assert found is not None
-    return found
+    await call.wait_for(played, timeout=8)
 
 
 async def stream_ended_twiml(twilio: SimulatedTwilio, call_sid: str) -> str:
@@ -92,7 +89,7 @@ async def test_provider_refusing_the_handshake_falls_back_to_the_next_which_answ
         async with running_server(cfg) as server, server.twilio().call() as call:
             await call.pause(100)
             await call.say(to_mulaw(tone(800, 600)))
-            start, end = await heard_reply(call, 600, 800, 500)
+            await heard_reply(call, 600, 800, 500)
             assert refusing.handshakes_refused >= 1
             assert len(healthy.connections) == 1
             assert healthy.connections[0].hello["instructions"] == INSTRUCTIONS
@@ -138,7 +135,7 @@ async def test_provider_crash_mid_call_reconnects_with_instructions_and_transcri
         async with running_server(cfg) as server, server.twilio().call() as call:
             await call.pause(100)
             await call.say(to_mulaw(tone(600, 700)))
-            first_start, first_end = await heard_reply(call, 700, 600, 600)
+            await heard_reply(call, 700, 600, 600)
             await call.wait_for(lambda: len(server.runtime.active[call.call_sid].summary.transcript) == 2, 3)
 
             provider.drop_all()  # the TCP connection dies without a close frame
@@ -155,7 +152,7 @@ async def test_provider_crash_mid_call_reconnects_with_instructions_and_transcri
             assert not call.closed.is_set()
             said_at = call.now_ms()
             await call.say(to_mulaw(tone(1100, 600)))
-            start, _ = await heard_reply(call, said_at, 1100, 500)
+            await heard_reply(call, said_at, 1100, 500)
             assert (await session_of(server, call)).recoveries == 1
             assert provider.connections[1].audio_bytes > 0
 

@@ -113,7 +113,7 @@ class LoopbackProvider(Provider):
         try:
             ws = await connect(self.config.url, open_timeout=None, compression=None)
         except (OSError, InvalidHandshake) as exc:
-            raise ProviderConnectError(self.name, f"connect failed: {exc!r}") from exc
+            raise ProviderConnectError(self.name, f"connect failed: {exc}") from exc
         try:
             hello = {
                 "type": "hello",
@@ -245,7 +245,9 @@ class FaultyProviderServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await speaker
 
-    async def _speak(self, ws: ServerConnection, engine: EchoEngine, outgoing: asyncio.Queue[tuple[str, bytes]]) -> None:
+    async def _speak(
+        self, ws: ServerConnection, engine: EchoEngine, outgoing: asyncio.Queue[tuple[str, bytes]]
+    ) -> None:
         chunk = MULAW_8K.nbytes(100)
         while True:
             item, audio = await outgoing.get()

@@ -1,0 +1,53 @@
+"""``voicebot config check``: what ops want to know about a config before deploying it.
+
+Loading already reports every schema error, unknown provider type or route provider and
+``${VAR}`` that is not set (voicebot.config). On top of a file that loads, this shows which
+route each sample call hits (``--number TO [--from FROM]``) and flags routes no call can
+reach because an earlier route (a catch-all or a wider prefix) takes all their calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import zip_longest
+
+from telephony.routing import select_route, shadowed_routes
+from voicebot.config import AppConfig
+
+
+@dataclass(frozen=True, slots=True)
+class CheckReport:
+    lines: list[str]
+    problems: int
+
+
+def check_routes(config: AppConfig, numbers: Sequence[str] = (), callers: Sequence[str] = ()) -> CheckReport:
+    """``callers[i]`` is the ``From`` of the sample call to ``numbers[i]`` (empty if absent)."""
+    lines: list[str] = []
+    problems = 0
+    for i, route in enumerate(config.routes):
+        chain = " -> ".join(f"{name} ({config.providers[name].type})" for name in route.providers)
+        match = f"to {'|'.join(route.to)}" + ("" if route.from_ == ["*"] else f" from {'|'.join(route.from_)}")
+        lines.append(f"route {i + 1} {route.name!r} ({match}): {chain}")
+    for shadow in shadowed_routes(config.routes):
+        problems += 1
+        lines.append(
+            f"UNREACHABLE: route {shadow.index + 1} {shadow.route.name!r} is shadowed by the earlier route "
+            f"{shadow.by.name!r}, which matches every call it would match"
+        )
+    for to, from_ in zip_longest(numbers, callers[: len(numbers)], fillvalue=""):
+        hit = select_route(config.routes, to, from_)
+        who = f"{to}" + (f" from {from_}" if from_ else "")
+        if hit is None:
+            problems += 1
+            lines.append(f"call to {who}: NO ROUTE (the caller hears a not-in-service message)")
+        else:
+            lines.append(f"call to {who}: route {hit.name!r} -> {' -> '.join(hit.providers)}")
+    for name, provider in sorted(config.providers.items()):
+        limit = provider.max_sessions if provider.max_sessions is not None else "unlimited"
+        used = any(name in route.providers for route in config.routes)
+        lines.append(
+            f"provider {name!r}: type={provider.type} max_sessions={limit}" + ("" if used else " (used by no route)")
+        )
+    return CheckReport(lines, problems)
