@@ -9,10 +9,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from voicebot.app import create_app
-from voicebot.config import AppConfig, ConfigError, load_config
+from voicebot.config import ConfigError, load_config
+from voicebot.config_check import check_routes
 from voicebot.dial import add_dial_command
 from voicebot.drain import Drainer, DrainingServer
 from voicebot.logs import configure_logging
+from voicebot.reload import ConfigReloader, run_server_with_reload
 from voicebot.runtime import Runtime
 from voicebot.server import uvicorn_config
 from voicebot.tape.cli import add_replay_command
@@ -46,21 +48,13 @@ def _serve(args: argparse.Namespace) -> int:
     drainer = Drainer(runtime, config.server.drain_seconds, config.server.drain_message)
     server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), drainer)
     try:
-        server.run()
+        if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.reload)
+            run_server_with_reload(server, ConfigReloader(args.config, runtime.apply))
+        else:
+            server.run()
     finally:
         telemetry.shutdown()  # flush spans/metrics still queued for a collector
     return 0
-
-
-def describe(config: AppConfig) -> str:
-    lines = []
-    for route in config.routes:
-        chain = " -> ".join(f"{name} ({config.providers[name].type})" for name in route.providers)
-        lines.append(f"route {route.name!r}: {chain}")
-    for name, provider in sorted(config.providers.items()):
-        limit = provider.max_sessions if provider.max_sessions is not None else "unlimited"
-        lines.append(f"provider {name!r}: type={provider.type} max_sessions={limit}")
-    return "\n".join(lines)
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -69,8 +63,12 @@ def _config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+    report = check_routes(config, args.number, args.caller)
+    print("\n".join(report.lines))
+    if report.problems:
+        print(f"{args.file or 'built-in default config'}: valid, but {report.problems} problem(s) flagged above")
+        return 1
     print(f"{args.file or 'built-in default config'}: OK")
-    print(describe(config))
     return 0
 
 
@@ -89,6 +87,10 @@ def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     csub = p.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="validate a config file and print its routes")
     check.add_argument("file", nargs="?", default=None)
+    check.add_argument("--number", action="append", default=[], help="a called number (To) to route; repeatable")
+    check.add_argument(
+        "--from", dest="caller", action="append", default=[], help="the caller (From) of the --number at its position"
+    )
     check.set_defaults(func=_config_check)
 
 
