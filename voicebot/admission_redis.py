@@ -26,6 +26,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from voicebot.admission import InProcessSlotStore, SlotStore
+from voicebot.config import AdmissionConfig
 from voicebot.telemetry.metrics import record_error
 
 log = logging.getLogger(__name__)
@@ -131,3 +133,20 @@ class RedisSlotStore:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def slot_store(config: AdmissionConfig) -> SlotStore:
+    """The store ``[admission] store`` names; chosen once at startup (a config reload keeps
+    the store the process started with, since slots held in it belong to live calls)."""
+    if config.store == "redis":
+        log.info("admission: provider slots counted fleet-wide in Redis (%s)", _redact(config.redis_url))
+        return RedisSlotStore.from_url(config.redis_url, config.key_prefix)
+    return InProcessSlotStore()
+
+
+def _redact(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return scheme + sep + rest

@@ -22,7 +22,8 @@ from telephony.bridge import CallBridge, CallSummary
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twiml import dial, say_and_hangup
-from voicebot.admission import HELD_TTL_S, InProcessSlotStore, SlotLease, SlotStore, admit
+from voicebot.admission import HELD_TTL_S, SlotLease, SlotStore, admit
+from voicebot.admission_redis import slot_store
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
 from voicebot.tape.recorder import recorder_for_call, wants_recording
 from voicebot.telemetry.metrics import provider_connect
@@ -104,7 +105,7 @@ class Runtime:
         self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
         self.draining = False
         # Admission and circuit state outlive config reloads (keyed by provider name).
-        self.slots: SlotStore = InProcessSlotStore()
+        self.slots: SlotStore = slot_store(config.admission)
         self.circuits = CircuitBoard()
         self._janitor: asyncio.TimerHandle | None = None
         self._time_limits: dict[str, asyncio.TimerHandle] = {}
