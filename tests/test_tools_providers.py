@@ -86,10 +86,12 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(provider: str, route_keys: str, tool_call: bool) -> AsyncIterator[Harness]:
+async def harness(
+    provider: str, route_keys: str, tool_call: tuple[str, dict[str, Any]] | None
+) -> AsyncIterator[Harness]:
     if provider in ("openai_realtime", "grok"):
         dialect = "openai" if provider == "openai_realtime" else "grok"
-        cue = ToolCue("opening_hours", TOOL_ARGS) if tool_call else None
+        cue = ToolCue(*tool_call) if tool_call else None
         options = FakeOptions(dialect=dialect, tone_hz=500.0, response_ms=500, tool_call=cue)  # type: ignore[arg-type]
         async with FakeRealtimeServer(options) as fake:
             table = f'[providers.voice]\ntype = "{provider}"\napi_key = "test-key"\nbase_url = "{fake.base_url}"'
@@ -104,7 +106,7 @@ async def harness(provider: str, route_keys: str, tool_call: bool) -> AsyncItera
     elif provider == "gemini_live":
         async with GeminiLiveFake(reply_ms=500.0, reply_freqs=(500.0,)) as gemini:
             if tool_call:
-                gemini.tool_call_next = ("opening_hours", TOOL_ARGS)
+                gemini.tool_call_next = tool_call
             table = (
                 f'[providers.voice]\ntype = "gemini_live"\napi_key = "test-key"\n'
                 f'base_url = "{gemini.base_url}"\nca_file = "{gemini.ca_file}"'
@@ -121,7 +123,7 @@ async def harness(provider: str, route_keys: str, tool_call: bool) -> AsyncItera
                     ],
                 )
     else:
-        plan = ToolPlan("opening_hours", TOOL_ARGS) if tool_call else None
+        plan = ToolPlan(*tool_call) if tool_call else None
         service = FakeNovaService(lambda: FakeNovaModel(reply_ms=500, reply_hz=500, tool=plan))
         register_stream_factory("tools-tests", service)
         table = (
@@ -151,7 +153,8 @@ async def harness(provider: str, route_keys: str, tool_call: bool) -> AsyncItera
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_route_tool_round_trip_on_each_provider(provider: str) -> None:
     handled.clear()
-    async with harness(provider, ROUTE_TOOLS, tool_call=True) as h, h.server.twilio().call() as call:
+    cue = ("opening_hours", TOOL_ARGS)
+    async with harness(provider, ROUTE_TOOLS, cue) as h, h.server.twilio().call() as call:
         await call.pause(300)
         await call.say(to_mulaw(tone(1000, 400)))
         await call.wait_for(lambda: bool(h.tool_outputs()), timeout=10)
@@ -174,7 +177,7 @@ async def test_route_tool_round_trip_on_each_provider(provider: str) -> None:
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_greeting_is_the_first_thing_a_silent_caller_hears(provider: str) -> None:
     async with (
-        harness(provider, 'greeting = "Thanks for calling Ada\'s Bakery."', tool_call=False) as h,
+        harness(provider, 'greeting = "Thanks for calling Ada\'s Bakery."', None) as h,
         h.server.twilio().call() as call,
     ):
         await call.wait_for(lambda: call.received_media_ms() >= 480, timeout=8)
@@ -185,6 +188,30 @@ async def test_greeting_is_the_first_thing_a_silent_caller_hears(provider: str) 
         assert start < 3000  # spoke first: the caller has said nothing at all
         assert end - start == pytest.approx(500, abs=50)
         assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(500, abs=10)
+
+
+async def bakery_agent(request: dict[str, Any]) -> dict[str, str]:
+    """The route's external agent (``reasoning = { agent = "tests.test_tools_providers:bakery_agent" }``)."""
+    handled.append(request)
+    return {"answer": "We bake rye bread on Sundays."}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_agent_reasoning_on_each_provider(provider: str) -> None:
+    handled.clear()
+    route = 'reasoning = { agent = "tests.test_tools_providers:bakery_agent" }'
+    cue = ("ask_agent", {"question": "Do you have rye bread?"})
+    async with harness(provider, route, cue) as h, h.server.twilio().call(from_="+15558887777") as call:
+        await call.pause(300)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await call.wait_for(lambda: bool(h.tool_outputs()), timeout=10)
+        assert [name for name, _, _ in h.declared()] == ["ask_agent"]
+        [request] = handled
+        assert (request["call_sid"], request["caller"]) == (call.call_sid, "+15558887777")
+        assert request["question"] == "Do you have rye bread?"
+        assert [json.loads(o) for o in h.tool_outputs()] == [{"answer": "We bake rye bread on Sundays."}]
+        await call.wait_for(lambda: call.received_media_ms() >= 480, timeout=8)
 
 
 async def test_echo_greeting_chime_plays_first() -> None:
