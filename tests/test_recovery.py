@@ -239,3 +239,26 @@ async def test_all_providers_down_then_webhook_answers_with_on_unavailable() -> 
             assert "<Say>All lines are busy.</Say><Hangup />" in response.text
             assert "<Stream" not in response.text
             assert a.handshakes_refused == 2 and b.handshakes_refused == 2
+
+
+async def test_caller_audio_during_recovery_is_kept_and_answered_by_the_new_session() -> None:
+    async with faulty_servers("ok") as (provider,):
+        cfg = config(
+            loopback("primary", provider.url) + echo("backup"),
+            ["primary", "backup"],
+            route_extra="retry_budget_s = 0.8",
+        )
+        async with running_server(cfg) as server, server.twilio().call() as call:
+            session = await session_of(server, call)
+            await call.wait_for(lambda: bool(provider.live), timeout=3)
+            await call.pause(200)
+            # The reconnect to the primary hangs for the whole budget; the caller talks meanwhile.
+            provider.mode = "silent"
+            provider.drop_all()
+            said_at = call.now_ms()
+            await call.say(to_mulaw(tone(650, 600)))
+            assert session.provider_name == "primary", "recovery must still be in progress while the caller talks"
+            await call.wait_for(lambda: session.provider_name == "backup", timeout=3)
+            # What was said during recovery reached the backup, which answers it.
+            await heard_reply(call, said_at + 600, 650, 500)
+            assert session.recoveries == 1

@@ -3,6 +3,7 @@ running server's webhook and as pure functions."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import pytest
@@ -124,3 +125,13 @@ def test_bad_number_patterns_are_config_errors() -> None:
     with pytest.raises(ConfigError) as err:
         load_config_text(bad)
     assert "routes[2].to" in str(err.value) and "bad number pattern" in str(err.value)
+
+
+async def test_max_call_seconds_ends_the_stream_and_frees_the_slot() -> None:
+    limited = CONFIG.replace('name = "default"\n', 'name = "default"\nmax_call_seconds = 1.0\n')
+    async with running_server(limited) as server, server.twilio().call(to="+15559999999") as call:
+        started = call.now_ms()
+        await asyncio.wait_for(call.closed.wait(), 4)
+        assert 900 <= call.now_ms() - started <= 2000
+        await call.wait_for(lambda: not server.runtime.active, timeout=3)
+        assert await server.run_on_server(server.runtime.slots.count("default_line")) == 0
