@@ -213,18 +213,19 @@ async def test_stream_renewal_between_turns_replays_history_and_the_call_goes_on
     """A short stream limit: the session announces it, the rotation policy opens the next
     stream in the background with the conversation as Nova history, swaps between turns, and
     the caller's next utterance is answered by the new stream with nothing lost or clipped."""
-    freqs = iter((600.0, 900.0))
+    made: list[FakeNovaModel] = []
 
-    def model() -> FakeNovaModel:
-        return FakeNovaModel(reply_ms=600, speed=4.0, reply_hz=next(freqs), limit_s=6.0)
+    def model() -> FakeNovaModel:  # the first stream answers at 600 Hz, every later one at 900 Hz
+        made.append(FakeNovaModel(reply_ms=600, speed=4.0, reply_hz=900.0 if made else 600.0, limit_s=6.0))
+        return made[-1]
 
     limits = "renew_after_s = 1.5\nstream_limit_s = 6.0"
     async with memory_route(model, extra=limits) as (service, server), server.twilio().call() as call:
         await call.pause(200)
         await call.say(to_mulaw(tone(440, 500)))
         await call.wait_for(lambda: call.received_media_ms() >= 590, timeout=8)
-        await service.wait_for(lambda: len(service.models) == 2, timeout=5)  # renewal opened
-        first, second = service.models
+        await service.wait_for(lambda: len(service.models) >= 2, timeout=5)  # renewal opened
+        first, second = service.models[:2]
         await service.wait_for(lambda: first.ended, timeout=5)  # old stream closed: the swap happened
         await call.pause(300)
         await call.say(to_mulaw(tone(700, 600)))
@@ -246,7 +247,10 @@ async def test_stream_renewal_between_turns_replays_history_and_the_call_goes_on
             assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(freq, abs=5)
 
         session = server.runtime.active[call.call_sid].session
-        assert session is not None and (session.renewals, session.recoveries) == (1, 0)
+        assert session is not None and session.recoveries == 0
+        # (The second stream expires 1.5 s after it opened too, so a third may be opening now.)
+        assert [name for name, _ in session.opened][:2] == ["nova", "nova"]
+        assert [t.role for t in session.opened[1][1].history] == ["caller", "bot"]
         summary = server.runtime.active[call.call_sid].summary
         assert [t.text for t in summary.transcript] == [
             "tone 440 Hz",
