@@ -1,0 +1,154 @@
+"""Replay reports what changed: a server that behaves differently from the recorded one, or a
+tape whose caller side was edited, yields named divergences; bad tapes and stuck replays end
+with a clear error, never a hang."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from tests.support.audio import dominant_frequency
+from voicebot.cli import main
+from voicebot.config import load_config_text
+from voicebot.tape.compare import Tolerance, compare
+from voicebot.tape.replay import ReplayTimeout, replay_call
+from voicebot.tape.view import BargeInView, CallView, TurnView
+
+CALLS = Path(__file__).parent / "fixtures" / "calls"
+
+
+def slower_echo(reply_delay_ms: int, outbound_chunk_ms: int) -> str:
+    return f"""
+[twilio]
+validate_signatures = false  # the replay gives its loopback server a token of its own
+
+[server]
+outbound_chunk_ms = {outbound_chunk_ms}
+
+[providers.parrot]
+type = "echo"
+reply_delay_ms = {reply_delay_ms}
+
+[[routes]]
+name = "default"
+providers = ["parrot"]
+"""
+
+
+async def test_a_server_that_answers_later_in_smaller_chunks_diverges_by_name() -> None:
+    live = load_config_text(slower_echo(reply_delay_ms=650, outbound_chunk_ms=20))
+    result = await replay_call(CALLS / "echo_two_turns.jsonl", live=live)
+    assert not result.ok
+    found = {d.what for d in result.divergences}
+    assert {"turn 1 start", "turn 2 start", "mark/clear sequence"} <= found, result.report()
+    start = next(d for d in result.divergences if d.what == "turn 1 start")
+    assert "+5" in start.detail  # ~+500 ms: the extra reply delay, measured on the stream clock
+    assert "turn 1 bot audio sent" not in found  # the answer itself is the same
+
+
+async def test_a_tape_whose_caller_no_longer_presses_keys_diverges(tmp_path: Path) -> None:
+    lines = (CALLS / "echo_dtmf_hangup.jsonl").read_text().splitlines()
+    edited = [line for line in lines if '"event":"dtmf"' not in line]
+    assert len(edited) == len(lines) - 3
+    tape = tmp_path / "no_dtmf.jsonl"
+    tape.write_text("\n".join(edited) + "\n")
+    result = await replay_call(tape, speed=2)
+    found = {d.what for d in result.divergences}
+    # No keypad text reached the provider, so the tape's answer, recorded after that text,
+    # waits for it (trigger_timeout_s) and the caller hangs up before hearing any of it.
+    assert {"text sent to the provider", "transcript", "bot turns"} <= found, result.report()
+
+
+def test_compare_names_each_kind_of_divergence_and_honours_tolerances() -> None:
+    tape = CallView(
+        side="server",
+        turns=[TurnView(1000, 800, 800), TurnView(3000, 1500, 500, interrupted=True)],
+        barge_ins=[BargeInView(3500, 500, 1500)],
+        control=[("marks", 20), ("clear", 1)],
+        dtmf=["1"],
+        outcome="caller-hangup",
+    )
+    close = CallView(
+        side="server",
+        turns=[TurnView(1100, 840, 840), TurnView(2900, 1500, 540, interrupted=True)],
+        barge_ins=[BargeInView(3400, 540, 1500)],
+        control=[("marks", 21), ("clear", 1)],
+        dtmf=["1"],
+        outcome="caller-hangup",
+    )
+    assert compare(tape, close) == []
+    far = CallView(
+        side="server",
+        turns=[TurnView(1400, 800, 800)],
+        barge_ins=[],
+        control=[("marks", 20)],
+        dtmf=[],
+        outcome="provider-lost",
+    )
+    found = [d.what for d in compare(tape, far, Tolerance(timing_ms=100))]
+    assert found == ["bot turns", "turn 1 start", "barge-ins", "mark/clear sequence", "DTMF digits", "outcome"]
+
+
+async def test_replay_never_hangs_past_its_global_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(ReplayTimeout, match="did not finish within 1 s"):
+        await replay_call(CALLS / "echo_two_turns.jsonl", timeout_s=1.0)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda lines: [*lines[:-1], lines[-1][:25]], "record is cut off (file truncated?)"),
+        (lambda lines: [*lines[:9], lines[9].replace('"t":', '"t";'), *lines[10:]], ":10: not valid JSON"),
+        (lambda lines: [lines[0].replace('"version":1', '"version":2'), *lines[1:]], ":1: tape format version 2"),
+    ],
+    ids=["truncated", "corrupted", "wrong-version"],
+)
+def test_the_replay_command_refuses_a_bad_tape_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: object, message: str
+) -> None:
+    lines = (CALLS / "echo_barge_in.jsonl").read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(damage(lines)))  # type: ignore[operator]
+    assert main(["replay", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad tape" in err and message in err and "bad.jsonl" in err
+
+
+def test_the_replay_command_reports_and_writes_a_stereo_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "call.wav"
+    assert main(["replay", str(CALLS / "echo_two_turns.jsonl"), "--speed", "4", "--wav", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "no divergence" in report and "2 bot turn(s)" in report
+    rate, data = wavfile.read(out)
+    assert rate == 8000 and data.ndim == 2 and data.shape[1] == 2
+    caller, bot = data[:, 0], data[:, 1]
+    # Caller left: the 500 Hz question first; bot right: its 500 Hz answer, later.
+    caller_loud = np.flatnonzero(np.abs(caller) > 2000)
+    bot_loud = np.flatnonzero(np.abs(bot) > 2000)
+    assert caller_loud[0] < bot_loud[0]
+    first_answer = bot[bot_loud[0] + 160 : bot_loud[0] + 160 + 4000]
+    assert dominant_frequency(first_answer, 8000) == pytest.approx(500, abs=10)
+
+
+def test_caller_side_tape_on_disk_replays_against_the_built_in_echo_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A server tape with its provider side removed is what `voicebot dial --record` writes.
+    lines = (CALLS / "echo_dtmf_hangup.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    header["side"] = "caller"
+    kept = [json.dumps(header)] + [line for line in lines[1:] if '"k":"twilio_' in line or '"k":"end"' in line]
+    tape = tmp_path / "caller.jsonl"
+    tape.write_text("\n".join(kept) + "\n")
+    code = main(["replay", str(tape)])
+    out = capsys.readouterr().out
+    assert "caller-side tape has no provider side" in out and "live provider" in out
+    assert code == 0, out  # the echo line is deterministic: same answer, same cut-off
+    assert "DTMF: 42#" in out
