@@ -15,9 +15,9 @@ from s2s.echo import EchoSession
 from telephony.bridge import CallBridge
 from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import TwilioRestFake
-from tests.support.audio import active_segments, dominant_frequency
+from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
-from voicebot.tools.call_control import QUIET_S
+from voicebot.tools.call_control import INTERRUPTED_NOTE, QUIET_S
 
 GOODBYE_MS = 800
 GOODBYE_HZ = 700.0
@@ -221,3 +221,17 @@ async def test_transfer_outside_the_allow_list_is_refused_and_the_call_goes_on()
             await call.pause(QUIET_S * 1000 + 500)
             assert not call.closed.is_set()
             assert rest.updates == []
+
+
+async def test_caller_talking_over_the_goodbye_keeps_the_call_open() -> None:
+    cue = '{ on_text = "entered 9", name = "end_call", arguments = { reason = "done" }, say_ms = 2500 }'
+    async with running_server(control_config(cue)) as server, server.twilio().call() as call:
+        session = echo_session(await live_bridge(server, call))
+        await press_nine(call)
+        await call.wait_for(lambda: any(e.event == "mark" and e.direction == "in" for e in call.log), timeout=5)
+        await call.pause(500)
+        await call.say(to_mulaw(tone(400, 500)))  # "wait, one more thing"
+        await call.wait_for(lambda: bool(call.clear_times), timeout=3)
+        await call.wait_for(lambda: INTERRUPTED_NOTE in session.received_text, timeout=3)
+        await call.pause(QUIET_S * 1000 + 1000)
+        assert not call.closed.is_set()

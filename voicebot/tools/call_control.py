@@ -6,7 +6,9 @@ reaches us while that audio is still queued at Twilio (providers send faster tha
 time). The tool result goes back at once (so a model that speaks *after* the result can
 still say its sentence) and the action waits in the background until playout is quiet:
 no bot audio pending — every mark echoed (reference §5) — and none for ``QUIET_S``. A call
-whose audio never drains is acted on after ``max_goodbye_wait_s`` anyway.
+whose audio never drains is acted on after ``max_goodbye_wait_s`` anyway. If the caller talks
+over those last words (a barge-in), the action is cancelled and the model told so: they
+did not hear the goodbye and have something to say.
 
 Transfers go through one of two paths (``transfer_method``):
 - ``rest``: ``calls(sid).update(twiml=<Dial>…)`` with the ``twilio`` client (``[twilio]
@@ -24,9 +26,8 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from twilio.base.exceptions import TwilioException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
@@ -45,6 +46,12 @@ log = logging.getLogger(__name__)
 # the tool result with one more sentence to start sending it (providers take ~0.3-1 s).
 QUIET_S = 1.0
 _POLL_S = 0.02
+INTERRUPTED_NOTE = (
+    "(Note from the system: the caller spoke before the call could end or be transferred, so it "
+    "stays open. Listen to them; call the tool again if it is still wanted.)"
+)
+# A REST update that takes longer than this is abandoned for the stream path.
+REST_TIMEOUT_S = 5.0
 
 END_CALL = ToolSpec(
     name="end_call",
@@ -96,20 +103,27 @@ def transfer_twiml(destination: str) -> str:
     return str(response)
 
 
+Heard = Literal["heard", "timeout", "interrupted"]
+
+
 async def wait_until_heard(
     bridge: CallBridge, quiet_s: float, max_wait_s: float, clock: Callable[[], float] = time.monotonic
-) -> bool:
-    """Return once the caller has heard everything sent and nothing new came for ``quiet_s``;
-    False if ``max_wait_s`` passed first."""
+) -> Heard:
+    """Wait until the caller has heard everything sent and nothing new came for ``quiet_s``.
+    ``interrupted`` when the caller talked over the bot meanwhile (a barge-in: they did not
+    hear it out and have something to say), ``timeout`` after ``max_wait_s``."""
+    barge_ins = len(bridge.summary.barge_ins)
     started = quiet_since = clock()
     while True:
         now = clock()
+        if len(bridge.summary.barge_ins) > barge_ins:
+            return "interrupted"
         if bridge.playout.pending:
             quiet_since = now
         elif now - quiet_since >= quiet_s:
-            return True
+            return "heard"
         if now - started >= max_wait_s:
-            return False
+            return "timeout"
         await asyncio.sleep(_POLL_S)
 
 
@@ -157,7 +171,12 @@ class CallControlTools:
         return True
 
     async def _after_heard(self, bridge: CallBridge, action: Callable[[], Awaitable[None]]) -> None:
-        if not await wait_until_heard(bridge, QUIET_S, self.settings.max_goodbye_wait_s):
+        heard = await wait_until_heard(bridge, QUIET_S, self.settings.max_goodbye_wait_s)
+        if heard == "interrupted":
+            log.info("call %s: the caller talked over the bot's last words; call control cancelled", self.call_sid)
+            await bridge.send_text(INTERRUPTED_NOTE)
+            return
+        if heard == "timeout":
             log.warning(
                 "call %s: bot audio still playing after %.0f s; acting anyway",
                 self.call_sid,
@@ -198,15 +217,15 @@ class CallControlTools:
                 # harmless and frees the provider session at once.
                 await bridge.hang_up("transferred")
                 return
-            except (TwilioException, OSError) as exc:
-                log.error("call %s: REST transfer failed (%s); transferring by ending the stream", self.call_sid, exc)
+            except Exception as exc:  # refused, unreachable, timed out: the stream path needs no REST
+                log.error("call %s: REST transfer failed (%r); transferring by ending the stream", self.call_sid, exc)
         self.set_next_twiml(self.call_sid, twiml)
         await bridge.hang_up("transferred")
         log.info("call %s: transferred to %s via the TwiML after <Connect>", self.call_sid, number)
 
     async def _rest_update(self, twiml: str) -> None:
         token = self.twilio.auth_token.get_secret_value() if self.twilio.auth_token else None
-        http = AsyncTwilioHttpClient()
+        http = AsyncTwilioHttpClient(timeout=REST_TIMEOUT_S)
         client = Client(self.twilio.account_sid, token, http_client=http)
         if self.twilio.api_base_url:
             client.api.base_url = self.twilio.api_base_url
