@@ -74,6 +74,7 @@ async def voice(request: Request) -> Response:
         # Answered without a stream: the route's on_unavailable (or a no-route message).
         route = plan.route.name if plan.route else None
         log.warning("call %s to %s: route %r declined: %s", plan.call_sid, params.get("To"), route, plan.reason)
+        record_webhook_rejected("no-route" if plan.route is None else "unavailable")
         return _twiml(plan.twiml)
     plan.received_at = received
     log.info(

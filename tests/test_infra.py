@@ -57,8 +57,9 @@ def exported_metrics() -> set[str]:
     for instrument in vars(instruments).values():
         if hasattr(instrument, "record"):
             instrument.record(0.01, {})
-        else:
+        elif hasattr(instrument, "add"):
             instrument.add(1, {})
+    instruments.watch_circuits(lambda: {"any": False})  # observable: reported when watched
     names = set(METRIC.findall(tel.prometheus_text().decode()))
     tel.shutdown()
     return names

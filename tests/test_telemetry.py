@@ -289,3 +289,42 @@ def test_otlp_without_the_optional_extra_warns_and_keeps_prometheus(caplog: pyte
         tel = build_telemetry({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
     assert tel.exporters == ("prometheus",)
     assert "voicebot[otlp]" in caplog.text
+
+
+async def test_admission_past_an_open_circuit_is_a_fallback_on_the_call_span(spans: InMemorySpanExporter) -> None:
+    route = "fb-" + secrets.token_hex(3)
+    config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[providers.main{route[3:]}]
+type = "echo"
+
+[providers.spare{route[3:]}]
+type = "echo"
+
+[[routes]]
+name = "{route}"
+providers = ["main{route[3:]}", "spare{route[3:]}"]
+"""
+    main, spare = f"main{route[3:]}", f"spare{route[3:]}"
+    async with running_server(config) as server:
+
+        async def open_main() -> None:
+            for _ in range(server.runtime.circuits[main].failures):
+                server.runtime.circuits[main].record_failure()
+
+        await server.run_on_server(open_main())
+        async with server.twilio().call() as call:
+            await call.say(to_mulaw(tone(500, 300)))
+        await call.wait_for(lambda: not server.runtime.active, timeout=5)
+        after = await scrape(server.url)
+    assert value(after, "voicebot_provider_fallbacks_total", from_provider=main, to_provider=spare) == 1
+    assert value(after, "voicebot_calls_total", route=route, provider=spare) == 1
+    root, _ = call_spans(spans, call.call_sid)
+    attrs = dict(root.attributes or {})
+    assert attrs["voicebot.provider"] == spare
+    assert attrs["voicebot.provider.served"] == spare
+    assert attrs["voicebot.sessions_opened"] == 1
+    assert [e.name for e in root.events if e.name == "fallback"] == ["fallback"]

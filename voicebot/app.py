@@ -12,7 +12,7 @@ from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
 from voicebot.health import readiness
 from voicebot.runtime import Runtime
-from voicebot.telemetry.observer import CallTelemetry
+from voicebot.telemetry.install import install as install_telemetry
 from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
 
 
@@ -47,6 +47,5 @@ def create_app(runtime: Runtime) -> Starlette:
         ]
     )
     app.state.runtime = runtime
-    if CallTelemetry not in runtime.observer_factories:
-        runtime.observer_factories.append(CallTelemetry)
+    install_telemetry(runtime)
     return app

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from opentelemetry import trace
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+CircuitView = Callable[[], dict[str, bool] | None]
 
 # Latencies a caller notices: tens of ms to a few seconds.
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -93,6 +95,27 @@ class Instruments:
         self.errors = meter.create_counter(
             "voicebot.errors", unit="{error}", description="errors by code (provider errors, bad Twilio frames)"
         )
+        # Read at collection time, never on the call path (see watch_circuits).
+        self._circuit_views: list[CircuitView] = []
+        meter.create_observable_gauge(
+            "voicebot.provider.circuit_open",
+            callbacks=[self._observe_circuits],
+            description="1 while a provider's circuit breaker keeps new calls away from it",
+        )
+
+    def watch_circuits(self, view: CircuitView) -> None:
+        """Report the circuit state ``view()`` returns ({provider: is_open}) on every
+        collection; ``view()`` returning None unregisters it (its runtime is gone)."""
+        self._circuit_views.append(view)
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        for view in list(self._circuit_views):
+            states = view()
+            if states is None:
+                self._circuit_views.remove(view)
+                continue
+            for provider, is_open in states.items():
+                yield Observation(1 if is_open else 0, {"provider": provider})
 
 
 def _instruments() -> Instruments:

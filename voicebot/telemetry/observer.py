@@ -21,6 +21,7 @@ What is measured, at the phone edge:
 
 from __future__ import annotations
 
+import itertools
 import time
 from contextvars import Token
 from typing import TYPE_CHECKING
@@ -85,6 +86,7 @@ class CallTelemetry(CallObserver):
         tel = telemetry or get_telemetry()
         self._m = tel.instruments
         self._tracer = tel.tracer
+        self._plan = plan
         self._attrs, self._provider, model = call_attributes(plan)
         self._started = time.perf_counter()
         received = getattr(plan, "received_at", None) or plan.created_at
@@ -241,6 +243,35 @@ class CallTelemetry(CallObserver):
         ).end()
         self._end_turn(interrupted=True)
 
+    def _resilience_story(self) -> None:
+        """What the resilience layer did for this call, from the public record its
+        ResilientSession keeps (sessions opened in order, recoveries, renewals): counted
+        once at the end of the call, never on the audio path."""
+        plan = self._plan
+        route_first = plan.route.providers[0] if getattr(plan.route, "providers", None) else self._provider
+        if route_first != self._provider:  # admission skipped full / circuit-open providers
+            self._m.fallbacks.add(1, {"from_provider": route_first, "to_provider": self._provider})
+            self.span.add_event(
+                "fallback", {"from_provider": route_first, "to_provider": self._provider, "reason": "admission"}
+            )
+        session = getattr(plan, "session", None)
+        opened: list[tuple[str, object]] = list(getattr(session, "opened", ()))
+        for (before, _), (after, _) in itertools.pairwise(opened):
+            if before != after:
+                self._m.fallbacks.add(1, {"from_provider": before, "to_provider": after})
+        recoveries = int(getattr(session, "recoveries", 0))
+        if recoveries:
+            self._m.recoveries.add(recoveries, {"provider": self._provider, "reason": "provider-lost", "outcome": "ok"})
+        if opened:
+            self.span.set_attributes(
+                {
+                    "voicebot.provider.served": opened[-1][0],
+                    "voicebot.sessions_opened": len(opened),
+                    "voicebot.recoveries": recoveries,
+                    "voicebot.renewals": len(getattr(session, "renewed_at", ())),
+                }
+            )
+
     def call_ended(self, summary: CallSummary) -> None:
         if self._ended:
             return
@@ -258,6 +289,7 @@ class CallTelemetry(CallObserver):
                 "voicebot.bad_frames": summary.bad_frames,
             }
         )
+        self._resilience_story()
         if summary.outcome in FAILED_OUTCOMES:
             self.span.set_status(Status(StatusCode.ERROR, summary.outcome))
         self.span.end()
