@@ -14,7 +14,7 @@ at the chosen speed plus 30 s) and raises :class:`ReplayTimeout` past it.
 In tests::
 
     async def test_barge_in_is_still_cut_at_the_same_point() -> None:
-        result = await replay_call("tests/fixtures/calls/barge_in.jsonl", speed=2)
+        result = await replay_call("tests/fixtures/calls/echo_barge_in.jsonl", speed=2)
         assert result.ok, result.report()
 """
 
@@ -63,7 +63,6 @@ class ReplayResult:
     mode: str
     speed: float
     missed_triggers: list[str] = field(default_factory=list)
-    replay_tape: Path | None = None
     heard_audio: bytes = b""
     """bot audio as the simulated caller heard it (8 kHz mu-law, stream clock)"""
     caller_audio: bytes = b""
