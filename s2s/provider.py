@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from s2s.events import Closed, ProviderError, ProviderEvent, Role
+from s2s.events import Closed, ProviderError, ProviderEvent, Role, SessionExpiring
 from s2s.tools import ToolSpec
 from transcoding.formats import AudioFormat
 
@@ -129,6 +129,7 @@ class QueuedSession(ProviderSession):
         self._closed = False
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     @property
     def closed(self) -> bool:
@@ -143,6 +144,16 @@ class QueuedSession(ProviderSession):
 
     def start_reader(self, reader: Awaitable[None]) -> None:
         self._reader = asyncio.ensure_future(self._run_reader(reader))
+
+    def announce_expiry(self, after_s: float, limit_s: float, reason: str) -> None:
+        """Emit ``SessionExpiring`` ``after_s`` from now, for providers whose sessions end at a
+        known age (``limit_s``); the rotation policy then renews the session between turns."""
+
+        def expiring() -> None:
+            log.info("%s session open %.0f s, renewal due (%s)", self.provider_name, after_s, reason)
+            self.emit(SessionExpiring(reason, seconds_left=limit_s - after_s))
+
+        self._expiry = asyncio.get_running_loop().call_later(after_s, expiring)
 
     async def _run_reader(self, reader: Awaitable[None]) -> None:
         try:
@@ -166,6 +177,8 @@ class QueuedSession(ProviderSession):
                 return
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._closing or self._closed:
             return
         self._closing = True

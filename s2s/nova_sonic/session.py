@@ -21,7 +21,7 @@ import logging
 import wave
 from pathlib import Path
 
-from s2s.events import Closed, ProviderError, SessionExpiring
+from s2s.events import Closed, ProviderError
 from s2s.nova_sonic.config import NovaSonicConfig
 from s2s.nova_sonic.history import shape_history
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings, ProtocolStateError
@@ -69,20 +69,13 @@ class NovaSonicSession(QueuedSession):
         self.protocol = protocol
         self._stream = stream
         self._send_lock = asyncio.Lock()
-        self._expiry: asyncio.TimerHandle | None = None
         self._cue: asyncio.Task[None] | None = None
         self._stream_ended = False  # the service ended or reset the stream: no goodbye to send
         self._release: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         self.start_reader(self._read())
-        loop = asyncio.get_running_loop()
-        self._expiry = loop.call_later(self.config.renew_after_s, self._announce_expiry)
-
-    def _announce_expiry(self) -> None:
-        left = self.config.stream_limit_s - self.config.renew_after_s
-        log.info("nova_sonic %s: stream open %.0f s, renewal due", self.call_sid, self.config.renew_after_s)
-        self.emit(SessionExpiring("stream limit", seconds_left=left))
+        self.announce_expiry(self.config.renew_after_s, self.config.stream_limit_s, "stream limit")
 
     # ------------------------------------------------------------------- reading
 

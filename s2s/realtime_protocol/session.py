@@ -14,7 +14,6 @@ from abc import abstractmethod
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from s2s.events import SessionExpiring
 from s2s.provider import Provider, ProviderConnectError, QueuedSession, SessionContext
 from s2s.realtime_protocol.config import RealtimeProviderConfig
 from s2s.realtime_protocol.protocol import RealtimeProtocol
@@ -43,16 +42,10 @@ class RealtimeSession(QueuedSession):
         # Frames from the inbound task (audio) and the outbound task (truncate, tool results)
         # go out in the order the protocol produced them.
         self._send_lock = asyncio.Lock()
-        self._expiry: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         self.start_reader(self._read())
-        self._expiry = asyncio.get_running_loop().call_later(self.config.renew_after_s, self._announce_expiry)
-
-    def _announce_expiry(self) -> None:
-        left = self.config.session_limit_s - self.config.renew_after_s
-        log.info("%s: session open %.0f s, renewal due", self.provider_name, self.config.renew_after_s)
-        self.emit(SessionExpiring("session limit", seconds_left=left))
+        self.announce_expiry(self.config.renew_after_s, self.config.session_limit_s, "session limit")
 
     async def _read(self) -> None:
         await self._flush()  # what the handshake left queued (history, greeting)
@@ -99,8 +92,6 @@ class RealtimeSession(QueuedSession):
             await self._flush()
 
     async def _close_transport(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
         await self._transport.close()
 
 
