@@ -14,6 +14,9 @@ _CALLABLE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _DESTINATION = re.compile(r"^(\+[1-9]\d{6,14}|sips?:[^\s<>]+)$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 
+# Silence before a filler is asked for. The model needs ~0.3-0.5 s to start speaking it, so
+# the caller hears about a second of silence at most.
+FILLER_AFTER_S = 0.7
 DEFAULT_FALLBACK = "I'm sorry, I can't get that information right now. Please try again in a moment."
 
 
@@ -35,7 +38,7 @@ class AgentReasoning(_Strict):
     headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers (e.g. Authorization)")
     timeout_s: float = Field(default=8.0, gt=0, le=60, description="after this the caller hears the fallback")
     filler_after_s: float = Field(
-        default=1.0, gt=0, description="caller silence while the agent works before the model says a filler"
+        default=FILLER_AFTER_S, gt=0, description="caller silence while the agent works before the model says a filler"
     )
     fallback: str = Field(default=DEFAULT_FALLBACK, description="what the bot says when the agent fails")
 
@@ -68,7 +71,9 @@ class RouteTool(_Strict):
     handler: str | None = Field(default=None, description="async callable 'package.module:callable'")
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=8.0, gt=0, le=60)
-    filler_after_s: float = Field(default=1.0, gt=0, description="caller silence before the model says a filler")
+    filler_after_s: float = Field(
+        default=FILLER_AFTER_S, gt=0, description="caller silence before the model says a filler"
+    )
 
     @field_validator("handler")
     @classmethod
