@@ -108,7 +108,7 @@ def test_bundled_message_audio_transcript_and_turn_complete() -> None:
     mapper = LiveEventMapper(item_prefix="g")
     events = mapper.feed(audio_msg(pcm_ms(20), outputTranscription={"text": "Bye."}, turnComplete=True))
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["AudioOut", "Transcript", "TurnDone", "Transcript"]
+    assert kinds == ["AudioOut", "Transcript", "Transcript", "TurnDone"]  # final words before the turn ends
 
 
 def test_interrupted_is_barge_in_and_late_audio_of_that_turn_is_dropped() -> None:

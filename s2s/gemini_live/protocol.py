@@ -278,11 +278,13 @@ class LiveEventMapper:
             self._finish_caller(events)  # a turn without audio (e.g. tool-only turn)
             return
         current.complete = True
-        events.append(TurnDone(item_id=current.item_id, interrupted=current.interrupted))
+        # The final transcript comes before TurnDone: whoever reacts to the end of a turn (the
+        # renewal policy snapshots the history then) must find the turn's words already there.
         # An interrupted answer's final transcript waits for truncate() to say what the caller
         # heard; if it never comes (nothing was left to cut) the next turn flushes the full text.
         if not current.interrupted or current.heard_text is not None:
             self._final_bot_transcript(current, events)
+        events.append(TurnDone(item_id=current.item_id, interrupted=current.interrupted))
 
     def _final_bot_transcript(self, utterance: Utterance, events: list[ProviderEvent]) -> None:
         if utterance.transcript_final:

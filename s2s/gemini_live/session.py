@@ -136,6 +136,15 @@ class GeminiLiveSession(QueuedSession):
             # Transcripts held back for a truncate() that will not come now.
             for event in self.mapper.flush():
                 self.emit(event)
+            usage = self.mapper.usage
+            log.info(
+                "%s session of %s ended; tokens: %d prompt, %d response, %d total",
+                self.provider_name,
+                self.ctx.call_sid,
+                usage.prompt_tokens,
+                usage.response_tokens,
+                usage.total_tokens,
+            )
             if not self._closing:  # a fatal error leaves the socket open: do not leak it
                 await _quiet_close(self._exit_stack)
 

@@ -106,6 +106,7 @@ class FakeConnection:
     messages_in: list[dict[str, Any]] = field(default_factory=list)
     interruptions: int = 0
     replies_started: int = 0
+    turns_completed: int = 0
     handles_sent: list[str] = field(default_factory=list)
     # VAD state
     speaking: bool = False
@@ -457,10 +458,11 @@ class GeminiLiveFake:
         )
         if conn.wants_resumption:
             await self._send_handle(conn)
+        conn.turns_completed += 1
 
     async def _send_handle(self, conn: FakeConnection) -> None:
         assert conn.conversation is not None
         handle = f"handle-{conn.conversation.id}-{next(self._ids)}"
         self.handles[handle] = conn.conversation.id
-        conn.handles_sent.append(handle)
         await self._send(conn, {"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
+        conn.handles_sent.append(handle)  # once on the wire, so a test may close right after
