@@ -10,7 +10,7 @@ import pytest
 
 from s2s.events import ToolCall
 from voicebot.config import AppConfig, ConfigError, load_config_text
-from voicebot.tools.agent import AGENT_INSTRUCTIONS, AgentFailure, answer_of
+from voicebot.tools.agent import AGENT_INSTRUCTIONS, EndpointFailure, answer_of
 from voicebot.tools.call_control import transfer_twiml
 from voicebot.tools.registry import CallTools
 
@@ -131,5 +131,5 @@ def test_agent_answers_are_strings_or_answer_objects(reply: Any) -> None:
 
 @pytest.mark.parametrize("reply", [{"answer": ""}, {"answer": 42}, {"text": "Yes."}, ["Yes."], None])
 def test_malformed_agent_answers_are_failures(reply: Any) -> None:
-    with pytest.raises(AgentFailure, match="malformed answer"):
+    with pytest.raises(EndpointFailure, match="malformed answer"):
         answer_of(reply)

@@ -77,19 +77,19 @@ FILLER_SPACING_S = 3.0
 _POLL_S = 0.05
 
 
-class AgentFailure(Exception):
-    """The agent could not give an answer; the message says why (for the log)."""
+class EndpointFailure(Exception):
+    """An agent or tool endpoint gave no usable reply; the message says why (for the log)."""
 
 
 def load_callable(ref: str) -> Callable[..., Any]:
-    """``package.module:callable`` -> the callable (raises AgentFailure when it is not there)."""
+    """``package.module:callable`` -> the callable (EndpointFailure when it is not there)."""
     module_name, _, attr = ref.partition(":")
     try:
         target = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
-        raise AgentFailure(f"cannot load {ref}: {exc}") from exc
+        raise EndpointFailure(f"cannot load {ref}: {exc}") from exc
     if not callable(target):
-        raise AgentFailure(f"{ref} is not callable")
+        raise EndpointFailure(f"{ref} is not callable")
     return target
 
 
@@ -101,20 +101,20 @@ class JsonEndpoint:
     url: str | None = None
     ref: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
-    _client: httpx.AsyncClient | None = None
-    _target: Callable[..., Any] | None = None
+    _client: httpx.AsyncClient | None = field(default=None, init=False)
+    _target: Callable[..., Any] | None = field(default=None, init=False)
 
     @property
     def name(self) -> str:
         return self.url or self.ref or "?"
 
     async def call(self, payload: dict[str, Any], timeout_s: float) -> Any:
-        """The decoded JSON reply (or the callable's return value). Raises AgentFailure."""
+        """The decoded JSON reply (or the callable's return value). Raises EndpointFailure."""
         try:
             async with asyncio.timeout(timeout_s):
                 return await (self._post(payload) if self.url else self._invoke(payload))
         except TimeoutError:
-            raise AgentFailure(f"no answer within {timeout_s:g} s") from None
+            raise EndpointFailure(f"no answer within {timeout_s:g} s") from None
 
     async def _post(self, payload: dict[str, Any]) -> Any:
         assert self.url is not None
@@ -125,13 +125,13 @@ class JsonEndpoint:
         try:
             response = await self._client.post(self.url, json=payload)
         except httpx.HTTPError as exc:
-            raise AgentFailure(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
+            raise EndpointFailure(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
         if response.status_code != 200:
-            raise AgentFailure(f"POST {self.url} answered HTTP {response.status_code}: {response.text[:200]!r}")
+            raise EndpointFailure(f"POST {self.url} answered HTTP {response.status_code}: {response.text[:200]!r}")
         try:
             return response.json()
         except ValueError as exc:
-            raise AgentFailure(f"POST {self.url} answered non-JSON: {response.text[:200]!r}") from exc
+            raise EndpointFailure(f"POST {self.url} answered non-JSON: {response.text[:200]!r}") from exc
 
     async def _invoke(self, payload: dict[str, Any]) -> Any:
         assert self.ref is not None
@@ -140,10 +140,10 @@ class JsonEndpoint:
         try:
             result = self._target(payload)
             return await result if inspect.isawaitable(result) else result
-        except AgentFailure:
+        except EndpointFailure:
             raise
         except Exception as exc:
-            raise AgentFailure(f"{self.ref} raised {type(exc).__name__}: {exc}") from exc
+            raise EndpointFailure(f"{self.ref} raised {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -152,7 +152,7 @@ class JsonEndpoint:
 
 
 def answer_of(reply: Any) -> str:
-    """The answer text from an agent reply; AgentFailure when the reply is malformed."""
+    """The answer text from an agent reply; EndpointFailure when the reply is malformed."""
     if isinstance(reply, str):
         answer: Any = reply
     elif isinstance(reply, dict):
@@ -160,7 +160,7 @@ def answer_of(reply: Any) -> str:
     else:
         answer = None
     if not isinstance(answer, str) or not answer.strip():
-        raise AgentFailure(f"malformed answer (want {{'answer': non-empty string}}): {str(reply)[:200]!r}")
+        raise EndpointFailure(f"malformed answer (want {{'answer': non-empty string}}): {str(reply)[:200]!r}")
     return answer.strip()
 
 
@@ -226,7 +226,7 @@ class AgentTool:
                 self.endpoint.call(self.request(question, bridge), self.settings.timeout_s),
             )
             answer = answer_of(reply)
-        except AgentFailure as exc:
+        except EndpointFailure as exc:
             log.error(
                 "call %s: agent %s failed for %r: %s; the caller hears the fallback",
                 self.call_sid,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from s2s.events import ToolCall
 from s2s.provider import Turn
 from s2s.tools import ToolSpec
-from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentFailure, AgentTool, JsonEndpoint, with_filler
+from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
 from voicebot.tools.call_control import CallControlTools, call_control_instructions
 from voicebot.tools.config import RouteTool
 from voicebot.tools.dtmf import DigitCollector
@@ -58,7 +58,7 @@ class RouteToolRunner:
             result = await with_filler(
                 bridge, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
             )
-        except AgentFailure as exc:
+        except EndpointFailure as exc:
             log.error("call %s: tool %s failed: %s; the model is told so", self.call_sid, call.name, exc)
             return json.dumps({"error": f"{call.name} is unavailable right now"})
         return result if isinstance(result, str) else json.dumps(result)
