@@ -70,7 +70,7 @@ async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
 
         conn = fake.last
         assert conn.setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
-        assert conn.setup["systemInstruction"]["parts"][0]["text"] == "You are the Acme line."
+        assert conn.setup["systemInstruction"]["parts"][0]["text"].startswith("You are the Acme line.\n\n")
         assert conn.audio_mime_types == {"audio/pcm;rate=16000"}
         received = np.frombuffer(bytes(conn.audio_in), dtype="<i2")
         start, end = longest(active_segments(received, 16000, threshold_dbfs=-35))

@@ -30,7 +30,7 @@ from s2s.gemini_live.protocol import (
     heard_prefix,
     parse_duration,
 )
-from s2s.gemini_live.setup import connect_config, function_declaration, opening
+from s2s.gemini_live.setup import CALL_NOTES, connect_config, function_declaration, opening
 from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
 
@@ -258,7 +258,7 @@ def test_connect_config_carries_route_overrides_and_session_settings() -> None:
     )
     ctx = SessionContext(call_sid="CA1", instructions="Be terse.", voice="Kore", resume_handle="h9")
     live = connect_config(cfg, ctx, opening(ctx, cfg.model))
-    assert live.system_instruction == "Be terse."
+    assert live.system_instruction == f"Be terse.\n\n{CALL_NOTES}"
     assert live.speech_config is not None and live.speech_config.voice_config is not None
     assert live.speech_config.voice_config.prebuilt_voice_config is not None
     assert live.speech_config.voice_config.prebuilt_voice_config.voice_name == "Kore"

@@ -28,6 +28,7 @@ from s2s.events import (
     TurnDone,
 )
 from s2s.gemini_live import SPEC, GeminiLiveConfig, GeminiLiveProvider, GeminiLiveSession
+from s2s.gemini_live.setup import CALL_NOTES
 from s2s.provider import ProviderConnectError, SessionContext, Turn
 from s2s.registry import provider_spec
 from s2s.tools import ToolSpec
@@ -107,7 +108,7 @@ async def test_setup_carries_model_voice_transcription_compression_and_resumptio
         assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
         voice = setup["generationConfig"]["speechConfig"]["voice_config"]["prebuilt_voice_config"]
         assert voice["voice_name"] == "Kore"
-        assert setup["systemInstruction"]["parts"][0]["text"] == "Be brief."
+        assert setup["systemInstruction"]["parts"][0]["text"] == f"Be brief.\n\n{CALL_NOTES}"
         assert setup["inputAudioTranscription"] == {} and setup["outputAudioTranscription"] == {}
         assert setup["sessionResumption"] == {}
         assert setup["contextWindowCompression"] == {

@@ -24,6 +24,13 @@ _START = {
 }
 _END = {"high": types.EndSensitivity.END_SENSITIVITY_HIGH, "low": types.EndSensitivity.END_SENSITIVITY_LOW}
 
+# The greeting request, barge-in note and reconnect note reach the model as user-role text;
+# this tells it whose words they are, so it acts on them instead of reading them out.
+CALL_NOTES = (
+    "Text in square brackets that starts with 'Call note' comes from the phone system, not from the "
+    "caller. Follow it without mentioning it and never read it aloud."
+)
+
 # Seeded history must end with a user turn for 2.5 models (section 4). When the call is
 # reopened right after the bot spoke, this closes the seed.
 _CONTINUE_NOTE = (
@@ -57,7 +64,7 @@ def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening)
                 prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=ctx.voice or config.voice)
             )
         ),
-        system_instruction=ctx.instructions or config.instructions,
+        system_instruction=f"{ctx.instructions or config.instructions}\n\n{CALL_NOTES}",
         realtime_input_config=types.RealtimeInputConfig(
             automatic_activity_detection=detection,
             # Barge-in is the point of a phone bot: caller speech cuts the answer (the default,
