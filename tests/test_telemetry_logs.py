@@ -74,5 +74,9 @@ async def test_every_line_of_a_call_has_its_call_sid_and_no_audio_or_secret(json
     assert any("barge-in" in e["msg"] for e in ours)
     assert any("bad Media Streams frame" in e["msg"] for e in ours)
     assert AUTH_TOKEN not in text
+    # Lines logged inside the call carry the call's trace id (log <-> trace correlation).
+    bridge_lines = [e for e in ours if e["logger"] == "telephony.bridge"]
+    assert bridge_lines and all(len(e.get("trace_id", "")) == 32 for e in bridge_lines)
+    assert len({e["trace_id"] for e in bridge_lines}) == 1
     leaked = [e for e in entries if BASE64_RUN.search(e["msg"])]
     assert not leaked, leaked[:3]

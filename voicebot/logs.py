@@ -10,6 +10,8 @@ import logging
 import sys
 from contextvars import ContextVar
 
+from opentelemetry import trace
+
 call_sid_var: ContextVar[str] = ContextVar("call_sid", default="-")
 
 
@@ -29,6 +31,12 @@ class JsonFormatter(logging.Formatter):
             "call_sid": getattr(record, "call_sid", "-"),
             "msg": record.getMessage(),
         }
+        # The call's trace, when the line was logged inside one (voicebot.telemetry), so a
+        # log search can jump to the trace and back.
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
