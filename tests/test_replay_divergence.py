@@ -152,3 +152,28 @@ def test_caller_side_tape_on_disk_replays_against_the_built_in_echo_line(
     assert "caller-side tape has no provider side" in out and "live provider" in out
     assert code == 0, out  # the echo line is deterministic: same answer, same cut-off
     assert "DTMF: 42#" in out
+
+
+def with_malformed_caller_frames(lines: list[str], bad_frames_in_end: int) -> list[str]:
+    """The two-turn tape with two malformed frames from "Twilio" at 1.0 s."""
+    junk = [
+        json.dumps({"t": 1000.0, "k": "twilio_in", "raw": "{this is not json"}),
+        json.dumps({"t": 1000.0, "k": "twilio_in", "msg": {"event": "media", "media": {"payload": "%%%"}}}),
+    ]
+    at = next(i for i, line in enumerate(lines) if i and json.loads(line)["t"] > 1000.0)
+    end = json.loads(lines[-1])
+    end["bad_frames"] = bad_frames_in_end
+    return [*lines[:at], *junk, *lines[at:-1], json.dumps(end)]
+
+
+async def test_malformed_frames_on_a_tape_are_replayed_and_counted(tmp_path: Path) -> None:
+    lines = (CALLS / "echo_two_turns.jsonl").read_text().splitlines()
+    tape = tmp_path / "junk.jsonl"
+    tape.write_text("\n".join(with_malformed_caller_frames(lines, 2)) + "\n")
+    result = await replay_call(tape, speed=2)
+    assert result.ok, result.report()  # the server logged and skipped them, as it did then
+    assert result.got.bad_frames == 2 and len(result.turns) == 2
+
+    tape.write_text("\n".join(with_malformed_caller_frames(lines, 0)) + "\n")
+    result = await replay_call(tape, speed=2)
+    assert [str(d) for d in result.divergences] == ["bad frames from Twilio: tape 0, replay 2"]

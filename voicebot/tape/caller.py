@@ -21,7 +21,7 @@ from pathlib import Path
 from telephony.twilio_sim import SimulatedCall
 from voicebot.tape.format import Tape, TapeHeader, TwilioFrame
 from voicebot.tape.recorder import TapeRecorder
-from voicebot.tape.view import view_of
+from voicebot.tape.view import media_payload, view_of
 
 # Frames the simulated Twilio produces itself; replaying them from the tape would duplicate them.
 _SIMULATOR_OWN_EVENTS = frozenset({"connected", "start", "media", "mark", "stop"})
@@ -82,7 +82,9 @@ def caller_script(tape: Tape) -> CallerScript:
             script.actions.append((record.t, "raw", raw))
             continue
         event = msg.get("event")
-        if event == "dtmf":
+        if event == "media" and media_payload(msg) is None:
+            script.actions.append((record.t, "json", json.dumps(msg)))  # malformed: resend as it came
+        elif event == "dtmf":
             dtmf = msg.get("dtmf")
             script.actions.append((record.t, "dtmf", str(dtmf.get("digit", "")) if isinstance(dtmf, dict) else ""))
         elif event == "stop":

@@ -73,6 +73,8 @@ def compare(expected: CallView, got: CallView, tolerance: Tolerance | None = Non
             out.append(Divergence("text sent to the provider", expected.provider_text, got.provider_text))
         if expected.outcome != got.outcome:
             out.append(Divergence("outcome", expected.outcome, got.outcome))
+        if expected.bad_frames != got.bad_frames:
+            out.append(Divergence("bad frames from Twilio", expected.bad_frames, got.bad_frames))
     return out
 
 

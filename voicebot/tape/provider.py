@@ -209,7 +209,8 @@ class TapeProvider(Provider):
         script = session_script(read_tape(config.path))
         if script is None:
             raise ValueError(
-                f"{config.path} has no provider side (a caller-side tape?): replay it against a live provider"
+                f"{config.path} has no provider side (a caller-side tape, or a call whose provider never "
+                "connected): replay it against a live provider"
             )
         self.script = script
         self.sessions: list[ReplaySession] = []

@@ -186,6 +186,7 @@ class TapeWriterThread:
         self.flush_interval_s = flush_interval_s
         self._tapes: list[_OpenTape] = []
         self._lock = threading.Lock()
+        self._flushing = threading.Lock()  # the thread and the exit hook never write at once
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tape-writer", daemon=True)
         self._thread.start()
@@ -199,10 +200,11 @@ class TapeWriterThread:
 
     def flush(self) -> None:
         """Write everything pending now, on the calling thread (used at exit)."""
-        with self._lock:
-            tapes = list(self._tapes)
-        for tape in tapes:
-            self._write(tape)
+        with self._flushing:
+            with self._lock:
+                tapes = list(self._tapes)
+            for tape in tapes:
+                self._write(tape)
 
     def _run(self) -> None:
         while True:

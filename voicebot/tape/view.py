@@ -56,6 +56,8 @@ class CallView:
     provider_text: list[str] = field(default_factory=list)
     dtmf: list[str] = field(default_factory=list)
     outcome: str | None = None
+    bad_frames: int = 0
+    """frames from Twilio the server could not parse"""
     caller_audio: bytes = b""
     heard_audio: bytes = b""
     duration_ms: float = 0.0
@@ -72,14 +74,20 @@ def _place(track: bytearray, at_ms: float, audio: bytes) -> None:
     track[offset : offset + len(audio)] = audio
 
 
-def _payload(msg: dict[str, object]) -> bytes:
+def media_payload(msg: dict[str, object]) -> bytes | None:
+    """The audio of a ``media`` frame; None if the frame is malformed."""
     media = msg.get("media")
-    if not isinstance(media, dict):
-        return b""
+    payload = media.get("payload") if isinstance(media, dict) else None
+    if not isinstance(payload, str):
+        return None
     try:
-        return base64.b64decode(str(media.get("payload", "")), validate=True)
+        return base64.b64decode(payload, validate=True)
     except binascii.Error:
-        return b""
+        return None
+
+
+def _payload(msg: dict[str, object]) -> bytes:
+    return media_payload(msg) or b""
 
 
 class _Playout:
@@ -174,6 +182,7 @@ def view_of(tape: Tape, by_item: bool | None = None, time_scale: float = 1.0) ->
             server_barge_ins.append(BargeInView(record.t, record.heard_ms, record.sent_ms, record.item_id))
         elif isinstance(record, CallEnd):
             view.outcome = record.outcome
+            view.bad_frames = record.bad_frames
             if record.transcript:
                 transcript = list(record.transcript)
     playout.cut(view.duration_ms)
