@@ -1,0 +1,192 @@
+"""The real voicebot server, run as its own process for ``python -m bench load``.
+
+``python -m bench.load_server CONFIG PORT STATS_FILE`` builds the app exactly as ``voicebot
+serve`` does (Runtime + create_app + uvicorn_config) and adds one measuring CallObserver, so
+the process's CPU and RSS in /proc/<pid> are the server's own and nothing else's.
+
+What is measured, with ``time.perf_counter_ns`` on the bridge's observer hooks:
+
+- inbound: a Twilio ``media`` frame handed to the bridge (``twilio_in``, after JSON + base64
+  decoding) -> the transcoded audio issued to ``session.send_audio`` (``provider_out("audio")``);
+- outbound: a provider ``AudioOut`` taken off the session (``provider_in``) -> its first
+  ``media`` frame, transcoded and JSON-encoded, handed to the socket (``twilio_out``).
+
+Both spans run without an await inside, so they are the bridge's own work per frame. Time a
+frame spends waiting for the event loop is not in them: the ``loop lag`` probe measures it
+(how late a 10 ms timer fires), and the added latency a caller sees is roughly span + lag.
+
+Signals: SIGUSR1 starts a measurement window (forgets samples so far), SIGUSR2 writes the
+window's figures to STATS_FILE (JSON, written atomically), SIGTERM writes them and shuts down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import uvicorn
+
+from bench.load_stats import LatencyRing
+from s2s.events import AudioOut, ProviderEvent
+from telephony.media_stream import Media, TwilioEvent
+from telephony.observer import CallObserver
+from transcoding.pipeline import prewarm
+from voicebot.app import create_app
+from voicebot.config import load_config
+from voicebot.logs import configure_logging
+from voicebot.runtime import CallPlan, Runtime
+from voicebot.server import uvicorn_config
+
+LOOP_PROBE_S = 0.025
+_MEDIA_PREFIX = '{"event": "media"'  # telephony.media_stream.media_message's first key
+
+
+class GcPauses:
+    """Collector pauses stop every call at once, so they are counted beside the spans."""
+
+    def __init__(self) -> None:
+        self._started = 0
+        self.reset()
+        gc.callbacks.append(self._on_gc)
+
+    def reset(self) -> None:
+        self.count = [0, 0, 0]
+        self.max_ns = [0, 0, 0]
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            return
+        gen = info["generation"]
+        self.count[gen] += 1
+        self.max_ns[gen] = max(self.max_ns[gen], time.perf_counter_ns() - self._started)
+
+    def summary(self) -> dict[str, list[float]]:
+        return {"count": list(self.count), "max_ms": [ns / 1e6 for ns in self.max_ns]}
+
+
+class ForwardingLatency:
+    def __init__(self) -> None:
+        self.inbound = LatencyRing()
+        self.outbound = LatencyRing()
+        self.loop_lag = LatencyRing(capacity_log2=14)
+        self.gc = GcPauses()
+
+    def reset(self) -> None:
+        for ring in (self.inbound, self.outbound, self.loop_lag):
+            ring.reset()
+        self.gc.reset()
+
+    def dump(self, path: Path) -> None:
+        figures = {
+            "inbound": self.inbound.summary(),
+            "outbound": self.outbound.summary(),
+            "loop_lag": self.loop_lag.summary(),
+            "gc": self.gc.summary(),
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(figures))
+        os.replace(tmp, path)
+
+
+class _FrameClock:
+    """When the frame being forwarded in each direction entered the bridge (0: none)."""
+
+    __slots__ = ("inbound_at", "outbound_at")
+
+    def __init__(self) -> None:
+        self.inbound_at = 0
+        self.outbound_at = 0
+
+
+class _SpanStart(CallObserver):
+    """First observer of a call: stamps a frame before any other observer sees it."""
+
+    def __init__(self, clock: _FrameClock) -> None:
+        self.clock = clock
+
+    def twilio_in(self, frame: str | bytes, event: TwilioEvent | None) -> None:
+        if type(event) is Media:
+            self.clock.inbound_at = time.perf_counter_ns()
+
+    def provider_in(self, event: ProviderEvent) -> None:
+        # Any other event in between (TurnDone, SpeechStarted) means the next media frame is
+        # not this AudioOut's: only the first frame after an AudioOut is timed.
+        self.clock.outbound_at = time.perf_counter_ns() if type(event) is AudioOut else 0
+
+
+class _SpanEnd(CallObserver):
+    """Last observer of a call: the span ends after every other observer has seen it."""
+
+    def __init__(self, clock: _FrameClock, latency: ForwardingLatency) -> None:
+        self.clock = clock
+        self.latency = latency
+
+    def provider_out(self, kind: str, payload: object) -> None:
+        if kind == "audio" and self.clock.inbound_at:
+            self.latency.inbound.add(time.perf_counter_ns() - self.clock.inbound_at)
+            self.clock.inbound_at = 0
+
+    def twilio_out(self, frame: str) -> None:
+        if self.clock.outbound_at and frame.startswith(_MEDIA_PREFIX):
+            self.latency.outbound.add(time.perf_counter_ns() - self.clock.outbound_at)
+            self.clock.outbound_at = 0
+
+
+class MeasuredRuntime(Runtime):
+    """The production runtime, with every call's observers (telemetry, tapes, ...) wrapped
+    between the two span observers, so their cost is inside the measured span."""
+
+    latency = ForwardingLatency()
+
+    def observers(self, plan: CallPlan) -> list[CallObserver]:
+        clock = _FrameClock()
+        return [_SpanStart(clock), *super().observers(plan), _SpanEnd(clock, self.latency)]
+
+
+async def _probe_loop_lag(ring: LatencyRing) -> None:
+    period_ns = int(LOOP_PROBE_S * 1e9)
+    while True:
+        asked = time.perf_counter_ns()
+        await asyncio.sleep(LOOP_PROBE_S)
+        ring.add(time.perf_counter_ns() - asked - period_ns)
+
+
+async def _serve(config_path: str, port: int, stats: Path) -> None:
+    config = load_config(config_path)
+    prewarm()
+    runtime = MeasuredRuntime(config)
+    uv = uvicorn_config(create_app(runtime), "127.0.0.1", port, "warning")
+    uv.timeout_graceful_shutdown = 3
+    latency = runtime.latency
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, latency.reset)
+    loop.add_signal_handler(signal.SIGUSR2, latency.dump, stats)
+    probe = asyncio.create_task(_probe_loop_lag(latency.loop_lag))
+    # uvicorn re-raises SIGTERM after its graceful shutdown (default action: die), so the
+    # figures are written from a handler it restores and calls, not after serve() returns.
+    signal.signal(signal.SIGTERM, lambda signum, frame: latency.dump(stats))
+    try:
+        await uvicorn.Server(uv).serve()
+    finally:
+        probe.cancel()
+        latency.dump(stats)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3:
+        print("usage: python -m bench.load_server CONFIG PORT STATS_FILE", file=sys.stderr)
+        return 2
+    configure_logging("WARNING")
+    asyncio.run(_serve(argv[0], int(argv[1]), Path(argv[2])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
