@@ -35,6 +35,7 @@ from s2s.events import (
 )
 from s2s.provider import ProviderSession, Turn
 from telephony.call_state import CallState, CallStateMachine
+from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
     Dtmf,
     Mark,
@@ -129,6 +130,7 @@ class CallBridge:
         open_session: Callable[[], Awaitable[ProviderSession]],
         *,
         outbound_chunk_ms: int = 40,
+        local_barge_in: SpeechOnsetDetector | None = None,
         observers: Sequence[CallObserver] = (),
         tool_handler: ToolHandler = unknown_tool,
         dtmf_handler: DtmfHandler = forward_digit,
@@ -149,6 +151,8 @@ class CallBridge:
         self.playout = PlayoutTracker()
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
+        self._onset = local_barge_in
+        self._barge_lock = asyncio.Lock()
         self._resampler = resampler
         self._inbound_tc: Transcoder | None = None
         self._outbound_tc: Transcoder | None = None
@@ -262,6 +266,12 @@ class CallBridge:
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
 
     async def _caller_audio(self, mulaw: bytes) -> None:
+        if self._onset is not None:
+            if not self.playout.pending:
+                self._onset.reset()
+            elif self._onset.feed(mulaw):
+                log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
+                await self._barge_in()
         session = self.session
         if session is None:
             self._pre_session.append(mulaw)
@@ -334,6 +344,8 @@ class CallBridge:
     async def _send_mulaw(self, mulaw: bytes, item_id: str) -> None:
         stream_sid = self.info.stream_sid
         for start in range(0, len(mulaw), self._outbound_chunk):
+            if item_id in self._dropped_items:
+                return  # a barge-in happened while this audio was going out
             chunk = mulaw[start : start + self._outbound_chunk]
             mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
             await self._send(media_message(stream_sid, chunk))
@@ -353,6 +365,14 @@ class CallBridge:
             await self._send_mulaw(tail, item)
 
     async def _barge_in(self) -> None:
+        """Runs from the outbound task (provider's signal) and the inbound task (local
+        detector); the lock makes the second of two near-simultaneous triggers a no-op."""
+        async with self._barge_lock:
+            await self._barge_in_locked()
+
+    async def _barge_in_locked(self) -> None:
+        if self.session is None:
+            return
         started = self.clock()
         items = self.playout.pending_items()
         if items:
@@ -378,7 +398,6 @@ class CallBridge:
         if self.state.state is CallState.STREAMING:
             self.state.to(CallState.INTERRUPTED)
         latency_ms = (now - started) * 1000.0
-        assert self.session is not None
         for item in items:
             heard_ms = int(heard[item])
             self.transcript.interrupted(item, heard[item], sent[item])

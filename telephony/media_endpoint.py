@@ -9,6 +9,7 @@ import logging
 from starlette.websockets import WebSocket, WebSocketState
 
 from telephony.bridge import CallBridge, CallInfo
+from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, ProtocolError, Start
 from telephony.signature import external_base_url, websocket_url
 from voicebot.runtime import Runtime
@@ -96,12 +97,18 @@ async def media_stream(ws: WebSocket) -> None:
         await socket.close(1008, "unknown stream token")
         return
     info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
+    server = plan.config.server
     bridge = CallBridge(
         socket,
         protocol,
         info,
         lambda: runtime.open_session(plan),
-        outbound_chunk_ms=plan.config.server.outbound_chunk_ms,
+        outbound_chunk_ms=server.outbound_chunk_ms,
+        local_barge_in=(
+            SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
+            if server.local_barge_in_ms
+            else None
+        ),
         observers=runtime.observers(plan),
         tool_handler=plan.tools,
         dtmf_handler=plan.tools.dtmf,

@@ -9,13 +9,11 @@ call path be exercised with no network.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from s2s.events import ProviderEvent, SpeechStarted, SpeechStopped, TurnDone
 from transcoding.formats import AudioFormat
+from transcoding.levels import frame_dbfs
 from transcoding.mulaw import mulaw_to_pcm16
 
 FRAME_MS = 20
@@ -27,16 +25,6 @@ class VadSettings:
     start_ms: int = 60
     silence_ms: int = 500
     max_utterance_ms: int = 15_000
-
-
-def frame_dbfs(pcm16: bytes) -> float:
-    # Runs on every 20 ms caller frame: one dot product and scalar math take ~3 us, where
-    # np.mean/np.sqrt/np.log10 on a 160-sample frame took ~8 us of numpy call overhead.
-    samples = np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
-    if samples.size == 0:
-        return -120.0
-    rms = math.sqrt(float(samples @ samples) / samples.size)
-    return 20.0 * math.log10(max(rms, 1e-3) / 32768.0)
 
 
 class EchoEngine:
