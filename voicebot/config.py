@@ -66,6 +66,15 @@ class ServerConfig(_Strict):
         le=1000,
         description="bot audio is sent to Twilio in chunks of at most this, each with a mark",
     )
+    local_barge_in_ms: int = Field(
+        default=200,
+        ge=0,
+        description="caller speech this long while bot audio plays clears Twilio's buffer without waiting "
+        "for the provider (0 = only the provider's signal)",
+    )
+    local_barge_in_dbfs: float = Field(
+        default=-30.0, le=0, description="caller level that counts as speech for the local barge-in detector"
+    )
     drain_seconds: float = Field(
         default=30.0,
         ge=0,
@@ -163,15 +172,6 @@ class RouteConfig(_Strict):
     memory: bool = Field(default=False, description="per-caller memory keyed by From ([memory] table)")
 
 
-class AdmissionConfig(_Strict):
-    """Where provider session slots (``max_sessions``) are counted: this process only, or a
-    Redis shared by the fleet so the limit holds across instances (voicebot.admission_redis)."""
-
-    store: Literal["memory", "redis"] = "memory"
-    redis_url: str = Field(default="redis://localhost:6379/0", description="used when store = 'redis'")
-    key_prefix: str = Field(default="voicebot:slots", description="Redis key prefix (one sorted set per provider)")
-
-
 class RecordingConfig(_Strict):
     """Call tapes (voicebot.tape, docs/call-tape.md). A call is recorded when ``enabled`` is true
     or its route says ``recording = true``."""
@@ -181,6 +181,15 @@ class RecordingConfig(_Strict):
     max_bytes: int = Field(
         default=20 * 1024 * 1024, ge=4096, description="per-tape size cap; later records are dropped and counted"
     )
+
+
+class AdmissionConfig(_Strict):
+    """Where provider session slots (``max_sessions``) are counted: this process only, or a
+    Redis shared by the fleet so the limit holds across instances (voicebot.admission_redis)."""
+
+    store: Literal["memory", "redis"] = "memory"
+    redis_url: str = Field(default="redis://localhost:6379/0", description="used when store = 'redis'")
+    key_prefix: str = Field(default="voicebot:slots", description="Redis key prefix (one sorted set per provider)")
 
 
 class AppConfig(_Strict):
