@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from telephony.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
+from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 
 AUTH_TOKEN = "drain-test-token-0123456789abcdef"
@@ -29,7 +30,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(drain_seconds: float) -> str:
+def _config(drain_seconds: float, twilio_extra: str) -> str:
     return f"""
 [server]
 drain_seconds = {drain_seconds}
@@ -38,6 +39,7 @@ drain_message = "{APOLOGY}"
 [twilio]
 auth_token = "{AUTH_TOKEN}"
 validate_signatures = true
+{twilio_extra}
 
 [providers.parrot]
 type = "echo"
@@ -83,16 +85,16 @@ def _spawn(config: Path, port: int, log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-StartServe = Callable[[float], Awaitable["ServeProcess"]]
+StartServe = Callable[..., Awaitable["ServeProcess"]]
 
 
 @pytest.fixture
 def serve_factory(tmp_path: Path) -> Iterator[StartServe]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    async def start(drain_seconds: float) -> ServeProcess:
+    async def start(drain_seconds: float, twilio_extra: str = "") -> ServeProcess:
         config = tmp_path / "voicebot.toml"
-        config.write_text(_config(drain_seconds))
+        config.write_text(_config(drain_seconds, twilio_extra))
         port = _free_port()
         log_path = tmp_path / "serve.log"
         proc = _spawn(config, port, log_path)
@@ -200,3 +202,22 @@ async def test_drain_exits_as_soon_as_the_last_call_hangs_up(serve_factory: Star
     assert await server.wait_exit(timeout=10) == 0
     assert time.monotonic() - started < 5  # far before the 60 s deadline
     assert "every call finished on its own" in server.log()
+
+
+async def test_with_rest_credentials_the_apology_goes_through_the_rest_api(serve_factory: StartServe) -> None:
+    """Fleet-safe path: Twilio gets the apology by REST, not from this (leaving) instance."""
+    async with TwilioRestFake(auth_token=AUTH_TOKEN) as rest:
+        twilio_extra = f'account_sid = "{rest.account_sid}"\napi_base_url = "{rest.base_url}"'
+        server = await serve_factory(1.0, twilio_extra)
+        async with server.twilio().call() as call:
+            await _echo_round_trip(call, 800)
+            server.proc.send_signal(signal.SIGTERM)
+            update = await rest.wait_for_update(timeout=10)
+            await asyncio.wait_for(call.closed.wait(), timeout=5)
+        assert update.call_sid == call.call_sid
+        assert APOLOGY in update.params["Twiml"] and "<Hangup" in update.params["Twiml"]
+        started = time.monotonic()
+        assert await server.wait_exit(timeout=10) == 0
+        assert time.monotonic() - started < 3  # nothing left to wait for: no stream-ended linger
+        # Nothing was left for /twilio/stream-ended either: it would only hang up.
+        assert "did not fetch the apology" not in server.log()

@@ -6,9 +6,10 @@ On SIGTERM (Kubernetes stopping the pod, systemd, ``docker stop``):
    number's fallback URL (another instance), and ``/readyz`` fails, so the load balancer
    stops sending new work here. Calls already in progress are untouched.
 2. Calls in progress may go on for up to ``[server] drain_seconds``.
-3. Calls still up at the deadline are ended politely: their next TwiML becomes an
-   apology (``[server] drain_message``) and their media stream is closed, so Twilio asks
-   ``/twilio/stream-ended`` and says the apology before hanging up (telephony.webhook).
+3. Calls still up at the deadline are ended politely with an apology
+   (``[server] drain_message``): through Twilio's REST API when ``[twilio] account_sid``
+   is set (fleet-safe, see :meth:`Drainer._end_call`), else as the TwiML Twilio fetches
+   from ``/twilio/stream-ended`` once we close the media stream (telephony.webhook).
 4. The server lingers briefly so those stream-ended requests are answered, then exits 0.
 
 A second SIGTERM, or SIGINT, stops at once (uvicorn's own handling).
@@ -25,6 +26,8 @@ from types import FrameType
 
 import uvicorn
 
+from telephony.bridge import CallBridge
+from telephony.twilio_rest import update_call_twiml
 from telephony.twiml import say_and_hangup
 from voicebot.runtime import Runtime
 
@@ -69,15 +72,41 @@ class Drainer:
             return
         ended = list(runtime.active.items())
         log.warning("draining: deadline passed; ending %d call(s) with an apology", len(ended))
-        languages = {route.name: route.language for route in runtime.config.routes}
-        for call_sid, bridge in ended:
-            runtime.set_next_twiml(call_sid, say_and_hangup(self.message, languages.get(bridge.info.route)))
-        await asyncio.gather(*(bridge.hang_up(SHUTDOWN_OUTCOME) for _, bridge in ended), return_exceptions=True)
+        via_stream = await asyncio.gather(*(self._end_call(sid, bridge) for sid, bridge in ended))
         if not await self._wait(lambda: not runtime.active, HANGUP_TIMEOUT_S):
             log.error("draining: %d call(s) did not tear down in %.0f s", len(runtime.active), HANGUP_TIMEOUT_S)
-        sids = [sid for sid, _ in ended]
+        sids = [sid for (sid, _), stream in zip(ended, via_stream, strict=True) if stream]
         if not await self._wait(lambda: all(sid not in runtime.next_twiml for sid in sids), LINGER_S):
             log.warning("draining: Twilio did not fetch the apology for every call within %.0f s", LINGER_S)
+
+    async def _end_call(self, call_sid: str, bridge: CallBridge) -> bool:
+        """End one call with the apology; True when Twilio still has to fetch it from us.
+
+        With REST credentials (``[twilio] account_sid`` + ``auth_token``) the call's TwiML is
+        replaced through the REST API: Twilio plays the apology whichever instance its next
+        request would reach. That matters on a fleet, where a draining pod has already left
+        the load balancer and ``/twilio/stream-ended`` would land on another instance that
+        knows nothing of this call. Without credentials, or if the update fails, the
+        apology waits here for ``/twilio/stream-ended`` (served while we linger)."""
+        twilio = self.runtime.config.twilio
+        route = next((r for r in self.runtime.config.routes if r.name == bridge.info.route), None)
+        twiml = say_and_hangup(self.message, route.language if route else None)
+        if twilio.account_sid and twilio.auth_token:
+            try:
+                await update_call_twiml(
+                    twilio.account_sid,
+                    twilio.auth_token.get_secret_value(),
+                    call_sid,
+                    twiml,
+                    api_base_url=twilio.api_base_url,
+                )
+                await bridge.hang_up(SHUTDOWN_OUTCOME)
+                return False
+            except Exception as exc:
+                log.error("call %s: REST update for the drain apology failed (%r); ending the stream", call_sid, exc)
+        self.runtime.set_next_twiml(call_sid, twiml)
+        await bridge.hang_up(SHUTDOWN_OUTCOME)
+        return True
 
 
 class DrainingServer(uvicorn.Server):

@@ -28,12 +28,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
-from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
+from telephony.twilio_rest import update_call_twiml
 from voicebot.tools.config import CallControl
 
 if TYPE_CHECKING:
@@ -225,14 +224,14 @@ class CallControlTools:
 
     async def _rest_update(self, twiml: str) -> None:
         token = self.twilio.auth_token.get_secret_value() if self.twilio.auth_token else None
-        http = AsyncTwilioHttpClient(timeout=REST_TIMEOUT_S)
-        client = Client(self.twilio.account_sid, token, http_client=http)
-        if self.twilio.api_base_url:
-            client.api.base_url = self.twilio.api_base_url
-        try:
-            await client.calls(self.call_sid).update_async(twiml=twiml)
-        finally:
-            await http.close()
+        await update_call_twiml(
+            self.twilio.account_sid or "",
+            token,
+            self.call_sid,
+            twiml,
+            api_base_url=self.twilio.api_base_url,
+            timeout_s=REST_TIMEOUT_S,
+        )
 
     def cancel(self) -> None:
         if self.pending is not None and not self.pending.done():

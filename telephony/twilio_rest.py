@@ -1,0 +1,35 @@
+"""Replacing a live call's TwiML through Twilio's REST API (``calls(sid).update(twiml=…)``).
+
+Twilio ends the call's media stream itself and runs the new TwiML at once, wherever the
+call's HTTP requests would have gone: unlike the TwiML after ``<Connect>``
+(``/twilio/stream-ended``), it does not depend on Twilio's next request reaching the same
+server instance. Used for transfers (voicebot.tools.call_control) and for the apology when
+a draining instance ends its remaining calls (voicebot.drain). ``api_base_url`` points the
+client elsewhere (a local fake in tests)."""
+
+from __future__ import annotations
+
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+REST_TIMEOUT_S = 5.0
+
+
+async def update_call_twiml(
+    account_sid: str,
+    auth_token: str | None,
+    call_sid: str,
+    twiml: str,
+    *,
+    api_base_url: str | None = None,
+    timeout_s: float = REST_TIMEOUT_S,
+) -> None:
+    """Raises the ``twilio`` client's errors (refused, unreachable, timed out)."""
+    http = AsyncTwilioHttpClient(timeout=timeout_s)
+    client = Client(account_sid, auth_token, http_client=http)
+    if api_base_url:
+        client.api.base_url = api_base_url
+    try:
+        await client.calls(call_sid).update_async(twiml=twiml)
+    finally:
+        await http.close()
