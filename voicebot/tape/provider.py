@@ -1,11 +1,11 @@
 """``type = "tape"``: a provider that plays the provider side of a call tape.
 
 Each recorded provider event is served in order, but only once the session has received
-what the original session had received before it (caller audio bytes, text, truncations,
-tool results) and no sooner after the previous event than on the tape. Anchoring events to
-the caller's input, not to the wall clock, is what makes replay deterministic at any
-``--speed`` and keeps a reply after the caller's words even when the server under test is
-slower or faster than the one recorded. An event whose trigger never comes (the server
+what the original session had received before it (caller audio, text, truncations, tool
+results) and no sooner than its time on the tape, counted from the session's opening.
+Anchoring events to the caller's input, not to the wall clock alone, is what makes replay
+deterministic at any ``--speed`` and keeps a reply after the caller's words even when the
+server under test is slower or faster than the one recorded. An event whose trigger never comes (the server
 under test no longer sends that text, say) is served after ``trigger_timeout_s`` and noted
 in :attr:`ReplaySession.missed`, so the replay reports it rather than hanging.
 
@@ -179,18 +179,19 @@ class ReplaySession(QueuedSession):
         return AudioOut(converter.convert(event.audio), event.item_id)
 
     async def _serve(self) -> None:
+        # Each event is due at its tape time (relative to the session's opening) or once its
+        # input has arrived, whichever is later. Due times come from one fixed base, not from
+        # the previous event, so lateness (a loaded machine oversleeping) never accumulates.
         loop = asyncio.get_running_loop()
         speed = self.config.speed
-        prev_t = self.script.opened.t
-        prev_at = loop.time()
+        base = loop.time() - self.script.opened.t / 1000.0 / speed
         for step in self.script.events:
-            earliest = prev_at + max(0.0, step.t - prev_t) / 1000.0 / speed
-            await self._wait_ready(step, earliest + self.config.trigger_timeout_s)
-            delay = earliest - loop.time()
+            due = base + step.t / 1000.0 / speed
+            await self._wait_ready(step, due + self.config.trigger_timeout_s)
+            delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             self.emit(self._in_output_format(step))
-            prev_t, prev_at = step.t, loop.time()
             if isinstance(step.event, Closed):
                 return
         await self._stay_open.wait()  # the tape's session outlived the call; wait for close()
