@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +22,6 @@ from tests.support.audio import active_segments, dominant_frequency, to_mulaw, t
 AUTH_TOKEN = "drain-test-token-0123456789abcdef"
 APOLOGY = "We are restarting this line, sorry. Please call back."
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _config(drain_seconds: float, twilio_extra: str) -> str:
@@ -95,24 +89,28 @@ def serve_factory(tmp_path: Path) -> Iterator[StartServe]:
     async def start(drain_seconds: float, twilio_extra: str = "") -> ServeProcess:
         config = tmp_path / "voicebot.toml"
         config.write_text(_config(drain_seconds, twilio_extra))
-        port = _free_port()
         log_path = tmp_path / "serve.log"
-        proc = _spawn(config, port, log_path)
+        # Port 0: the server picks a free port and logs it; a port chosen here could be taken
+        # by another process before the server binds it.
+        proc = _spawn(config, 0, log_path)
         procs.append(proc)
-        server = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
         deadline = time.monotonic() + 30
+        port = None
+        while port is None:
+            if proc.poll() is not None:
+                raise RuntimeError(f"voicebot serve exited early:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"voicebot serve did not start:\n{log_path.read_text()}")
+            found = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log_path.read_text())
+            port = int(found.group(1)) if found else None
+            await asyncio.sleep(0.05)
+        server = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
         async with httpx.AsyncClient(timeout=2.0) as client:
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"voicebot serve exited early:\n{server.log()}")
-                try:
-                    if (await client.get(server.url + "/readyz")).status_code == 200:
-                        return server
-                except httpx.TransportError:
-                    pass
+            while (await client.get(server.url + "/readyz")).status_code != 200:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"voicebot serve did not become ready:\n{server.log()}")
                 await asyncio.sleep(0.1)
+        return server
 
     yield start
     for proc in procs:  # only the processes this test started
@@ -221,3 +219,18 @@ async def test_with_rest_credentials_the_apology_goes_through_the_rest_api(serve
         assert time.monotonic() - started < 3  # nothing left to wait for: no stream-ended linger
         # Nothing was left for /twilio/stream-ended either: it would only hang up.
         assert "did not fetch the apology" not in server.log()
+
+
+async def test_a_second_sigterm_stops_at_once(serve_factory: StartServe) -> None:
+    server = await serve_factory(60.0)
+    async with server.twilio().call() as call:
+        await _echo_round_trip(call, 600)
+        server.proc.send_signal(signal.SIGTERM)
+        await call.pause(300)
+        assert server.proc.poll() is None  # draining, call still up
+        server.proc.send_signal(signal.SIGTERM)  # the operator insists
+        started = time.monotonic()
+        code = await server.wait_exit(timeout=10)
+        await asyncio.wait_for(call.closed.wait(), timeout=5)
+    assert time.monotonic() - started < 8
+    assert code == -signal.SIGTERM  # uvicorn re-raises the signal it was stopped by

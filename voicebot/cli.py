@@ -45,8 +45,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"telemetry: {exc}", file=sys.stderr)
         return 2
     runtime = Runtime(config)
-    drainer = Drainer(runtime, config.server.drain_seconds, config.server.drain_message)
-    server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), drainer)
+    server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), Drainer(runtime))
     try:
         if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.reload)
             run_server_with_reload(server, ConfigReloader(args.config, runtime.apply))

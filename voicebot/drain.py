@@ -43,10 +43,11 @@ SHUTDOWN_OUTCOME = "server-shutdown"
 
 
 class Drainer:
-    def __init__(self, runtime: Runtime, deadline_s: float, message: str) -> None:
+    """Settings are read from ``runtime.config`` when the drain starts, so a hot-reloaded
+    ``drain_seconds``/``drain_message`` applies."""
+
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.deadline_s = deadline_s
-        self.message = message
 
     async def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Poll ``done()`` until true or ``timeout``; calls end on other tasks, so polling a
@@ -62,12 +63,13 @@ class Drainer:
     async def run(self) -> None:
         runtime = self.runtime
         runtime.draining = True
+        deadline_s = runtime.config.server.drain_seconds
         log.warning(
             "draining: refusing new calls (webhook 503, readyz 503); %d call(s) in progress may go on for up to %.0f s",
             len(runtime.active),
-            self.deadline_s,
+            deadline_s,
         )
-        if await self._wait(lambda: not runtime.active, self.deadline_s):
+        if await self._wait(lambda: not runtime.active, deadline_s):
             log.info("draining: every call finished on its own")
             return
         ended = list(runtime.active.items())
@@ -90,7 +92,7 @@ class Drainer:
         apology waits here for ``/twilio/stream-ended`` (served while we linger)."""
         twilio = self.runtime.config.twilio
         route = next((r for r in self.runtime.config.routes if r.name == bridge.info.route), None)
-        twiml = say_and_hangup(self.message, route.language if route else None)
+        twiml = say_and_hangup(self.runtime.config.server.drain_message, route.language if route else None)
         if twilio.account_sid and twilio.auth_token:
             try:
                 await update_call_twiml(
