@@ -145,6 +145,8 @@ async def test_a_call_with_barge_in_is_measured_at_the_phone_edge(spans: InMemor
     assert attrs["voicebot.model"] == "default"
     assert attrs["voicebot.outcome"] == "caller-hangup"
     assert attrs["voicebot.barge_ins"] == 1
+    opened = next(e for e in root.events if e.name == "session_opened")
+    assert dict(opened.attributes or {}) == {"input_format": "mulaw@8000", "output_format": "mulaw@8000"}
     names = [c.name for c in children]
     assert names.count("webhook.admission") == 1
     assert names.count("provider.connect") == 1

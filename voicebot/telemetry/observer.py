@@ -46,6 +46,7 @@ from telephony.observer import CallObserver
 from voicebot.telemetry.setup import Telemetry, get_telemetry
 
 if TYPE_CHECKING:
+    from s2s.provider import ProviderSession
     from telephony.bridge import CallSummary
     from voicebot.runtime import CallPlan
 
@@ -184,6 +185,12 @@ class CallTelemetry(CallObserver):
             self._rare_event(event)
 
     # -- rare events ---------------------------------------------------------------------
+
+    def session_opened(self, session: ProviderSession) -> None:
+        self.span.add_event(
+            "session_opened",
+            {"input_format": str(session.input_format), "output_format": str(session.output_format)},
+        )
 
     def _rare_event(self, event: ProviderEvent) -> None:
         if isinstance(event, ProviderError):
