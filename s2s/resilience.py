@@ -60,8 +60,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
-
 from s2s.circuit import CircuitBoard
 from s2s.events import (
     AudioOut,
@@ -76,6 +74,7 @@ from s2s.events import (
 )
 from s2s.provider import Provider, ProviderConnectError, ProviderSession, QueuedSession, SessionContext, Turn
 from transcoding.formats import AudioFormat
+from transcoding.levels import frame_dbfs
 from transcoding.mulaw import mulaw_to_pcm16
 from transcoding.pipeline import Transcoder, make_transcoder
 
@@ -110,11 +109,7 @@ class SessionSlots(Protocol):
 
 def is_voiced(audio: bytes, fmt: AudioFormat) -> bool:
     pcm = mulaw_to_pcm16(audio) if fmt.encoding == "mulaw" else audio[: len(audio) - len(audio) % 2]
-    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    if samples.size == 0:
-        return False
-    rms = float(np.sqrt(np.mean(samples * samples)))
-    return 20.0 * np.log10(max(rms, 1e-3) / 32768.0) > VOICED_DBFS
+    return bool(pcm) and frame_dbfs(pcm) > VOICED_DBFS
 
 
 @dataclass(slots=True)
