@@ -16,7 +16,7 @@ from tests.support.audio import dominant_frequency
 from voicebot.cli import main
 from voicebot.config import load_config_text
 from voicebot.tape.compare import Tolerance, compare
-from voicebot.tape.replay import ReplayTimeout, replay_call
+from voicebot.tape.replay import ReplayTimeout, loopback_config, replay_call
 from voicebot.tape.view import BargeInView, CallView, TurnView
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
@@ -177,3 +177,15 @@ async def test_malformed_frames_on_a_tape_are_replayed_and_counted(tmp_path: Pat
     tape.write_text("\n".join(with_malformed_caller_frames(lines, 0)) + "\n")
     result = await replay_call(tape, speed=2)
     assert [str(d) for d in result.divergences] == ["bad frames from Twilio: tape 0, replay 2"]
+
+
+def test_a_live_replay_keeps_only_the_tapes_route_and_lets_any_number_reach_it(tmp_path: Path) -> None:
+    config = load_config_text(
+        '[twilio]\nvalidate_signatures = false\n[providers.parrot]\ntype = "echo"\n'
+        '[[routes]]\nname = "sales"\nto = ["+1555*"]\nproviders = ["parrot"]\n'
+        '[[routes]]\nname = "uk"\nto = ["+44*"]\nproviders = ["parrot"]\n'
+    )
+    live = loopback_config(config, tmp_path, "tok", "uk")
+    assert [(r.name, r.to, r.from_) for r in live.routes] == [("uk", ["*"], ["*"])]
+    assert live.recording.enabled and live.twilio.validate_signatures and live.server.public_url is None
+    assert [r.name for r in loopback_config(config, tmp_path, "tok", "gone").routes] == ["sales"]

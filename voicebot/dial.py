@@ -130,7 +130,16 @@ def _dial_command(args: argparse.Namespace) -> int:
         print("note: no --auth-token / TWILIO_AUTH_TOKEN; requests are signed with an empty token", file=sys.stderr)
     print(f"dialling {args.url} with {len(audio) / 8000:.1f} s of caller audio from {source}")
     try:
-        result = asyncio.run(dial(args.url, audio, auth_token=token, record=args.record, max_seconds=args.max_seconds))
+        call = dial(
+            args.url,
+            audio,
+            auth_token=token,
+            record=args.record,
+            to=args.to,
+            from_=args.from_,
+            max_seconds=args.max_seconds,
+        )
+        result = asyncio.run(call)
     except NoStream as exc:
         print(f"the server did not open a media stream: {exc}", file=sys.stderr)
         return 1
@@ -156,6 +165,8 @@ def add_dial_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--out", type=Path, default=None, help="stereo WAV of the call: caller left, bot right")
     p.add_argument("--record", type=Path, default=None, help="also write a caller-side call tape")
     p.add_argument("--auth-token", default=None, help="Twilio auth token to sign with (default: $TWILIO_AUTH_TOKEN)")
+    p.add_argument("--to", default="+15550001111", help="the called number (selects the route)")
+    p.add_argument("--from", dest="from_", default="+15557654321", help="the caller's number")
     p.add_argument("--max-seconds", type=float, default=120.0, help="hang up after this long in any case")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=_dial_command)

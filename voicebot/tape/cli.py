@@ -52,6 +52,8 @@ def _replay_command(args: argparse.Namespace) -> int:
                 live=live,
                 tolerance=tolerance,
                 timeout_s=args.timeout,
+                to=args.to,
+                from_=args.from_,
             )
         )
     except (ReplayError, TapeError, ValueError) as exc:
@@ -86,5 +88,7 @@ def add_replay_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--timing-tolerance-ms", type=float, default=Tolerance().timing_ms)
     p.add_argument("--audio-tolerance-ms", type=float, default=Tolerance().audio_ms)
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds (default: tape + 30 s)")
+    p.add_argument("--to", default="+15550001111", help="called number of the replayed call (route on --url)")
+    p.add_argument("--from", dest="from_", default="+15557654321", help="caller number of the replayed call")
     p.add_argument("--log-level", default="WARNING")
     p.set_defaults(func=_replay_command)

@@ -111,11 +111,15 @@ def _replay_config(tape_path: str, route: str, speed: float, record_dir: Path, t
     )
 
 
-def _live_config(config: AppConfig, record_dir: Path, token: str) -> AppConfig:
+def loopback_config(config: AppConfig, record_dir: Path, token: str, route: str) -> AppConfig:
     """``config`` as a private loopback server: its own auth token, no public URL (the stream
-    URL must point back at this process) and recording on."""
+    URL must point back at this process), recording on, and only the tape's route (when the
+    config has it) matching any number, so the replayed call lands where the original did."""
+    chosen = [r for r in config.routes if r.name == route] or config.routes[:1]
+    routes = [r.model_copy(update={"to": ["*"], "from_": ["*"]}) for r in chosen]
     return config.model_copy(
         update={
+            "routes": routes,
             "server": config.server.model_copy(update={"public_url": None}),
             "twilio": config.twilio.model_copy(update={"auth_token": SecretStr(token), "validate_signatures": True}),
             "recording": RecordingConfig(enabled=True, dir=str(record_dir)),
@@ -145,17 +149,20 @@ async def replay_call(
     live: AppConfig | None = None,
     tolerance: Tolerance | None = None,
     timeout_s: float | None = None,
+    to: str = "+15550001111",
+    from_: str = "+15557654321",
 ) -> ReplayResult:
     """Replay ``tape_path`` and compare. With neither ``url`` nor ``live``, the provider side
-    is served from the tape (or, for a caller-side tape, which has none, by ``live``, which
-    the CLI defaults to the built-in echo line)."""
+    is served from the tape (a caller-side tape has none: pass ``live``, which the CLI
+    defaults to the built-in echo line). ``to``/``from_`` are the simulated call's numbers,
+    which pick the route on a ``url`` server; an in-process one has only the tape's route."""
     tape = read_tape(tape_path)
     if url is None and live is None and not tape.has_provider_side():
         raise ReplayError(f"{tape_path} is a caller-side tape with no provider side: replay it live")
     limit = timeout_s if timeout_s is not None else tape.duration_ms / 1000.0 / speed + 30.0
     try:
         async with asyncio.timeout(limit):
-            return await _replay(tape, speed, url, auth_token, live, tolerance)
+            return await _replay(tape, speed, url, auth_token, live, tolerance, (to, from_))
     except TimeoutError:
         raise ReplayTimeout(f"replay of {tape_path} did not finish within {limit:.0f} s; gave up") from None
 
@@ -167,15 +174,17 @@ async def _replay(
     auth_token: str | None,
     live: AppConfig | None,
     tolerance: Tolerance | None,
+    numbers: tuple[str, str],
 ) -> ReplayResult:
     script = caller_script(tape)
+    to, from_ = numbers
     call_sid = "CA" + secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="voicebot-replay-") as tmp:
         workdir = Path(tmp)
         if url is not None:
             caller_tape = CallerTape(workdir / f"caller_{call_sid}.jsonl", call_sid, speed)
             twilio = SimulatedTwilio(url, auth_token, speed=speed, tap=caller_tape)
-            async with twilio.call(call_sid=call_sid) as call:
+            async with twilio.call(to=to, from_=from_, call_sid=call_sid) as call:
                 outcome = await play_caller_side(call, script)
             await caller_tape.close(outcome)
             got_tape = read_tape(caller_tape.path)
@@ -184,13 +193,13 @@ async def _replay(
         else:
             token = secrets.token_hex(16)
             config = (
-                _live_config(live, workdir, token)
+                loopback_config(live, workdir, token, tape.header.route)
                 if live is not None
                 else _replay_config(tape.path, tape.header.route, speed, workdir, token)
             )
             async with local_server(config) as server:
                 twilio = SimulatedTwilio(server.url, token, speed=speed)
-                async with twilio.call(call_sid=call_sid) as call:
+                async with twilio.call(to=to, from_=from_, call_sid=call_sid) as call:
                     await play_caller_side(call, script)
                 got_tape = await finished_tape(workdir, call_sid)
                 provider = server.runtime.providers.get("tape")
