@@ -38,6 +38,7 @@ class CircuitBreaker:
     consecutive_failures: int = 0
     opened_at: float = 0.0
     probe_started_at: float | None = field(default=None)
+    on_open: Callable[[str], None] | None = None  # told the provider's name each time the circuit opens
 
     def _cooled_down(self, now: float) -> bool:
         return now - self.opened_at >= self.cooldown_s
@@ -84,6 +85,8 @@ class CircuitBreaker:
         ):
             self.state = CircuitState.OPEN
             self.opened_at = self.clock()
+            if self.on_open is not None:
+                self.on_open(self.name)
             log.warning(
                 "provider %s: circuit open after %d consecutive connect failure(s); skipped for %.0f s",
                 self.name,
@@ -95,10 +98,17 @@ class CircuitBreaker:
 class CircuitBoard:
     """One breaker per provider name; thresholds follow the current config."""
 
-    def __init__(self, failures: int = 3, cooldown_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        failures: int = 3,
+        cooldown_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_open: Callable[[str], None] | None = None,
+    ):
         self.failures = failures
         self.cooldown_s = cooldown_s
         self.clock = clock
+        self.on_open = on_open
         self._breakers: dict[str, CircuitBreaker] = {}
 
     def configure(self, failures: int, cooldown_s: float) -> None:
@@ -109,5 +119,7 @@ class CircuitBoard:
     def __getitem__(self, provider: str) -> CircuitBreaker:
         breaker = self._breakers.get(provider)
         if breaker is None:
-            breaker = self._breakers[provider] = CircuitBreaker(provider, self.failures, self.cooldown_s, self.clock)
+            breaker = self._breakers[provider] = CircuitBreaker(
+                provider, self.failures, self.cooldown_s, self.clock, on_open=self.on_open
+            )
         return breaker

@@ -135,6 +135,24 @@ class _Renewal:
     turns_at_open: int
 
 
+def _ignore(*args: object) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceHooks:
+    """Where this layer reports what it did, as it happens (voicebot.telemetry wires its
+    metrics and span events here; the defaults report nothing). ``retry(provider, kind,
+    attempt)``: an attempt failed and will be retried (kind: timeout, refused, error);
+    ``fallback(from_provider, to_provider, why)``: a session opened further down the chain
+    (why: connect, recovery); ``recovered(lost_provider, new_provider, kind, ok,
+    duration_s)``: a mid-call recovery finished (kind: session-lost, watchdog)."""
+
+    retry: Callable[[str, str, int], None] = _ignore
+    fallback: Callable[[str, str, str], None] = _ignore
+    recovered: Callable[[str, str | None, str, bool, float], None] = _ignore
+
+
 class ResilientSession(ProviderSession):
     """A provider session that survives its providers. See the module docstring."""
 
@@ -148,6 +166,7 @@ class ResilientSession(ProviderSession):
         slots: SessionSlots | None = None,
         history: Callable[[], Sequence[Turn]] = lambda: (),
         attempt_context: Callable[[str], AbstractContextManager[Any]] = lambda provider: nullcontext(),
+        hooks: ResilienceHooks = ResilienceHooks(),
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -160,6 +179,7 @@ class ResilientSession(ProviderSession):
         self.slots = slots
         self.history = history
         self.attempt_context = attempt_context  # wraps each connect attempt (metrics, traces)
+        self.hooks = hooks
         self.rng = rng
         self.clock = clock
         self.generations = 0
@@ -228,6 +248,8 @@ class ResilientSession(ProviderSession):
                 continue
             session = await self._try_provider(provider, index == len(order) - 1, reopening, problems)
             if session is not None:
+                if index > 0:
+                    self.hooks.fallback(order[0].name, provider.name, "recovery" if reopening else "connect")
                 self.generations += 1
                 return _Live(provider, session, self.generations)
         raise ProviderConnectError(
@@ -250,11 +272,11 @@ class ResilientSession(ProviderSession):
                 with self.attempt_context(provider.name):
                     session = await asyncio.wait_for(provider.open_session(ctx), timeout)
             except TimeoutError:
-                problem, retryable = f"connect timed out after {timeout:.2f} s", True
+                problem, retryable, kind = f"connect timed out after {timeout:.2f} s", True, "timeout"
             except ProviderConnectError as exc:
-                problem, retryable = str(exc), exc.retryable
+                problem, retryable, kind = str(exc), exc.retryable, "refused"
             except Exception as exc:  # an SDK error type we do not know: treat as a failed connect
-                problem, retryable = f"{type(exc).__name__}: {exc}", True
+                problem, retryable, kind = f"{type(exc).__name__}: {exc}", True, "error"
             else:
                 breaker.record_success()
                 self.opened.append((provider.name, ctx))
@@ -273,6 +295,7 @@ class ResilientSession(ProviderSession):
             )
             if not retry:
                 break
+            self.hooks.retry(provider.name, kind, attempt)
             await asyncio.sleep(delay)
         return None
 
@@ -398,7 +421,7 @@ class ResilientSession(ProviderSession):
                 if self._watchdog_fired():
                     reason = f"no events for {self.policy.watchdog_s:.1f} s after the caller spoke"
                     log.error("call %s: %s session unresponsive: %s", self.call_sid, self.provider_name, reason)
-                    if not await self._recover(reason):
+                    if not await self._recover(reason, "watchdog"):
                         yield ProviderError("recovery-failed", f"provider lost ({reason}); recovery failed", True)
                         yield Closed(reason, error=True)
                         return
@@ -455,7 +478,7 @@ class ResilientSession(ProviderSession):
 
     # -- recovery ----------------------------------------------------------------------------
 
-    async def _recover(self, reason: str) -> bool:
+    async def _recover(self, reason: str, kind: str = "session-lost") -> bool:
         """Replace a lost session; True when the call goes on. Caller audio is kept meanwhile."""
         assert self._live is not None
         lost = self._live
@@ -468,10 +491,12 @@ class ResilientSession(ProviderSession):
                     replacement = await self._open_chain(self._reopen_order(), reopening=True)
                 except ProviderConnectError as exc:
                     log.error("call %s: recovery failed: %s", self.call_sid, exc)
+                    self.hooks.recovered(lost.provider.name, None, kind, False, self.clock() - started)
                     return False
             self._spawn(self._close_quietly(lost))
             self._adopt(replacement)
             self.recoveries += 1
+            self.hooks.recovered(lost.provider.name, replacement.provider.name, kind, True, self.clock() - started)
             await self._replay(replacement)
             log.warning(
                 "call %s: recovered from %s loss (%s) on %s in %.0f ms with %d turn(s) of history",

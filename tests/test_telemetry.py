@@ -242,8 +242,7 @@ def test_resilience_api_counts_and_annotates_the_current_span() -> None:
             pass
         api.record_fallback(provider, "backup", "connect failed")
         api.record_circuit_open(provider)
-        with api.recovery(provider, "provider-lost"):
-            pass
+        api.record_recovery(provider, "backup", "watchdog", False, 0.25)
         api.record_error("session_expired", provider)
         api.record_webhook_rejected("capacity")
     exporter.shutdown()
@@ -253,7 +252,8 @@ def test_resilience_api_counts_and_annotates_the_current_span() -> None:
     assert value(samples, "voicebot_provider_retries_total", provider=provider, reason="timeout") == 1
     assert value(samples, "voicebot_provider_fallbacks_total", from_provider=provider, to_provider="backup") == 1
     assert value(samples, "voicebot_provider_circuit_opened_total", provider=provider) == 1
-    assert value(samples, "voicebot_recoveries_total", provider=provider, outcome="ok") == 1
+    assert value(samples, "voicebot_recoveries_total", provider=provider, reason="watchdog", outcome="failed") == 1
+    assert value(samples, "voicebot_recovery_duration_seconds_sum", provider=provider) == pytest.approx(0.25)
     assert value(samples, "voicebot_errors_total", provider=provider, code="session_expired") == 1
     assert value(samples, "voicebot_webhook_rejected_total", reason="capacity") >= 1
     finished = {s.name: s for s in exporter.get_finished_spans()}

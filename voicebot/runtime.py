@@ -26,7 +26,7 @@ from voicebot.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.admission_redis import slot_store
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
 from voicebot.tape.recorder import recorder_for_call, wants_recording
-from voicebot.telemetry.metrics import provider_connect
+from voicebot.telemetry.metrics import provider_connect, record_circuit_open, resilience_hooks
 from voicebot.tools.registry import CallTools
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Runtime:
         self.draining = False
         # Admission and circuit state outlive config reloads (keyed by provider name).
         self.slots: SlotStore = slot_store(config.admission)
-        self.circuits = CircuitBoard()
+        self.circuits = CircuitBoard(on_open=record_circuit_open)
         self._janitor: asyncio.TimerHandle | None = None
         self._time_limits: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -183,6 +183,7 @@ class Runtime:
             slots=plan.lease,
             history=(lambda: bridge.summary.transcript) if bridge is not None else (lambda: ()),
             attempt_context=provider_connect,
+            hooks=resilience_hooks(),
         )
         plan.session = session
         await session.open()

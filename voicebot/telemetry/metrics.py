@@ -6,7 +6,8 @@ belongs on spans and log lines, where one call's story is told.
 
 The resilience layer (retries, fallback chain, circuit breaker, recovery) reports through
 :func:`record_retry`, :func:`record_fallback`, :func:`record_circuit_open`,
-:func:`record_error`, :func:`provider_connect` and :func:`recovery`. They are cheap, safe to
+:func:`record_error`, :func:`provider_connect` and :func:`record_recovery` (wired into
+``s2s.resilience`` by :func:`resilience_hooks` and ``CircuitBoard(on_open=...)``). They are cheap, safe to
 call before :func:`~voicebot.telemetry.setup.setup_telemetry` (telemetry then starts with
 its defaults) and add events to the current span (the call's, or its connect/recovery span).
 """
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
+
+from s2s.resilience import ResilienceHooks
 
 CircuitView = Callable[[], dict[str, bool] | None]
 
@@ -91,6 +94,12 @@ class Instruments:
         )
         self.recoveries = meter.create_counter(
             "voicebot.recoveries", unit="{event}", description="mid-call provider recoveries, by outcome"
+        )
+        self.recovery_duration = meter.create_histogram(
+            "voicebot.recovery.duration",
+            unit="s",
+            description="a mid-call recovery: provider lost -> replacement session serving (the caller's pause)",
+            explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
         self.errors = meter.create_counter(
             "voicebot.errors", unit="{error}", description="errors by code (provider errors, bad Twilio frames)"
@@ -190,21 +199,29 @@ def provider_connect(provider: str) -> Iterator[trace.Span]:
             )
 
 
-@contextlib.contextmanager
-def recovery(provider: str, reason: str) -> Iterator[trace.Span]:
-    """Wrap one mid-call recovery (reconnect, fallback, session renewal) of ``provider``."""
+def record_recovery(
+    lost_provider: str, new_provider: str | None, kind: str, ok: bool, duration_s: float
+) -> None:
+    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog):
+    a ``recovery`` child span of the call, back-dated to when it began, and the metrics."""
     from voicebot.telemetry.setup import get_telemetry
 
     tel = get_telemetry()
-    error: BaseException | None = None
-    attributes = {"voicebot.provider": provider, "voicebot.recovery.reason": reason}
-    with tel.tracer.start_as_current_span("recovery", attributes=attributes) as span:
-        try:
-            yield span
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
-            outcome = _outcome(error)
-            span.set_attribute("voicebot.outcome", outcome)
-            tel.instruments.recoveries.add(1, {"provider": provider, "reason": reason, "outcome": outcome})
+    outcome = "ok" if ok else "failed"
+    tel.instruments.recoveries.add(1, {"provider": lost_provider, "reason": kind, "outcome": outcome})
+    tel.instruments.recovery_duration.record(duration_s, {"provider": lost_provider, "outcome": outcome})
+    attributes: dict[str, str | float] = {
+        "voicebot.provider": lost_provider,
+        "voicebot.recovery.reason": kind,
+        "voicebot.outcome": outcome,
+        "voicebot.recovery.duration_ms": round(duration_s * 1000.0, 1),
+    }
+    if new_provider is not None:
+        attributes["voicebot.recovery.provider"] = new_provider
+    start = time.time_ns() - int(duration_s * 1e9)
+    tel.tracer.start_span("recovery", start_time=start, attributes=attributes).end()
+
+
+def resilience_hooks() -> ResilienceHooks:
+    """What :class:`s2s.resilience.ResilientSession` reports through, in production."""
+    return ResilienceHooks(retry=record_retry, fallback=record_fallback, recovered=record_recovery)

@@ -21,7 +21,6 @@ What is measured, at the phone edge:
 
 from __future__ import annotations
 
-import itertools
 import time
 from contextvars import Token
 from typing import TYPE_CHECKING
@@ -251,9 +250,8 @@ class CallTelemetry(CallObserver):
         self._end_turn(interrupted=True)
 
     def _resilience_story(self) -> None:
-        """What the resilience layer did for this call, from the public record its
-        ResilientSession keeps (sessions opened in order, recoveries, renewals): counted
-        once at the end of the call, never on the audio path."""
+        """Admission's fallback (decided at the webhook, before any session existed) and the
+        call's resilience summary from its ResilientSession, once at the end of the call."""
         plan = self._plan
         route_first = plan.route.providers[0] if getattr(plan.route, "providers", None) else self._provider
         if route_first != self._provider:  # admission skipped full / circuit-open providers
@@ -261,14 +259,11 @@ class CallTelemetry(CallObserver):
             self.span.add_event(
                 "fallback", {"from_provider": route_first, "to_provider": self._provider, "reason": "admission"}
             )
+        # Retries, fallbacks and recoveries inside the call were reported live (resilience
+        # hooks, voicebot.telemetry.metrics); the span keeps the summary.
         session = getattr(plan, "session", None)
         opened: list[tuple[str, object]] = list(getattr(session, "opened", ()))
-        for (before, _), (after, _) in itertools.pairwise(opened):
-            if before != after:
-                self._m.fallbacks.add(1, {"from_provider": before, "to_provider": after})
         recoveries = int(getattr(session, "recoveries", 0))
-        if recoveries:
-            self._m.recoveries.add(recoveries, {"provider": self._provider, "reason": "provider-lost", "outcome": "ok"})
         if opened:
             self.span.set_attributes(
                 {
