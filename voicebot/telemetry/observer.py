@@ -121,6 +121,7 @@ class CallTelemetry(CallObserver):
         self._out_sample = 0.0
         self._turn: Span | None = None
         self._turn_started_ns = 0
+        self._session: ProviderSession | None = None
         self._turn_item: str | None = None
         self._turns = 0
 
@@ -186,6 +187,7 @@ class CallTelemetry(CallObserver):
     # -- rare events ---------------------------------------------------------------------
 
     def session_opened(self, session: ProviderSession) -> None:
+        self._session = session
         self.span.add_event(
             "session_opened",
             {"input_format": str(session.input_format), "output_format": str(session.output_format)},
@@ -193,7 +195,10 @@ class CallTelemetry(CallObserver):
 
     def _rare_event(self, event: ProviderEvent) -> None:
         if isinstance(event, ProviderError):
-            self._m.errors.add(1, {"code": event.code, "provider": self._provider})
+            # The provider serving now (a ResilientSession names it), which after a fallback
+            # is not the one the call was admitted on.
+            provider = str(getattr(self._session, "provider_name", None) or self._provider)
+            self._m.errors.add(1, {"code": event.code, "provider": provider})
             self.span.add_event(
                 "provider_error", {"code": event.code, "fatal": event.fatal, "message": event.message[:200]}
             )
