@@ -46,15 +46,17 @@ def test_shows_the_route_each_sample_call_hits(tmp_path: Path, capsys: pytest.Ca
     code = run(
         tmp_path,
         GOOD,
-        "--number", "+15550001000", "--from", "+15557770001",
         "--number", "+442071234567",
+        "--number", "+15550001000", "--from", "+15557770001",
         "--number", "+15559999999",
+        "--number", "+15550001000",
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
     assert "call to +15550001000 from +15557770001: route 'vip' -> primary" in out
     assert "call to +442071234567: route 'uk' -> primary -> backup" in out
     assert "call to +15559999999: route 'default' -> backup" in out
+    assert "call to +15550001000: route 'default' -> backup" in out  # not the vip caller
     assert "provider 'primary': type=echo max_sessions=10" in out
     assert out.rstrip().endswith(": OK")
 

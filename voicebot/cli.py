@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from voicebot.app import create_app
 from voicebot.config import ConfigError, load_config
-from voicebot.config_check import check_routes
+from voicebot.config_check import SampleCall, check_routes
 from voicebot.dial import add_dial_command
 from voicebot.drain import Drainer, DrainingServer
 from voicebot.logs import configure_logging
@@ -62,7 +62,7 @@ def _config_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    report = check_routes(config, args.number, args.caller)
+    report = check_routes(config, args.samples)
     print("\n".join(report.lines))
     if report.problems:
         print(f"{args.file or 'built-in default config'}: valid, but {report.problems} problem(s) flagged above")
@@ -86,10 +86,10 @@ def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     csub = p.add_subparsers(dest="config_command", required=True)
     check = csub.add_parser("check", help="validate a config file and print its routes")
     check.add_argument("file", nargs="?", default=None)
-    check.add_argument("--number", action="append", default=[], help="a called number (To) to route; repeatable")
     check.add_argument(
-        "--from", dest="caller", action="append", default=[], help="the caller (From) of the --number at its position"
+        "--number", dest="samples", action=SampleCall, default=[], help="a called number (To) to route; repeatable"
     )
+    check.add_argument("--from", dest="samples", action=SampleCall, help="the caller (From) of the --number before it")
     check.set_defaults(func=_config_check)
 
 

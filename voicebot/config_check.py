@@ -8,9 +8,10 @@ reach because an earlier route (a catch-all or a wider prefix) takes all their c
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
+from typing import Any
 
 from telephony.routing import select_route, shadowed_routes
 from voicebot.config import AppConfig
@@ -22,8 +23,24 @@ class CheckReport:
     problems: int
 
 
-def check_routes(config: AppConfig, numbers: Sequence[str] = (), callers: Sequence[str] = ()) -> CheckReport:
-    """``callers[i]`` is the ``From`` of the sample call to ``numbers[i]`` (empty if absent)."""
+class SampleCall(argparse.Action):
+    """``--number TO`` starts a sample call; a ``--from FROM`` after it sets that call's caller."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, option: str | None = None
+    ) -> None:
+        samples: list[tuple[str, str]] = list(getattr(namespace, self.dest, None) or [])
+        if option == "--from":
+            if not samples:
+                parser.error("--from must follow the --number it belongs to")
+            samples[-1] = (samples[-1][0], str(value))
+        else:
+            samples.append((str(value), ""))
+        setattr(namespace, self.dest, samples)
+
+
+def check_routes(config: AppConfig, samples: Sequence[tuple[str, str]] = ()) -> CheckReport:
+    """``samples``: (To, From) of calls to route; From may be empty."""
     lines: list[str] = []
     problems = 0
     for i, route in enumerate(config.routes):
@@ -36,7 +53,7 @@ def check_routes(config: AppConfig, numbers: Sequence[str] = (), callers: Sequen
             f"UNREACHABLE: route {shadow.index + 1} {shadow.route.name!r} is shadowed by the earlier route "
             f"{shadow.by.name!r}, which matches every call it would match"
         )
-    for to, from_ in zip_longest(numbers, callers[: len(numbers)], fillvalue=""):
+    for to, from_ in samples:
         hit = select_route(config.routes, to, from_)
         who = f"{to}" + (f" from {from_}" if from_ else "")
         if hit is None:
