@@ -14,10 +14,13 @@ costs at most the budget. The last provider of the chain is the exception: with 
 to fall back to, its attempts get the full ``connect_timeout_s``. Providers whose circuit
 is open (:mod:`s2s.circuit`) or that have no free slot (``SessionSlots``) are skipped.
 
-Mid-call loss: an inner ``Closed(error=True)``, or the watchdog — the caller spoke, went
-quiet, and the session sent nothing at all for ``watchdog_s`` after the caller's last
-voiced audio (measured from the end of speech, because some providers are silent during
-a long utterance). Then a new session opens: the same provider first (with its
+Mid-call loss: an inner ``Closed(error=True)``, or the watchdog — the caller spoke (at
+least ``WATCHDOG_MIN_SPEECH_MS`` of voiced audio), went quiet, and the session sent nothing
+at all for ``watchdog_s`` after the caller's last voiced audio (measured from the end of
+speech, because some providers are silent during a long utterance). A provider that is
+healthy but hears only noise it rightly ignores looks the same, hence the generous default
+(8 s) and the minimum speech; a false alarm costs a silent reconnect with history, not the
+call. Then a new session opens: the same provider first (with its
 ``resume_handle``), then the rest of the chain, each with the route's instructions and the
 conversation so far as ``SessionContext.history`` and no greeting. The history is read
 from the bridge's transcript (the one copy, ``CallSummary.transcript``) through the
@@ -82,6 +85,9 @@ log = logging.getLogger(__name__)
 
 # Caller audio above this level counts as speech for the watchdog and the renewal gap.
 VOICED_DBFS = -40.0
+# The watchdog arms only after this much voiced caller audio with no event in return: a
+# cough or a click that a provider's VAD rightly ignores must not count as a lost session.
+WATCHDOG_MIN_SPEECH_MS = 400.0
 # The caller is "not speaking" once no voiced audio has been sent for this long.
 QUIET_S = 0.4
 # How often the event loop re-checks for a renewal gap while one is wanted, and otherwise
@@ -196,7 +202,7 @@ class ResilientSession(ProviderSession):
         # Turn state, for the watchdog and for finding a gap to renew in.
         self._last_event_at = clock()
         self._last_voiced_at = float("-inf")
-        self._unanswered_voice = False
+        self._unanswered_ms = 0.0
         self._bot_speaking = False
         self._caller_speaking = False
         self._expiring: SessionExpiring | None = None
@@ -304,7 +310,7 @@ class ResilientSession(ProviderSession):
         self.input_format = live.session.input_format
         self.output_format = live.session.output_format
         self._last_event_at = self.clock()
-        self._unanswered_voice = False
+        self._unanswered_ms = 0.0
         self._bot_speaking = self._caller_speaking = False
         self._expiring = None
         live.pump = asyncio.ensure_future(self._pump(live))
@@ -329,7 +335,7 @@ class ResilientSession(ProviderSession):
         now = self.clock()
         if is_voiced(audio, self.input_format):
             self._last_voiced_at = now
-            self._unanswered_voice = True
+            self._unanswered_ms += self.input_format.duration_ms(len(audio))
         session = self._live.session
         if self._recovering or (isinstance(session, QueuedSession) and session.closed):
             # Lost but not yet noticed by events(): keep the audio for the next session.
@@ -400,7 +406,7 @@ class ResilientSession(ProviderSession):
 
     def _wait_timeout(self) -> float:
         waits = []
-        if self._unanswered_voice:
+        if self._unanswered_ms >= WATCHDOG_MIN_SPEECH_MS:
             since = max(self._last_voiced_at, self._last_event_at)
             waits.append(since + self.policy.watchdog_s - self.clock())
         if self._expiring is not None or self._renewal is not None:
@@ -408,7 +414,7 @@ class ResilientSession(ProviderSession):
         return max(0.01, min(waits)) if waits else WATCHDOG_POLL_S
 
     def _watchdog_fired(self) -> bool:
-        if not self._unanswered_voice:
+        if self._unanswered_ms < WATCHDOG_MIN_SPEECH_MS:
             return False
         since = max(self._last_voiced_at, self._last_event_at)
         return self.clock() - since >= self.policy.watchdog_s
@@ -449,7 +455,7 @@ class ResilientSession(ProviderSession):
 
     def _note(self, event: ProviderEvent) -> None:
         self._last_event_at = self.clock()
-        self._unanswered_voice = False
+        self._unanswered_ms = 0.0
         if isinstance(event, AudioOut):
             self._bot_speaking = True
         elif isinstance(event, TurnDone):

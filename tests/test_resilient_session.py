@@ -183,3 +183,19 @@ async def test_open_raises_when_no_provider_connects_and_circuits_count_the_fail
     assert not board["a"].available()
     with pytest.raises(ProviderConnectError, match="circuit open"):
         await ResilientSession([a], SessionContext("CA7"), POLICY, board).open()
+
+
+async def test_watchdog_ignores_a_click_but_replaces_a_session_that_ignores_speech() -> None:
+    a = MemoryProvider("a")
+    policy = RecoveryPolicy(budget_s=0.5, attempts=1, watchdog_s=0.3)
+    session = ResilientSession([a], SessionContext("CA8"), policy, CircuitBoard())
+    async with running(session):
+        loud = b"\x00" * 160  # 20 ms of full-scale mu-law
+        for _ in range(5):  # a 100 ms click
+            await session.send_audio(loud)
+        await asyncio.sleep(0.6)
+        assert len(a.sessions) == 1 and session.recoveries == 0
+        for _ in range(25):  # half a second of speech the session never reacts to
+            await session.send_audio(loud)
+        await until(lambda: session.recoveries == 1, timeout=2)
+        assert len(a.sessions) == 2 and a.sessions[0].closed
