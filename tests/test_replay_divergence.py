@@ -13,6 +13,7 @@ import pytest
 from scipy.io import wavfile
 
 from tests.support.audio import dominant_frequency
+from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.cli import main
 from voicebot.config import load_config_text
 from voicebot.tape.compare import Tolerance, compare
@@ -189,3 +190,26 @@ def test_a_live_replay_keeps_only_the_tapes_route_and_lets_any_number_reach_it(t
     assert [(r.name, r.to, r.from_) for r in live.routes] == [("uk", ["*"], ["*"])]
     assert live.recording.enabled and live.twilio.validate_signatures and live.server.public_url is None
     assert [r.name for r in loopback_config(config, tmp_path, "tok", "gone").routes] == ["sales"]
+
+
+async def test_replay_against_a_running_server_whose_provider_is_the_tape() -> None:
+    tape = CALLS / "openai_barge_in.jsonl"
+    config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+
+[providers.recorded]
+type = "tape"
+path = "{tape}"
+speed = 2
+
+[[routes]]
+name = "openai"
+providers = ["recorded"]
+"""
+    async with running_server(config) as server:
+        result = await replay_call(tape, url=server.url, auth_token=AUTH_TOKEN, speed=2)
+    # Compared from the caller's side: turns, the barge-in point and the mark/clear sequence.
+    assert result.ok, result.report()
+    assert result.got.side == "caller" and len(result.turns) == 2 and len(result.barge_ins) == 1
+    assert result.turns[0].interrupted and 450 < result.barge_ins[0].heard_ms < 750
