@@ -606,6 +606,11 @@ class ResilientSession(ProviderSession):
             else:
                 task.cancel()  # wait_for inside the open cancels the provider's handshake
         if self._live is not None:
-            await self._close_quietly(self._live)
+            self._spawn(self._close_quietly(self._live))
+        # Everything closes concurrently, within one close_timeout_s (the bridge bounds us).
         if self._background:
-            await asyncio.wait(self._background, timeout=self.policy.close_timeout_s)
+            await asyncio.wait(set(self._background), timeout=self.policy.close_timeout_s)
+        pump = self._live.pump if self._live is not None else None
+        if pump is not None and not pump.done():
+            await asyncio.wait({pump}, timeout=0.1)  # let Closed through to events()
+            pump.cancel()  # a session that never said Closed must not leave a task behind
