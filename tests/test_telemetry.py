@@ -224,6 +224,13 @@ def test_inbound_forwarding_is_sampled_not_timed_per_frame(tel: Telemetry) -> No
     for _ in range(SAMPLE_EVERY * 4):
         observer.twilio_in("{}", frame)
         observer.provider_out("audio", b"\x00" * 320)
+    # Frames held while no session is open (no provider_out): their samples are not timed
+    # across the wait when the held audio is finally sent.
+    for _ in range(SAMPLE_EVERY * 2):
+        observer.twilio_in("{}", frame)
+    observer.session_opened(types.SimpleNamespace(input_format="mulaw@8000", output_format="mulaw@8000"))  # type: ignore[arg-type]
+    for _ in range(SAMPLE_EVERY * 2):
+        observer.provider_out("audio", b"\x00" * 320)
     observer.call_ended(CallSummary("CAtest", "r2", outcome="caller-hangup"))
     samples = parse(tel.prometheus_text().decode())
     assert value(samples, "voicebot_bridge_forward_duration_seconds_count", direction="inbound") == 4

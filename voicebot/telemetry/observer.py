@@ -130,8 +130,9 @@ class CallTelemetry(CallObserver):
     def twilio_in(self, frame: str | bytes, event: TwilioEvent | None) -> None:
         if type(event) is Media:
             self._in_frames += 1
-            if self._in_frames % SAMPLE_EVERY == 0:
-                self._in_sample = time.perf_counter()
+            # A sample not consumed by now never reached the provider (audio held while the
+            # session opens): it is dropped rather than timed across the wait.
+            self._in_sample = time.perf_counter() if self._in_frames % SAMPLE_EVERY == 0 else 0.0
 
     def provider_out(self, kind: str, payload: object) -> None:
         if self._in_sample and kind == "audio":
@@ -159,6 +160,9 @@ class CallTelemetry(CallObserver):
                 self._turn.add_event("first_audio_sent")
 
     def provider_in(self, event: ProviderEvent) -> None:
+        # The bridge sends a chunk's first media frame before it takes the next event, so a
+        # sample still pending here was a chunk it dropped (barge-in): not a forwarding time.
+        self._out_sample = 0.0
         if isinstance(event, AudioOut):
             self._out_chunks += 1
             if self._out_chunks % SAMPLE_EVERY_OUT == 1:
@@ -188,6 +192,7 @@ class CallTelemetry(CallObserver):
 
     def session_opened(self, session: ProviderSession) -> None:
         self._session = session
+        self._in_sample = 0.0  # held caller audio is flushed next: not a per-frame time
         self.span.add_event(
             "session_opened",
             {"input_format": str(session.input_format), "output_format": str(session.output_format)},
