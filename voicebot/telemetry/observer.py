@@ -57,7 +57,7 @@ SAMPLE_EVERY_OUT = 20
 # media frame from a mark/clear without parsing JSON on the audio path.
 MEDIA_PREFIX = '{"event": "media"'
 # Outcomes that mean the caller did not get the service they called for.
-FAILED_OUTCOMES = frozenset({"provider-unavailable", "provider-lost", "protocol-error", "server-error"})
+FAILED_OUTCOMES = frozenset({"provider-unavailable", "provider-lost", "protocol-error", "call-control-failed"})
 
 INBOUND = {"direction": "inbound"}
 OUTBOUND = {"direction": "outbound"}
@@ -69,8 +69,8 @@ def epoch_ns(monotonic_s: float) -> int:
 
 
 def call_attributes(plan: CallPlan) -> tuple[dict[str, str], str, str]:
-    """(metric attributes, provider, model) for a call: the route's first provider is the
-    one it is planned on; the resilience layer reports moves down the chain as fallbacks."""
+    """(metric attributes, provider, model) for a call. ``plan.providers[0]`` is the provider
+    admission gave the call a slot on; moves down the chain are reported as fallbacks."""
     provider = plan.providers[0] if plan.providers else None
     name = provider.name if provider is not None else "none"
     model = plan.route.model or (getattr(provider.config, "model", None) if provider is not None else None)
