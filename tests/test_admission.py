@@ -184,3 +184,19 @@ async def test_slot_store_expires_unrefreshed_slots_and_moves_a_lease_between_pr
     assert await store.count("a") == 0 and await store.count("b") == 1
     await first.release()
     assert await store.count("b") == 0
+
+
+async def test_open_circuit_makes_the_webhook_pick_the_next_provider_without_trying_the_broken_one() -> None:
+    async with faulty_servers("refuse") as (broken,):
+        providers = f'[providers.broken]\ntype = "loopback"\nurl = "{broken.url}"\n' + echo("backup")
+        cfg = config(providers, ["broken", "backup"], resilience="circuit_failures = 2\ncircuit_cooldown_s = 60")
+        async with running_server(cfg) as server:
+            twilio = server.twilio()
+            async with twilio.call() as call:  # two failed attempts open the circuit, backup answers
+                await call.wait_for(lambda: broken.handshakes_refused >= 2, timeout=3)
+            refused = broken.handshakes_refused
+            response = await twilio.webhook("+15550001111", "+15557654321", sid())
+            assert parse_stream_twiml(response.text)
+            plan = next(iter(server.runtime.pending.values()))
+            assert plan.providers[0].name == "backup"
+            assert broken.handshakes_refused == refused
