@@ -12,8 +12,9 @@ What is measured, with ``time.perf_counter_ns`` on the bridge's observer hooks:
   ``media`` frame, transcoded and JSON-encoded, handed to the socket (``twilio_out``).
 
 Both spans run without an await inside, so they are the bridge's own work per frame. Time a
-frame spends waiting for the event loop is not in them: the ``loop lag`` probe measures it
-(how late a 10 ms timer fires), and the added latency a caller sees is roughly span + lag.
+frame spends waiting for the event loop is not in them: the loop-lag probe measures it (how
+long a ping written to a pipe waits for its read callback), and the added latency a caller
+sees is roughly lag + span.
 
 Signals: SIGUSR1 starts a measurement window (forgets samples so far), SIGUSR2 writes the
 window's figures to STATS_FILE (JSON, written atomically), SIGTERM writes them and shuts down.
@@ -26,6 +27,7 @@ import gc
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +45,6 @@ from voicebot.logs import configure_logging
 from voicebot.runtime import CallPlan, Runtime
 from voicebot.server import uvicorn_config
 
-LOOP_PROBE_S = 0.025
 _MEDIA_PREFIX = '{"event": "media"'  # telephony.media_stream.media_message's first key
 
 
@@ -76,10 +77,11 @@ class ForwardingLatency:
         self.inbound = LatencyRing()
         self.outbound = LatencyRing()
         self.loop_lag = LatencyRing(capacity_log2=14)
+        self.loop_lag_own = LatencyRing(capacity_log2=14)
         self.gc = GcPauses()
 
     def reset(self) -> None:
-        for ring in (self.inbound, self.outbound, self.loop_lag):
+        for ring in (self.inbound, self.outbound, self.loop_lag, self.loop_lag_own):
             ring.reset()
         self.gc.reset()
 
@@ -88,6 +90,7 @@ class ForwardingLatency:
             "inbound": self.inbound.summary(),
             "outbound": self.outbound.summary(),
             "loop_lag": self.loop_lag.summary(),
+            "loop_lag_own": self.loop_lag_own.summary(),
             "gc": self.gc.summary(),
         }
         tmp = path.with_suffix(".tmp")
@@ -150,12 +153,55 @@ class MeasuredRuntime(Runtime):
         return [_SpanStart(clock), *super().observers(plan), _SpanEnd(clock, self.latency)]
 
 
-async def _probe_loop_lag(ring: LatencyRing) -> None:
-    period_ns = int(LOOP_PROBE_S * 1e9)
-    while True:
-        asked = time.perf_counter_ns()
-        await asyncio.sleep(LOOP_PROBE_S)
-        ring.add(time.perf_counter_ns() - asked - period_ns)
+# A separate tiny process writes its CLOCK_MONOTONIC time to a pipe every PING_S; the server
+# reads it like any socket. The delay from the write to the read callback is what a Twilio
+# frame arriving at that moment waits for the event loop (no timer rounding, no GIL sharing).
+PING_S = 0.02
+_PINGER = f"""
+import os, time
+while True:
+    os.write(1, time.monotonic_ns().to_bytes(8, "little"))
+    time.sleep({PING_S})
+"""
+
+
+class LoopLagProbe:
+    """Wait for the event loop, per ping. On a shared machine part of it is the process
+    waiting for a CPU (run-queue delay in /proc/thread-self/schedstat, one pread per ping);
+    ``loop_lag_own`` takes that out, leaving the wait the server's own work causes (an
+    estimate: the run-queue delay since the previous ping may predate this one)."""
+
+    def __init__(self, latency: ForwardingLatency) -> None:
+        self.latency = latency
+        self.pinger = subprocess.Popen([sys.executable, "-c", _PINGER], stdout=subprocess.PIPE)
+        assert self.pinger.stdout is not None
+        self.fd = self.pinger.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.schedstat = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        self.run_delay = self._run_delay_ns()
+        self.partial = b""
+        asyncio.get_running_loop().add_reader(self.fd, self._on_ping)
+
+    def _run_delay_ns(self) -> int:
+        return int(os.pread(self.schedstat, 128, 0).split()[1])
+
+    def _on_ping(self) -> None:
+        now = time.monotonic_ns()
+        run_delay = self._run_delay_ns()
+        waited, self.run_delay = run_delay - self.run_delay, run_delay
+        data = self.partial + os.read(self.fd, 4096)
+        whole = len(data) - len(data) % 8
+        self.partial = data[whole:]
+        for start in range(0, whole, 8):
+            lag = now - int.from_bytes(data[start : start + 8], "little")
+            self.latency.loop_lag.add(lag)
+            self.latency.loop_lag_own.add(max(0, lag - waited))
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.fd)
+        self.pinger.kill()
+        self.pinger.wait()
+        os.close(self.schedstat)
 
 
 async def _serve(config_path: str, port: int, stats: Path) -> None:
@@ -168,14 +214,14 @@ async def _serve(config_path: str, port: int, stats: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, latency.reset)
     loop.add_signal_handler(signal.SIGUSR2, latency.dump, stats)
-    probe = asyncio.create_task(_probe_loop_lag(latency.loop_lag))
+    probe = LoopLagProbe(latency)
     # uvicorn re-raises SIGTERM after its graceful shutdown (default action: die), so the
     # figures are written from a handler it restores and calls, not after serve() returns.
     signal.signal(signal.SIGTERM, lambda signum, frame: latency.dump(stats))
     try:
         await uvicorn.Server(uv).serve()
     finally:
-        probe.cancel()
+        probe.close()
         latency.dump(stats)
 
 
