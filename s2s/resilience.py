@@ -42,8 +42,11 @@ history and, for the same provider, the old session's ``resume_handle``. Once it
 and the call is still between turns with no new turn since it was opened, the swap is
 one assignment (no audible gap); the old session is closed in the background within
 ``close_timeout_s``. If a turn happened meanwhile the replacement's history is stale: it is
-discarded and reopened at the next gap. If the old session dies first, the ordinary
-recovery path takes over.
+discarded and reopened at the next gap (a provider whose transcript arrives after its
+``TurnDone`` therefore costs one extra open, never a stale history). If the old session
+dies first, the ordinary recovery path takes over. During the overlap the call holds one
+admission slot although two sessions of the same provider are briefly open: limits count
+calls, and the overlap lasts one handshake.
 
 Item ids: sessions opened after the first have their ``item_id``s prefixed ``r<N>:`` so
 the bridge's per-item bookkeeping (dropped items, marks) never confuses two sessions that
