@@ -87,7 +87,7 @@ def test_config_check_command(
     good.write_text(GOOD)
     monkeypatch.setenv("TWILIO_AUTH_TOKEN", "tok")
     assert main(["config", "check", str(good)]) == 0
-    assert "route 'default': parrot (echo)" in capsys.readouterr().out
+    assert "route 1 'default' (to *): parrot (echo)" in capsys.readouterr().out
     bad = tmp_path / "bad.toml"
     bad.write_text(GOOD.replace('type = "echo"', 'type = "echo"\nspeed = -1'))
     assert main(["config", "check", str(bad)]) == 1
