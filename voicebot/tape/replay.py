@@ -35,10 +35,10 @@ from s2s.provider import Turn
 from telephony.twilio_sim import SimulatedTwilio
 from transcoding.mulaw import mulaw_to_pcm16
 from voicebot.config import AppConfig, RecordingConfig, RouteConfig, TwilioConfig
+from voicebot.server import local_server
 from voicebot.tape.caller import CallerTape, caller_script, play_caller_side
 from voicebot.tape.compare import Divergence, Tolerance, compare, summary_lines
 from voicebot.tape.format import Tape, read_tape
-from voicebot.tape.local_server import local_server
 from voicebot.tape.provider import TapeProvider, TapeProviderConfig
 from voicebot.tape.view import BargeInView, CallView, TurnView, view_of
 from voicebot.tape.wav import write_call_wav
