@@ -12,8 +12,12 @@ per-call cost), idle RSS, ramp up N calls, ``--warmup`` s, then a ``--seconds`` 
 
 - server CPU % of one core per call = Δ(utime + stime) / window / N;
 - RSS per call = (RSS at the end of the window - idle RSS) / N;
-- forwarding latency each way, from the server's observer hooks (see bench.load_server), and
-  the server's event-loop lag, which is what a frame may wait before the bridge sees it;
+- forwarding latency each way, from the server's observer hooks (see bench.load_server): the
+  bridge's own work per frame;
+- event-loop lag: how long a ping arriving on a pipe waits for its callback, i.e. what a frame
+  arriving on a socket waits before the bridge sees it. Added latency ~ lag + span. "own" takes
+  out the time the server waited for a CPU, which on a shared machine can dominate the tails;
+- the server's idle CPU (no calls; includes the probe's 50 pings/s) and GC pauses in the window;
 - the client's own lateness: how late each caller frame left against its 20 ms schedule. The
   figures are only valid while the client keeps up (p99 under one frame, every frame sent);
   the table says so when it did not.
