@@ -19,14 +19,20 @@ import argparse
 import asyncio
 import base64
 import json
-import statistics
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
-import numpy as np
 from pydantic import SecretStr
 
+from bench.provider_path import (
+    CHUNK_MS,
+    CPU_HEADERS,
+    FRAME_MS,
+    cpu_rows,
+    delays_ms,
+    drive_turns,
+    latency_table,
+    timed,
+    tone,
+)
 from bench.report import markdown_table
 from s2s.events import AudioOut
 from s2s.gemini_live import GeminiLiveConfig, GeminiLiveProvider
@@ -38,14 +44,6 @@ from tests.fakes.gemini_live_fake import GeminiLiveFake
 from transcoding.formats import MULAW_8K, PCM16_16K, PCM16_24K
 from transcoding.mulaw import pcm16_to_mulaw
 from transcoding.pipeline import make_transcoder
-
-FRAME_MS = 20
-CHUNK_MS = 40
-
-
-def _tone(freq: float, ms: float, rate: int) -> bytes:
-    n = np.arange(int(rate * ms / 1000))
-    return np.rint(8000 * np.sin(2 * np.pi * freq * n / rate)).astype("<i2").tobytes()
 
 
 class _NullSocket:
@@ -61,22 +59,11 @@ class _NullSocket:
         return self.frame
 
 
-async def _timed(run: Callable[[], Awaitable[Any]], count: int) -> tuple[float, float]:
-    """Median and mean wall time of ``await run()`` in microseconds (inside one running loop,
-    so loop start-up is not counted)."""
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        await run()
-        samples.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(samples), statistics.fmean(samples)
-
-
 async def cpu_figures(frames: int) -> list[tuple[str, float, float]]:
     from google.genai.live import AsyncSession
 
     client = make_client(GeminiLiveConfig(api_key=SecretStr("bench")))
-    caller = pcm16_to_mulaw(_tone(440, FRAME_MS, 8000))
+    caller = pcm16_to_mulaw(tone(440, FRAME_MS, 8000))
     inbound_tc = make_transcoder(MULAW_8K, PCM16_16K)
     sender = AsyncSession(api_client=client._api_client, websocket=_NullSocket())  # type: ignore[arg-type]
 
@@ -84,7 +71,7 @@ async def cpu_figures(frames: int) -> list[tuple[str, float, float]]:
         pcm = inbound_tc.convert(caller)
         await sender.send_realtime_input(audio={"data": pcm, "mime_type": INPUT_MIME})
 
-    chunk = _tone(600, CHUNK_MS, PCM16_24K.sample_rate)
+    chunk = tone(600, CHUNK_MS, PCM16_24K.sample_rate)
     blob = {"mimeType": "audio/pcm;rate=24000", "data": base64.b64encode(chunk).decode()}
     message = {"serverContent": {"modelTurn": {"parts": [{"inlineData": blob}]}}}
     receiver = AsyncSession(
@@ -99,8 +86,8 @@ async def cpu_figures(frames: int) -> list[tuple[str, float, float]]:
             if isinstance(event, AudioOut):
                 outbound_tc.convert(event.audio)
 
-    in_median, in_mean = await _timed(inbound, frames)
-    out_median, out_mean = await _timed(outbound, frames // 2)
+    in_median, in_mean = await timed(inbound, frames)
+    out_median, out_mean = await timed(outbound, frames // 2)
     per_frame = CHUNK_MS / FRAME_MS
     return [
         ("in: mu-law 8k -> 16k + send_realtime_input", in_median, in_mean),
@@ -114,36 +101,10 @@ async def latency_figures(turns: int) -> dict[str, list[float]]:
             "gemini", GeminiLiveConfig(api_key=SecretStr("bench"), base_url=fake.base_url, ca_file=fake.ca_file)
         )
         session = await provider.open_session(SessionContext(call_sid="CA-bench"))
-        inbound_tc = make_transcoder(MULAW_8K, session.input_format)
-        outbound_tc = make_transcoder(session.output_format, MULAW_8K)
-        handed: list[float] = []
-        ready: list[float] = []
-        replies_done = asyncio.Event()
-
-        async def drain() -> None:
-            async for event in session.events():
-                if isinstance(event, AudioOut):
-                    outbound_tc.convert(event.audio)
-                    ready.append(time.monotonic())
-                elif type(event).__name__ == "TurnDone" and len(ready) >= turns * (1000 // CHUNK_MS):
-                    replies_done.set()
-
-        reader = asyncio.ensure_future(drain())
-        speech = pcm16_to_mulaw(_tone(440, 600, 8000) + bytes(2 * 8 * 400))
-        frame_bytes = MULAW_8K.nbytes(FRAME_MS)
-        for _ in range(turns):
-            for start in range(0, len(speech), frame_bytes):
-                handed.append(time.monotonic())
-                await session.send_audio(inbound_tc.convert(speech[start : start + frame_bytes]))
-                await asyncio.sleep(FRAME_MS / 1000)
-            await asyncio.sleep(1.2)  # the reply plays out before the next caller turn
-        await asyncio.wait_for(replies_done.wait(), 10)
+        # an interrupted reply also ends in TurnDone, so count chunks: done once every reply is out
+        times = await drive_turns(session, turns, lambda _, chunks: chunks >= turns * (1000 // CHUNK_MS))
         conn = fake.last
-        await session.close()
-        reader.cancel()
-    inbound = [(arrived - sent) * 1000 for sent, arrived in zip(handed, conn.audio_in_at, strict=False)]
-    outbound = [(done - sent) * 1000 for sent, done in zip(conn.audio_out_at, ready, strict=False)]
-    return {"in": inbound, "out": outbound}
+    return {"in": delays_ms(times.handed, conn.audio_in_at), "out": delays_ms(conn.audio_out_at, times.ready)}
 
 
 def main(argv: list[str]) -> int:
@@ -154,26 +115,15 @@ def main(argv: list[str]) -> int:
 
     cpu = asyncio.run(cpu_figures(args.frames))
     print(f"## Gemini Live path: CPU per 20 ms of audio, client side ({args.frames} frames)\n")
-    rows = [(name, f"{median:.0f}", f"{mean:.0f}", f"{mean * 50 / 1e4:.3f}") for name, median, mean in cpu]
-    print(markdown_table(["direction", "µs (median)", "µs (mean)", "% of one core"], rows))
+    print(markdown_table(CPU_HEADERS, cpu_rows(cpu)))
     total = sum(mean for _, _, mean in cpu) * 50 / 1e4
     print(f"\nBoth directions: {total:.2f}% of one core per call.\n")
 
     latency = asyncio.run(latency_figures(args.turns))
-    delays = {
-        "in": make_transcoder(MULAW_8K, PCM16_16K).delay_ms,
-        "out": make_transcoder(PCM16_24K, MULAW_8K).delay_ms,
-    }
     print("## Added latency over loopback TLS through the SDK (fake Live server, same process)\n")
-    latency_rows = []
-    for direction, label in (
-        ("in", "caller -> Gemini (8k mu-law -> 16k)"),
-        ("out", "Gemini -> caller (24k -> 8k mu-law)"),
-    ):
-        values = sorted(latency[direction])
-        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-        latency_rows.append(
-            (label, str(len(values)), f"{statistics.median(values):.2f}", f"{p95:.2f}", f"{delays[direction]:.1f}")
-        )
-    print(markdown_table(["direction", "messages", "ms (median)", "ms (p95)", "+ resampler delay ms"], latency_rows))
+    directions = (
+        ("in", "caller -> Gemini (8k mu-law -> 16k)", make_transcoder(MULAW_8K, PCM16_16K).delay_ms),
+        ("out", "Gemini -> caller (24k -> 8k mu-law)", make_transcoder(PCM16_24K, MULAW_8K).delay_ms),
+    )
+    print(latency_table(latency, directions))
     return 0

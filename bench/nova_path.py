@@ -21,17 +21,22 @@ import base64
 import json
 import os
 import ssl
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
+from bench.provider_path import (
+    CHUNK_MS,
+    CPU_HEADERS,
+    FRAME_MS,
+    cpu_rows,
+    delays_ms,
+    drive_turns,
+    latency_table,
+    timed,
+    tone,
+)
 from bench.report import markdown_table
-from s2s.events import AudioOut, TurnDone
+from s2s.events import AudioOut
 from s2s.nova_sonic import NovaSonicConfig, NovaSonicProvider
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings
 from s2s.provider import SessionContext
@@ -39,23 +44,7 @@ from transcoding.formats import MULAW_8K, AudioFormat
 from transcoding.mulaw import pcm16_to_mulaw
 from transcoding.pipeline import make_transcoder
 
-FRAME_MS = 20
-CHUNK_MS = 40
 RATES = ((8000, 8000), (16000, 24000))
-
-
-def _tone(freq: float, ms: float, rate: int) -> bytes:
-    n = np.arange(int(rate * ms / 1000))
-    return np.rint(8000 * np.sin(2 * np.pi * freq * n / rate)).astype("<i2").tobytes()
-
-
-async def _timed(run: Callable[[], Awaitable[Any]], count: int) -> tuple[float, float]:
-    samples = []
-    for _ in range(count):
-        start = time.perf_counter()
-        await run()
-        samples.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(samples), statistics.fmean(samples)
 
 
 async def cpu_figures(frames: int, in_rate: int, out_rate: int) -> list[tuple[str, float, float]]:
@@ -63,7 +52,7 @@ async def cpu_figures(frames: int, in_rate: int, out_rate: int) -> list[tuple[st
 
     proto = NovaProtocol(PromptSettings("bench", "matthew", in_rate, out_rate))
     proto.opening_events()
-    caller = pcm16_to_mulaw(_tone(440, FRAME_MS, 8000))
+    caller = pcm16_to_mulaw(tone(440, FRAME_MS, 8000))
     inbound_tc = make_transcoder(MULAW_8K, AudioFormat("pcm16", in_rate))
 
     async def inbound() -> None:
@@ -72,7 +61,7 @@ async def cpu_figures(frames: int, in_rate: int, out_rate: int) -> list[tuple[st
             value=m.BidirectionalInputPayloadPart(bytes_=json.dumps(event).encode())
         )
 
-    chunk = _tone(600, CHUNK_MS, out_rate)
+    chunk = tone(600, CHUNK_MS, out_rate)
     proto.receive({"event": {"contentStart": {"contentId": "a", "type": "AUDIO", "role": "ASSISTANT"}}})
     wire = json.dumps(
         {"event": {"audioOutput": {"contentId": "a", "content": base64.b64encode(chunk).decode()}}}
@@ -84,8 +73,8 @@ async def cpu_figures(frames: int, in_rate: int, out_rate: int) -> list[tuple[st
             if isinstance(event, AudioOut):
                 outbound_tc.convert(event.audio)
 
-    in_median, in_mean = await _timed(inbound, frames)
-    out_median, out_mean = await _timed(outbound, frames // 2)
+    in_median, in_mean = await timed(inbound, frames)
+    out_median, out_mean = await timed(outbound, frames // 2)
     per_frame = CHUNK_MS / FRAME_MS
     return [
         (f"in: mu-law 8k -> {in_rate // 1000}k + audioInput event", in_median, in_mean),
@@ -121,40 +110,9 @@ async def latency_figures(turns: int) -> dict[str, list[float]]:
     async with NovaH2Fake(tls, make_model=model) as fake:
         provider = NovaSonicProvider("nova", NovaSonicConfig(endpoint_url=fake.url, region="us-east-1"))
         session = await provider.open_session(SessionContext(call_sid="CA-bench"))
-        inbound_tc = make_transcoder(MULAW_8K, session.input_format)
-        outbound_tc = make_transcoder(session.output_format, MULAW_8K)
-        handed: list[float] = []
-        ready: list[float] = []
-        done = asyncio.Event()
-        answered = 0
-
-        async def drain() -> None:
-            nonlocal answered
-            async for event in session.events():
-                if isinstance(event, AudioOut):
-                    outbound_tc.convert(event.audio)
-                    ready.append(time.monotonic())
-                elif isinstance(event, TurnDone):
-                    answered += 1
-                    if answered == turns:
-                        done.set()
-
-        reader = asyncio.ensure_future(drain())
-        speech = pcm16_to_mulaw(_tone(440, 600, 8000) + bytes(2 * 8 * 400))
-        frame_bytes = MULAW_8K.nbytes(FRAME_MS)
-        for _ in range(turns):
-            for start in range(0, len(speech), frame_bytes):
-                handed.append(time.monotonic())
-                await session.send_audio(inbound_tc.convert(speech[start : start + frame_bytes]))
-                await asyncio.sleep(FRAME_MS / 1000)
-            await asyncio.sleep(1.2)  # the reply plays out before the next caller turn
-        await asyncio.wait_for(done.wait(), 10)
+        times = await drive_turns(session, turns, lambda answered, _: answered == turns)
         nova = fake.models[0]
-        await session.close()
-        reader.cancel()
-    inbound = [(arrived - sent) * 1000 for sent, arrived in zip(handed, nova.audio_in_at, strict=False)]
-    outbound = [(out - sent) * 1000 for sent, out in zip(nova.audio_out_at, ready, strict=False)]
-    return {"in": inbound, "out": outbound}
+    return {"in": delays_ms(times.handed, nova.audio_in_at), "out": delays_ms(nova.audio_out_at, times.ready)}
 
 
 def main(argv: list[str]) -> int:
@@ -167,22 +125,17 @@ def main(argv: list[str]) -> int:
     rows = []
     for in_rate, out_rate in RATES:
         cpu = asyncio.run(cpu_figures(args.frames, in_rate, out_rate))
-        rows += [(name, f"{median:.0f}", f"{mean:.0f}", f"{mean * 50 / 1e4:.3f}") for name, median, mean in cpu]
-    print(markdown_table(["direction", "µs (median)", "µs (mean)", "% of one core"], rows))
+        rows += cpu_rows(cpu)
+    print(markdown_table(CPU_HEADERS, rows))
 
     latency = asyncio.run(latency_figures(args.turns))
     print("\n## Added latency over loopback TLS + HTTP/2 through aws-sdk-bedrock-runtime (fake, same process)\n")
-    latency_rows = []
-    for direction, label, delay in (
-        ("in", "caller -> Nova (8k mu-law -> 8k PCM16)", make_transcoder(MULAW_8K, AudioFormat("pcm16", 8000))),
-        ("out", "Nova -> caller (8k PCM16 -> 8k mu-law)", make_transcoder(AudioFormat("pcm16", 8000), MULAW_8K)),
-    ):
-        values = sorted(latency[direction])
-        p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-        latency_rows.append(
-            (label, str(len(values)), f"{statistics.median(values):.2f}", f"{p95:.2f}", f"{delay.delay_ms:.1f}")
-        )
-    print(markdown_table(["direction", "messages", "ms (median)", "ms (p95)", "+ resampler delay ms"], latency_rows))
+    pcm8k = AudioFormat("pcm16", 8000)
+    directions = (
+        ("in", "caller -> Nova (8k mu-law -> 8k PCM16)", make_transcoder(MULAW_8K, pcm8k).delay_ms),
+        ("out", "Nova -> caller (8k PCM16 -> 8k mu-law)", make_transcoder(pcm8k, MULAW_8K).delay_ms),
+    )
+    print(latency_table(latency, directions))
     return 0
 
 
