@@ -18,7 +18,8 @@ from starlette.routing import Route
 from s2s.echo import EchoSession
 from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import loopback_server
-from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from tests.support.live_call import echo_of, last_heard_ms
+from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, FILLER_PROMPT
 from voicebot.tools.config import DEFAULT_FALLBACK
 
@@ -81,15 +82,6 @@ inter_digit_timeout_ms = 200
 """
 
 
-async def echo_of(server: RunningServer, call: SimulatedCall) -> EchoSession:
-    await call.wait_for(lambda: call.call_sid in server.runtime.active, timeout=5)
-    bridge = server.runtime.active[call.call_sid]
-    await call.wait_for(lambda: bridge.session is not None, timeout=5)
-    session = getattr(bridge.session, "current", bridge.session)
-    assert isinstance(session, EchoSession)
-    return session
-
-
 async def ask(call: SimulatedCall, echo: EchoSession, timeout: float = 10.0) -> dict[str, Any]:
     """Press 5# (the cue), wait for the tool result the bridge sent back, decode it."""
     await call.press("5")
@@ -98,10 +90,6 @@ async def ask(call: SimulatedCall, echo: EchoSession, timeout: float = 10.0) -> 
     call_id, output = echo.tool_results[0]
     assert call_id.startswith("echo-call-")
     return dict(json.loads(output))
-
-
-def last_heard_ms(call: SimulatedCall) -> float:
-    return max(e.t_ms for e in call.log if e.direction == "in" and e.event == "mark")
 
 
 async def test_agent_answer_goes_back_to_the_model_with_the_call_context() -> None:

@@ -11,11 +11,10 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 
-from s2s.echo import EchoSession
-from telephony.bridge import CallBridge
 from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
+from tests.support.live_call import echo_session, last_heard_ms, live_bridge
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
 from voicebot.tools.call_control import INTERRUPTED_NOTE, QUIET_S
 
@@ -65,23 +64,6 @@ def goodbye_cue(name: str, arguments: dict[str, str], reply_ms: int = 0) -> str:
         f'{{ on_text = "entered 9", name = "{name}", arguments = {{ {args} }}, '
         f"say_ms = {GOODBYE_MS}, reply_ms = {reply_ms}, tone_hz = {GOODBYE_HZ} }}"
     )
-
-
-async def live_bridge(server: RunningServer, call: SimulatedCall) -> CallBridge:
-    await call.wait_for(lambda: call.call_sid in server.runtime.active, timeout=5)
-    return server.runtime.active[call.call_sid]
-
-
-def echo_session(bridge: CallBridge) -> EchoSession:
-    """The echo line's own session (under the recovery layer's wrapper, when there is one)."""
-    session = getattr(bridge.session, "current", bridge.session)
-    assert isinstance(session, EchoSession)
-    return session
-
-
-def last_heard_ms(call: SimulatedCall) -> float:
-    """When the last bot audio finished playing for the caller: the last echoed mark."""
-    return max(e.t_ms for e in call.log if e.direction == "in" and e.event == "mark")
 
 
 def last_sent_ms(call: SimulatedCall) -> float:

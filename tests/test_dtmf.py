@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from s2s.echo import EchoSession
-from telephony.twilio_sim import SimulatedCall
-from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from tests.support.live_call import echo_of
+from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.tools.config import DtmfSettings
 from voicebot.tools.dtmf import DigitCollector, keypad_text
 
@@ -85,15 +84,6 @@ providers = ["parrot"]
 [routes.dtmf]
 inter_digit_timeout_ms = {timeout_ms}
 """
-
-
-async def echo_of(server: RunningServer, call: SimulatedCall) -> EchoSession:
-    await call.wait_for(lambda: call.call_sid in server.runtime.active, timeout=5)
-    bridge = server.runtime.active[call.call_sid]
-    await call.wait_for(lambda: bridge.session is not None, timeout=5)
-    session = getattr(bridge.session, "current", bridge.session)
-    assert isinstance(session, EchoSession)
-    return session
 
 
 async def test_a_dtmf_sequence_reaches_the_model_as_one_text_through_the_server() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from s2s.echo import EchoSession
 from s2s.provider import Turn
+from tests.support.live_call import echo_of
 from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.tools.config import MemoryConfig
 from voicebot.tools.memory import CallerMemory, caller_key
@@ -111,11 +112,7 @@ inter_digit_timeout_ms = 200
 async def place_call(config: str, from_: str) -> EchoSession:
     """One call that types an order number, then hangs up; returns its echo session."""
     async with running_server(config) as server, server.twilio().call(from_=from_) as call:
-        await call.wait_for(lambda: call.call_sid in server.runtime.active, timeout=5)
-        bridge = server.runtime.active[call.call_sid]
-        await call.wait_for(lambda: bridge.session is not None, timeout=5)
-        session = getattr(bridge.session, "current", bridge.session)
-        assert isinstance(session, EchoSession)
+        session = await echo_of(server, call)
         for digit in "1234#":
             await call.press(digit)
         await call.wait_for(lambda: bool(session.received_text), timeout=3)

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from s2s.echo import EchoSession
 from tests.fakes.twilio_rest_fake import loopback_server
+from tests.support.live_call import echo_of
 from tests.support.server import AUTH_TOKEN, running_server
 
 
@@ -62,11 +62,7 @@ async def test_route_tool_over_http(fail: bool) -> None:
         running_server(tool_config(base + "/status")) as server,
         server.twilio().call() as call,
     ):
-        await call.wait_for(lambda: call.call_sid in server.runtime.active, timeout=5)
-        bridge = server.runtime.active[call.call_sid]
-        await call.wait_for(lambda: bridge.session is not None, timeout=5)
-        echo = getattr(bridge.session, "current", bridge.session)
-        assert isinstance(echo, EchoSession)
+        echo = await echo_of(server, call)
         await call.press("7")
         await call.wait_for(lambda: bool(echo.tool_results), timeout=5)
         output = json.loads(echo.tool_results[0][1])
