@@ -20,7 +20,6 @@ from s2s.events import (
     AudioOut,
     Closed,
     ProviderError,
-    ProviderEvent,
     SessionExpiring,
     SpeechStarted,
     ToolCall,
@@ -34,6 +33,7 @@ from s2s.registry import provider_spec
 from s2s.tools import ToolSpec
 from tests.fakes.gemini_live_fake import GeminiLiveFake, tone_pcm
 from tests.support.audio import dominant_frequency, from_pcm_bytes
+from tests.support.session_events import EventLog
 
 
 @pytest.fixture
@@ -53,32 +53,6 @@ def make_provider(fake: GeminiLiveFake, **overrides: Any) -> GeminiLiveProvider:
     return GeminiLiveProvider("gemini", GeminiLiveConfig(**settings))
 
 
-class Collector:
-    """Drains a session's events in the background so tests can wait on them."""
-
-    def __init__(self, session: GeminiLiveSession) -> None:
-        self.events: list[ProviderEvent] = []
-        self._task = asyncio.ensure_future(self._run(session))
-
-    async def _run(self, session: GeminiLiveSession) -> None:
-        async for event in session.events():
-            self.events.append(event)
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    def audio(self) -> bytes:
-        return b"".join(e.audio for e in self.of(AudioOut))
-
-    async def wait(self, kind: type, count: int = 1, timeout: float = 5.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while len(self.of(kind)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {kind.__name__} #{count} in {timeout} s; got {self.events[-5:]}")
-            await asyncio.sleep(0.01)
-        return self.of(kind)
-
-
 async def speak(session: GeminiLiveSession, freq: float = 440.0, ms: int = 400, silence_ms: int = 400) -> None:
     """Caller audio as the bridge sends it: 16 kHz PCM in 20 ms chunks."""
     pcm = tone_pcm(freq, ms, 16000) + bytes(16 * silence_ms * 2)
@@ -86,9 +60,9 @@ async def speak(session: GeminiLiveSession, freq: float = 440.0, ms: int = 400, 
         await session.send_audio(pcm[i : i + 640])
 
 
-async def open_session(provider: GeminiLiveProvider, **ctx: Any) -> tuple[GeminiLiveSession, Collector]:
+async def open_session(provider: GeminiLiveProvider, **ctx: Any) -> tuple[GeminiLiveSession, EventLog]:
     session = await provider.open_session(SessionContext(call_sid="CA-test", **ctx))
-    return session, Collector(session)
+    return session, EventLog(session)
 
 
 def test_spec_is_registered_for_the_type() -> None:

@@ -13,7 +13,8 @@ from s2s.provider import ProviderConnectError, SessionContext
 from s2s.registry import provider_spec
 from s2s.tools import ToolSpec
 from tests.fakes.grok_voice_fake import fake_grok
-from tests.fakes.openai_realtime_fake import EventLog, FakeRealtimeServer
+from tests.fakes.openai_realtime_fake import FakeRealtimeServer
+from tests.support.session_events import EventLog
 from transcoding.formats import MULAW_8K
 from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,6 @@ from s2s.events import (
     AudioOut,
     Closed,
     ProviderError,
-    ProviderEvent,
     SessionExpiring,
     SpeechStarted,
     ToolCall,
@@ -30,43 +29,16 @@ from s2s.provider import ProviderConnectError, SessionContext, Turn
 from s2s.registry import build_provider, provider_spec
 from s2s.tools import ToolSpec
 from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService, ToolPlan, dominant_hz, sine_pcm16
-
-
-class Recorder:
-    """Consumes ``session.events()`` in the background, like the bridge's outbound task."""
-
-    def __init__(self, session: NovaSonicSession) -> None:
-        self.events: list[ProviderEvent] = []
-        self._changed = asyncio.Event()
-        self._task = asyncio.ensure_future(self._run(session))
-
-    async def _run(self, session: NovaSonicSession) -> None:
-        async for event in session.events():
-            self.events.append(event)
-            self._changed.set()
-
-    async def wait_for(self, predicate: Callable[[list[ProviderEvent]], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate(self.events):
-                self._changed.clear()
-                await self._changed.wait()
-
-    def of(self, kind: type) -> list:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+from tests.support.session_events import EventLog
 
 
 @contextlib.asynccontextmanager
 async def nova_session(
     service: FakeNovaService, ctx: SessionContext | None = None, **config: object
-) -> AsyncIterator[tuple[NovaSonicSession, Recorder]]:
+) -> AsyncIterator[tuple[NovaSonicSession, EventLog]]:
     provider = NovaSonicProvider("nova", NovaSonicConfig(**config), stream_factory=service)  # type: ignore[arg-type]
     session = await provider.open_session(ctx or SessionContext(call_sid="CA-test"))
-    recorder = Recorder(session)
+    recorder = EventLog(session)
     try:
         yield session, recorder
     finally:
@@ -86,22 +58,18 @@ async def speak(session: NovaSonicSession, pcm: bytes, *, realtime: bool = False
             await asyncio.sleep(0)
 
 
-def bot_audio(recorder: Recorder) -> bytes:
-    return b"".join(e.audio for e in recorder.of(AudioOut))
-
-
 async def test_caller_tone_in_and_bot_tone_out_at_8khz_both_ways() -> None:
     service = FakeNovaService(lambda: FakeNovaModel(reply_hz=440, reply_ms=600))
     async with nova_session(service) as (session, rec):
         assert session.input_format.sample_rate == session.output_format.sample_rate == 8000
         await speak(session, sine_pcm16(700, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
-        await rec.wait_for(lambda ev: any(isinstance(e, Transcript) and e.role == "bot" and e.final for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, Transcript) and e.role == "bot" and e.final for e in ev))
         model = service.models[0]
         assert model.errors == []
         assert (model.input_rate, model.output_rate, model.voice) == (8000, 8000, "matthew")
         assert abs(dominant_hz(bytes(model.caller_audio), 8000) - 700) < 15
         assert rec.of(Transcript)[0] == Transcript("caller", "tone 700 Hz")
-        audio = bot_audio(rec)
+        audio = rec.audio()
         assert len(audio) == 2 * 8000 * 600 // 1000  # 600 ms of PCM16 at 8 kHz
         assert abs(dominant_hz(audio, 8000) - 440) < 15
         item = rec.of(AudioOut)[0].item_id
@@ -114,9 +82,9 @@ async def test_16k_in_24k_out_when_configured() -> None:
     async with nova_session(service, input_sample_rate=16000, output_sample_rate=24000) as (session, rec):
         assert (session.input_format.sample_rate, session.output_format.sample_rate) == (16000, 24000)
         await speak(session, sine_pcm16(500, 300, 16000) + bytes(2 * 16000 * 300 // 1000))
-        await rec.wait_for(lambda ev: bool([e for e in ev if isinstance(e, TurnDone)]))
+        await rec.until(lambda ev: bool([e for e in ev if isinstance(e, TurnDone)]))
         assert (service.models[0].input_rate, service.models[0].output_rate) == (16000, 24000)
-        assert abs(dominant_hz(bot_audio(rec), 24000) - 1000) < 20
+        assert abs(dominant_hz(rec.audio(), 24000) - 1000) < 20
         assert rec.of(Transcript)[0].text == "tone 500 Hz"
 
 
@@ -124,13 +92,13 @@ async def test_barge_in_emits_speech_started_for_the_playing_item_and_ends_the_t
     service = FakeNovaService(lambda: FakeNovaModel(reply_ms=3000, speed=1.0))
     async with nova_session(service) as (session, rec):
         await speak(session, sine_pcm16(600, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
-        await rec.wait_for(lambda ev: len([e for e in ev if isinstance(e, AudioOut)]) >= 3)
+        await rec.until(lambda ev: len([e for e in ev if isinstance(e, AudioOut)]) >= 3)
         item = rec.of(AudioOut)[0].item_id
         await speak(session, sine_pcm16(900, 200, 8000), realtime=True)  # the caller talks over the bot
-        await rec.wait_for(lambda ev: any(isinstance(e, TurnDone) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, TurnDone) for e in ev))
         assert rec.of(SpeechStarted) == [SpeechStarted(item)]
         assert rec.of(TurnDone) == [TurnDone(item, interrupted=True)]
-        assert len(bot_audio(rec)) < 2 * 8000 * 3  # the bot stopped well before its 3 s answer
+        assert len(rec.audio()) < 2 * 8000 * 3  # the bot stopped well before its 3 s answer
         assert service.models[0].interruptions == 1 and service.models[0].errors == []
 
 
@@ -140,11 +108,11 @@ async def test_tool_call_round_trip() -> None:
     tools = (ToolSpec("get_weather", "Weather", {"type": "object", "properties": {"city": {"type": "string"}}}),)
     async with nova_session(service, SessionContext("CA-tool", tools=tools)) as (session, rec):
         await speak(session, sine_pcm16(600, 200, 8000) + bytes(2 * 8000 * 300 // 1000))
-        await rec.wait_for(lambda ev: any(isinstance(e, ToolCall) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, ToolCall) for e in ev))
         assert rec.of(ToolCall) == [ToolCall("tooluse-1", "get_weather", {"city": "Oslo"})]
         assert not rec.of(AudioOut)  # the model waits for the result
         await session.send_tool_result("tooluse-1", '{"temp_c": 21}')
-        await rec.wait_for(lambda ev: any(isinstance(e, Transcript) and e.role == "bot" and e.final for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, Transcript) and e.role == "bot" and e.final for e in ev))
         model = service.models[0]
         assert model.tool_results == [("tooluse-1", '{"temp_c": 21}')] and model.errors == []
         assert model.tools_declared[0]["toolSpec"]["name"] == "get_weather"
@@ -155,11 +123,11 @@ async def test_nova2_greeting_is_a_user_text_turn_and_the_bot_speaks_first() -> 
     service = FakeNovaService(lambda: FakeNovaModel(reply_ms=300))
     ctx = SessionContext("CA-greet", greeting="Thanks for calling Acme.")
     async with nova_session(service, ctx) as (session, rec):
-        await rec.wait_for(lambda ev: any(isinstance(e, TurnDone) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, TurnDone) for e in ev))
         model = service.models[0]
         assert model.user_texts == [greeting_request("Thanks for calling Acme.")]
         assert model.caller_audio == b"" and model.errors == []
-        assert len(bot_audio(rec)) == 2 * 8000 * 300 // 1000
+        assert len(rec.audio()) == 2 * 8000 * 300 // 1000
         await session.send_text("The caller pressed 1 2 3")  # DTMF as Nova 2 text input
         await service.wait_for(lambda: len(model.user_texts) == 2)
         assert model.errors == []
@@ -182,10 +150,10 @@ async def test_v1_greeting_streams_the_recorded_cue_and_text_input_is_refused(tm
                 break
             await session.send_audio(bytes(320))  # dropped while the cue plays, heard after it
             await asyncio.sleep(0.02)
-        await rec.wait_for(lambda ev: any(isinstance(e, TurnDone) for e in ev), timeout=2)
+        await rec.until(lambda ev: any(isinstance(e, TurnDone) for e in ev), timeout=2)
         assert rec.of(Transcript)[0] == Transcript("caller", "tone 300 Hz")  # the model heard the cue
         await session.send_text("1 2 3")
-        await rec.wait_for(lambda ev: any(isinstance(e, ProviderError) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, ProviderError) for e in ev))
         assert rec.of(ProviderError)[-1] == ProviderError("unsupported", rec.of(ProviderError)[-1].message)
         assert model.errors == [] and model.user_texts == []
 
@@ -193,7 +161,7 @@ async def test_v1_greeting_streams_the_recorded_cue_and_text_input_is_refused(tm
 async def test_expiring_then_a_new_session_replays_history_in_order() -> None:
     service = FakeNovaService(lambda: FakeNovaModel(reply_ms=200))
     async with nova_session(service, renew_after_s=0.3, stream_limit_s=2.0) as (_session, rec):
-        await rec.wait_for(lambda ev: any(isinstance(e, SessionExpiring) for e in ev), timeout=2)
+        await rec.until(lambda ev: any(isinstance(e, SessionExpiring) for e in ev), timeout=2)
         assert rec.of(SessionExpiring) == [SessionExpiring("stream limit", seconds_left=1.7)]
     history = (
         Turn("bot", "Welcome to Acme."),
@@ -213,13 +181,13 @@ async def test_expiring_then_a_new_session_replays_history_in_order() -> None:
         ]
         assert model.errors == []
         await speak(session, sine_pcm16(800, 200, 8000) + bytes(2 * 8000 * 300 // 1000))
-        await rec.wait_for(lambda ev: any(isinstance(e, TurnDone) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, TurnDone) for e in ev))
 
 
 async def test_model_timeout_at_the_stream_limit_is_fatal_and_closes_with_error() -> None:
     service = FakeNovaService(lambda: FakeNovaModel(limit_s=0.2))
     async with nova_session(service) as (_session, rec):
-        await rec.wait_for(lambda ev: any(isinstance(e, Closed) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, Closed) for e in ev))
         assert rec.of(ProviderError)[0].code == "model_timeout" and rec.of(ProviderError)[0].fatal
         assert rec.of(Closed)[0].error is True
 
@@ -228,7 +196,7 @@ async def test_unexpected_end_of_stream_is_a_drop() -> None:
     service = FakeNovaService()
     async with nova_session(service) as (session, rec):
         service.models[0].drop()
-        await rec.wait_for(lambda ev: any(isinstance(e, Closed) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, Closed) for e in ev))
         assert rec.of(ProviderError)[0].code == "stream_dropped"
         assert rec.events[-1] == Closed("nova ended the session", error=True)
         await session.send_audio(b"\0\0" * 160)  # late caller frames are no-ops
@@ -240,7 +208,7 @@ async def test_close_sends_the_goodbye_in_order_and_ends_cleanly() -> None:
     async with nova_session(service) as (session, rec):
         await speak(session, bytes(320))
         await session.close()
-        await rec.wait_for(lambda ev: any(isinstance(e, Closed) for e in ev))
+        await rec.until(lambda ev: any(isinstance(e, Closed) for e in ev))
         model = service.models[0]
         tail = [next(iter(e["event"])) for e in model.inputs[-3:]]
         assert tail == ["contentEnd", "promptEnd", "sessionEnd"] and model.errors == []

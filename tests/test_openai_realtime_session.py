@@ -24,7 +24,8 @@ from s2s.openai_realtime import SPEC, OpenAIRealtimeConfig, OpenAIRealtimeProtoc
 from s2s.provider import ProviderConnectError, SessionContext, Turn
 from s2s.registry import provider_spec
 from s2s.tools import ToolSpec
-from tests.fakes.openai_realtime_fake import EventLog, FakeOptions, FakeRealtimeServer, ToolCue
+from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer, ToolCue
+from tests.support.session_events import EventLog
 from transcoding.formats import MULAW_8K, PCM16_24K
 from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
 

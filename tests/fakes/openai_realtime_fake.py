@@ -679,34 +679,3 @@ def _dominant_hz(pcm: np.ndarray, rate: int) -> float:
 async def fake_realtime(options: FakeOptions | None = None, **kw: Any) -> AsyncIterator[FakeRealtimeServer]:
     async with FakeRealtimeServer(options, **kw) as server:
         yield server
-
-
-class EventLog:
-    """Drains a provider session's ``events()`` in the background so tests can wait on them."""
-
-    def __init__(self, session: Any) -> None:
-        self.events: list[Any] = []
-        self._task = asyncio.create_task(self._drain(session))
-
-    async def _drain(self, session: Any) -> None:
-        async for event in session.events():
-            self.events.append(event)
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, predicate: Any, timeout: float = 5.0) -> Any:
-        """The first event matching ``predicate`` (waiting for it if needed)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for event in self.events:
-                if predicate(event):
-                    return event
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no matching event within {timeout}s; got {[type(e).__name__ for e in self.events]}"
-                )
-            await asyncio.sleep(0.01)
-
-    async def ended(self, timeout: float = 5.0) -> None:
-        await asyncio.wait_for(asyncio.shield(self._task), timeout)
