@@ -59,6 +59,7 @@ SPEAK_S = 1.5
 # real time, and the caller hears it for SPEAK_S: 2.5 s of listening lets it finish playing.
 LISTEN_S = 2.5
 SETUP_CONCURRENCY = 20
+RAMP_S_PER_CALL = 0.01  # call start times spread uniformly over N x 10 ms
 CLIENT_LATE_LIMIT_MS = FRAME_S * 1000.0  # p99 above one frame: the client is not real time
 MIN_FRAME_RATE = 0.98  # inbound frames the server saw / frames real time would have sent
 IDLE_S = 1.0
@@ -218,7 +219,10 @@ class Callers:
 
         call.send_json = timed_send_json  # type: ignore[method-assign]
 
-    async def _converse(self, setup: asyncio.Semaphore, ready: Callable[[], None]) -> None:
+    async def _converse(self, setup: asyncio.Semaphore, ready: Callable[[], None], ramp_s: float) -> None:
+        # Real calls start at unrelated moments, so their 20 ms frame clocks are out of phase;
+        # calls set up in batches would send in step and make the server's load bursty.
+        await asyncio.sleep(random.uniform(0.0, ramp_s))
         async with contextlib.AsyncExitStack() as stack:
             try:
                 async with setup:
@@ -257,7 +261,8 @@ class Callers:
             if pending == 0:
                 all_ready.set()
 
-        task = asyncio.gather(*(self._converse(setup, ready) for _ in range(n)))
+        ramp_s = RAMP_S_PER_CALL * n
+        task = asyncio.gather(*(self._converse(setup, ready, ramp_s) for _ in range(n)))
         await asyncio.wait_for(all_ready.wait(), timeout)
         return task
 

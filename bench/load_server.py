@@ -38,7 +38,6 @@ from bench.load_stats import LatencyRing
 from s2s.events import AudioOut, ProviderEvent
 from telephony.media_stream import Media, TwilioEvent
 from telephony.observer import CallObserver
-from transcoding.pipeline import prewarm
 from voicebot.app import create_app
 from voicebot.config import load_config
 from voicebot.logs import configure_logging
@@ -204,13 +203,7 @@ class LoopLagProbe:
         os.close(self.schedstat)
 
 
-async def _serve(config_path: str, port: int, stats: Path) -> None:
-    config = load_config(config_path)
-    prewarm()
-    runtime = MeasuredRuntime(config)
-    uv = uvicorn_config(create_app(runtime), "127.0.0.1", port, "warning")
-    uv.timeout_graceful_shutdown = 3
-    latency = runtime.latency
+async def _serve(uv: uvicorn.Config, latency: ForwardingLatency, stats: Path) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, latency.reset)
     loop.add_signal_handler(signal.SIGUSR2, latency.dump, stats)
@@ -229,8 +222,13 @@ def main(argv: list[str]) -> int:
     if len(argv) != 3:
         print("usage: python -m bench.load_server CONFIG PORT STATS_FILE", file=sys.stderr)
         return 2
+    config_path, port, stats = argv[0], int(argv[1]), Path(argv[2])
     configure_logging("WARNING")
-    asyncio.run(_serve(argv[0], int(argv[1]), Path(argv[2])))
+    runtime = MeasuredRuntime(load_config(config_path))
+    uv = uvicorn_config(create_app(runtime), "127.0.0.1", port, "warning")
+    uv.timeout_graceful_shutdown = 3
+    # The event loop uvicorn would pick for `voicebot serve` (uvloop when installed).
+    asyncio.run(_serve(uv, runtime.latency, stats), loop_factory=uv.get_loop_factory())
     return 0
 
 
