@@ -19,7 +19,7 @@ from s2s.echo import EchoSession
 from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import loopback_server
 from tests.support.live_call import echo_of, last_heard_ms
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import echo_line_config, running_server
 from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, FILLER_PROMPT
 from voicebot.tools.config import DEFAULT_FALLBACK
 
@@ -61,25 +61,12 @@ async def broken_agent(request: dict[str, Any]) -> dict[str, str]:
 
 def agent_config(reasoning: str) -> str:
     cue = f'{{ on_text = "entered 5", name = "ask_agent", arguments = {{ question = "{QUESTION}" }}, say_ms = 300 }}'
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[providers.parrot]
-type = "echo"
-speed = 20
-tool_cues = [{cue}]
-
-[[routes]]
-name = "shop"
-providers = ["parrot"]
-instructions = "You speak for Ada's Bakery."
+    route = f"""instructions = "You speak for Ada's Bakery."
 reasoning = {reasoning}
 
 [routes.dtmf]
-inter_digit_timeout_ms = 200
-"""
+inter_digit_timeout_ms = 200"""
+    return echo_line_config("shop", parrot=f"speed = 20\ntool_cues = [{cue}]", route_extra=route)
 
 
 async def ask(call: SimulatedCall, echo: EchoSession, timeout: float = 10.0) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.live_call import echo_session, last_heard_ms, live_bridge
-from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from tests.support.server import AUTH_TOKEN, RunningServer, echo_line_config, running_server
 from voicebot.tools.call_control import INTERRUPTED_NOTE, QUIET_S
 
 GOODBYE_MS = 800
@@ -33,29 +33,15 @@ def control_config(
     twilio_extra = ""
     if rest is not None:
         twilio_extra = f'account_sid = "{account_sid or rest.account_sid}"\napi_base_url = "{rest.base_url}"'
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-{twilio_extra}
-
-[providers.parrot]
-type = "echo"
-speed = 20
-tool_cues = [{cue}]
-
-[[routes]]
-name = "desk"
-providers = ["parrot"]
-
+    route = f"""
 [routes.call_control]
 end_call = true
 transfer = {{ sales = "+15551230000", support = "sip:support@pbx.example.com" }}
 transfer_method = "{method}"
 
 [routes.dtmf]
-inter_digit_timeout_ms = 300
-"""
+inter_digit_timeout_ms = 300"""
+    return echo_line_config("desk", twilio=twilio_extra, parrot=f"speed = 20\ntool_cues = [{cue}]", route_extra=route)
 
 
 def goodbye_cue(name: str, arguments: dict[str, str], reply_ms: int = 0) -> str:

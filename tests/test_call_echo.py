@@ -6,26 +6,15 @@ import numpy as np
 import pytest
 
 from tests.support.audio import active_segments, dominant_frequency, level_at, to_mulaw, tone
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import echo_line_config, running_server
 
 
 def echo_config(encoding: str = "mulaw", rate: int = 8000, speed: float = 4.0, chunk_ms: int = 100) -> str:
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[providers.parrot]
-type = "echo"
-encoding = "{encoding}"
+    parrot = f"""encoding = "{encoding}"
 sample_rate = {rate}
 speed = {speed}
-chunk_ms = {chunk_ms}
-
-[[routes]]
-name = "default"
-providers = ["parrot"]
-"""
+chunk_ms = {chunk_ms}"""
+    return echo_line_config(parrot=parrot)
 
 
 def loudest_segment(pcm: np.ndarray) -> tuple[float, float]:

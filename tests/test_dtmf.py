@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.support.live_call import echo_of
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import echo_line_config, running_server
 from voicebot.tools.config import DtmfSettings
 from voicebot.tools.dtmf import DigitCollector, keypad_text
 
@@ -69,21 +69,7 @@ def test_keypad_text_for_a_lone_finish_key() -> None:
 
 
 def dtmf_config(timeout_ms: int) -> str:
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[providers.parrot]
-type = "echo"
-
-[[routes]]
-name = "ivr"
-providers = ["parrot"]
-
-[routes.dtmf]
-inter_digit_timeout_ms = {timeout_ms}
-"""
+    return echo_line_config("ivr", route_extra=f"[routes.dtmf]\ninter_digit_timeout_ms = {timeout_ms}")
 
 
 async def test_a_dtmf_sequence_reaches_the_model_as_one_text_through_the_server() -> None:

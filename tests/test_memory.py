@@ -12,7 +12,7 @@ from typing import Any
 from s2s.echo import EchoSession
 from s2s.provider import Turn
 from tests.support.live_call import echo_of
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import echo_line_config, running_server
 from voicebot.tools.config import MemoryConfig
 from voicebot.tools.memory import CallerMemory, caller_key
 
@@ -86,27 +86,12 @@ async def test_an_unreadable_store_never_stops_a_call(tmp_path: Path) -> None:
 
 
 def memory_config(path: Path, enabled: bool) -> str:
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[memory]
-path = "{path}"
-retention_days = 30
-
-[providers.parrot]
-type = "echo"
-
-[[routes]]
-name = "desk"
-providers = ["parrot"]
-instructions = "You are the front desk."
+    route = f"""instructions = "You are the front desk."
 memory = {"true" if enabled else "false"}
 
 [routes.dtmf]
-inter_digit_timeout_ms = 200
-"""
+inter_digit_timeout_ms = 200"""
+    return echo_line_config("desk", route_extra=route, sections=f'[memory]\npath = "{path}"\nretention_days = 30')
 
 
 async def place_call(config: str, from_: str) -> EchoSession:

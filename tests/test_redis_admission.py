@@ -20,7 +20,7 @@ import pytest
 from telephony.twilio_sim import NoStream
 from tests.support.audio import to_mulaw, tone
 from tests.support.redis_server import redis_server
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import echo_line_config, running_server
 from voicebot.admission import InProcessSlotStore
 from voicebot.admission_redis import RedisSlotStore, slot_store
 from voicebot.config import AdmissionConfig
@@ -160,25 +160,11 @@ async def test_redis_down_fails_open_and_is_counted(caplog: pytest.LogCaptureFix
 
 
 def fleet_config(redis_url: str, prefix: str) -> str:
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[admission]
-store = "redis"
-redis_url = "{redis_url}"
-key_prefix = "{prefix}"
-
-[providers.parrot]
-type = "echo"
-max_sessions = 1
-
-[[routes]]
-name = "default"
-providers = ["parrot"]
-on_unavailable = {{ say = "All our lines are busy." }}
-"""
+    return echo_line_config(
+        parrot="max_sessions = 1",
+        route_extra='on_unavailable = { say = "All our lines are busy." }',
+        sections=f'[admission]\nstore = "redis"\nredis_url = "{redis_url}"\nkey_prefix = "{prefix}"',
+    )
 
 
 async def test_two_servers_share_max_sessions_through_redis(redis_url: str) -> None:

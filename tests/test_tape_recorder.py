@@ -14,7 +14,7 @@ import pytest
 from s2s.events import AudioOut
 from telephony.media_stream import media_message
 from tests.support.audio import dominant_frequency, from_mulaw, to_mulaw, tone
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 from transcoding.formats import MULAW_8K
 from voicebot.config import load_config_text
 from voicebot.tape import recorder as recorder_module
@@ -24,23 +24,11 @@ from voicebot.tape.replay import finished_tape
 
 
 def recording_config(record_dir: Path, route_recording: bool = True, enabled: bool = False) -> str:
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[providers.parrot]
-type = "echo"
-
-[[routes]]
-name = "support"
-providers = ["parrot"]
-recording = {str(route_recording).lower()}
-
-[recording]
-enabled = {str(enabled).lower()}
-dir = "{record_dir}"
-"""
+    return echo_line_config(
+        "support",
+        route_extra=f"recording = {str(route_recording).lower()}",
+        sections=f'[recording]\nenabled = {str(enabled).lower()}\ndir = "{record_dir}"',
+    )
 
 
 async def test_a_real_call_is_recorded_with_both_sides_and_no_secrets(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, Tu
 from telephony.bridge import CallSummary
 from telephony.media_stream import Media, media_message
 from tests.support.audio import active_segments, to_mulaw, tone
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 from voicebot.telemetry import metrics as api
 from voicebot.telemetry import setup as telemetry_setup
 from voicebot.telemetry.observer import MEDIA_PREFIX, SAMPLE_EVERY, CallTelemetry
@@ -60,19 +60,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def echo_config(route: str, speed: float = 50) -> str:
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[providers.parrot]
-type = "echo"
-speed = {speed}
-
-[[routes]]
-name = "{route}"
-providers = ["parrot"]
-"""
+    return echo_line_config(route, parrot=f"speed = {speed}")
 
 
 def call_spans(exporter: InMemorySpanExporter, call_sid: str) -> tuple[ReadableSpan, list[ReadableSpan]]:

@@ -15,24 +15,12 @@ from starlette.routing import Route
 
 from tests.fakes.twilio_rest_fake import loopback_server
 from tests.support.live_call import echo_of
-from tests.support.server import AUTH_TOKEN, running_server
+from tests.support.server import echo_line_config, running_server
 
 
 def tool_config(url: str) -> str:
     cue = '{ on_text = "entered 7", name = "order_status", arguments = { order = "A-17" } }'
-    return f"""
-[twilio]
-auth_token = "{AUTH_TOKEN}"
-validate_signatures = true
-
-[providers.parrot]
-type = "echo"
-tool_cues = [{cue}]
-
-[[routes]]
-name = "orders"
-providers = ["parrot"]
-
+    route = f"""
 [[routes.tools]]
 name = "order_status"
 description = "Where an order is."
@@ -42,8 +30,8 @@ timeout_s = 2
 parameters = {{ type = "object", properties = {{ order = {{ type = "string" }} }}, required = ["order"] }}
 
 [routes.dtmf]
-inter_digit_timeout_ms = 200
-"""
+inter_digit_timeout_ms = 200"""
+    return echo_line_config("orders", parrot=f"tool_cues = [{cue}]", route_extra=route)
 
 
 @pytest.mark.parametrize("fail", [False, True], ids=["ok", "http-500"])

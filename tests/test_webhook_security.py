@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from telephony.twilio_sim import parse_stream_twiml
 from tests.support.audio import dominant_frequency, to_mulaw, tone
-from tests.support.server import AUTH_TOKEN, ECHO_CONFIG, running_server
+from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 
 PARAMS = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "0" * 32, "From": "+15557654321", "To": "+15550001111"}
 
@@ -36,7 +36,7 @@ async def test_webhook_answers_signed_call_with_connect_stream_twiml() -> None:
 
 
 async def test_public_url_builds_wss_stream_url_and_is_what_signatures_cover() -> None:
-    config = ECHO_CONFIG.replace("[twilio]", '[server]\npublic_url = "https://voice.example.com"\n\n[twilio]')
+    config = echo_line_config(sections='[server]\npublic_url = "https://voice.example.com"')
     async with running_server(config) as server, httpx.AsyncClient() as client:
         public = "https://voice.example.com/twilio/voice"
         ok = await client.post(server.url + "/twilio/voice", data=PARAMS, headers=signed(public, PARAMS))

@@ -16,18 +16,34 @@ from voicebot.server import local_server
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 
-ECHO_CONFIG = f"""
+
+def echo_line_config(
+    route: str = "default", *, parrot: str = "", route_extra: str = "", twilio: str = "", sections: str = ""
+) -> str:
+    """A config with signed webhooks (``AUTH_TOKEN``) and one route ``route`` to the echo
+    provider ``parrot``. The keyword arguments are TOML lines added to the ``[twilio]``,
+    ``[providers.parrot]`` and ``[[routes]]`` tables (``route_extra`` may go on with the route's
+    sub-tables, e.g. ``[routes.dtmf]``); ``sections`` holds further top-level tables."""
+    return f"""
 [twilio]
 auth_token = "{AUTH_TOKEN}"
 validate_signatures = true
+{twilio}
+
+{sections}
 
 [providers.parrot]
 type = "echo"
+{parrot}
 
 [[routes]]
-name = "default"
+name = "{route}"
 providers = ["parrot"]
+{route_extra}
 """
+
+
+ECHO_CONFIG = echo_line_config()
 
 
 @dataclass
