@@ -296,6 +296,7 @@ class LoadFigures:
     bot_audio_s_per_call: float
     failed_calls: int
     server_warnings: int
+    event_loop: str  # the server's: asyncio, or uvloop when installed
     gc_count: list[int]  # collections per generation in the window
     gc_max_ms: list[float]  # longest pause per generation
 
@@ -442,6 +443,7 @@ async def measure(n: int, fmt: str, seconds: float, warmup: float, profile: Path
             bot_audio_s_per_call=heard / 1000.0 / live,
             failed_calls=len(callers.failures),
             server_warnings=warnings,
+            event_loop=stats["event_loop"],
             gc_count=stats["gc"]["count"],
             gc_max_ms=stats["gc"]["max_ms"],
         )
@@ -487,6 +489,7 @@ def conditions_table(results: list[LoadFigures]) -> str:
     headers = [
         "calls",
         "format",
+        "server loop",
         "window s",
         "load avg (1 min)",
         "server idle CPU %",
@@ -505,6 +508,7 @@ def conditions_table(results: list[LoadFigures]) -> str:
         [
             r.calls,
             r.fmt,
+            r.event_loop,
             f"{r.window_s:.1f}",
             f"{r.load_avg:.2f}",
             f"{r.idle_cpu_pct:.2f}",
@@ -521,7 +525,7 @@ def conditions_table(results: list[LoadFigures]) -> str:
         ]
         for r in results
     ]
-    return markdown_table(headers, rows, text_columns=2)
+    return markdown_table(headers, rows, text_columns=3)
 
 
 def main(argv: list[str]) -> int:

@@ -91,6 +91,7 @@ class ForwardingLatency:
             "loop_lag": self.loop_lag.summary(),
             "loop_lag_own": self.loop_lag_own.summary(),
             "gc": self.gc.summary(),
+            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
         }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(figures))
