@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import trustme
 
-from s2s.events import AudioOut, Closed, ProviderError, Transcript, TurnDone
+from s2s.events import Closed, ProviderError, Transcript, TurnDone
 from s2s.nova_sonic import NovaSonicConfig, NovaSonicProvider
 from s2s.nova_sonic.session import NovaSonicSession
 from s2s.provider import ProviderConnectError, SessionContext
 from tests.fakes.nova_sonic_fake import FakeNovaModel, dominant_hz, sine_pcm16
 from tests.fakes.nova_sonic_h2 import NovaH2Fake
-from tests.test_nova_sonic_session import Recorder, speak
+from tests.support.session_events import EventLog
+from tests.test_nova_sonic_session import speak
 
 
 @pytest.fixture
@@ -64,10 +65,10 @@ async def fake(tls: ssl.SSLContext) -> AsyncIterator[NovaH2Fake]:
 @pytest.mark.timeout(60)
 async def test_real_sdk_full_turn_over_http2_event_stream(fake: NovaH2Fake) -> None:
     session = await open_via_sdk(fake)
-    rec = Recorder(session)
+    rec = EventLog(session)
     try:
         await speak(session, sine_pcm16(700, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
-        await rec.wait_for(lambda ev: any(isinstance(e, Transcript) and e.role == "bot" and e.final for e in ev), 15)
+        await rec.until(lambda ev: any(isinstance(e, Transcript) and e.role == "bot" and e.final for e in ev), 15)
         model = fake.models[0]
         assert [p.split("?")[0] for p in fake.paths] == [
             "/model/amazon.nova-2-sonic-v1%3A0/invoke-with-bidirectional-stream"
@@ -78,7 +79,7 @@ async def test_real_sdk_full_turn_over_http2_event_stream(fake: NovaH2Fake) -> N
         assert model.model_id == "amazon.nova-2-sonic-v1:0" and model.errors == []
         assert abs(dominant_hz(bytes(model.caller_audio), 8000) - 700) < 15
         assert rec.of(Transcript)[0] == Transcript("caller", "tone 700 Hz")
-        audio = b"".join(e.audio for e in rec.of(AudioOut))
+        audio = rec.audio()
         assert len(audio) == 2 * 8000 * 500 // 1000 and abs(dominant_hz(audio, 8000) - 440) < 15
         assert len(rec.of(TurnDone)) == 1
     finally:
@@ -99,9 +100,9 @@ async def fake_wait(predicate: Callable[[], bool], timeout: float = 5.0) -> None
 async def test_real_sdk_model_timeout_exception_closes_with_error(tls: ssl.SSLContext) -> None:
     async with NovaH2Fake(tls, make_model=lambda: FakeNovaModel(limit_s=0.3)) as fake:
         session = await open_via_sdk(fake)
-        rec = Recorder(session)
+        rec = EventLog(session)
         try:
-            await rec.wait_for(lambda ev: any(isinstance(e, Closed) for e in ev), 15)
+            await rec.until(lambda ev: any(isinstance(e, Closed) for e in ev), 15)
             errors = rec.of(ProviderError)
             assert errors and errors[0].code == "model_timeout" and errors[0].fatal
             assert rec.of(Closed) == [Closed("nova ended the session", error=True)]
@@ -114,10 +115,10 @@ async def test_real_sdk_model_timeout_exception_closes_with_error(tls: ssl.SSLCo
 async def test_real_sdk_stream_reset_is_a_drop(tls: ssl.SSLContext) -> None:
     async with NovaH2Fake(tls) as fake:
         session = await open_via_sdk(fake)
-        rec = Recorder(session)
+        rec = EventLog(session)
         try:
             fake.models[0].drop()
-            await rec.wait_for(lambda ev: any(isinstance(e, Closed) for e in ev), 15)
+            await rec.until(lambda ev: any(isinstance(e, Closed) for e in ev), 15)
             assert rec.of(Closed)[0].error is True
             assert rec.of(ProviderError)[0].fatal
         finally:
@@ -155,13 +156,13 @@ async def test_sessions_of_one_provider_share_one_http2_connection(fake: NovaH2F
 @pytest.mark.timeout(60)
 async def test_a_corrupt_chunk_is_reported_and_the_call_goes_on(fake: NovaH2Fake) -> None:
     session = await open_via_sdk(fake)
-    rec = Recorder(session)
+    rec = EventLog(session)
     try:
         fake.models[0].output.put_nowait(b"\x00not json at all")  # type: ignore[arg-type]
-        await rec.wait_for(lambda ev: any(isinstance(e, ProviderError) for e in ev), 10)
+        await rec.until(lambda ev: any(isinstance(e, ProviderError) for e in ev), 10)
         assert rec.of(ProviderError)[0].code == "bad_event" and not rec.of(ProviderError)[0].fatal
         await speak(session, sine_pcm16(700, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
-        await rec.wait_for(lambda ev: any(isinstance(e, TurnDone) for e in ev), 15)
+        await rec.until(lambda ev: any(isinstance(e, TurnDone) for e in ev), 15)
         assert not rec.of(Closed)
     finally:
         await asyncio.wait_for(session.close(), 5)
