@@ -4,6 +4,10 @@ import logging
 
 import pytest
 
+# Shared checks in tests/support (e.g. barge_in.assert_cut_at_the_clear) report their operands
+# on failure like asserts written in a test module.
+pytest.register_assert_rewrite("tests.support")
+
 
 @pytest.fixture(autouse=True)
 def _log_level(caplog: pytest.LogCaptureFixture) -> None:

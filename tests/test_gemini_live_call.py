@@ -13,7 +13,8 @@ import pytest
 
 from telephony.twilio_sim import SimulatedCall
 from tests.fakes.gemini_live_fake import GeminiLiveFake
-from tests.support.audio import active_segments, dominant_frequency, level_at, to_mulaw, tone
+from tests.support.audio import active_segments, dominant_frequency, longest, to_mulaw, tone
+from tests.support.barge_in import assert_cut_at_the_clear, talk_over_the_answer
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
 
 ENV = {"GOOGLE_API_KEY": "test-key"}
@@ -49,11 +50,6 @@ async def fake() -> AsyncIterator[GeminiLiveFake]:
 async def server(fake: GeminiLiveFake) -> AsyncIterator[RunningServer]:
     async with running_server(gemini_config(fake), env=ENV) as running:
         yield running
-
-
-def longest(segments: list[tuple[float, float]]) -> tuple[float, float]:
-    assert segments, "no audio above the threshold"
-    return max(segments, key=lambda s: s[1] - s[0])
 
 
 async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
@@ -98,24 +94,10 @@ async def test_interrupted_clears_twilio_and_no_stale_audio_plays(fake: GeminiLi
         await call.pause(200)
         await call.say(to_mulaw(tone(440, 500)))
         # The whole 2 s answer reaches Twilio's buffer at once, as the real service sends it.
-        await call.wait_for(lambda: call.received_media_ms() >= 1900, timeout=8)
-        reply_start = next(e.t_ms for e in call.log if e.event == "media")
-        await call.pause(600)
-        await call.say(to_mulaw(tone(440, 300)))  # the caller talks over the answer
-        await call.wait_for(lambda: bool(call.clear_times), timeout=3)
-        clear_at = call.clear_times[0]
-        await fake.wait_for(lambda: fake.replies == 2, timeout=5)  # answer to the barge-in
-        await call.wait_for(lambda: call.received_media_ms() >= 3900, timeout=8)
-        await call.wait_for(lambda: call.queued_ms == 0, timeout=6)
-
-        heard = call.heard_pcm()
-        # The first answer (600 Hz) was heard up to the clear, and never after it.
-        assert dominant_frequency(call.heard_pcm(reply_start + 40, clear_at - 40), 8000) == pytest.approx(600, abs=15)
-        assert level_at(heard[int((clear_at + 40) * 8) :], 8000, 600) < -50
-        # The answer to the barge-in (900 Hz) played in full afterwards.
-        start, end = longest([s for s in active_segments(heard, 8000, -35) if s[0] > clear_at])
-        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(900, abs=15)
-        assert end - start == pytest.approx(2000, abs=80)
+        reply_start, clear_at = await talk_over_the_answer(
+            call, answered=lambda: fake.wait_for(lambda: fake.replies == 2, timeout=5)
+        )
+        assert_cut_at_the_clear(call, reply_start, clear_at)
 
         # Gemini was told what the caller heard: the note quotes about one word per 100 ms.
         bridge = server.runtime.active[call.call_sid]

@@ -76,3 +76,9 @@ def active_segments(
     if start is not None:
         segments.append((start, frames * frame_ms))
     return segments
+
+
+def longest(segments: list[tuple[float, float]]) -> tuple[float, float]:
+    """The longest of ``active_segments``' runs."""
+    assert segments, "no audio above the threshold"
+    return max(segments, key=lambda s: s[1] - s[0])
