@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -30,6 +29,7 @@ from bench.provider_path import (
     delays_ms,
     drive_turns,
     latency_table,
+    parse_args,
     timed,
     tone,
 )
@@ -108,10 +108,7 @@ async def latency_figures(turns: int) -> dict[str, list[float]]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench gemini_path", description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=2000, help="20 ms frames timed for the CPU figures")
-    parser.add_argument("--turns", type=int, default=2, help="caller turns in the loopback latency run")
-    args = parser.parse_args(argv)
+    args = parse_args("gemini_path", __doc__, argv)
 
     cpu = asyncio.run(cpu_figures(args.frames))
     print(f"## Gemini Live path: CPU per 20 ms of audio, client side ({args.frames} frames)\n")

@@ -8,6 +8,7 @@ so both providers are measured the same way.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import time
@@ -28,6 +29,14 @@ FRAME_MS = 20
 CHUNK_MS = 40
 
 CPU_HEADERS = ["direction", "µs (median)", "µs (mean)", "% of one core"]
+
+
+def parse_args(name: str, doc: str, argv: list[str]) -> argparse.Namespace:
+    """The options both path benchmarks take: ``--frames`` (CPU figures) and ``--turns``."""
+    parser = argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=2000, help="20 ms frames timed for the CPU figures")
+    parser.add_argument("--turns", type=int, default=2, help="caller turns in the loopback latency run")
+    return parser.parse_args(argv)
 
 
 def tone(freq: float, ms: float, rate: int) -> bytes:
