@@ -1,4 +1,9 @@
-"""A call's lifecycle as an explicit state machine (h11-style: illegal moves raise)."""
+"""A call's lifecycle as the bridge sees it, as an explicit state machine (h11-style:
+illegal moves raise).
+
+There is no "recovering" state here on purpose: recovery and renewal happen below the
+bridge, inside ``s2s.resilience.ResilientSession``, which keeps presenting one session;
+the call stays ``streaming`` (the caller hears a pause) while a new provider session opens."""
 
 from __future__ import annotations
 
@@ -9,16 +14,14 @@ class CallState(enum.Enum):
     CONNECTING = "connecting"  # media stream up, provider session opening
     STREAMING = "streaming"  # audio flowing both ways
     INTERRUPTED = "interrupted"  # caller barged in; stale bot audio is being dropped
-    RECOVERING = "recovering"  # provider lost; a new session is opening
     CLOSING = "closing"
     CLOSED = "closed"
 
 
 _ALLOWED: dict[CallState, frozenset[CallState]] = {
     CallState.CONNECTING: frozenset({CallState.STREAMING, CallState.CLOSING}),
-    CallState.STREAMING: frozenset({CallState.INTERRUPTED, CallState.RECOVERING, CallState.CLOSING}),
-    CallState.INTERRUPTED: frozenset({CallState.STREAMING, CallState.RECOVERING, CallState.CLOSING}),
-    CallState.RECOVERING: frozenset({CallState.STREAMING, CallState.CLOSING}),
+    CallState.STREAMING: frozenset({CallState.INTERRUPTED, CallState.CLOSING}),
+    CallState.INTERRUPTED: frozenset({CallState.STREAMING, CallState.CLOSING}),
     CallState.CLOSING: frozenset({CallState.CLOSED}),
     CallState.CLOSED: frozenset(),
 }
