@@ -91,8 +91,9 @@ async def media_stream(ws: WebSocket) -> None:
         log.warning("media stream: closed before a valid 'start' frame")
         await socket.close(1008, "no start")
         return
-    plan = runtime.claim(start.custom_parameters.get("token", ""))
-    if plan is None or (plan.call_sid and plan.call_sid != start.call_sid):
+    # Any instance may take the stream, whichever answered the webhook (Runtime.claim).
+    plan = await runtime.claim(start.custom_parameters.get("token", ""), start.call_sid)
+    if plan is None:
         log.warning("media stream for call %s: unknown or expired stream token; closing", start.call_sid)
         await socket.close(1008, "unknown stream token")
         return

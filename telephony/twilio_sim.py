@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -346,6 +347,9 @@ class SimulatedTwilio:
     account_sid: str = "AC" + "0" * 32
     extra_headers: dict[str, str] = field(default_factory=dict)
     tap: FrameTap | None = None
+    # Open the media stream at this base URL (http://host:port) instead of the one the TwiML
+    # names, as a load balancer sends it to another instance of a fleet.
+    stream_base_url: str | None = None
 
     def sign(self, url: str, params: dict[str, str]) -> str:
         return str(RequestValidator(self.auth_token or "").compute_signature(url, params))
@@ -375,6 +379,16 @@ class SimulatedTwilio:
         if parsed is None:
             raise NoStream(response.status_code, response.text)
         stream_url, params = parsed
+        if self.stream_base_url is not None:
+            path = urlsplit(stream_url).path
+            stream_url = self.stream_base_url.rstrip("/").replace("http", "ws", 1) + path
+        async with self.stream(stream_url, params, call_sid) as call:
+            yield call
+
+    @contextlib.asynccontextmanager
+    async def stream(self, stream_url: str, params: dict[str, str], call_sid: str) -> AsyncIterator[SimulatedCall]:
+        """Open a signed media stream and send ``start`` with ``params`` as its custom
+        parameters, without a webhook (tests give it forged or replayed tokens)."""
         headers = {"X-Twilio-Signature": self.sign(stream_url, {})}
         ws = await websockets.connect(stream_url, additional_headers=headers, max_size=2**20, compression=None)
         call = SimulatedCall(ws, call_sid, "MZ" + secrets.token_hex(16), self.speed, self.tap)

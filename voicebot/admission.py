@@ -19,6 +19,11 @@ any implementation (the in-process one here; a Redis one can implement the same)
   (expired or released) — the holder then carries on (the call is live) and re-acquires.
 - ``release(provider, call_sid)``: idempotent.
 - ``count(provider) -> int``: live slots (for health and tests).
+- ``shared``: True when other instances see the same slots (Redis). Then a slot may be held
+  by a call whose webhook and media stream reached different instances (the stream's
+  instance adopts the webhook's slot by acquiring it again under the same CallSid), and an
+  instance must not release a reservation it merely stopped waiting for
+  (``Runtime.expire_pending``).
 
 A slot whose TTL passes without a refresh is dead: that is what frees slots of a process
 that crashed (Redis) and of a reservation nobody claimed. Holders refresh every
@@ -44,6 +49,8 @@ HELD_TTL_S = 30.0
 
 
 class SlotStore(Protocol):
+    shared: bool
+
     async def acquire(self, provider: str, call_sid: str, limit: int | None, ttl_s: float) -> bool: ...
 
     async def refresh(self, provider: str, call_sid: str, ttl_s: float) -> bool: ...
@@ -55,6 +62,8 @@ class SlotStore(Protocol):
 
 class InProcessSlotStore:
     """Slots of this process only; exact because acquire never yields to the event loop."""
+
+    shared = False
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock

@@ -78,6 +78,8 @@ CLIENT_TIMEOUT_S = 0.5  # a webhook waits at most about this long on Redis
 
 
 class RedisSlotStore:
+    shared = True
+
     def __init__(self, client: aioredis.Redis, prefix: str = "voicebot:slots") -> None:
         self.client = client
         self.prefix = prefix

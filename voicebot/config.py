@@ -60,6 +60,12 @@ class ServerConfig(_Strict):
     stream_connect_timeout_s: float = Field(
         default=15.0, gt=0, description="how long a webhook's reservation waits for its media stream"
     )
+    stream_token_secret: SecretStr | None = Field(
+        default=None,
+        description="signs the media stream token so any instance can take a call whose webhook another "
+        "answered (voicebot.stream_token); the same on every instance. Unset: derived from the Twilio "
+        "auth token, else a random per-process key (single instance only)",
+    )
     outbound_chunk_ms: int = Field(
         default=40,
         ge=10,
@@ -85,6 +91,16 @@ class ServerConfig(_Strict):
         default="Sorry, this line has to close now. Please call again.",
         description="said to callers still on the line when the drain deadline passes",
     )
+
+    @field_validator("stream_token_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty = unset, so a config can say "${VOICEBOT_STREAM_TOKEN_SECRET:-}".
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (it signs stream tokens)")
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -25,6 +25,7 @@ from telephony.twiml import dial, say_and_hangup
 from voicebot.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.admission_redis import slot_store
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
+from voicebot.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
 from voicebot.tape.recorder import recorder_for_call, wants_recording
 from voicebot.telemetry.metrics import provider_connect, record_circuit_open, resilience_hooks
 from voicebot.tools.registry import CallTools
@@ -110,6 +111,9 @@ class Runtime:
         self._janitor: asyncio.TimerHandle | None = None
         self._time_limits: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Stream tokens claimed here, until they expire: a replay is refused (Runtime.claim).
+        self._claimed: dict[str, float] = {}
+        self._process_key = secrets.token_bytes(32)  # only when no key is configured; kept over reloads
         self.apply(config)
 
     def apply(self, config: AppConfig) -> None:
@@ -119,6 +123,14 @@ class Runtime:
         token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
         self.signatures = SignatureChecker(token, config.twilio.validate_signatures)
         self.circuits.configure(config.resilience.circuit_failures, config.resilience.circuit_cooldown_s)
+        key = derived_key(config)
+        if key is None:
+            log.warning(
+                "no [server] stream_token_secret and no Twilio auth token: media stream tokens are signed "
+                "with a per-process key, so a call's media stream must reach the instance that answered "
+                "its webhook; a fleet needs stream_token_secret, the same on every instance"
+            )
+        self.stream_tokens = StreamTokens(key or self._process_key)
 
     # -- webhook -> media stream -------------------------------------------------------
 
@@ -134,7 +146,7 @@ class Runtime:
             return Declined(params.get("CallSid", ""), None, say_and_hangup(NO_ROUTE_MESSAGE), "no route matches")
         call_sid, caller = params.get("CallSid", ""), params.get("From", "")
         plan = CallPlan(
-            token=secrets.token_urlsafe(18),
+            token="",  # signed below, once the admitted provider order is known
             call_sid=call_sid,
             route=route,
             providers=[self.providers[name] for name in route.providers],
@@ -151,23 +163,123 @@ class Runtime:
             return Declined(plan.call_sid, route, twiml, "every provider of the route is full or failing")
         plan.lease = lease
         plan.providers.sort(key=lambda p: p.name != admitted)  # admitted first, then route order
+        ticket = StreamTicket(
+            call_sid, route.name, tuple(p.name for p in plan.providers), caller, plan.called, time.time()
+        )
+        token = self.stream_tokens.issue(ticket)
+        if token is None:
+            log.warning(
+                "call %s: plan too large for a portable stream token; the stream must reach this instance", call_sid
+            )
+            token = secrets.token_urlsafe(18)
+        plan.token = token
         self.pending[plan.token] = plan
         self._start_janitor()
         return plan
 
-    def claim(self, token: str) -> CallPlan | None:
+    async def claim(self, token: str, call_sid: str) -> CallPlan | None:
+        """The plan for the media stream of ``call_sid`` (the ``start`` frame's callSid) that
+        presents ``token``, or None (logged) when the stream must be refused.
+
+        Fast path: this instance answered the webhook, the plan and its lease are in
+        ``pending``. Otherwise another instance did: the signed token
+        (:mod:`voicebot.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
+        A token is accepted once per instance; a replay to *another* instance within the
+        expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
+        so it cannot start a call Twilio did not place."""
         self.expire_pending()
-        plan = self.pending.pop(token, None)
-        if plan is not None and plan.lease is not None:
-            plan.lease.hold(HELD_TTL_S)
+        now = time.monotonic()
+        for used, until in list(self._claimed.items()):
+            if until < now:
+                del self._claimed[used]
+        plan = self.pending.get(token)
+        if plan is not None:
+            if plan.call_sid != call_sid:
+                log.warning("call %s: presented the stream token of call %s; refused", call_sid, plan.call_sid)
+                return None
+            del self.pending[token]
+            self._remember_claimed(token)
+            if plan.lease is not None:
+                plan.lease.hold(HELD_TTL_S)
+            return plan
+        if token in self._claimed:
+            log.warning("call %s: stream token already used on this instance (replay); refused", call_sid)
+            return None
+        try:
+            ticket = self.stream_tokens.verify(token, call_sid, self.config.server.stream_connect_timeout_s)
+        except BadStreamToken as exc:
+            log.warning("call %s: stream token refused: %s", call_sid, exc)
+            return None
+        self._remember_claimed(token)  # before any await: a concurrent replay sees it
+        return await self._adopt(token, ticket)
+
+    def _remember_claimed(self, token: str) -> None:
+        self._claimed[token] = time.monotonic() + self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S
+
+    async def _adopt(self, token: str, ticket: StreamTicket) -> CallPlan | None:
+        """Rebuild on this instance the plan another instance's webhook made, from this
+        instance's config: the route by name (re-selected from called/caller if a reload
+        removed it), the providers by name in the webhook's order (unknown ones skipped).
+
+        The slot: with a shared store (Redis) the webhook's instance took it under this
+        CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
+        it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
+        releases it (:meth:`expire_pending`). With the in-process store this is a fresh
+        acquisition; if the provider is full, the session's fallback tries the rest."""
+        call_sid = ticket.call_sid
+        route = next((r for r in self.config.routes if r.name == ticket.route), None)
+        if route is None:
+            route = routing.select_route(self.config.routes, ticket.called, ticket.caller)
+            log.warning(
+                "call %s: route %r no longer exists; re-selected %r",
+                call_sid,
+                ticket.route,
+                route.name if route else None,
+            )
+        if route is None:
+            return None
+        providers = [self.providers[name] for name in ticket.providers if name in self.providers]
+        if not providers:
+            log.warning("call %s: none of providers %s is configured here", call_sid, list(ticket.providers))
+            return None
+        plan = CallPlan(
+            token=token,
+            call_sid=call_sid,
+            route=route,
+            providers=providers,
+            caller=ticket.caller,
+            called=ticket.called,
+            config=self.config,
+            tools=CallTools(route, self.config, call_sid, ticket.caller, self.set_next_twiml),
+        )
+        lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
+        if not await lease.move_to(providers[0].name, HELD_TTL_S):
+            log.info("call %s: no slot on %s here; the session falls back along the chain", call_sid, providers[0].name)
+        plan.lease = lease
+        lease.hold(HELD_TTL_S)
+        log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
         return plan
 
     def expire_pending(self) -> None:
+        """Drop reservations whose media stream never came here. With the in-process store
+        the slot is released at once. With a shared store (Redis) it is left to lapse by its
+        TTL (stream_connect_timeout_s + 5 s): the stream may have reached another instance,
+        which adopted the very same slot (member = CallSid), and releasing it from here would
+        free that live call's slot. An adopting instance renews the TTL on adoption and its
+        heartbeat keeps it; an unclaimed one frees itself 5 s after this."""
         deadline = time.monotonic() - self.config.server.stream_connect_timeout_s
         for token, plan in list(self.pending.items()):
             if plan.created_at < deadline:
-                log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
                 del self.pending[token]
+                if self.slots.shared:
+                    log.warning(
+                        "call %s: media stream did not reach this instance; its reservation lapses unless "
+                        "another instance took the stream",
+                        plan.call_sid,
+                    )
+                    plan.lease = None
+                else:
+                    log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
                 self._release(plan)
 
     async def open_session(self, plan: CallPlan) -> ProviderSession:
