@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 # much, and sent once it is up: the caller's first words are not lost, while speech older
 # than this would only confuse the provider's turn detection.
 PRE_SESSION_AUDIO_MS = 2000
+# Bound on deciding, before the stream closes, what Twilio does next (a REST update of the call).
+BEFORE_CLOSE_TIMEOUT_S = 6.0
 # A stream that keeps sending garbage is ended rather than logged forever.
 MAX_BAD_FRAMES = 50
 
@@ -135,6 +137,7 @@ class CallBridge:
         tool_handler: ToolHandler = unknown_tool,
         dtmf_handler: DtmfHandler = forward_digit,
         resampler: str = "polyphase",
+        before_close: Callable[[CallSummary], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket = socket
@@ -145,6 +148,9 @@ class CallBridge:
         self.tool_handler = tool_handler
         self.dtmf_handler = dtmf_handler
         self.clock = clock
+        # Runs before our side closes the stream, while Twilio still runs <Connect>: the last
+        # moment a REST update of the call can replace what Twilio does next.
+        self.before_close = before_close
         self.state = CallStateMachine(info.call_sid)
         self.summary = CallSummary(info.call_sid, info.route)
         self.transcript = CallTranscript(self.summary.transcript)
@@ -217,6 +223,11 @@ class CallBridge:
                 await asyncio.wait_for(self.session.close(), timeout=3.0)
             except Exception as exc:
                 log.warning("call %s: provider session did not close cleanly: %r", self.info.call_sid, exc)
+        if self.before_close is not None:
+            try:
+                await asyncio.wait_for(self.before_close(self.summary), BEFORE_CLOSE_TIMEOUT_S)
+            except Exception as exc:
+                log.error("call %s: deciding what Twilio does next failed: %r", self.info.call_sid, exc)
         with contextlib.suppress(Exception):  # already closed by Twilio
             await self.socket.close(1000, self.summary.outcome)
         self.summary.ended_at = self.clock()

@@ -111,6 +111,7 @@ async def media_stream(ws: WebSocket) -> None:
             else None
         ),
         observers=runtime.observers(plan),
+        before_close=lambda summary: runtime.before_stream_close(plan, summary),
         tool_handler=plan.tools,
         dtmf_handler=plan.tools.dtmf,
     )

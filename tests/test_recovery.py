@@ -11,6 +11,7 @@ import pytest
 from s2s.resilience import ResilientSession
 from telephony.twilio_sim import SimulatedCall, SimulatedTwilio
 from tests.fakes.faulty_provider import HangingTcpServer, dead_port, faulty_servers
+from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
 
@@ -262,3 +263,31 @@ async def test_caller_audio_during_recovery_is_kept_and_answered_by_the_new_sess
             # What was said during recovery reached the backup, which answers it.
             await heard_reply(call, said_at + 600, 650, 500)
             assert session.recoveries == 1
+
+
+async def test_unrecoverable_loss_with_rest_credentials_replaces_the_call_twiml_before_the_stream_closes() -> None:
+    # On a fleet, /twilio/stream-ended may reach another instance: the apology goes by REST instead.
+    async with faulty_servers("ok") as (provider,), TwilioRestFake(auth_token=AUTH_TOKEN) as rest:
+        cfg = config(
+            loopback("only", provider.url),
+            ["only"],
+            route_extra='apology = "We are very sorry, please call back."',
+            resilience="connect_attempts = 1",
+        ).replace(
+            "validate_signatures = true",
+            f'validate_signatures = true\naccount_sid = "{rest.account_sid}"\napi_base_url = "{rest.base_url}"',
+        )
+        async with running_server(cfg) as server:
+            twilio = server.twilio()
+            async with twilio.call() as call:
+                await call.pause(300)
+                provider.mode = "refuse"
+                provider.drop_all()
+                update = await rest.wait_for_update(timeout=5)
+                await call.closed.wait()
+                closed_at = time.monotonic()
+            assert update.call_sid == call.call_sid
+            assert "We are very sorry, please call back.</Say><Hangup />" in update.params["Twiml"]
+            assert update.at <= closed_at
+            # Twilio already has it: nothing waits on this instance for /twilio/stream-ended.
+            assert "<Say>" not in await stream_ended_twiml(twilio, call.call_sid)

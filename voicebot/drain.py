@@ -27,7 +27,6 @@ from types import FrameType
 import uvicorn
 
 from telephony.bridge import CallBridge
-from telephony.twilio_rest import update_call_twiml
 from telephony.twiml import say_and_hangup
 from voicebot.runtime import Runtime
 
@@ -90,25 +89,11 @@ class Drainer:
         the load balancer and ``/twilio/stream-ended`` would land on another instance that
         knows nothing of this call. Without credentials, or if the update fails, the
         apology waits here for ``/twilio/stream-ended`` (served while we linger)."""
-        twilio = self.runtime.config.twilio
         route = next((r for r in self.runtime.config.routes if r.name == bridge.info.route), None)
         twiml = say_and_hangup(self.runtime.config.server.drain_message, route.language if route else None)
-        if twilio.account_sid and twilio.auth_token:
-            try:
-                await update_call_twiml(
-                    twilio.account_sid,
-                    twilio.auth_token.get_secret_value(),
-                    call_sid,
-                    twiml,
-                    api_base_url=twilio.api_base_url,
-                )
-                await bridge.hang_up(SHUTDOWN_OUTCOME)
-                return False
-            except Exception as exc:
-                log.error("call %s: REST update for the drain apology failed (%r); ending the stream", call_sid, exc)
-        self.runtime.set_next_twiml(call_sid, twiml)
+        delivered = await self.runtime.deliver_next_twiml(call_sid, twiml)
         await bridge.hang_up(SHUTDOWN_OUTCOME)
-        return True
+        return not delivered
 
 
 class DrainingServer(uvicorn.Server):

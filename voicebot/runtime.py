@@ -21,6 +21,7 @@ from telephony import routing
 from telephony.bridge import CallBridge, CallSummary
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
+from telephony.twilio_rest import update_call_twiml
 from telephony.twiml import dial, say_and_hangup
 from voicebot.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.admission_redis import slot_store
@@ -347,11 +348,40 @@ class Runtime:
         self.active.pop(plan.call_sid, None)
         self._release(plan)
         plan.tools.call_ended(summary)
-        if summary.outcome in ("provider-unavailable", "provider-lost") and plan.call_sid not in self.next_twiml:
-            # No provider at stream start: the route's on_unavailable, as the webhook would have
-            # answered; lost mid-call: the apology. Then a human, if the route names one.
-            apology = plan.route.apology if summary.outcome == "provider-lost" else None
-            self.set_next_twiml(plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology))
+
+    async def before_stream_close(self, plan: CallPlan, summary: CallSummary) -> None:
+        """A call that failed gets its apology before we close the stream.
+
+        No provider at stream start: the route's on_unavailable, as the webhook would have
+        answered; lost mid-call: the apology. Then a human, if the route names one."""
+        if summary.outcome not in ("provider-unavailable", "provider-lost") or plan.call_sid in self.next_twiml:
+            return
+        apology = plan.route.apology if summary.outcome == "provider-lost" else None
+        await self.deliver_next_twiml(plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology))
+
+    async def deliver_next_twiml(self, call_sid: str, twiml: str) -> bool:
+        """Make ``twiml`` what Twilio runs once the stream ends; True if Twilio already has it.
+
+        With REST credentials (``[twilio] account_sid`` + ``auth_token``) the call's TwiML is
+        replaced through the REST API, which works whichever instance Twilio's next request
+        would reach (on a fleet, ``/twilio/stream-ended`` may land on an instance that knows
+        nothing of this call). Without credentials, or if the update fails, the TwiML waits
+        here for ``/twilio/stream-ended``. Call before closing the stream."""
+        twilio = self.config.twilio
+        if twilio.account_sid and twilio.auth_token:
+            try:
+                await update_call_twiml(
+                    twilio.account_sid,
+                    twilio.auth_token.get_secret_value(),
+                    call_sid,
+                    twiml,
+                    api_base_url=twilio.api_base_url,
+                )
+                return True
+            except Exception as exc:
+                log.error("call %s: REST update of the call failed (%r); Twilio will fetch it instead", call_sid, exc)
+        self.set_next_twiml(call_sid, twiml)
+        return False
 
     def set_next_twiml(self, call_sid: str, twiml: str) -> None:
         self.next_twiml[call_sid] = twiml
