@@ -254,3 +254,36 @@ def test_config_defaults_to_8khz_both_ways_and_validates_renewal() -> None:
         NovaSonicConfig(output_sample_rate=44100)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         NovaSonicConfig.model_validate({"type": "nova_sonic", "aws_secret_access_key": "x"})  # no keys here
+
+
+def test_interrupted_answer_is_transcribed_from_its_planned_text() -> None:
+    """Nova's FINAL text of an interrupted answer is only the marker: the SPECULATIVE text is
+    reported for that item, for the bridge to cut to what the caller heard."""
+    proto = make_protocol()
+    events = feed(
+        proto,
+        content_start("a1", "TEXT", "ASSISTANT", "SPECULATIVE"),
+        out("textOutput", contentId="a1", content="Our opening hours are nine to five."),
+        out("contentEnd", contentId="a1", type="TEXT", stopReason="PARTIAL_TURN"),
+        content_start("au1", "AUDIO", "ASSISTANT"),
+        out("audioOutput", contentId="au1", content=base64.b64encode(b"\0\0").decode()),
+        out("contentEnd", contentId="au1", type="AUDIO", stopReason="INTERRUPTED"),
+        content_start("f1", "TEXT", "ASSISTANT", "FINAL"),
+        out("textOutput", contentId="f1", content='{ "interrupted" : true }'),
+        out("contentEnd", contentId="f1", type="TEXT", stopReason="INTERRUPTED"),
+    )
+    assert events == [
+        Transcript("bot", "Our opening hours are nine to five.", final=False, item_id=None),
+        AudioOut(b"\0\0", "au1"),
+        Transcript("bot", "Our opening hours are nine to five.", final=True, item_id="au1"),
+        SpeechStarted("au1"),
+        TurnDone("au1", interrupted=True),
+    ]
+    # A later answer does not inherit the old plan.
+    later = feed(
+        proto,
+        content_start("au2", "AUDIO", "ASSISTANT"),
+        content_start("f2", "TEXT", "ASSISTANT", "FINAL"),
+        out("textOutput", contentId="f2", content='{ "interrupted" : true }'),
+    )
+    assert not any(isinstance(e, Transcript) for e in later)

@@ -110,6 +110,9 @@ class NovaProtocol:
         self._responding = False  # bot audio started and no TurnDone yet
         self._interrupted = False  # SpeechStarted already emitted for the current answer
         self._caller_speaking = False  # between a SpeechStarted and its SpeechStopped
+        # SPECULATIVE text of the answer in progress: Nova's FINAL text of an interrupted answer
+        # is only the interruption marker, so this is the only record of what it was saying.
+        self._planned: list[str] = []
 
     # ----------------------------------------------------------------- input events
 
@@ -331,6 +334,8 @@ class NovaProtocol:
             elif content.role == "ASSISTANT" and text:
                 # SPECULATIVE text precedes its audio block, so it has no item yet.
                 final = content.stage == "FINAL"
+                if not final:
+                    self._planned.append(text)
                 out.append(Transcript("bot", text, final=final, item_id=self._bot_item if final else None))
             if stop == "INTERRUPTED" and content.role == "ASSISTANT":
                 out += self._turn_done()
@@ -356,7 +361,14 @@ class NovaProtocol:
             return []
         self._interrupted = True
         self._caller_speaking = True
-        return [SpeechStarted(item_id=self._bot_item)]
+        out: list[ProviderEvent] = []
+        if self._planned and self._bot_item is not None:
+            # The planned words, as the transcript of the interrupted answer: the bridge keeps
+            # only the part the caller heard (telephony.transcript), so renewal and recovery
+            # history include half-heard answers.
+            out.append(Transcript("bot", " ".join(self._planned), final=True, item_id=self._bot_item))
+            self._planned.clear()
+        return [*out, SpeechStarted(item_id=self._bot_item)]
 
     def _caller_done(self) -> list[ProviderEvent]:
         """Nova has no end-of-speech event; without a SpeechStopped after each SpeechStarted
@@ -370,6 +382,7 @@ class NovaProtocol:
         if not self._responding:
             return []
         self._responding = False
+        self._planned.clear()
         return [TurnDone(item_id=self._bot_item, interrupted=self._interrupted)]
 
     def _tool_call(self, tool_use: Event) -> list[ProviderEvent]:
