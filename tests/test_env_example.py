@@ -6,6 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from voicebot.config import ConfigError, load_config
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +41,8 @@ def referenced() -> set[str]:
         for p in (ROOT / "infra").rglob("*")
         if p.is_file() and p.suffix != ".md"
     ]
-    for text in (readme_toml, *deploy):
+    examples = [p.read_text() for p in (ROOT / "examples").glob("*.toml")]
+    for text in (readme_toml, *deploy, *examples):
         names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]+)(?::-[^}]*)?\}", text))
     return names
 
@@ -58,3 +63,11 @@ def test_env_example_holds_no_secret_values() -> None:
     ):
         if any(word in name for word in ("KEY", "TOKEN", "SECRET", "PASSWORD")):
             assert value == "", f"{name} must be empty in .env.example"
+
+
+def test_example_config_is_valid_once_its_documented_variables_are_set() -> None:
+    env = {name: "set" for name in documented()} | {"VOICEBOT_PUBLIC_URL": "https://voice.example.com"}
+    config = load_config(ROOT / "examples" / "voicebot.toml", env=env)
+    assert [route.name for route in config.routes] == ["echo-test", "uk", "default"]
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY is not set"):
+        load_config(ROOT / "examples" / "voicebot.toml", env={k: v for k, v in env.items() if k != "OPENAI_API_KEY"})
