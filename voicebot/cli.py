@@ -45,6 +45,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"telemetry: {exc}", file=sys.stderr)
         return 2
     runtime = Runtime(config)
+    webhook = f"{config.server.public_url or 'https://<your public host>'}/twilio/voice"
+    log.info("point your Twilio number's voice webhook (HTTP POST) at %s", webhook)
     server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), Drainer(runtime))
     try:
         if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.reload)
