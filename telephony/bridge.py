@@ -166,6 +166,9 @@ class CallBridge:
         self._pre_session_bytes = 0
         self._dropped_items: set[str] = set()
         self._current_item: str | None = None
+        # When the latest ToolCall reached the bridge (clock time). A tool's handler may start
+        # later (a busy loop): call control counts the caller's barge-ins from here.
+        self.last_tool_call_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -326,6 +329,7 @@ class CallBridge:
             elif isinstance(event, Transcript):
                 self.transcript.add(event)
             elif isinstance(event, ToolCall):
+                self.last_tool_call_at = self.clock()
                 self._spawn(self._run_tool(event))
             elif isinstance(event, ProviderError):
                 level = logging.ERROR if event.fatal else logging.WARNING

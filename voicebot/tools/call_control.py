@@ -111,11 +111,14 @@ async def wait_until_heard(
     """Wait until the caller has heard everything sent and nothing new came for ``quiet_s``.
     ``interrupted`` when the caller talked over the bot meanwhile (a barge-in: they did not
     hear it out and have something to say), ``timeout`` after ``max_wait_s``."""
-    barge_ins = len(bridge.summary.barge_ins)
     started = quiet_since = clock()
+    # Barge-ins count from when the tool call reached the bridge, not from when this handler
+    # got to run: on a busy loop the caller may already have cut into the goodbye meanwhile.
+    called_at = bridge.last_tool_call_at if bridge.last_tool_call_at is not None else bridge.clock()
+    since_ms = (called_at - bridge.summary.started_at) * 1000.0
     while True:
         now = clock()
-        if len(bridge.summary.barge_ins) > barge_ins:
+        if any(b.at_ms >= since_ms for b in bridge.summary.barge_ins):
             return "interrupted"
         if bridge.playout.pending:
             quiet_since = now
