@@ -285,6 +285,7 @@ class RunFigures:
     target: str
     calls: int
     window_s: float = 0.0
+    setup_s: float = 0.0  # placing the calls, one after another
     placed: int = 0
     answered: int = 0
     failures: list[str] = field(default_factory=list)
@@ -327,11 +328,12 @@ class Callers:
         self.lateness = LatencyRing()
         self.calls: list[LoadCall] = []
         self.failures: list[str] = []
+        self.http = httpx.AsyncClient(timeout=10.0)
 
     async def place(self, phase: int, timeout: float = 15.0) -> LoadCall:
         """One call; with a provider fake, returns once its connection has appeared there."""
         expected = len(self.fake.sessions()) + 1
-        call = await asyncio.wait_for(place_call(self.twilio, phase, self.lateness), timeout)
+        call = await asyncio.wait_for(place_call(self.twilio, self.http, phase, self.lateness), timeout)
         if self.fake.provider_socket:
             deadline = time.monotonic() + timeout
             while len(self.fake.sessions()) < expected:
@@ -353,6 +355,7 @@ class Callers:
 
     async def hang_up(self) -> None:
         await asyncio.gather(*(call.hangup() for call in self.calls), return_exceptions=True)
+        await self.http.aclose()
 
 
 def _own_runqueue_wait_s() -> float:
@@ -386,7 +389,9 @@ async def measure(
                 rss_idle = server.rss_kb()
                 base = len(fake.sessions())
 
+                placing = time.monotonic()
                 await callers.place_all(n)
+                figures.setup_s = time.monotonic() - placing
                 await asyncio.sleep(warmup)
 
                 figures.load_avg = os.getloadavg()[0]
@@ -512,6 +517,7 @@ def conditions_table(results: Sequence[RunFigures]) -> str:
         "calls",
         "server",
         "loop",
+        "calls placed in s",
         "window s",
         "load avg",
         "server CPU % total",
@@ -530,6 +536,7 @@ def conditions_table(results: Sequence[RunFigures]) -> str:
             r.calls,
             r.target,
             r.event_loop,
+            f"{r.setup_s:.1f}",
             f"{r.window_s:.1f}",
             f"{r.load_avg:.2f}",
             f"{r.cpu_pct_total:.0f}",
