@@ -12,9 +12,10 @@ from telephony.bad_frames import BadFrames
 from telephony.bridge import CallBridge, CallInfo
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, ProtocolError, Start
+from telephony.sids import CALL_PREFIX, STREAM_PREFIX, is_sid
 from telephony.signature import external_base_url, websocket_url
 from voicebot.runtime import Runtime
-from voicebot.telemetry.metrics import record_error
+from voicebot.telemetry.metrics import record_error, record_webhook_rejected
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ async def _serve_stream(ws: WebSocket) -> None:
     ws_url = websocket_url(base) + ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
     if not runtime.signatures.upgrade_ok(ws_url, ws.headers.get("x-twilio-signature")):
         log.warning("media stream: rejected upgrade: bad or missing X-Twilio-Signature (checked against %s)", ws_url)
+        record_webhook_rejected("stream-signature")
         await ws.close(code=1008)
         return
     await ws.accept()
@@ -116,6 +118,12 @@ async def _serve_stream(ws: WebSocket) -> None:
     if start is None:
         log.warning("media stream: closed before a valid 'start' frame")
         await socket.close(1008, "no start")
+        return
+    if not (is_sid(start.call_sid, CALL_PREFIX) and is_sid(start.stream_sid, STREAM_PREFIX)):
+        log.warning(
+            "media stream: 'start' names call %.40r, stream %.40r: not Twilio SIDs", start.call_sid, start.stream_sid
+        )
+        await socket.close(1008, "malformed start")
         return
     # Any instance may take the stream, whichever answered the webhook (Runtime.claim).
     plan = await runtime.claim(start.custom_parameters.get("token", ""), start.call_sid)

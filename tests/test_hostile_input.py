@@ -3,6 +3,7 @@ broken peer, can send, and what it must not be able to do to its own call or to 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 
@@ -15,6 +16,8 @@ from telephony.twilio_sim import SimulatedCall, parse_stream_twiml
 from tests.support.audio import dominant_frequency, to_mulaw, tone
 from tests.support.server import running_server
 from tests.test_webhook_security import PARAMS, signed
+from voicebot.logs import CallSidFilter, TextFormatter
+from voicebot.tape.recorder import tape_filename
 
 
 def bad_frame_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -101,3 +104,80 @@ async def test_garbage_before_start_is_capped_logged_briefly_and_spares_another_
     lines = bad_frame_lines(caplog)
     assert len(lines) == LOGGED_IN_FULL + 1
     assert f"{MAX_BAD_FRAMES} bad Media Streams frames; ending the stream" in lines[-1].getMessage()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CallSid", "CA" + "1" * 300),
+        ("CallSid", "CA" + "1" * 31 + "\nERROR forged line"),
+        ("CallSid", "CA" + "1" * 31 + "\x00"),
+        ("CallSid", "CA1"),
+        ("AccountSid", "AC" + "0" * 31 + "z"),
+    ],
+    ids=["long", "newline", "nul", "short", "account"],
+)
+async def test_webhook_refuses_sids_twilio_would_never_send(name: str, value: str) -> None:
+    """Signed, but not of Twilio's shape: refused with 400 before anything is keyed on it."""
+    params = PARAMS | {name: value}
+    async with running_server() as server, httpx.AsyncClient() as client:
+        for path in ("/twilio/voice", "/twilio/status", "/twilio/stream-ended"):
+            url = server.url + path
+            response = await client.post(url, data=params, headers=signed(url, params))
+            assert response.status_code == 400, path
+            assert response.text == f"malformed {name}"
+        assert not server.runtime.pending
+
+
+async def test_a_start_frame_with_a_forged_stream_sid_is_refused() -> None:
+    async with running_server() as server, httpx.AsyncClient() as client:
+        url = server.url + "/twilio/voice"
+        response = await client.post(url, data=PARAMS, headers=signed(url, PARAMS))
+        stream_url, params = parse_stream_twiml(response.text) or ("", {})
+        async with websockets.connect(stream_url, additional_headers=signed(stream_url, {})) as ws:
+            start = {"streamSid": "MZ\n" + "1" * 300, "callSid": PARAMS["CallSid"], "customParameters": params}
+            await ws.send(json.dumps({"event": "start", "start": start}))
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+            assert (ws.close_code, ws.close_reason) == (1008, "malformed start")
+        assert not server.runtime.active
+
+
+async def test_caller_controlled_values_cannot_forge_log_lines() -> None:
+    """The text log format (``voicebot serve`` without --json-logs) escapes control
+    characters in every message: a value with a newline stays on its line."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(CallSidFilter())
+    handler.setFormatter(TextFormatter("%(levelname)s %(name)s [%(call_sid)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        async with running_server() as server:
+            stream_url = server.url.replace("http://", "ws://") + "/twilio/media"
+            async with websockets.connect(stream_url, additional_headers=signed(stream_url, {})) as ws:
+                forged = "x\nERROR voicebot [CA0] forged\x00\x1b[2J"
+                await ws.send(json.dumps({"event": "media", "media": {"payload": 5}, "x": forged}))
+                await ws.send(json.dumps({"event": forged}))
+                await ws.send(json.dumps({"event": "start", "start": {"callSid": forged, "streamSid": forged}}))
+                with pytest.raises(websockets.ConnectionClosed):
+                    await ws.recv()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert any("forged" in line for line in lines)
+    assert not [line for line in lines if "forged" in line and not line.startswith(("WARNING", "INFO"))]
+    assert "\x00" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+
+
+def test_tape_names_are_bounded_whatever_the_call_sid() -> None:
+    name = tape_filename("CA" + "\n/.." * 100)
+    assert len(name) < 100 and "/" not in name and "\n" not in name
+
+
+def test_the_text_log_format_keeps_one_record_on_one_line() -> None:
+    record = logging.LogRecord(
+        "t", logging.WARNING, __file__, 1, "call %s: %s", ("CA1\nERROR x", "\x00\x1b\u2028"), None
+    )
+    record.call_sid = "CA\r2"
+    line = TextFormatter("%(levelname)s [%(call_sid)s] %(message)s").format(record)
+    assert line == "WARNING [CA\\r2] call CA1\\nERROR x: \\x00\\x1b\\u2028"
