@@ -312,6 +312,7 @@ class ResilientSession(ProviderSession):
         self._live = live
         self.input_format = live.session.input_format
         self.output_format = live.session.output_format
+        self.playout_lead_ms = live.session.playout_lead_ms
         self._last_event_at = self.clock()
         self._unanswered_ms = 0.0
         self._bot_speaking = self._caller_speaking = False
