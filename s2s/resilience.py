@@ -110,7 +110,7 @@ class RecoveryPolicy:
 
 
 class SessionSlots(Protocol):
-    """Admission control as the recovery layer sees it (``voicebot.admission.SlotLease``)."""
+    """Admission control as the recovery layer sees it (``voicebot.calls.admission.SlotLease``)."""
 
     async def move_to(self, provider: str) -> bool:
         """Hold this call's slot on ``provider``; False when it has no room."""

@@ -54,7 +54,7 @@ from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
 from transcoding.pipeline import Transcoder, make_transcoder
-from voicebot.logs import call_sid_var
+from voicebot.server.logs import call_sid_var
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ DtmfHandler = Callable[[str, "CallBridge"], Awaitable[None]]
 
 async def forward_digit(digit: str, bridge: CallBridge) -> None:
     """Default keypad hook: each key straight to the model. Routes replace it with
-    voicebot.tools' collector, which buffers a sequence first; a hook must not block."""
+    the collector in voicebot.agent, which buffers a sequence first; a hook must not block."""
     await bridge.send_text(f"The caller pressed {digit} on the keypad.")
 
 

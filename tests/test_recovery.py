@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from s2s.resilience import ResilientSession
-from telephony.twilio_sim import SimulatedCall, SimulatedTwilio
 from tests.fakes.faulty_provider import HangingTcpServer, dead_port, faulty_servers
 from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from voicebot.devtools.twilio_sim import SimulatedCall, SimulatedTwilio
 
 INSTRUCTIONS = "You answer for Example Corp. Be brief."
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import uvicorn
 from starlette.applications import Starlette
 
-from voicebot.app import create_app
+from voicebot.calls.runtime import Runtime
 from voicebot.config import AppConfig
-from voicebot.runtime import Runtime
+from voicebot.server.app import create_app
 
 # The transport-level cap on one WebSocket frame. The Media Streams protocol enforces its own
 # smaller limit per frame (server.max_message_bytes) and drops offenders with a log line; this

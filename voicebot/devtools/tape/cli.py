@@ -15,11 +15,11 @@ from pathlib import Path
 
 import httpx
 
-from telephony.twilio_sim import NoStream
 from voicebot.config import ConfigError, load_config
-from voicebot.tape.compare import Tolerance
-from voicebot.tape.format import TapeError, read_tape
-from voicebot.tape.replay import ReplayError, replay_call
+from voicebot.devtools.tape.compare import Tolerance
+from voicebot.devtools.tape.format import TapeError, read_tape
+from voicebot.devtools.tape.replay import ReplayError, replay_call
+from voicebot.devtools.twilio_sim import NoStream
 
 
 def _replay_command(args: argparse.Namespace) -> int:

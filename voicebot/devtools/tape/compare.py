@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from voicebot.tape.view import CallView
+from voicebot.devtools.tape.view import CallView
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from telephony.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
 from transcoding.mulaw import pcm16_to_mulaw
-from voicebot.tape.caller import CallerTape
-from voicebot.tape.wav import wav_to_mulaw, write_call_wav
+from voicebot.devtools.tape.caller import CallerTape
+from voicebot.devtools.tape.wav import wav_to_mulaw, write_call_wav
+from voicebot.devtools.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
 from telephony.twilio_rest import update_call_twiml
-from voicebot.tools.config import CallControl
+from voicebot.agent.config import CallControl
 
 if TYPE_CHECKING:
     from telephony.bridge import CallBridge

@@ -29,7 +29,7 @@ from s2s.provider import Provider, ProviderConfig, ProviderConnectError, Provide
 from s2s.registry import ProviderSpec
 from transcoding.formats import AudioFormat
 from transcoding.pipeline import Transcoder, make_transcoder
-from voicebot.tape.format import ProviderIn, ProviderOut, SessionOpened, Tape, read_tape
+from voicebot.devtools.tape.format import ProviderIn, ProviderOut, SessionOpened, Tape, read_tape
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from s2s.events import ProviderEvent
 from s2s.provider import ProviderSession, Turn
 from telephony.observer import CallObserver
 from transcoding.formats import AudioFormat
-from voicebot.tape.format import (
+from voicebot.devtools.tape.format import (
     BargeInRecord,
     CallEnd,
     ProviderIn,

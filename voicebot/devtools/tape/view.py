@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from s2s.events import AudioOut, Transcript, TurnDone
 from s2s.provider import Turn
-from voicebot.tape.format import BargeInRecord, CallEnd, ProviderIn, ProviderOut, Tape, TwilioFrame
+from voicebot.devtools.tape.format import BargeInRecord, CallEnd, ProviderIn, ProviderOut, Tape, TwilioFrame
 
 MULAW_SILENCE = b"\xff"
 BYTES_PER_MS = 8  # 8 kHz mu-law

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicebot.runtime import Runtime
+from voicebot.calls.runtime import Runtime
 
 
 @dataclass(slots=True)

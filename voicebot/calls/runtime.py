@@ -23,13 +23,13 @@ from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twilio_rest import update_call_twiml
 from telephony.twiml import dial, say_and_hangup
-from voicebot.admission import HELD_TTL_S, SlotLease, SlotStore, admit
-from voicebot.admission_redis import slot_store
+from voicebot.agent.registry import CallTools
+from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
+from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
-from voicebot.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
-from voicebot.tape.recorder import recorder_for_call, wants_recording
+from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
 from voicebot.telemetry.metrics import provider_connect, record_circuit_open, resilience_hooks
-from voicebot.tools.registry import CallTools
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class CallPlan:
     config: AppConfig
     tools: CallTools
     created_at: float = field(default_factory=time.monotonic)
-    # the provider slot the call holds (voicebot.admission) and its session once open
+    # the provider slot the call holds (voicebot.calls.admission) and its session once open
     lease: SlotLease | None = None
     session: ResilientSession | None = None
     # when the voice webhook request arrived (set by telephony.webhook; the call span starts here)
@@ -184,7 +184,7 @@ class Runtime:
 
         Fast path: this instance answered the webhook, the plan and its lease are in
         ``pending``. Otherwise another instance did: the signed token
-        (:mod:`voicebot.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
+        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
         A token is accepted once per instance; a replay to *another* instance within the
         expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
         so it cannot start a call Twilio did not place."""

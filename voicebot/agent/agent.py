@@ -36,7 +36,7 @@ import httpx
 
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
-from voicebot.tools.config import AgentReasoning
+from voicebot.agent.config import AgentReasoning
 
 if TYPE_CHECKING:
     from telephony.bridge import CallBridge

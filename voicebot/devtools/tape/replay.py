@@ -3,10 +3,10 @@
 The caller side of the tape is played by a simulated Twilio (signed webhook, Media Stream,
 real-time or ``speed``-times pacing, marks echoed, clears honoured). The server is, by
 default, an in-process one whose provider is the tape itself (``type = "tape"``, see
-:mod:`voicebot.tape.provider`), or one built from a config for ``live`` replays, or any
+:mod:`voicebot.devtools.tape.provider`), or one built from a config for ``live`` replays, or any
 running server (``url``). The in-process server records the replay to a tape of its own, so
-the original and the replay are compared with the same code (:mod:`voicebot.tape.view`,
-:mod:`voicebot.tape.compare`); against a ``url`` the replay is recorded from the caller's side.
+the original and the replay are compared with the same code (:mod:`voicebot.devtools.tape.view`,
+:mod:`voicebot.devtools.tape.compare`); against a ``url`` the replay is recorded from the caller's side.
 
 Replay never hangs: the whole run is bounded by ``timeout_s`` (by default the tape's length
 at the chosen speed plus 30 s) and raises :class:`ReplayTimeout` past it.
@@ -32,16 +32,16 @@ import numpy.typing as npt
 from pydantic import SecretStr
 
 from s2s.provider import Turn
-from telephony.twilio_sim import SimulatedTwilio
 from transcoding.mulaw import mulaw_to_pcm16
 from voicebot.config import AppConfig, RecordingConfig, RouteConfig, TwilioConfig
-from voicebot.server import local_server
-from voicebot.tape.caller import CallerTape, caller_script, play_caller_side
-from voicebot.tape.compare import Divergence, Tolerance, compare, summary_lines
-from voicebot.tape.format import Tape, read_tape
-from voicebot.tape.provider import TapeProvider, TapeProviderConfig
-from voicebot.tape.view import BargeInView, CallView, TurnView, view_of
-from voicebot.tape.wav import write_call_wav
+from voicebot.devtools.tape.caller import CallerTape, caller_script, play_caller_side
+from voicebot.devtools.tape.compare import Divergence, Tolerance, compare, summary_lines
+from voicebot.devtools.tape.format import Tape, read_tape
+from voicebot.devtools.tape.provider import TapeProvider, TapeProviderConfig
+from voicebot.devtools.tape.view import BargeInView, CallView, TurnView, view_of
+from voicebot.devtools.tape.wav import write_call_wav
+from voicebot.devtools.twilio_sim import SimulatedTwilio
+from voicebot.server.run import local_server
 
 TAPE_WAIT_S = 10.0
 

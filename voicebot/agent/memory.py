@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from s2s.provider import Turn
-from voicebot.tools.config import MemoryConfig
+from voicebot.agent.config import MemoryConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """The caller's side of a tape: recording what a simulated Twilio sends and receives, and
 playing a tape's caller side back through one.
 
-:class:`CallerTape` is the ``tap`` of a :class:`~telephony.twilio_sim.SimulatedTwilio`: it
+:class:`CallerTape` is the ``tap`` of a :class:`~voicebot.devtools.twilio_sim.SimulatedTwilio`: it
 records the call as Twilio saw it (a ``side = "caller"`` tape: Twilio frames only, times on
 the stream clock). :func:`play_caller_side` drives a
-:class:`~telephony.twilio_sim.SimulatedCall` from any tape: the caller's audio on its
+:class:`~voicebot.devtools.twilio_sim.SimulatedCall` from any tape: the caller's audio on its
 original timeline, DTMF, malformed frames and unknown events at their times, and the hang-up.
 """
 
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from telephony.twilio_sim import SimulatedCall
-from voicebot.tape.format import Tape, TapeHeader, TwilioFrame
-from voicebot.tape.recorder import TapeRecorder
-from voicebot.tape.view import media_payload, view_of
+from voicebot.devtools.tape.format import Tape, TapeHeader, TwilioFrame
+from voicebot.devtools.tape.recorder import TapeRecorder
+from voicebot.devtools.tape.view import media_payload, view_of
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 # Frames the simulated Twilio produces itself; replaying them from the tape would duplicate them.
 _SIMULATOR_OWN_EVENTS = frozenset({"connected", "start", "media", "mark", "stop"})

@@ -1,6 +1,6 @@
 """Fleet-wide ``max_sessions``: provider session slots counted in Redis.
 
-Implements the slot-store contract of :mod:`voicebot.admission` (``acquire``, ``refresh``,
+Implements the slot-store contract of :mod:`voicebot.calls.admission` (``acquire``, ``refresh``,
 ``release``, ``count``) so every instance behind the same Twilio number shares one limit per
 provider. Enabled with ``[admission] store = "redis"``; off by default (in-process slots).
 
@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from voicebot.admission import InProcessSlotStore, SlotStore
+from voicebot.calls.admission import InProcessSlotStore, SlotStore
 from voicebot.config import AdmissionConfig
 from voicebot.telemetry.metrics import record_error
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 from s2s.events import ToolCall
 from s2s.provider import Turn
 from s2s.tools import ToolSpec
-from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
-from voicebot.tools.call_control import CallControlTools, call_control_instructions
-from voicebot.tools.config import RouteTool
-from voicebot.tools.dtmf import DigitCollector
-from voicebot.tools.memory import CallerMemory
+from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
+from voicebot.agent.call_control import CallControlTools, call_control_instructions
+from voicebot.agent.config import RouteTool
+from voicebot.agent.dtmf import DigitCollector
+from voicebot.agent.memory import CallerMemory
 
 if TYPE_CHECKING:
     from telephony.bridge import CallBridge, CallSummary

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from voicebot.tools.config import DtmfSettings
+from voicebot.agent.config import DtmfSettings
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ import uvicorn
 
 from telephony.bridge import CallBridge
 from telephony.twiml import say_and_hangup
-from voicebot.runtime import Runtime
+from voicebot.calls.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

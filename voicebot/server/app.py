@@ -10,8 +10,8 @@ from starlette.routing import Route, WebSocketRoute
 from telephony import webhook
 from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
-from voicebot.health import readiness
-from voicebot.runtime import Runtime
+from voicebot.calls.runtime import Runtime
+from voicebot.server.health import readiness
 from voicebot.telemetry.install import install as install_telemetry
 from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
 
