@@ -83,6 +83,11 @@ class ProviderSession(ABC):
 
     input_format: AudioFormat
     output_format: AudioFormat
+    # The full-duplex capability. A half-duplex session (None) is interrupted by barge-in and
+    # truncated to what was heard, so its audio may queue at the phone edge. A full-duplex one
+    # (the model owns turn-taking; its context is append-only) sets how far, in ms, its audio
+    # may run ahead of what the caller hears: the bridge paces it (telephony.pacing).
+    playout_lead_ms: int | None = None
 
     @abstractmethod
     async def send_audio(self, audio: bytes) -> None:

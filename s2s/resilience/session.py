@@ -154,6 +154,7 @@ class ResilientSession(ProviderSession):
         self._live = live
         self.input_format = live.session.input_format
         self.output_format = live.session.output_format
+        self.playout_lead_ms = live.session.playout_lead_ms
         self._watchdog.answered(self.clock())
         self._turns.new_session()
         self._expiring = None
