@@ -14,7 +14,7 @@ from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, ProtocolError, Start
 from telephony.sids import CALL_PREFIX, STREAM_PREFIX, is_sid
 from telephony.signature import external_base_url, websocket_url
-from voicebot.runtime import Runtime
+from voicebot.calls.runtime import Runtime
 from voicebot.telemetry.metrics import record_error, record_webhook_rejected
 
 log = logging.getLogger(__name__)

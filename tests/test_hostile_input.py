@@ -12,12 +12,12 @@ import pytest
 import websockets
 
 from telephony.bad_frames import LOGGED_IN_FULL, MAX_BAD_FRAMES
-from telephony.twilio_sim import SimulatedCall, parse_stream_twiml
 from tests.support.audio import dominant_frequency, to_mulaw, tone
 from tests.support.server import running_server
 from tests.test_webhook_security import PARAMS, signed
-from voicebot.logs import CallSidFilter, TextFormatter
-from voicebot.tape.recorder import tape_filename
+from voicebot.devtools.tape.recorder import tape_filename
+from voicebot.devtools.twilio_sim import SimulatedCall, parse_stream_twiml
+from voicebot.server.logs import CallSidFilter, TextFormatter
 
 
 def bad_frame_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
