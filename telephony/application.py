@@ -72,5 +72,9 @@ class CallApplication(Protocol):
         """What Twilio runs once the call's stream ended, if the application decided it."""
 
     def webhook_rejected(self, reason: str) -> None:
-        """Count a voice webhook answered without a stream (``draining``, ``no-route``,
-        ``unavailable``); metrics are the application's."""
+        """Count a request refused at the door (``signature``, ``malformed``, ``draining``,
+        ``no-route``, ``unavailable``, ``stream-signature``); metrics are the application's."""
+
+    def bad_frames_before_start(self, count: int) -> None:
+        """Count malformed frames a media stream sent before its ``start`` (a call counts its
+        own when it ends)."""

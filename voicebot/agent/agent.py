@@ -191,6 +191,10 @@ class SilenceFiller:
 
 
 async def with_filler[T](bridge: CallBridge, after_s: float, work: Awaitable[T]) -> T:
+    if bridge.session is not None and bridge.session.playout_lead_ms is not None:
+        # A full-duplex model fills the wait itself (its acknowledgement delay); a prompted
+        # filler would only be appended to its context as another thing to say.
+        return await work
     filler = asyncio.create_task(SilenceFiller(bridge, after_s).run())
     try:
         return await work

@@ -35,6 +35,7 @@ from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
 from voicebot.telemetry.metrics import (
     provider_connect,
     record_circuit_open,
+    record_error,
     record_webhook_rejected,
     resilience_hooks,
 )
@@ -142,6 +143,9 @@ class Runtime:
 
     def webhook_rejected(self, reason: str) -> None:
         record_webhook_rejected(reason)
+
+    def bad_frames_before_start(self, count: int) -> None:
+        record_error("twilio-bad-frame", "twilio", count)
 
     # -- webhook -> media stream -------------------------------------------------------
 
