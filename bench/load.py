@@ -61,8 +61,8 @@ from bench.load_callers import CYCLE_FRAMES, CYCLE_S, FRAME_S, TONE, LoadCall, p
 from bench.load_modes import MODES, ProviderFake, SessionLog
 from bench.load_stats import LatencyRing, Percentiles, percentiles
 from bench.report import markdown_table
-from telephony.twilio_sim import SimulatedTwilio
 from transcoding.mulaw import mulaw_to_pcm16
+from voicebot.devtools.twilio_sim import SimulatedTwilio
 
 AUTH_TOKEN = "bench-load-auth-token-0123456789"
 TARGETS = ("floor", "voicebot")

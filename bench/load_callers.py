@@ -1,13 +1,13 @@
 """Simulated Twilio callers for ``python -m bench load``, lean enough for 150 calls in one process.
 
 Each call is placed as Twilio places it: the voice webhook POST signed with
-``twilio.request_validator`` (:class:`telephony.twilio_sim.SimulatedTwilio`), the TwiML's
+``twilio.request_validator`` (:class:`voicebot.devtools.twilio_sim.SimulatedTwilio`), the TwiML's
 ``<Stream>`` opened as a signed WebSocket, ``connected`` and ``start``, then a 20 ms mu-law
 frame every 20 ms on the call's own clock: a 1 s 440 Hz tone, then silence, over and over
 (one conversation turn per cycle). Bot audio is "played" at 8000 bytes/s: a ``mark`` is echoed
 when the audio sent before it has played, a ``clear`` echoes every pending mark at once.
 
-The test suite's :class:`~telephony.twilio_sim.SimulatedCall` keeps a sample-exact record of
+The test suite's :class:`~voicebot.devtools.twilio_sim.SimulatedCall` keeps a sample-exact record of
 what was heard and runs four tasks per call; here a call is two tasks and keeps only what the
 figures need, with frames built from preformatted strings, so the client process stays real
 time at 150 calls on a shared 2-core machine:
@@ -32,8 +32,8 @@ import numpy as np
 import websockets
 
 from bench.load_stats import LatencyRing
-from telephony.twilio_sim import SimulatedTwilio, parse_stream_twiml
 from transcoding.mulaw import pcm16_to_mulaw
+from voicebot.devtools.twilio_sim import SimulatedTwilio, parse_stream_twiml
 
 FRAME_S = 0.02
 FRAME_BYTES = 160

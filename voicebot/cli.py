@@ -8,16 +8,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from voicebot.app import create_app
+from voicebot.calls.runtime import Runtime
 from voicebot.config import ConfigError, load_config
-from voicebot.config_check import SampleCall, check_routes
-from voicebot.dial import add_dial_command
-from voicebot.drain import Drainer, DrainingServer
-from voicebot.logs import configure_logging
-from voicebot.reload import ConfigReloader, run_server_with_reload
-from voicebot.runtime import Runtime
-from voicebot.server import uvicorn_config
-from voicebot.tape.cli import add_replay_command
+from voicebot.config_check import SampleCall, check_routes, model_findings
+from voicebot.devtools.dial import add_dial_command
+from voicebot.devtools.tape.cli import add_replay_command
+from voicebot.server.app import create_app
+from voicebot.server.drain import Drainer, DrainingServer
+from voicebot.server.logs import configure_logging
+from voicebot.server.reload import ConfigReloader, run_server_with_reload
+from voicebot.server.run import uvicorn_config
 from voicebot.telemetry.setup import TelemetryConfigError, setup_telemetry
 
 log = logging.getLogger("voicebot")
@@ -37,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
             "!!! Twilio signature checks are OFF: anyone who can reach this server can place calls. "
             "Set [twilio] validate_signatures = true and auth_token for production. !!!"
         )
+    # A retired model does not stop the server: its routes fall through to their next provider.
+    for finding in model_findings(config):
+        log.log(logging.ERROR if finding.level == "error" else logging.WARNING, "%s", finding.message)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     try:
@@ -49,7 +52,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("point your Twilio number's voice webhook (HTTP POST) at %s", webhook)
     server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), Drainer(runtime))
     try:
-        if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.reload)
+        if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.server.reload)
             run_server_with_reload(server, ConfigReloader(args.config, runtime.apply))
         else:
             server.run()

@@ -1,0 +1,423 @@
+"""The call tape line format, version 1 (documented in docs/call-tape.md).
+
+A tape is JSON Lines: a header object on line 1, then one record per line, each with ``t``
+(ms since the media stream started, monotonic clock) and ``k`` (the record kind). Records are
+typed here and nowhere else: :func:`encode_record` / :func:`decode_record` are the only code
+that knows the JSON layout, so the recorder, the replay provider and the comparison all work
+on the dataclasses below.
+
+Reading is strict and names the line: a cut-off last line, a line that is not JSON, an unknown
+record kind, bad base64 or a wrong version all raise :class:`TapeError` with ``path:line``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from s2s import events as ev
+from s2s.events import ProviderEvent
+from s2s.provider import Turn
+from transcoding.formats import AudioFormat
+
+TAPE_MAGIC = "voicebot-call-tape"
+TAPE_VERSION = 1
+REDACTED = "[redacted]"
+# customParameters of a Media Streams 'start' frame that must never reach disk: the stream
+# token is a one-time credential for the media WebSocket (telephony.webhook).
+SECRET_STREAM_PARAMETERS = frozenset({"token"})
+
+Side = Literal["server", "caller"]
+Direction = Literal["in", "out"]  # seen from the server: in = Twilio -> voicebot
+
+
+class TapeError(ValueError):
+    """A tape that cannot be read; the message names the file and line."""
+
+    def __init__(self, path: str | Path, line: int, problem: str) -> None:
+        super().__init__(f"{path}:{line}: {problem}")
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class TapeHeader:
+    call_sid: str
+    side: Side = "server"
+    route: str = ""
+    providers: tuple[str, ...] = ()
+    recorded_at: str = ""
+    version: int = TAPE_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioFrame:
+    """A Media Streams frame, ``in`` (Twilio -> voicebot) or ``out``. ``frame`` is the text
+    as sent; a frame that was not a JSON object (bad input) is kept verbatim."""
+
+    t: float
+    direction: Direction
+    frame: str | bytes
+
+    def message(self) -> dict[str, Any] | None:
+        try:
+            msg = json.loads(self.frame)
+        except (ValueError, UnicodeDecodeError, RecursionError):  # bad input is kept verbatim
+            return None
+        return msg if isinstance(msg, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOpened:
+    t: float
+    input_format: AudioFormat
+    output_format: AudioFormat
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderIn:
+    t: float
+    event: ProviderEvent
+
+
+ProviderOutKind = Literal["audio", "text", "truncate", "tool_result"]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOut:
+    """What the bridge sent the provider; which fields matter depends on ``kind``."""
+
+    t: float
+    kind: ProviderOutKind
+    audio: bytes = b""
+    text: str = ""
+    item_id: str = ""
+    heard_ms: int = 0
+    call_id: str = ""
+    output: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInRecord:
+    t: float
+    item_id: str
+    heard_ms: float
+    sent_ms: float
+    latency_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    t: float
+    outcome: str
+    transcript: tuple[Turn, ...] = ()
+    bad_frames: int = 0
+    dropped_records: int = 0
+
+
+Record = TwilioFrame | SessionOpened | ProviderIn | ProviderOut | BargeInRecord | CallEnd
+
+
+@dataclass(slots=True)
+class Tape:
+    path: str
+    header: TapeHeader
+    records: list[Record] = field(default_factory=list)
+
+    @property
+    def end(self) -> CallEnd | None:
+        last = self.records[-1] if self.records else None
+        return last if isinstance(last, CallEnd) else None
+
+    @property
+    def complete(self) -> bool:
+        """The call's end was recorded (a tape cut by a crash has no ``end`` record)."""
+        return self.end is not None
+
+    @property
+    def duration_ms(self) -> float:
+        return self.records[-1].t if self.records else 0.0
+
+    def has_provider_side(self) -> bool:
+        return any(isinstance(r, SessionOpened | ProviderIn) for r in self.records)
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+_EVENT_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        ev.AudioOut,
+        ev.SpeechStarted,
+        ev.SpeechStopped,
+        ev.Transcript,
+        ev.ToolCall,
+        ev.TurnDone,
+        ev.ProviderError,
+        ev.SessionExpiring,
+        ev.Closed,
+    )
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def format_name(fmt: AudioFormat) -> str:
+    return f"{fmt.encoding}@{fmt.sample_rate}"
+
+
+def parse_format(name: str) -> AudioFormat:
+    encoding, _, rate = name.partition("@")
+    if encoding not in ("mulaw", "pcm16") or not rate.isdigit():
+        raise ValueError(f"bad audio format {name!r} (want e.g. 'pcm16@24000')")
+    return AudioFormat(encoding, int(rate))  # type: ignore[arg-type]
+
+
+def redact_twilio_message(msg: dict[str, Any]) -> dict[str, Any]:
+    """Drop credentials from a Twilio frame before it is written."""
+    if msg.get("event") != "start" or not isinstance(msg.get("start"), dict):
+        return msg
+    start = dict(msg["start"])
+    params = start.get("customParameters")
+    if isinstance(params, dict):
+        start["customParameters"] = {k: (REDACTED if k in SECRET_STREAM_PARAMETERS else v) for k, v in params.items()}
+    return {**msg, "start": start}
+
+
+def encode_header(header: TapeHeader) -> dict[str, Any]:
+    return {
+        "tape": TAPE_MAGIC,
+        "version": header.version,
+        "side": header.side,
+        "call_sid": header.call_sid,
+        "route": header.route,
+        "providers": list(header.providers),
+        "recorded_at": header.recorded_at,
+    }
+
+
+def encode_record(record: Record) -> dict[str, Any]:
+    out: dict[str, Any] = {"t": round(record.t, 1)}
+    if isinstance(record, TwilioFrame):
+        out["k"] = f"twilio_{record.direction}"
+        msg = record.message()
+        if msg is not None:
+            out["msg"] = redact_twilio_message(msg)
+        elif isinstance(record.frame, bytes):
+            out["raw_b64"] = _b64(record.frame)
+        else:
+            out["raw"] = record.frame
+    elif isinstance(record, SessionOpened):
+        out.update(k="session", input=format_name(record.input_format), output=format_name(record.output_format))
+    elif isinstance(record, ProviderIn):
+        out["k"] = "provider_in"
+        out["event"] = type(record.event).__name__
+        for f in dataclasses.fields(record.event):
+            value = getattr(record.event, f.name)
+            out[f.name] = _b64(value) if isinstance(value, bytes) else value
+    elif isinstance(record, ProviderOut):
+        out.update(k="provider_out", kind=record.kind)
+        if record.kind == "audio":
+            out["audio"] = _b64(record.audio)
+        elif record.kind == "text":
+            out["text"] = record.text
+        elif record.kind == "truncate":
+            out.update(item_id=record.item_id, heard_ms=record.heard_ms)
+        else:
+            out.update(call_id=record.call_id, output=record.output)
+    elif isinstance(record, BargeInRecord):
+        out.update(
+            k="barge_in",
+            item_id=record.item_id,
+            heard_ms=round(record.heard_ms, 1),
+            sent_ms=round(record.sent_ms, 1),
+            latency_ms=round(record.latency_ms, 2),
+        )
+    else:
+        out.update(
+            k="end",
+            outcome=record.outcome,
+            transcript=[[turn.role, turn.text] for turn in record.transcript],
+            bad_frames=record.bad_frames,
+            dropped_records=record.dropped_records,
+        )
+    return out
+
+
+def dumps_line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+# -- decoding -----------------------------------------------------------------------------
+
+
+class _Bad(Exception):
+    """A problem inside one record; :func:`read_tape` adds the file and line."""
+
+
+def _get[T](obj: dict[str, Any], key: str, kind: type[T]) -> T:
+    value = obj.get(key)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # type: ignore[return-value]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise _Bad(f"field {key!r} must be {kind.__name__}, got {value!r:.60}")
+    return value
+
+
+def _unb64(obj: dict[str, Any], key: str) -> bytes:
+    try:
+        return base64.b64decode(_get(obj, key, str), validate=True)
+    except binascii.Error as exc:
+        raise _Bad(f"field {key!r} is not valid base64 ({exc})") from None
+
+
+def decode_header(obj: Any) -> TapeHeader:
+    if not isinstance(obj, dict) or obj.get("tape") != TAPE_MAGIC:
+        raise _Bad(f'not a voicebot call tape (line 1 must be a header with "tape": "{TAPE_MAGIC}")')
+    version = obj.get("version")
+    if version != TAPE_VERSION:
+        raise _Bad(f"tape format version {version!r} is not supported (this voicebot reads version {TAPE_VERSION})")
+    side = obj.get("side", "server")
+    if side not in ("server", "caller"):
+        raise _Bad(f"header 'side' must be 'server' or 'caller', got {side!r}")
+    providers = obj.get("providers", [])
+    return TapeHeader(
+        call_sid=_get(obj, "call_sid", str),
+        side=side,
+        route=str(obj.get("route", "")),
+        providers=tuple(str(p) for p in providers) if isinstance(providers, list) else (),
+        recorded_at=str(obj.get("recorded_at", "")),
+    )
+
+
+def _decode_event(obj: dict[str, Any]) -> ProviderEvent:
+    name = _get(obj, "event", str)
+    cls = _EVENT_TYPES.get(name)
+    if cls is None:
+        raise _Bad(f"unknown provider event {name!r}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in obj:
+            continue
+        kwargs[f.name] = _unb64(obj, f.name) if f.type == "bytes" else obj[f.name]
+    try:
+        event: ProviderEvent = cls(**kwargs)
+    except TypeError as exc:
+        raise _Bad(f"{name} record: {exc}") from None
+    return event
+
+
+def decode_record(obj: Any) -> Record:
+    if not isinstance(obj, dict):
+        raise _Bad("record is not a JSON object")
+    t = _get(obj, "t", float)
+    kind = _get(obj, "k", str)
+    if kind in ("twilio_in", "twilio_out"):
+        direction: Direction = "in" if kind == "twilio_in" else "out"
+        if "msg" in obj:
+            return TwilioFrame(t, direction, json.dumps(_get(obj, "msg", dict)))
+        if "raw_b64" in obj:
+            return TwilioFrame(t, direction, _unb64(obj, "raw_b64"))
+        return TwilioFrame(t, direction, _get(obj, "raw", str))
+    if kind == "session":
+        try:
+            return SessionOpened(t, parse_format(_get(obj, "input", str)), parse_format(_get(obj, "output", str)))
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
+    if kind == "provider_in":
+        return ProviderIn(t, _decode_event(obj))
+    if kind == "provider_out":
+        out_kind = _get(obj, "kind", str)
+        if out_kind == "audio":
+            return ProviderOut(t, "audio", audio=_unb64(obj, "audio"))
+        if out_kind == "text":
+            return ProviderOut(t, "text", text=_get(obj, "text", str))
+        if out_kind == "truncate":
+            return ProviderOut(t, "truncate", item_id=_get(obj, "item_id", str), heard_ms=_get(obj, "heard_ms", int))
+        if out_kind == "tool_result":
+            return ProviderOut(t, "tool_result", call_id=_get(obj, "call_id", str), output=_get(obj, "output", str))
+        raise _Bad(f"unknown provider_out kind {out_kind!r}")
+    if kind == "barge_in":
+        return BargeInRecord(
+            t,
+            _get(obj, "item_id", str),
+            _get(obj, "heard_ms", float),
+            _get(obj, "sent_ms", float),
+            _get(obj, "latency_ms", float),
+        )
+    if kind == "end":
+        turns = obj.get("transcript", [])
+        if not isinstance(turns, list) or not all(
+            isinstance(x, list) and len(x) == 2 and x[0] in ("caller", "bot") and isinstance(x[1], str) for x in turns
+        ):
+            raise _Bad("'transcript' must be a list of [role, text] pairs")
+        return CallEnd(
+            t,
+            _get(obj, "outcome", str),
+            tuple(Turn(role, text) for role, text in turns),
+            int(obj.get("bad_frames", 0)),
+            int(obj.get("dropped_records", 0)),
+        )
+    raise _Bad(f"unknown record kind {kind!r}")
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text, ends with newline) for each line of the file."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for number, line in enumerate(f, start=1):
+            yield number, line, line.endswith("\n")
+
+
+def read_tape(path: str | Path) -> Tape:
+    """Read and validate a whole tape; raises :class:`TapeError` naming the first bad line."""
+    tape: Tape | None = None
+    last_t = 0.0
+    try:
+        lines = list(iter_lines(path))
+    except OSError as exc:
+        raise TapeError(path, 0, f"cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise TapeError(path, 0, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    if not lines:
+        raise TapeError(path, 1, "empty file (no tape header)")
+    for number, line, complete in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            if not complete and number == len(lines):
+                raise TapeError(path, number, f"record is cut off (file truncated?): {exc}") from None
+            raise TapeError(path, number, f"not valid JSON (corrupted?): {exc}") from None
+        try:
+            if tape is None:
+                tape = Tape(str(path), decode_header(obj))
+                continue
+            record = decode_record(obj)
+        except _Bad as exc:
+            raise TapeError(path, number, str(exc)) from None
+        if record.t < last_t - 0.05:
+            raise TapeError(path, number, f"timestamp {record.t} ms goes back in time (previous {last_t} ms)")
+        if tape.complete:
+            raise TapeError(path, number, "record after the 'end' record")
+        last_t = max(last_t, record.t)
+        tape.records.append(record)
+    assert tape is not None
+    return tape
+
+
+def write_tape(path: str | Path, header: TapeHeader, records: Iterable[Record]) -> None:
+    """Write a whole tape at once (tests, tools); the recorder streams instead."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(dumps_line(encode_header(header)))
+        for record in records:
+            f.write(dumps_line(encode_record(record)))
