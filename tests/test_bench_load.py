@@ -25,7 +25,7 @@ def test_both_servers_answer_every_call_and_every_audio_chunk_is_paired(
     }
     assert set(rows) >= {"floor", "voicebot", "voicebot ÷ floor"}, out
     for server in ("floor", "voicebot"):
-        cpu, rss, out_ms, in_ms, lag, answered = (cell.strip() for cell in rows[server])
+        cpu, _rss, out_ms, in_ms, lag, answered = (cell.strip() for cell in rows[server])
         assert answered == "2/2", out
         assert float(cpu) > 0, out
         # both directions paired: "p50 / p99" in ms for audio that crossed the server
