@@ -36,7 +36,7 @@ from s2s.events import (
 )
 from s2s.provider import ProviderSession, Turn
 from telephony.bad_frames import BadFrames
-from telephony.call_state import CallState, CallStateMachine
+from telephony.call_state import CallOutcome, CallState, CallStateMachine
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
     Dtmf,
@@ -115,7 +115,7 @@ class BargeIn:
 class CallSummary:
     call_sid: str
     route: str
-    outcome: str = "in-progress"
+    outcome: CallOutcome = CallOutcome.IN_PROGRESS
     transcript: list[Turn] = field(default_factory=list)
     barge_ins: list[BargeIn] = field(default_factory=list)
     bad_frames: int = 0
@@ -185,7 +185,7 @@ class CallBridge:
             await asyncio.wait([inbound, opener], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             if not opener.done():  # caller hung up while the provider was connecting
                 opener.cancel()
-                self._end("caller-hangup")
+                self._end(CallOutcome.CALLER_HANGUP)
                 await asyncio.gather(opener, return_exceptions=True)
                 return self.summary
             try:
@@ -194,25 +194,28 @@ class CallBridge:
                 log.error(
                     "call %s: no provider session could be opened (%s); ending the stream", self.info.call_sid, exc
                 )
-                self._end("provider-unavailable")
+                self._end(CallOutcome.PROVIDER_UNAVAILABLE)
                 return self.summary
             for observer in self.observers:
                 observer.session_opened(self.session)
+            if self.state.ended:  # hung up (drain, time limit) while the session opened
+                return self.summary
             self.state.to(CallState.STREAMING)
             await self._flush_pre_session_audio()
             outbound = asyncio.create_task(self._outbound(), name=f"outbound-{self.info.call_sid}")
             await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
-            if inbound.done() and self.summary.outcome == "in-progress":
-                self._end("caller-hangup")
+            if inbound.done():
+                self._end(CallOutcome.CALLER_HANGUP)
         finally:
             await self._teardown(inbound, outbound)
         return self.summary
 
-    def _end(self, outcome: str) -> None:
-        if self.summary.outcome == "in-progress":
+    def _end(self, outcome: CallOutcome) -> None:
+        """The state machine decides; the first outcome is the call's."""
+        if self.state.end(outcome):
             self.summary.outcome = outcome
 
-    async def hang_up(self, outcome: str) -> None:
+    async def hang_up(self, outcome: CallOutcome) -> None:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
         self._end(outcome)
@@ -265,7 +268,7 @@ class CallBridge:
                 ended = self._bad_frames.note(exc)
                 self.summary.bad_frames = self._bad_frames.count
                 if ended:
-                    self._end("protocol-error")
+                    self._end(CallOutcome.PROTOCOL_ERROR)
                     return
                 continue
             for observer in self.observers:
@@ -279,7 +282,7 @@ class CallBridge:
             elif isinstance(event, Dtmf):
                 await self.dtmf_handler(event.digit, self)
             elif isinstance(event, Stop):
-                self._end("caller-hangup")
+                self._end(CallOutcome.CALLER_HANGUP)
                 return
             elif isinstance(event, Unknown):
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
@@ -344,9 +347,9 @@ class CallBridge:
             elif isinstance(event, Closed):
                 if event.error:
                     log.error("call %s: provider session lost: %s", self.info.call_sid, event.reason)
-                    self._end("provider-lost")
+                    self._end(CallOutcome.PROVIDER_LOST)
                 else:
-                    self._end("provider-closed")
+                    self._end(CallOutcome.PROVIDER_CLOSED)
                 return
 
     async def _bot_audio(self, event: AudioOut) -> None:

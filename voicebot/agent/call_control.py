@@ -32,6 +32,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
+from telephony.call_state import CallOutcome
 from telephony.twilio_rest import update_call_twiml
 from voicebot.agent.config import CallControl
 
@@ -188,12 +189,12 @@ class CallControlTools:
             await action()
         except Exception:
             log.exception("call %s: call-control action failed; hanging up", self.call_sid)
-            await bridge.hang_up("call-control-failed")
+            await bridge.hang_up(CallOutcome.CALL_CONTROL_FAILED)
 
     async def end_call(self, call: ToolCall, bridge: CallBridge) -> str:
         reason = str(call.arguments.get("reason", "")).strip() or "unspecified"
         log.info("call %s: model ends the call (%s); hanging up once the goodbye has played", self.call_sid, reason)
-        if not self._schedule(bridge, lambda: bridge.hang_up("bot-hangup")):
+        if not self._schedule(bridge, lambda: bridge.hang_up(CallOutcome.BOT_HANGUP)):
             return json.dumps({"error": "the call is already ending"})
         return json.dumps({"ok": True, "note": "The line closes after your goodbye has played. Say nothing more."})
 
@@ -217,12 +218,12 @@ class CallControlTools:
                 log.info("call %s: transferred to %s via the REST API", self.call_sid, number)
                 # The call now runs the new TwiML; closing our end of the abandoned stream is
                 # harmless and frees the provider session at once.
-                await bridge.hang_up("transferred")
+                await bridge.hang_up(CallOutcome.TRANSFERRED)
                 return
             except Exception as exc:  # refused, unreachable, timed out: the stream path needs no REST
                 log.error("call %s: REST transfer failed (%r); transferring by ending the stream", self.call_sid, exc)
         self.set_next_twiml(self.call_sid, twiml)
-        await bridge.hang_up("transferred")
+        await bridge.hang_up(CallOutcome.TRANSFERRED)
         log.info("call %s: transferred to %s via the TwiML after <Connect>", self.call_sid, number)
 
     async def _rest_update(self, twiml: str) -> None:
