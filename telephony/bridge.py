@@ -36,6 +36,7 @@ from s2s.events import (
 )
 from s2s.provider import ProviderSession, Turn
 from telephony.bad_frames import BadFrames
+from telephony.call_handle import CallHandle, PlayoutSignal
 from telephony.call_state import CallOutcome, CallState, CallStateMachine
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
@@ -85,21 +86,21 @@ class CallInfo:
     called: str = ""
 
 
-ToolHandler = Callable[[ToolCall, "CallBridge"], Awaitable[str]]
+ToolHandler = Callable[[ToolCall, CallHandle], Awaitable[str]]
 
 
-async def unknown_tool(call: ToolCall, bridge: CallBridge) -> str:
+async def unknown_tool(call: ToolCall, call_handle: CallHandle) -> str:
     log.warning("model called tool %r, but the route has no tools", call.name)
     return json.dumps({"error": f"no tool named {call.name!r}"})
 
 
-DtmfHandler = Callable[[str, "CallBridge"], Awaitable[None]]
+DtmfHandler = Callable[[str, CallHandle], Awaitable[None]]
 
 
-async def forward_digit(digit: str, bridge: CallBridge) -> None:
+async def forward_digit(digit: str, call_handle: CallHandle) -> None:
     """Default keypad hook: each key straight to the model. Routes replace it with
     the collector in voicebot.agent, which buffers a sequence first; a hook must not block."""
-    await bridge.send_text(f"The caller pressed {digit} on the keypad.")
+    await call_handle.say(f"The caller pressed {digit} on the keypad.")
 
 
 @dataclass(slots=True)
@@ -155,7 +156,10 @@ class CallBridge:
         self.summary = CallSummary(info.call_sid, info.route)
         self._bad_frames = BadFrames(f"call {info.call_sid}")
         self.transcript = CallTranscript(self.summary.transcript)
-        self.playout = PlayoutTracker()
+        playout_changed = PlayoutSignal()
+        self.playout = PlayoutTracker(playout_changed)
+        # What the tool and keypad hooks get of this call (not the bridge itself).
+        self.handle = CallHandle(self, playout_changed)
         # Bot audio of a full-duplex session goes through here (see telephony.pacing).
         self._pacer: PacedPlayout | None = None
         self.session: ProviderSession | None = None
@@ -280,7 +284,7 @@ class CallBridge:
                 if self._pacer is not None:
                     self._pacer.played()
             elif isinstance(event, Dtmf):
-                await self.dtmf_handler(event.digit, self)
+                await self.dtmf_handler(event.digit, self.handle)
             elif isinstance(event, Stop):
                 self._end(CallOutcome.CALLER_HANGUP)
                 return
@@ -457,7 +461,7 @@ class CallBridge:
 
     async def _run_tool(self, call: ToolCall) -> None:
         try:
-            output = await self.tool_handler(call, self)
+            output = await self.tool_handler(call, self.handle)
         except Exception as exc:
             log.exception("call %s: tool %s failed", self.info.call_sid, call.name)
             output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
