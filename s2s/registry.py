@@ -16,6 +16,7 @@ from s2s.provider import Provider, ProviderConfig
 BUILTIN_TYPES: dict[str, str] = {
     "echo": "s2s.echo",
     "openai_realtime": "s2s.openai_realtime",
+    "gpt_live": "s2s.gpt_live",
     "grok": "s2s.grok",
     "gemini_live": "s2s.gemini_live",
     "nova_sonic": "s2s.nova_sonic",
