@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from telephony.sids import malformed_sid
 from telephony.signature import external_base_url, websocket_url
 from telephony.twiml import connect_stream, hangup
 from voicebot.calls.runtime import Declined, Runtime
@@ -49,7 +50,13 @@ async def read_signed_form(request: Request) -> tuple[dict[str, str], str] | Res
         log.warning(
             "webhook %s: rejected: bad or missing X-Twilio-Signature (checked against %s)", request.url.path, url
         )
+        record_webhook_rejected("signature")
         return PlainTextResponse("invalid signature", status_code=403)
+    bad = malformed_sid(params)
+    if bad is not None:
+        log.warning("webhook %s: refused: %s %.40r is not a Twilio SID", request.url.path, bad, params[bad])
+        record_webhook_rejected("malformed")
+        return PlainTextResponse(f"malformed {bad}", status_code=400)
     return params, base
 
 

@@ -198,6 +198,36 @@ async def test_mute_provider_is_detected_by_the_watchdog_and_replaced() -> None:
             await heard_reply(call, recovered_at, 1000, 500)
 
 
+async def test_a_caller_who_keeps_talking_to_a_mute_provider_does_not_push_the_watchdog_back() -> None:
+    # The provider completes its handshake and never answers; the caller says "hello?" every
+    # 1.5 s, each time well within watchdog_s of the last. The watchdog measures from the first
+    # unanswered turn, so recovery comes after about watchdog_s, not never.
+    async with faulty_servers("mute") as (mute,):
+        cfg = config(
+            loopback("primary", mute.url) + echo("backup"),
+            ["primary", "backup"],
+            resilience="watchdog_s = 2.0",
+        )
+        async with running_server(cfg) as server, server.twilio().call() as call:
+            session = await session_of(server, call)
+            mute.mode = "refuse"  # the reconnect to the same provider fails too
+            await call.pause(100)
+            hellos = 0
+            first_said_at = call.now_ms() + 500
+            while session.provider_name != "backup" and hellos < 8:
+                await call.say(to_mulaw(tone(500, 500)))
+                hellos += 1
+                await call.pause(1000)
+            assert session.provider_name == "backup", "the caller's tries kept pushing the watchdog back"
+            assert session.recoveries == 1
+            # Not a false alarm: the first turn went unanswered for the whole watchdog_s.
+            assert call.now_ms() - first_said_at >= 2000
+            assert 2 <= hellos <= 5
+            said_at = call.now_ms()
+            await call.say(to_mulaw(tone(1000, 600)))
+            await heard_reply(call, said_at, 1000, 500)
+
+
 async def test_unrecoverable_loss_ends_the_stream_and_twilio_gets_the_apology() -> None:
     async with faulty_servers("ok") as (provider,):
         cfg = config(

@@ -140,7 +140,9 @@ class ResilienceConfig(_Strict):
     circuit_failures: int = Field(default=3, ge=1, description="consecutive connect failures that open a circuit")
     circuit_cooldown_s: float = Field(default=30.0, gt=0, description="how long an open circuit skips a provider")
     watchdog_s: float = Field(
-        default=8.0, gt=0, description="caller speaks but the session sends nothing for this long: session is lost"
+        default=8.0,
+        gt=0,
+        description="the session sends nothing this long after the caller's first unanswered turn: session is lost",
     )
     recovery_audio_ms: int = Field(
         default=3000, ge=0, description="caller audio kept while recovering; older audio is dropped"
