@@ -28,6 +28,7 @@ BUILTIN_TYPES: dict[str, str] = {
 # failed call.
 SDK_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "openai_realtime": ("openai", ("openai",)),
+    "gpt_live": ("openai", ("openai.types.live",)),  # client.live arrived in openai 3.60
     "gemini_live": ("gemini", ("google.genai",)),
     "nova_sonic": ("nova", ("aws_sdk_bedrock_runtime", "awscrt", "boto3")),
 }

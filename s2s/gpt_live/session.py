@@ -21,6 +21,7 @@ renew_after_s`` before it so the rotation policy renews between turns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MULAW_SILENCE = b"\xff"
 INPUT_FRAME_MS = 20
+FINAL_USAGE_WAIT_S = 1.0
 _PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
 
 
@@ -54,6 +56,8 @@ class GptLiveSession(QueuedSession):
         self._send_lock = asyncio.Lock()
         self._clock_origin = time.monotonic()
         self._input_clock: asyncio.Task[None] | None = None
+        self._server_closed = asyncio.Event()
+        self._padding = False
 
     def start(self) -> None:
         self._clock_origin = time.monotonic()
@@ -75,6 +79,8 @@ class GptLiveSession(QueuedSession):
             self.protocol.receive(data)
             self._emit_all()
             await self._flush()
+            if self.protocol.closed_reason is not None:
+                self._server_closed.set()
             if self.protocol.failed:
                 await self._connection.close()
                 return
@@ -93,14 +99,17 @@ class GptLiveSession(QueuedSession):
                     return
 
     async def _keep_input_clock(self) -> None:
-        """Silence in place of caller audio that has not come for ``input_gap_ms``."""
+        """Silence in place of caller audio that has not come for ``input_gap_ms``; once
+        padding, one frame per tick keeps the model's input at real time until the caller's
+        stream is back (a jittery stream alone never triggers it)."""
         frame = MULAW_SILENCE * MULAW_8K.nbytes(INPUT_FRAME_MS)
         while not self.closed:
             await asyncio.sleep(INPUT_FRAME_MS / 1000)
             behind_ms = (time.monotonic() - self._clock_origin) * 1000 - self.protocol.input_ms
-            if behind_ms < self.config.input_gap_ms:
+            if not self._padding and behind_ms < self.config.input_gap_ms:
                 continue
-            frames = int((behind_ms - INPUT_FRAME_MS) // INPUT_FRAME_MS)
+            self._padding = True
+            frames = int(behind_ms // INPUT_FRAME_MS)
             if frames > 0:
                 await self._send_audio_now(frame * frames)
 
@@ -111,6 +120,7 @@ class GptLiveSession(QueuedSession):
 
     async def send_audio(self, audio: bytes) -> None:
         if not self.closed:
+            self._padding = False
             await self._send_audio_now(audio)
 
     async def send_text(self, text: str) -> None:
@@ -132,10 +142,12 @@ class GptLiveSession(QueuedSession):
     async def _close_transport(self) -> None:
         if self._input_clock is not None:
             self._input_clock.cancel()
-        # session.close asks the server to finalize (its session.closed carries the final
-        # usage); the socket closes right after, the close deadline is QueuedSession's.
+        # session.close asks the server to finalize; its session.closed carries the final
+        # usage, worth a short wait (the whole close is bounded by QueuedSession.close).
         self.protocol.close()
         await self._flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._server_closed.wait(), FINAL_USAGE_WAIT_S)
         await self._connection.close()
 
 
