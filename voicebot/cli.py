@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from voicebot.calls.runtime import Runtime
 from voicebot.config import ConfigError, load_config
-from voicebot.config_check import SampleCall, check_routes
+from voicebot.config_check import SampleCall, check_routes, model_findings
 from voicebot.devtools.dial import add_dial_command
 from voicebot.devtools.tape.cli import add_replay_command
 from voicebot.server.app import create_app
@@ -37,6 +37,9 @@ def _serve(args: argparse.Namespace) -> int:
             "!!! Twilio signature checks are OFF: anyone who can reach this server can place calls. "
             "Set [twilio] validate_signatures = true and auth_token for production. !!!"
         )
+    # A retired model does not stop the server: its routes fall through to their next provider.
+    for finding in model_findings(config):
+        log.log(logging.ERROR if finding.level == "error" else logging.WARNING, "%s", finding.message)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     try:
