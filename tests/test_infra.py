@@ -15,10 +15,10 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from voicebot.app import create_app
+from voicebot.calls.runtime import Runtime
 from voicebot.config import load_config, load_config_text
-from voicebot.drain import LINGER_S
-from voicebot.runtime import Runtime
+from voicebot.server.app import create_app
+from voicebot.server.drain import LINGER_S
 from voicebot.telemetry.metrics import Instruments
 from voicebot.telemetry.setup import build_telemetry
 
