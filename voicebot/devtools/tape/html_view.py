@@ -482,7 +482,8 @@ _STYLE = """
 body { margin: 16px 20px; }
 h1 { font-size: 18px; margin: 0 0 8px; } h2 { font-size: 15px; margin: 18px 0 6px; }
 dl { display: grid; grid-template-columns: repeat(auto-fill, minmax(170px, 1fr)); gap: 2px 16px; margin: 0; }
-dt { color: #68717d; font-size: 11px; } dd { margin: 0 0 4px; font-family: ui-monospace, monospace; }
+dt { color: #68717d; font-size: 11px; }
+dd { margin: 0 0 4px; font-family: ui-monospace, monospace; overflow-wrap: anywhere; }
 #player { display: flex; gap: 16px; align-items: end; flex-wrap: wrap; margin: 10px 0; }
 figure { margin: 0; } figcaption { font-size: 11px; color: #68717d; }
 #timeline { position: relative; overflow-x: auto; border: 1px solid #d4d9df; border-radius: 4px; }
