@@ -77,7 +77,9 @@ def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]] | None:
 class SimulatedCall:
     """One call in progress. Times are ms since the ``start`` frame (the stream clock)."""
 
-    def __init__(self, ws: Any, call_sid: str, stream_sid: str, speed: float, tap: FrameTap | None = None) -> None:
+    def __init__(
+        self, ws: Any, call_sid: str, stream_sid: str, speed: float, tap: FrameTap | None = None
+    ) -> None:
         self.ws = ws
         self.tap = tap
         self.call_sid = call_sid
