@@ -340,7 +340,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
     from voicebot.calls.runtime import Runtime
     from voicebot.config import ConfigError, load_config
-    from voicebot.config_check import check_routes
+    from voicebot.config_check import check_routes, model_findings
     from voicebot.server.app import create_app
     from voicebot.server.drain import Drainer, DrainingServer
     from voicebot.server.logs import configure_logging
@@ -364,6 +364,9 @@ def serve_command(args: argparse.Namespace) -> int:
             "!!! Twilio signature checks are OFF: anyone who can reach this server can place calls. "
             "Set [twilio] validate_signatures = true and auth_token for production. !!!"
         )
+    # A retired model does not stop the server: its routes fall through to their next provider.
+    for finding in model_findings(config):
+        log.log(logging.ERROR if finding.level == "error" else logging.WARNING, "%s", finding.message)
     host = args.host or config.server.host
     port = config.server.port if args.port is None else args.port
     try:

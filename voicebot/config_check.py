@@ -3,14 +3,18 @@
 Loading already reports every schema error, unknown provider type or route provider and
 ``${VAR}`` that is not set (voicebot.config). On top of a file that loads, this shows which
 route each sample call hits (``--number TO [--from FROM]``) and flags routes no call can
-reach because an earlier route (a catch-all or a wider prefix) takes all their calls.
+reach because an earlier route (a catch-all or a wider prefix) takes all their calls, and
+any configured model with an announced shutdown date (:mod:`s2s.lifecycle`): a warning before
+that date, an error from it on.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from s2s.lifecycle import ModelFinding, model_status, provider_findings
 from telephony.routing import select_route, shadowed_routes
 from voicebot.config import AppConfig
 
@@ -23,11 +27,29 @@ class CheckReport:
     """the problems that hold for every call (not the sample calls'): `serve` logs these too"""
 
 
-def check_routes(config: AppConfig, samples: Sequence[tuple[str, str]] = ()) -> CheckReport:
-    """``samples``: (To, From) of calls to route; From may be empty."""
+def model_findings(config: AppConfig, today: dt.date | None = None) -> list[ModelFinding]:
+    """Retiring or retired models named by a provider table or a route's ``model``."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    findings: list[ModelFinding] = []
+    for name, provider in sorted(config.providers.items()):
+        findings.extend(provider_findings(name, provider, today))
+    for route in config.routes:
+        if route.model and (finding := model_status(route.model, today, f"route {route.name!r} model")):
+            findings.append(finding)
+    return findings
+
+
+def check_routes(
+    config: AppConfig, samples: Sequence[tuple[str, str]] = (), today: dt.date | None = None
+) -> CheckReport:
+    """``samples``: (To, From) of calls to route; From may be empty. Retired models count as
+    problems; retiring ones are printed as warnings."""
     lines: list[str] = []
     warnings: list[str] = []
     problems = 0
+    for finding in model_findings(config, today):
+        lines.append(f"{finding.level.upper()}: {finding.message}")
+        problems += finding.level == "error"
     for i, route in enumerate(config.routes):
         chain = " -> ".join(f"{name} ({config.providers[name].type})" for name in route.providers)
         match = f"to {'|'.join(route.to)}" + ("" if route.from_ == ["*"] else f" from {'|'.join(route.from_)}")
