@@ -13,6 +13,7 @@ from voicebot.config import ConfigError, load_config
 from voicebot.config_check import SampleCall, check_routes, model_findings
 from voicebot.devtools.dial import add_dial_command
 from voicebot.devtools.tape.cli import add_replay_command
+from voicebot.providers_check import add_providers_command
 from voicebot.server.app import create_app
 from voicebot.server.drain import Drainer, DrainingServer
 from voicebot.server.logs import configure_logging
@@ -103,6 +104,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], N
     _add_config,
     add_dial_command,
     add_replay_command,
+    add_providers_command,
 ]
 
 
