@@ -71,7 +71,7 @@ def test_flags_routes_shadowed_by_an_earlier_catch_all_or_prefix(
     code = run(tmp_path, shadowed, "--number", "+15551112222")
     out = capsys.readouterr().out
     assert code == 1
-    assert "UNREACHABLE: route 4 'london' is shadowed by the earlier route 'uk'" in out
+    assert "UNREACHABLE: route 4 'london' is unreachable: it is shadowed by the earlier route 'uk'" in out
     # The catch-all before it shadows nothing else; vip and uk are reachable.
     assert out.count("UNREACHABLE") == 1
 

@@ -217,7 +217,7 @@ async def check_providers(configs: dict[str, ProviderConfig], answer_timeout_s: 
     ]
 
 
-def _providers_check(args: argparse.Namespace) -> int:
+def providers_check_command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -241,17 +241,3 @@ def _providers_check(args: argparse.Namespace) -> int:
         return 1
     print(f"all {len(reports)} provider(s) answered")
     return 0
-
-
-def add_providers_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("providers", help="check the configured providers with a real session each")
-    psub = p.add_subparsers(dest="providers_command", required=True)
-    check = psub.add_parser(
-        "check", help="open a session with each provider, say a short prompt, report formats, timing and transcript"
-    )
-    check.add_argument("--config", default=None, help="TOML config (default: built-in echo)")
-    check.add_argument("--provider", default=None, help="check only this [providers.NAME]")
-    check.add_argument(
-        "--answer-timeout", type=float, default=15.0, help="seconds to wait for the bot's answer (default 15)"
-    )
-    check.set_defaults(func=_providers_check)
