@@ -54,6 +54,7 @@ from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
+from transcoding.levels import mulaw_dbfs
 from transcoding.pipeline import Transcoder, make_transcoder
 from voicebot.server.logs import call_sid_var
 
@@ -285,10 +286,13 @@ class CallBridge:
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
 
     async def _caller_audio(self, mulaw: bytes) -> None:
+        # One level measurement per caller frame, shared by the local barge-in detector and
+        # the recovery layer's watchdog (send_caller_frame).
+        level = mulaw_dbfs(mulaw)
         if self._onset is not None:
             if not self.playout.pending:
                 self._onset.reset()
-            elif self._onset.feed(mulaw):
+            elif self._onset.feed(level, MULAW_8K.duration_ms(len(mulaw))):
                 log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
                 await self._barge_in()
         session = self.session
@@ -305,7 +309,7 @@ class CallBridge:
         if audio:
             for observer in self.observers:
                 observer.provider_out("audio", audio)
-            await session.send_audio(audio)
+            await session.send_caller_frame(audio, level)
 
     async def _flush_pre_session_audio(self) -> None:
         while self._pre_session:
