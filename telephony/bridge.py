@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from s2s.call_context import call_sid_var
 from s2s.events import (
     AudioOut,
     Closed,
@@ -56,7 +57,6 @@ from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
 from transcoding.levels import mulaw_dbfs
 from transcoding.pipeline import Transcoder, make_transcoder
-from voicebot.server.logs import call_sid_var
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from telephony import webhook
+from telephony.application import CallApplication
 from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
 from voicebot.calls.runtime import Runtime
@@ -47,5 +48,7 @@ def create_app(runtime: Runtime) -> Starlette:
         ]
     )
     app.state.runtime = runtime
+    calls: CallApplication = runtime  # what telephony's endpoints see of it
+    app.state.calls = calls
     install_telemetry(runtime)
     return app

@@ -1,7 +1,5 @@
-"""Logging with the call's CallSid on every line.
-
-The bridge sets :data:`call_sid_var` when a call starts; asyncio tasks created inside the
-call copy the context, so provider code logs normally and still gets the CallSid."""
+"""Logging with the call's CallSid on every line (from :data:`s2s.call_context.call_sid_var`,
+which the bridge sets when a call starts)."""
 
 from __future__ import annotations
 
@@ -9,11 +7,10 @@ import json
 import logging
 import re
 import sys
-from contextvars import ContextVar
 
 from opentelemetry import trace
 
-call_sid_var: ContextVar[str] = ContextVar("call_sid", default="-")
+from s2s.call_context import call_sid_var
 
 
 class CallSidFilter(logging.Filter):
