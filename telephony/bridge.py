@@ -45,10 +45,8 @@ from telephony.media_stream import (
     MediaStreamProtocol,
     ProtocolError,
     Stop,
+    StreamFrames,
     Unknown,
-    clear_message,
-    mark_message,
-    media_message,
 )
 from telephony.observer import CallObserver
 from telephony.pacing import PacedPlayout
@@ -161,6 +159,7 @@ class CallBridge:
         self._pacer: PacedPlayout | None = None
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
+        self._frames = StreamFrames(info.stream_sid)
         self._onset = local_barge_in
         self._barge_lock = asyncio.Lock()
         self._resampler = resampler
@@ -376,10 +375,9 @@ class CallBridge:
     async def _send_chunk(self, chunk: bytes, item_id: str) -> None:
         if item_id in self._dropped_items:
             return  # a barge-in happened while this audio was going out
-        stream_sid = self.info.stream_sid
         mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
-        await self._send(media_message(stream_sid, chunk))
-        await self._send(mark_message(stream_sid, mark))
+        await self._send(self._frames.media(chunk))
+        await self._send(self._frames.mark(mark))
 
     def _paced_playout(self) -> PacedPlayout | None:
         """The pacer when the session is full duplex (it declares a playout lead), else None;
@@ -418,7 +416,7 @@ class CallBridge:
         items = self.playout.pending_items()
         held = self._pacer.drop() if self._pacer is not None else {}
         if items:
-            await self._send(clear_message(self.info.stream_sid))
+            await self._send(self._frames.clear)
         now = self.clock()
         items.extend(item for item in held if item not in items)
         current = self._current_item
