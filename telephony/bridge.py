@@ -302,9 +302,9 @@ class CallBridge:
             while self._pre_session_bytes > MULAW_8K.nbytes(PRE_SESSION_AUDIO_MS):
                 self._pre_session_bytes -= len(self._pre_session.popleft())
             return
-        await self._forward(session, mulaw)
+        await self._forward(session, mulaw, level)
 
-    async def _forward(self, session: ProviderSession, mulaw: bytes) -> None:
+    async def _forward(self, session: ProviderSession, mulaw: bytes, level: float) -> None:
         tc = self._inbound_tc
         if tc is None or tc.dst != session.input_format:
             tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
@@ -324,7 +324,7 @@ class CallBridge:
             while self._pre_session:
                 mulaw = self._pre_session.popleft()
                 self._pre_session_bytes -= len(mulaw)
-                await self._forward(self.session, mulaw)
+                await self._forward(self.session, mulaw, mulaw_dbfs(mulaw))
         finally:
             self._flushing = False
 
