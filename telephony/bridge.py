@@ -45,16 +45,15 @@ from telephony.media_stream import (
     MediaStreamProtocol,
     ProtocolError,
     Stop,
+    StreamFrames,
     Unknown,
-    clear_message,
-    mark_message,
-    media_message,
 )
 from telephony.observer import CallObserver
 from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
+from transcoding.levels import mulaw_dbfs
 from transcoding.pipeline import Transcoder, make_transcoder
 
 log = logging.getLogger(__name__)
@@ -160,6 +159,7 @@ class CallBridge:
         self._pacer: PacedPlayout | None = None
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
+        self._frames = StreamFrames(info.stream_sid)
         self._onset = local_barge_in
         self._barge_lock = asyncio.Lock()
         self._resampler = resampler
@@ -167,6 +167,7 @@ class CallBridge:
         self._outbound_tc: Transcoder | None = None
         self._pre_session: deque[bytes] = deque()
         self._pre_session_bytes = 0
+        self._flushing = False  # sending _pre_session to the session that just opened
         self._dropped_items: set[str] = set()
         self._current_item: str | None = None
         # When the latest ToolCall reached the bridge (clock time). A tool's handler may start
@@ -285,19 +286,25 @@ class CallBridge:
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
 
     async def _caller_audio(self, mulaw: bytes) -> None:
+        # One level measurement per caller frame, shared by the local barge-in detector and
+        # the recovery layer's watchdog (send_caller_frame).
+        level = mulaw_dbfs(mulaw)
         if self._onset is not None:
             if not self.playout.pending:
                 self._onset.reset()
-            elif self._onset.feed(mulaw):
+            elif self._onset.feed(level, MULAW_8K.duration_ms(len(mulaw))):
                 log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
                 await self._barge_in()
         session = self.session
-        if session is None:
+        if session is None or self._flushing:
             self._pre_session.append(mulaw)
             self._pre_session_bytes += len(mulaw)
             while self._pre_session_bytes > MULAW_8K.nbytes(PRE_SESSION_AUDIO_MS):
                 self._pre_session_bytes -= len(self._pre_session.popleft())
             return
+        await self._forward(session, mulaw, level)
+
+    async def _forward(self, session: ProviderSession, mulaw: bytes, level: float) -> None:
         tc = self._inbound_tc
         if tc is None or tc.dst != session.input_format:
             tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
@@ -305,12 +312,21 @@ class CallBridge:
         if audio:
             for observer in self.observers:
                 observer.provider_out("audio", audio)
-            await session.send_audio(audio)
+            await session.send_caller_frame(audio, level)
 
     async def _flush_pre_session_audio(self) -> None:
-        while self._pre_session:
-            await self._caller_audio(self._pre_session.popleft())
-        self._pre_session_bytes = 0
+        """Send the kept audio in order. Frames that arrive meanwhile queue behind it: sent
+        straight away they would overtake it (each send awaits), and the provider would hear
+        the caller's words shuffled."""
+        assert self.session is not None
+        self._flushing = True
+        try:
+            while self._pre_session:
+                mulaw = self._pre_session.popleft()
+                self._pre_session_bytes -= len(mulaw)
+                await self._forward(self.session, mulaw, mulaw_dbfs(mulaw))
+        finally:
+            self._flushing = False
 
     async def send_text(self, text: str) -> None:
         if self.session is not None:
@@ -372,10 +388,9 @@ class CallBridge:
     async def _send_chunk(self, chunk: bytes, item_id: str) -> None:
         if item_id in self._dropped_items:
             return  # a barge-in happened while this audio was going out
-        stream_sid = self.info.stream_sid
         mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
-        await self._send(media_message(stream_sid, chunk))
-        await self._send(mark_message(stream_sid, mark))
+        await self._send(self._frames.media(chunk))
+        await self._send(self._frames.mark(mark))
 
     def _paced_playout(self) -> PacedPlayout | None:
         """The pacer when the session is full duplex (it declares a playout lead), else None;
@@ -414,7 +429,7 @@ class CallBridge:
         items = self.playout.pending_items()
         held = self._pacer.drop() if self._pacer is not None else {}
         if items:
-            await self._send(clear_message(self.info.stream_sid))
+            await self._send(self._frames.clear)
         now = self.clock()
         items.extend(item for item in held if item not in items)
         current = self._current_item
