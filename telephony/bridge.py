@@ -167,6 +167,7 @@ class CallBridge:
         self._outbound_tc: Transcoder | None = None
         self._pre_session: deque[bytes] = deque()
         self._pre_session_bytes = 0
+        self._flushing = False  # sending _pre_session to the session that just opened
         self._dropped_items: set[str] = set()
         self._current_item: str | None = None
         # When the latest ToolCall reached the bridge (clock time). A tool's handler may start
@@ -292,12 +293,15 @@ class CallBridge:
                 log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
                 await self._barge_in()
         session = self.session
-        if session is None:
+        if session is None or self._flushing:
             self._pre_session.append(mulaw)
             self._pre_session_bytes += len(mulaw)
             while self._pre_session_bytes > MULAW_8K.nbytes(PRE_SESSION_AUDIO_MS):
                 self._pre_session_bytes -= len(self._pre_session.popleft())
             return
+        await self._forward(session, mulaw)
+
+    async def _forward(self, session: ProviderSession, mulaw: bytes) -> None:
         tc = self._inbound_tc
         if tc is None or tc.dst != session.input_format:
             tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
@@ -308,9 +312,18 @@ class CallBridge:
             await session.send_audio(audio)
 
     async def _flush_pre_session_audio(self) -> None:
-        while self._pre_session:
-            await self._caller_audio(self._pre_session.popleft())
-        self._pre_session_bytes = 0
+        """Send the kept audio in order. Frames that arrive meanwhile queue behind it: sent
+        straight away they would overtake it (each send awaits), and the provider would hear
+        the caller's words shuffled."""
+        assert self.session is not None
+        self._flushing = True
+        try:
+            while self._pre_session:
+                mulaw = self._pre_session.popleft()
+                self._pre_session_bytes -= len(mulaw)
+                await self._forward(self.session, mulaw)
+        finally:
+            self._flushing = False
 
     async def send_text(self, text: str) -> None:
         if self.session is not None:

@@ -123,3 +123,43 @@ async def test_speech_after_a_finished_answer_truncates_nothing(call) -> None:  
     await settle()
     await push(session, SpeechStarted())
     assert socket.events("clear") == [] and session.truncations == []
+
+
+async def test_audio_kept_while_the_session_opened_is_sent_before_newer_audio() -> None:
+    """Caller frames that arrive while the kept ones are being sent queue behind them: the
+    provider hears the caller's words in the order they were said (under load the flush and
+    new frames used to interleave)."""
+    socket, opened, all_sent = MemorySocket(), asyncio.Event(), asyncio.Event()
+    received: list[int] = []
+
+    class SlowSession(ScriptedSession):
+        async def send_audio(self, audio: bytes) -> None:
+            await asyncio.sleep(0.002)  # every send yields, as a network send does
+            received.append(audio[0])
+            if len(received) == 20:
+                all_sent.set()
+
+    session = SlowSession()
+
+    async def opener() -> ProviderSession:
+        await opened.wait()
+        return session
+
+    def frame(n: int) -> str:
+        payload = base64.b64encode(bytes([n]) * 160).decode()
+        return json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}})
+
+    protocol = MediaStreamProtocol()
+    protocol.receive(json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1"}}))
+    task = asyncio.create_task(CallBridge(socket, protocol, CallInfo("CA1", "MZ1", "r"), opener).run())
+    for n in range(10):
+        socket.incoming.put_nowait(frame(n))
+    await settle()
+    opened.set()
+    for n in range(10, 20):
+        await asyncio.sleep(0.001)
+        socket.incoming.put_nowait(frame(n))
+    await asyncio.wait_for(all_sent.wait(), 5)
+    assert received == list(range(20))
+    socket.incoming.put_nowait(None)
+    await asyncio.wait_for(task, 5)

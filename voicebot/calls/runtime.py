@@ -144,6 +144,9 @@ class Runtime:
     def webhook_rejected(self, reason: str) -> None:
         record_webhook_rejected(reason)
 
+    def stream_error(self, call_sid: str, error: str) -> None:
+        record_error("twilio-stream-error", "twilio")
+
     def bad_frames_before_start(self, count: int) -> None:
         record_error("twilio-bad-frame", "twilio", count)
 
