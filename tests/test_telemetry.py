@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, TurnDone
 from telephony.bridge import CallSummary
+from telephony.call_state import CallOutcome
 from telephony.media_stream import Media, media_message
 from tests.support.audio import active_segments, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
@@ -189,7 +190,7 @@ def test_observer_hooks_record_errors_turns_and_sampling(tel: Telemetry) -> None
     observer.provider_in(SpeechStarted())
     observer.barge_in("item1", 300.0, 1000.0, 0.4)
     observer.provider_in(TurnDone("item1", interrupted=True))
-    summary = CallSummary("CAtest", "r1", outcome="provider-lost", bad_frames=3)
+    summary = CallSummary("CAtest", "r1", outcome=CallOutcome.PROVIDER_LOST, bad_frames=3)
     observer.call_ended(summary)
     observer.call_ended(summary)  # idempotent
 
@@ -219,7 +220,7 @@ def test_inbound_forwarding_is_sampled_not_timed_per_frame(tel: Telemetry) -> No
     observer.session_opened(types.SimpleNamespace(input_format="mulaw@8000", output_format="mulaw@8000"))  # type: ignore[arg-type]
     for _ in range(SAMPLE_EVERY * 2):
         observer.provider_out("audio", b"\x00" * 320)
-    observer.call_ended(CallSummary("CAtest", "r2", outcome="caller-hangup"))
+    observer.call_ended(CallSummary("CAtest", "r2", outcome=CallOutcome.CALLER_HANGUP))
     samples = parse(tel.prometheus_text().decode())
     assert value(samples, "voicebot_bridge_forward_duration_seconds_count", direction="inbound") == 4
 

@@ -57,7 +57,6 @@ SAMPLE_EVERY_OUT = 20
 # media frame from a mark/clear without parsing JSON on the audio path.
 MEDIA_PREFIX = '{"event": "media"'
 # Outcomes that mean the caller did not get the service they called for.
-FAILED_OUTCOMES = frozenset({"provider-unavailable", "provider-lost", "protocol-error", "call-control-failed"})
 
 INBOUND = {"direction": "inbound"}
 OUTBOUND = {"direction": "outbound"}
@@ -290,20 +289,20 @@ class CallTelemetry(CallObserver):
         self._ended = True
         self._end_turn()
         self._m.calls_active.add(-1, self._attrs)
-        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome})
+        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome.value})
         if summary.bad_frames:
             self._m.errors.add(summary.bad_frames, {"code": "twilio-bad-frame", "provider": "twilio"})
         self.span.set_attributes(
             {
-                "voicebot.outcome": summary.outcome,
+                "voicebot.outcome": summary.outcome.value,
                 "voicebot.barge_ins": len(summary.barge_ins),
                 "voicebot.turns": self._turns,
                 "voicebot.bad_frames": summary.bad_frames,
             }
         )
         self._resilience_story()
-        if summary.outcome in FAILED_OUTCOMES:
-            self.span.set_status(Status(StatusCode.ERROR, summary.outcome))
+        if summary.outcome.failed:
+            self.span.set_status(Status(StatusCode.ERROR, summary.outcome.value))
         self.span.end()
         if self._token is not None:
             otel_context.detach(self._token)

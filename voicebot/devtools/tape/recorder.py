@@ -153,7 +153,7 @@ class TapeRecorder(CallObserver):
         self._add(BargeInRecord(self._now(), item_id, heard_ms, sent_ms, latency_ms))
 
     def call_ended(self, summary: CallSummary) -> None:
-        self.end(summary.outcome, tuple(summary.transcript), summary.bad_frames)
+        self.end(summary.outcome.value, tuple(summary.transcript), summary.bad_frames)
 
     def end(self, outcome: str, transcript: Sequence[Turn] = (), bad_frames: int = 0) -> None:
         """Close the tape (also used by the simulated caller, which has no CallSummary)."""
