@@ -49,7 +49,7 @@ from telephony.media_stream import (
     StreamFrames,
     Unknown,
 )
-from telephony.observer import CallObserver
+from telephony.observer import CallObserver, ToProvider, ToTwilio
 from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
@@ -318,7 +318,7 @@ class CallBridge:
         audio = tc.convert(mulaw)
         if audio:
             for observer in self.observers:
-                observer.provider_out("audio", audio)
+                observer.provider_out(ToProvider.AUDIO, audio)
             await session.send_caller_frame(audio, level)
 
     async def _flush_pre_session_audio(self) -> None:
@@ -338,7 +338,7 @@ class CallBridge:
     async def send_text(self, text: str) -> None:
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out("text", text)
+                observer.provider_out(ToProvider.TEXT, text)
             await self.session.send_text(text)
 
     # -- provider -> Twilio ----------------------------------------------------------------
@@ -396,8 +396,8 @@ class CallBridge:
         if item_id in self._dropped_items:
             return  # a barge-in happened while this audio was going out
         mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
-        await self._send(self._frames.media(chunk))
-        await self._send(self._frames.mark(mark))
+        await self._send(ToTwilio.MEDIA, self._frames.media(chunk))
+        await self._send(ToTwilio.MARK, self._frames.mark(mark))
 
     def _paced_playout(self) -> PacedPlayout | None:
         """The pacer when the session is full duplex (it declares a playout lead), else None;
@@ -436,7 +436,7 @@ class CallBridge:
         items = self.playout.pending_items()
         held = self._pacer.drop() if self._pacer is not None else {}
         if items:
-            await self._send(self._frames.clear)
+            await self._send(ToTwilio.CLEAR, self._frames.clear)
         now = self.clock()
         items.extend(item for item in held if item not in items)
         current = self._current_item
@@ -468,7 +468,7 @@ class CallBridge:
             )
             for observer in self.observers:
                 observer.barge_in(item, heard[item], sent[item], latency_ms)
-                observer.provider_out("truncate", (item, heard_ms))
+                observer.provider_out(ToProvider.TRUNCATE, (item, heard_ms))
             log.info(
                 "call %s: barge-in; caller heard %d of %.0f ms of %s", self.info.call_sid, heard_ms, sent[item], item
             )
@@ -482,7 +482,7 @@ class CallBridge:
             output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out("tool_result", (call.call_id, output))
+                observer.provider_out(ToProvider.TOOL_RESULT, (call.call_id, output))
             await self.session.send_tool_result(call.call_id, output)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -490,7 +490,7 @@ class CallBridge:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, frame: str) -> None:
+    async def _send(self, kind: ToTwilio, frame: str) -> None:
         for observer in self.observers:
-            observer.twilio_out(frame)
+            observer.twilio_out(kind, frame)
         await self.socket.send(frame)

@@ -41,7 +41,7 @@ from s2s.events import (
     TurnDone,
 )
 from telephony.media_stream import Media, TwilioEvent
-from telephony.observer import CallObserver
+from telephony.observer import CallObserver, ToProvider, ToTwilio
 from voicebot.telemetry.setup import Telemetry, get_telemetry
 
 if TYPE_CHECKING:
@@ -53,10 +53,6 @@ if TYPE_CHECKING:
 # sample per second per direction per call, plenty for a histogram over a fleet.
 SAMPLE_EVERY = 50
 SAMPLE_EVERY_OUT = 20
-# telephony.media_stream.media_message() output starts with this; a prefix test tells a
-# media frame from a mark/clear without parsing JSON on the audio path.
-MEDIA_PREFIX = '{"event": "media"'
-# Outcomes that mean the caller did not get the service they called for.
 
 INBOUND = {"direction": "inbound"}
 OUTBOUND = {"direction": "outbound"}
@@ -133,13 +129,13 @@ class CallTelemetry(CallObserver):
             # session opens): it is dropped rather than timed across the wait.
             self._in_sample = time.perf_counter() if self._in_frames % SAMPLE_EVERY == 0 else 0.0
 
-    def provider_out(self, kind: str, payload: object) -> None:
-        if self._in_sample and kind == "audio":
+    def provider_out(self, kind: ToProvider, payload: object) -> None:
+        if self._in_sample and kind is ToProvider.AUDIO:
             self._m.forward.record(time.perf_counter() - self._in_sample, INBOUND)
             self._in_sample = 0.0
 
-    def twilio_out(self, frame: str) -> None:
-        if not self._want_media or not frame.startswith(MEDIA_PREFIX):
+    def twilio_out(self, kind: ToTwilio, frame: str) -> None:
+        if not self._want_media or kind is not ToTwilio.MEDIA:
             return
         now = time.perf_counter()
         self._want_media = False
