@@ -18,6 +18,7 @@ BUILTIN_TYPES: dict[str, str] = {
     "grok": "s2s.grok",
     "gemini_live": "s2s.gemini_live",
     "nova_sonic": "s2s.nova_sonic",
+    "cascade": "s2s.cascade",
 }
 
 
