@@ -1,7 +1,7 @@
 """Load figures: N concurrent simulated calls against the echo line over real sockets.
 
 For each N the real server runs as its own process (``bench.load_server``), so its CPU and RSS
-come straight from /proc/<pid>. The callers are :class:`telephony.twilio_sim.SimulatedTwilio`
+come straight from /proc/<pid>. The callers are :class:`voicebot.devtools.twilio_sim.SimulatedTwilio`
 calls in this process: signed webhook, signed WebSocket, real-time 20 ms mu-law frames, bot
 audio played out at 8000 bytes/s with marks echoed. Each caller alternates speaking (1.5 s of
 a voiced, syllable-modulated signal) and listening while the echo line repeats it, so both
@@ -49,8 +49,8 @@ import numpy as np
 
 from bench.load_stats import LatencyRing, Percentiles
 from bench.report import markdown_table
-from telephony.twilio_sim import FRAME_S, SimulatedCall, SimulatedTwilio
 from transcoding.mulaw import pcm16_to_mulaw
+from voicebot.devtools.twilio_sim import FRAME_S, SimulatedCall, SimulatedTwilio
 
 AUTH_TOKEN = "bench-load-auth-token-0123456789"
 FORMATS = {"mulaw": ("mulaw", 8000), "pcm16k": ("pcm16", 16000), "pcm24k": ("pcm16", 24000)}

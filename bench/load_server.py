@@ -38,11 +38,11 @@ from bench.load_stats import LatencyRing
 from s2s.events import AudioOut, ProviderEvent
 from telephony.media_stream import Media, TwilioEvent
 from telephony.observer import CallObserver
-from voicebot.app import create_app
+from voicebot.calls.runtime import CallPlan, Runtime
 from voicebot.config import load_config
-from voicebot.logs import configure_logging
-from voicebot.runtime import CallPlan, Runtime
-from voicebot.server import uvicorn_config
+from voicebot.server.app import create_app
+from voicebot.server.logs import configure_logging
+from voicebot.server.run import uvicorn_config
 
 _MEDIA_PREFIX = '{"event": "media"'  # telephony.media_stream.media_message's first key
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,6 +83,11 @@ class ProviderSession(ABC):
 
     input_format: AudioFormat
     output_format: AudioFormat
+    # The full-duplex capability. A half-duplex session (None) is interrupted by barge-in and
+    # truncated to what was heard, so its audio may queue at the phone edge. A full-duplex one
+    # (the model owns turn-taking; its context is append-only) sets how far, in ms, its audio
+    # may run ahead of what the caller hears: the bridge paces it (telephony.pacing).
+    playout_lead_ms: int | None = None
 
     @abstractmethod
     async def send_audio(self, audio: bytes) -> None:
@@ -130,6 +135,7 @@ class QueuedSession(ProviderSession):
         self._closing = False
         self._reader: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._sink: Callable[[ProviderEvent], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -140,7 +146,18 @@ class QueuedSession(ProviderSession):
             return
         if isinstance(event, Closed):
             self._closed = True
-        self._queue.put_nowait(event)
+        if self._sink is not None:
+            self._sink(event)
+        else:
+            self._queue.put_nowait(event)
+
+    def attach(self, sink: Callable[[ProviderEvent], None]) -> None:
+        """Hand events straight to ``sink`` (the recovery layer's queue) from now on, instead
+        of queueing them for ``events()``; what is queued already goes first. Bot audio then
+        crosses one queue and no extra task between the wire reader and the bridge."""
+        while not self._queue.empty():
+            sink(self._queue.get_nowait())
+        self._sink = sink
 
     def start_reader(self, reader: Awaitable[None]) -> None:
         self._reader = asyncio.ensure_future(self._run_reader(reader))
@@ -212,7 +229,3 @@ class Provider(ABC):
     async def open_session(self, ctx: SessionContext) -> ProviderSession:
         """Connect and finish the handshake; raise :class:`ProviderConnectError` on failure.
         Callers bound this with ``config.connect_timeout_s``."""
-
-
-def fatal_error(code: str, message: str) -> ProviderError:
-    return ProviderError(code=code, message=message, fatal=True)

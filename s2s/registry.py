@@ -7,6 +7,7 @@ missing optional SDK only affects configs that use it. Each package exposes ``SP
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,16 @@ BUILTIN_TYPES: dict[str, str] = {
     "cascade": "s2s.cascade",
 }
 
+# The install extra (pyproject.toml) that brings each built-in type's SDK, and the modules
+# that SDK provides. They are looked for when a config names the type (some provider packages
+# import their SDK only when a session opens), so a missing SDK is a config error, not a
+# failed call.
+SDK_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "openai_realtime": ("openai", ("openai",)),
+    "gemini_live": ("gemini", ("google.genai",)),
+    "nova_sonic": ("nova", ("aws_sdk_bedrock_runtime", "awscrt", "boto3")),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderSpec:
@@ -33,6 +44,10 @@ _registered: dict[str, ProviderSpec] = {}
 
 class UnknownProviderType(LookupError):
     pass
+
+
+class MissingProviderSDK(UnknownProviderType):
+    """A built-in type whose SDK is not installed; the message names the extra to install."""
 
 
 def register(type_name: str, spec: ProviderSpec) -> None:
@@ -50,6 +65,17 @@ def provider_spec(type_name: str) -> ProviderSpec:
     module_name = BUILTIN_TYPES.get(type_name)
     if module_name is None:
         raise UnknownProviderType(f"unknown provider type {type_name!r}; known: {', '.join(known_types())}")
+    extra, modules = SDK_EXTRAS.get(type_name, ("", ()))
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            raise MissingProviderSDK(
+                f"provider type {type_name!r} needs its SDK ({module} is not installed): "
+                f"pip install 'voicebot[{extra}]' (or 'voicebot[all]')"
+            )
     spec: ProviderSpec = importlib.import_module(module_name).SPEC
     _registered[type_name] = spec
     return spec

@@ -7,10 +7,21 @@ _python_ok() {
   "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1
 }
 
+# An explicit VOICEBOT_PYTHON is used or refused, never silently replaced by another one.
 find_python() {
   local c
   local candidates=()
-  [ -n "${VOICEBOT_PYTHON:-}" ] && candidates+=("$VOICEBOT_PYTHON")
+  if [ -n "${VOICEBOT_PYTHON:-}" ]; then
+    if _python_ok "$VOICEBOT_PYTHON"; then command -v "$VOICEBOT_PYTHON" 2>/dev/null || echo "$VOICEBOT_PYTHON"; return 0; fi
+    local version
+    if version="$("$VOICEBOT_PYTHON" --version 2>&1)"; then
+      echo "VOICEBOT_PYTHON=$VOICEBOT_PYTHON is $version; voicebot needs Python >= 3.12." >&2
+    else
+      echo "VOICEBOT_PYTHON=$VOICEBOT_PYTHON cannot be run." >&2
+    fi
+    echo "Point VOICEBOT_PYTHON at a Python >= 3.12, or unset it to search PATH and pyenv." >&2
+    return 2
+  fi
   candidates+=(python3.12 python3.13 python3.14 python3)
   if command -v pyenv >/dev/null 2>&1 || [ -d "${PYENV_ROOT:-$HOME/.pyenv}" ]; then
     local root
@@ -33,8 +44,10 @@ ensure_venv() {
   if [ -x "$VENV/bin/python" ] && _python_ok "$VENV/bin/python" && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     return 0
   fi
-  local py
-  if ! py="$(find_python)"; then
+  local py status=0
+  py="$(find_python)" || status=$?
+  [ "$status" = 2 ] && exit 1
+  if [ "$status" != 0 ]; then
     echo "voicebot needs Python >= 3.12 and none was found." >&2
     echo "Tried \$VOICEBOT_PYTHON, python3.12/3.13/3.14/python3 on PATH, and \$(pyenv root)/versions/3.12+." >&2
     echo "Install one (e.g. 'pyenv install 3.12') or point VOICEBOT_PYTHON at it." >&2
@@ -46,13 +59,37 @@ ensure_venv() {
     "$py" -m venv "$VENV"
   fi
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-  echo "bootstrap: installing voicebot and its dependencies into $VENV (log: $VENV/pip.log)" >&2
-  if ! "$VENV/bin/python" -m pip install -e "$ROOT[dev]" >"$VENV/pip.log" 2>&1; then
+  echo "bootstrap: installing voicebot with every provider SDK and the dev tools into $VENV" >&2
+  echo "bootstrap: (first run: about 2-3 minutes; full pip output in $VENV/pip.log)" >&2
+  if ! run_with_progress "$VENV/pip.log" "$VENV/bin/python" -m pip install -e "$ROOT[dev]"; then
     tail -n 40 "$VENV/pip.log" >&2
     echo "bootstrap: pip install failed; see $VENV/pip.log" >&2
     exit 1
   fi
   echo "$want" > "$stamp"
+  echo "bootstrap: done" >&2
+}
+
+# Runs a command with its output in LOG, and meanwhile reports what it is doing (pip's latest
+# "Collecting X" / "Building wheel" / "Installing collected packages" line) with the elapsed
+# time: one self-updating line on a terminal, a new line whenever the step changes otherwise.
+run_with_progress() {
+  local log="$1"; shift
+  "$@" >"$log" 2>&1 &
+  local pid=$! start=$SECONDS step="" shown="" packages
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep "${VOICEBOT_PROGRESS_S:-1}"
+    step="$(grep -E '^ *(Collecting|Building|Installing|Successfully)' "$log" 2>/dev/null | tail -n 1 | sed 's/^ *//' | cut -c1-70)"
+    packages="$(grep -c '^ *Collecting' "$log" 2>/dev/null || true)"
+    if [ -t 2 ]; then
+      printf '\r\033[Kbootstrap: %4ss  %s packages  %s' "$((SECONDS - start))" "$packages" "$step" >&2
+    elif [ -n "$step" ] && [ "$step" != "$shown" ]; then
+      printf 'bootstrap: %4ss  %s\n' "$((SECONDS - start))" "$step" >&2
+      shown="$step"
+    fi
+  done
+  [ -t 2 ] && printf '\r\033[K' >&2
+  wait "$pid"
 }
 
 # The fleet-admission tests (tests/test_redis_admission.py) start a throwaway redis-server.

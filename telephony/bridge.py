@@ -49,11 +49,12 @@ from telephony.media_stream import (
     media_message,
 )
 from telephony.observer import CallObserver
+from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
 from transcoding.pipeline import Transcoder, make_transcoder
-from voicebot.logs import call_sid_var
+from voicebot.server.logs import call_sid_var
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ DtmfHandler = Callable[[str, "CallBridge"], Awaitable[None]]
 
 async def forward_digit(digit: str, bridge: CallBridge) -> None:
     """Default keypad hook: each key straight to the model. Routes replace it with
-    voicebot.tools' collector, which buffers a sequence first; a hook must not block."""
+    the collector in voicebot.agent, which buffers a sequence first; a hook must not block."""
     await bridge.send_text(f"The caller pressed {digit} on the keypad.")
 
 
@@ -155,6 +156,8 @@ class CallBridge:
         self.summary = CallSummary(info.call_sid, info.route)
         self.transcript = CallTranscript(self.summary.transcript)
         self.playout = PlayoutTracker()
+        # Bot audio of a full-duplex session goes through here (see telephony.pacing).
+        self._pacer: PacedPlayout | None = None
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
         self._onset = local_barge_in
@@ -271,6 +274,8 @@ class CallBridge:
                 await self._caller_audio(event.payload)
             elif isinstance(event, Mark):
                 self.playout.echoed(event.name, self.clock())
+                if self._pacer is not None:
+                    self._pacer.played()
             elif isinstance(event, Dtmf):
                 await self.dtmf_handler(event.digit, self)
             elif isinstance(event, Stop):
@@ -357,14 +362,31 @@ class CallBridge:
         await self._send_mulaw(tc.convert(event.audio), event.item_id)
 
     async def _send_mulaw(self, mulaw: bytes, item_id: str) -> None:
-        stream_sid = self.info.stream_sid
+        pacer = self._paced_playout()
+        if pacer is not None:
+            pacer.push(mulaw, item_id)
+            return
         for start in range(0, len(mulaw), self._outbound_chunk):
-            if item_id in self._dropped_items:
-                return  # a barge-in happened while this audio was going out
-            chunk = mulaw[start : start + self._outbound_chunk]
-            mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
-            await self._send(media_message(stream_sid, chunk))
-            await self._send(mark_message(stream_sid, mark))
+            await self._send_chunk(mulaw[start : start + self._outbound_chunk], item_id)
+
+    async def _send_chunk(self, chunk: bytes, item_id: str) -> None:
+        if item_id in self._dropped_items:
+            return  # a barge-in happened while this audio was going out
+        stream_sid = self.info.stream_sid
+        mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
+        await self._send(media_message(stream_sid, chunk))
+        await self._send(mark_message(stream_sid, mark))
+
+    def _paced_playout(self) -> PacedPlayout | None:
+        """The pacer when the session is full duplex (it declares a playout lead), else None;
+        after a fallback to a half-duplex provider audio goes straight out again."""
+        lead_ms = self.session.playout_lead_ms if self.session is not None else None
+        if lead_ms is None:
+            return None
+        if self._pacer is None:
+            self._pacer = PacedPlayout(self.playout, self._send_chunk, lead_ms)
+            self._spawn(self._pacer.run())
+        return self._pacer
 
     async def _turn_done(self, event: TurnDone) -> None:
         item = event.item_id or self._current_item
@@ -390,9 +412,11 @@ class CallBridge:
             return
         started = self.clock()
         items = self.playout.pending_items()
+        held = self._pacer.drop() if self._pacer is not None else {}
         if items:
             await self._send(clear_message(self.info.stream_sid))
         now = self.clock()
+        items.extend(item for item in held if item not in items)
         current = self._current_item
         self._current_item = None
         if current is not None:
@@ -405,7 +429,8 @@ class CallBridge:
         if not items:
             return
         heard = {item: self.playout.heard_ms(item, now) for item in items}
-        sent = {item: self.playout.sent_ms(item) for item in items}
+        # What the provider produced: sent to Twilio plus what the pacer held back.
+        sent = {item: self.playout.sent_ms(item) + held.get(item, 0.0) for item in items}
         self.playout.clear()
         self._dropped_items.update(items)
         if self._outbound_tc is not None:

@@ -12,7 +12,7 @@ from telephony.bridge import CallBridge, CallInfo
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, ProtocolError, Start
 from telephony.signature import external_base_url, websocket_url
-from voicebot.runtime import Runtime
+from voicebot.calls.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

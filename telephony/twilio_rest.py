@@ -3,8 +3,8 @@
 Twilio ends the call's media stream itself and runs the new TwiML at once, wherever the
 call's HTTP requests would have gone: unlike the TwiML after ``<Connect>``
 (``/twilio/stream-ended``), it does not depend on Twilio's next request reaching the same
-server instance. Used for transfers (voicebot.tools.call_control) and for the apology when
-a draining instance ends its remaining calls (voicebot.drain). ``api_base_url`` points the
+server instance. Used for transfers (voicebot.agent.call_control) and for the apology when
+a draining instance ends its remaining calls (voicebot.server.drain). ``api_base_url`` points the
 client elsewhere (a local fake in tests)."""
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from starlette.responses import PlainTextResponse, Response
 
 from telephony.signature import external_base_url, websocket_url
 from telephony.twiml import connect_stream, hangup
-from voicebot.logs import call_sid_var
-from voicebot.runtime import Declined, Runtime
+from voicebot.calls.runtime import Declined, Runtime
+from voicebot.server.logs import call_sid_var
 from voicebot.telemetry.metrics import record_webhook_rejected
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ async def voice(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     received = time.monotonic()
     if runtime.draining:
-        # Shutting down (voicebot.drain): a 503 makes Twilio try the number's fallback URL,
+        # Shutting down (voicebot.server.drain): a 503 makes Twilio try the number's fallback URL,
         # i.e. another instance, instead of starting a call this one would have to cut.
         record_webhook_rejected("draining")
         log.info("voice webhook refused: draining for shutdown")

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from s2s.circuit import CircuitBoard, CircuitState
-from telephony.twilio_sim import NoStream, parse_stream_twiml
 from tests.fakes.faulty_provider import faulty_servers
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
-from voicebot.admission import InProcessSlotStore, SlotLease, admit
+from voicebot.calls.admission import InProcessSlotStore, SlotLease, admit
+from voicebot.devtools.twilio_sim import NoStream, parse_stream_twiml
 
 
 def config(providers: str, chain: list[str], server: str = "", route_extra: str = "", resilience: str = "") -> str:

@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from s2s.echo import EchoSession
-from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import loopback_server
 from tests.support.live_call import echo_of, last_heard_ms
 from tests.support.server import echo_line_config, running_server
-from voicebot.tools.agent import AGENT_INSTRUCTIONS, ASK_AGENT, FILLER_PROMPT
-from voicebot.tools.config import DEFAULT_FALLBACK
+from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, FILLER_PROMPT
+from voicebot.agent.config import DEFAULT_FALLBACK
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 QUESTION = "When are you open on Sunday?"
 ANSWER = "On Sunday we open at ten and close at four."

@@ -11,12 +11,12 @@ import xml.etree.ElementTree as ET
 import httpx
 import pytest
 
-from telephony.twilio_sim import SimulatedCall
 from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.live_call import echo_session, last_heard_ms, live_bridge
 from tests.support.server import AUTH_TOKEN, RunningServer, echo_line_config, running_server
-from voicebot.tools.call_control import INTERRUPTED_NOTE, QUIET_S
+from voicebot.agent.call_control import INTERRUPTED_NOTE, QUIET_S
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 GOODBYE_MS = 800
 GOODBYE_HZ = 700.0

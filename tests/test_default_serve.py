@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from telephony.twilio_sim import SimulatedTwilio
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
+from voicebot.devtools.twilio_sim import SimulatedTwilio
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,10 +17,10 @@ from tests.support.audio import active_segments, dominant_frequency, from_mulaw,
 from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.cli import main
 from voicebot.config import load_config_text
-from voicebot.dial import dial, espeak_utterance, tone_utterance
-from voicebot.tape.format import read_tape
-from voicebot.tape.replay import replay_call
-from voicebot.tape.wav import wav_to_mulaw
+from voicebot.devtools.dial import dial, espeak_utterance, tone_utterance
+from voicebot.devtools.tape.format import read_tape
+from voicebot.devtools.tape.replay import replay_call
+from voicebot.devtools.tape.wav import wav_to_mulaw
 
 
 def sine(freq: float, seconds: float, rate: int) -> npt.NDArray[np.float64]:

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from telephony.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
 from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
+from voicebot.devtools.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
 
 AUTH_TOKEN = "drain-test-token-0123456789abcdef"
 APOLOGY = "We are restarting this line, sorry. Please call back."

@@ -9,8 +9,8 @@ import pytest
 
 from tests.support.live_call import echo_of
 from tests.support.server import echo_line_config, running_server
-from voicebot.tools.config import DtmfSettings
-from voicebot.tools.dtmf import DigitCollector, keypad_text
+from voicebot.agent.config import DtmfSettings
+from voicebot.agent.dtmf import DigitCollector, keypad_text
 
 
 class Sink:

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from telephony.twilio_sim import SimulatedCall
 from tests.fakes.gemini_live_fake import GeminiLiveFake
 from tests.support.audio import active_segments, dominant_frequency, longest, to_mulaw, tone
 from tests.support.barge_in import assert_cut_at_the_clear, talk_over_the_answer
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 ENV = {"GOOGLE_API_KEY": "test-key"}
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from voicebot.app import create_app
+from voicebot.calls.runtime import Runtime
 from voicebot.config import load_config, load_config_text
-from voicebot.drain import LINGER_S
-from voicebot.runtime import Runtime
+from voicebot.server.app import create_app
+from voicebot.server.drain import LINGER_S
 from voicebot.telemetry.metrics import Instruments
 from voicebot.telemetry.setup import build_telemetry
 
@@ -225,7 +225,9 @@ def test_dockerfile_is_slim_non_root_runtime_only_with_a_healthcheck(
     final_stage = dockerfile.split("\nFROM ")[-1]
     user = re.findall(r"^USER\s+(\S+)", final_stage, re.M)
     assert user and user[-1].split(":")[0] not in ("root", "0")
-    assert re.findall(r"pip install (\S+)", dockerfile) == ['".[otlp]"']  # runtime deps (+ OTLP), not [dev]
+    # runtime deps + the chosen provider extras (+ OTLP), never [dev]
+    assert re.findall(r"pip install (\S+)", dockerfile) == ['".[${EXTRAS}]"']
+    assert re.findall(r"^ARG EXTRAS=(\S+)", dockerfile, re.M) == ["all,otlp"]
     healthcheck = re.search(r"^HEALTHCHECK .*?(?<!\\)$", final_stage, re.M | re.S)
     assert healthcheck is not None
     health_path = re.search(r"127\.0\.0\.1:(\d+)(/\w+)", final_stage)

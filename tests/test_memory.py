@@ -13,8 +13,8 @@ from s2s.echo import EchoSession
 from s2s.provider import Turn
 from tests.support.live_call import echo_of
 from tests.support.server import echo_line_config, running_server
-from voicebot.tools.config import MemoryConfig
-from voicebot.tools.memory import CallerMemory, caller_key
+from voicebot.agent.config import MemoryConfig
+from voicebot.agent.memory import CallerMemory, caller_key
 
 CALLER = "+15557654321"
 DAY = 86400.0

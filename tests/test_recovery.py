@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from s2s.resilience import ResilientSession
-from telephony.twilio_sim import SimulatedCall, SimulatedTwilio
 from tests.fakes.faulty_provider import HangingTcpServer, dead_port, faulty_servers
 from tests.fakes.twilio_rest_fake import TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
+from voicebot.devtools.twilio_sim import SimulatedCall, SimulatedTwilio
 
 INSTRUCTIONS = "You answer for Example Corp. Be brief."
 
@@ -196,6 +196,36 @@ async def test_mute_provider_is_detected_by_the_watchdog_and_replaced() -> None:
             assert 900 <= recovered_at - said_at <= 2500
             await call.say(to_mulaw(tone(1000, 600)))
             await heard_reply(call, recovered_at, 1000, 500)
+
+
+async def test_a_caller_who_keeps_talking_to_a_mute_provider_does_not_push_the_watchdog_back() -> None:
+    # The provider completes its handshake and never answers; the caller says "hello?" every
+    # 1.5 s, each time well within watchdog_s of the last. The watchdog measures from the first
+    # unanswered turn, so recovery comes after about watchdog_s, not never.
+    async with faulty_servers("mute") as (mute,):
+        cfg = config(
+            loopback("primary", mute.url) + echo("backup"),
+            ["primary", "backup"],
+            resilience="watchdog_s = 2.0",
+        )
+        async with running_server(cfg) as server, server.twilio().call() as call:
+            session = await session_of(server, call)
+            mute.mode = "refuse"  # the reconnect to the same provider fails too
+            await call.pause(100)
+            hellos = 0
+            first_said_at = call.now_ms() + 500
+            while session.provider_name != "backup" and hellos < 8:
+                await call.say(to_mulaw(tone(500, 500)))
+                hellos += 1
+                await call.pause(1000)
+            assert session.provider_name == "backup", "the caller's tries kept pushing the watchdog back"
+            assert session.recoveries == 1
+            # Not a false alarm: the first turn went unanswered for the whole watchdog_s.
+            assert call.now_ms() - first_said_at >= 2000
+            assert 2 <= hellos <= 5
+            said_at = call.now_ms()
+            await call.say(to_mulaw(tone(1000, 600)))
+            await heard_reply(call, said_at, 1000, 500)
 
 
 async def test_unrecoverable_loss_ends_the_stream_and_twilio_gets_the_apology() -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from telephony.twilio_sim import NoStream
 from tests.support.audio import to_mulaw, tone
 from tests.support.redis_server import redis_server
 from tests.support.server import echo_line_config, running_server
-from voicebot.admission import InProcessSlotStore
-from voicebot.admission_redis import RedisSlotStore, slot_store
+from voicebot.calls.admission import InProcessSlotStore
+from voicebot.calls.admission_redis import RedisSlotStore, slot_store
 from voicebot.config import AdmissionConfig
+from voicebot.devtools.twilio_sim import NoStream
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,8 @@ async def test_the_whole_set_expires_when_nobody_holds_a_slot(
 INSTANCE = textwrap.dedent(
     """
     import asyncio, sys
-    from voicebot.admission import SlotLease
-    from voicebot.admission_redis import RedisSlotStore
+    from voicebot.calls.admission import SlotLease
+    from voicebot.calls.admission_redis import RedisSlotStore
 
     async def main(url, ttl):
         store = RedisSlotStore.from_url(url)
@@ -194,7 +194,7 @@ async def test_two_servers_share_max_sessions_through_redis(redis_url: str) -> N
 
 async def test_store_follows_config_and_never_logs_the_redis_password(caplog: pytest.LogCaptureFixture) -> None:
     assert isinstance(slot_store(AdmissionConfig()), InProcessSlotStore)  # off by default
-    with caplog.at_level(logging.INFO, logger="voicebot.admission_redis"):
+    with caplog.at_level(logging.INFO, logger="voicebot.calls.admission_redis"):
         store = slot_store(AdmissionConfig(store="redis", redis_url="redis://:hunter2@redis.internal:6379/0"))
     assert isinstance(store, RedisSlotStore)
     assert "redis.internal:6379" in caplog.text and "hunter2" not in caplog.text

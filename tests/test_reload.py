@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from s2s.resilience import ResilientSession
-from telephony.twilio_sim import SimulatedCall
 from tests.fakes.faulty_provider import faulty_servers
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
+from voicebot.calls.runtime import Runtime
 from voicebot.config import load_config
-from voicebot.reload import ConfigReloader
-from voicebot.runtime import Runtime
+from voicebot.devtools.twilio_sim import SimulatedCall
+from voicebot.server.reload import ConfigReloader
 
 
 def config(provider_table: str, provider: str, instructions: str) -> str:
@@ -66,7 +66,7 @@ async def test_sighup_applies_a_valid_file_and_keeps_the_old_config_on_an_invali
         await wait_until(lambda: runtime.config.routes[0].instructions == "second", timeout=2)
 
         path.write_text(INVALID)
-        with caplog.at_level(logging.ERROR, logger="voicebot.reload"):
+        with caplog.at_level(logging.ERROR, logger="voicebot.server.reload"):
             os.kill(os.getpid(), signal.SIGHUP)
             await wait_until(lambda: reloader.rejected == 1, timeout=2)
         assert runtime.config.routes[0].instructions == "second"

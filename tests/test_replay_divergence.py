@@ -16,9 +16,9 @@ from tests.support.audio import dominant_frequency
 from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.cli import main
 from voicebot.config import load_config_text
-from voicebot.tape.compare import Tolerance, compare
-from voicebot.tape.replay import ReplayTimeout, loopback_config, replay_call
-from voicebot.tape.view import BargeInView, CallView, TurnView
+from voicebot.devtools.tape.compare import Tolerance, compare
+from voicebot.devtools.tape.replay import ReplayTimeout, loopback_config, replay_call
+from voicebot.devtools.tape.view import BargeInView, CallView, TurnView
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.audio import active_segments, dominant_frequency, level_at
-from voicebot.tape.replay import ReplayResult, replay_call
+from voicebot.devtools.tape.replay import ReplayResult, replay_call
 
 CALLS = Path(__file__).parent / "fixtures" / "calls"
 

@@ -20,7 +20,7 @@ from s2s.provider import (
     SessionContext,
     Turn,
 )
-from s2s.resilience import RecoveryPolicy, ResilientSession
+from s2s.resilience import RecoveryPolicy, ResilientSession, SessionState
 from transcoding.formats import MULAW_8K, PCM16_16K
 
 
@@ -113,7 +113,7 @@ async def test_renewal_opened_before_a_turn_is_discarded_and_reopened_with_the_f
     async with running(session):
         first = a.sessions[0]
         first.emit(SessionExpiring("limit"))
-        await until(lambda: len(a.sessions) == 0 + 1 and session._renewal is not None)
+        await until(lambda: len(a.sessions) == 0 + 1 and session.state.state is SessionState.RENEWING)
         turns.append(Turn("caller", "one more thing"))  # a turn while the replacement opens
         await until(lambda: bool(session.renewed_at))
         assert len(a.sessions) == 3
@@ -199,3 +199,17 @@ async def test_watchdog_ignores_a_click_but_replaces_a_session_that_ignores_spee
             await session.send_audio(loud)
         await until(lambda: session.recoveries == 1, timeout=2)
         assert len(a.sessions) == 2 and a.sessions[0].closed
+
+
+async def test_an_attached_session_hands_events_to_the_sink_in_order_without_its_own_queue() -> None:
+    session = MemorySession("a", SessionContext("CA9"), None)
+    session.emit(AudioOut(b"\xff", "item-1"))  # before attach: queued
+    got: list[ProviderEvent] = []
+    session.attach(got.append)
+    session.emit(TurnDone("item-1"))
+    assert got == [AudioOut(b"\xff", "item-1"), TurnDone("item-1")]
+    session.crash()
+    await until(lambda: isinstance(got[-1], Closed))
+    closed = got[-1]
+    assert isinstance(closed, Closed) and closed.error
+    await session.close()

@@ -9,9 +9,9 @@ import secrets
 import pytest
 
 from telephony.routing import select_route, shadowed_routes
-from telephony.twilio_sim import parse_stream_twiml
 from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.config import ConfigError, load_config_text
+from voicebot.devtools.twilio_sim import parse_stream_twiml
 
 CONFIG = f"""
 [twilio]

@@ -15,12 +15,10 @@ from dataclasses import replace
 
 import pytest
 
-from telephony.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio, parse_stream_twiml
 from tests.support.audio import dominant_frequency, to_mulaw, tone
 from tests.support.redis_server import redis_server
 from tests.support.server import AUTH_TOKEN, RunningServer, echo_line_config, running_server
-from voicebot.config import ConfigError, load_config_text
-from voicebot.stream_token import (
+from voicebot.calls.stream_token import (
     CLOCK_SKEW_S,
     MAX_TOKEN_CHARS,
     PARAMETER_LIMIT,
@@ -29,6 +27,8 @@ from voicebot.stream_token import (
     StreamTokens,
     derived_key,
 )
+from voicebot.config import ConfigError, load_config_text
+from voicebot.devtools.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio, parse_stream_twiml
 
 SECRET = "fleet-wide-stream-token-secret-0123"
 CHAIN = ("openai_realtime", "gemini_live_eu", "nova_sonic_us", "grok_voice", "openai_backup")

@@ -22,7 +22,7 @@ from s2s.events import (
 from s2s.provider import Turn
 from telephony.media_stream import media_message
 from transcoding.formats import MULAW_8K, PCM16_24K
-from voicebot.tape.format import (
+from voicebot.devtools.tape.format import (
     BargeInRecord,
     CallEnd,
     ProviderIn,

@@ -17,10 +17,18 @@ from tests.support.audio import dominant_frequency, from_mulaw, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 from transcoding.formats import MULAW_8K
 from voicebot.config import load_config_text
-from voicebot.tape import recorder as recorder_module
-from voicebot.tape.format import CallEnd, ProviderIn, ProviderOut, SessionOpened, TapeHeader, TwilioFrame, read_tape
-from voicebot.tape.recorder import TapeRecorder, TapeWriterThread, tape_filename, wants_recording
-from voicebot.tape.replay import finished_tape
+from voicebot.devtools.tape import recorder as recorder_module
+from voicebot.devtools.tape.format import (
+    CallEnd,
+    ProviderIn,
+    ProviderOut,
+    SessionOpened,
+    TapeHeader,
+    TwilioFrame,
+    read_tape,
+)
+from voicebot.devtools.tape.recorder import TapeRecorder, TapeWriterThread, tape_filename, wants_recording
+from voicebot.devtools.tape.replay import finished_tape
 
 
 def recording_config(record_dir: Path, route_recording: bool = True, enabled: bool = False) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
-from voicebot.logs import CallSidFilter, JsonFormatter
+from voicebot.server.logs import CallSidFilter, JsonFormatter
 
 # base64 of audio: Twilio media payloads are 160+ bytes -> 200+ base64 characters.
 BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{64,}={0,2}")

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from s2s.events import ToolCall
+from voicebot.agent.agent import AGENT_INSTRUCTIONS, EndpointFailure, answer_of
+from voicebot.agent.call_control import transfer_twiml
+from voicebot.agent.registry import CallTools
 from voicebot.config import AppConfig, ConfigError, load_config_text
-from voicebot.tools.agent import AGENT_INSTRUCTIONS, EndpointFailure, answer_of
-from voicebot.tools.call_control import transfer_twiml
-from voicebot.tools.registry import CallTools
 
 BASE = """
 [twilio]

@@ -11,9 +11,9 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
-from telephony.twilio_sim import parse_stream_twiml
 from tests.support.audio import dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
+from voicebot.devtools.twilio_sim import parse_stream_twiml
 
 PARAMS = {"CallSid": "CA" + "1" * 32, "AccountSid": "AC" + "0" * 32, "From": "+15557654321", "To": "+15550001111"}
 

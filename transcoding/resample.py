@@ -25,7 +25,6 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-import soxr
 from scipy import signal
 
 _SOXR_QUALITY = {"soxr-qq": "QQ", "soxr-lq": "LQ", "soxr-mq": "MQ", "soxr-hq": "HQ", "soxr-vhq": "VHQ"}
@@ -224,6 +223,10 @@ class SoxrResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.quality = quality
+        try:
+            import soxr  # optional (the dev extra): only these comparison kinds use it
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"resampler kind soxr-{quality.lower()} needs the soxr package") from exc
         self._stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="int16", quality=quality)
 
     @property

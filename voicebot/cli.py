@@ -8,16 +8,16 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from voicebot.app import create_app
+from voicebot.calls.runtime import Runtime
 from voicebot.config import ConfigError, load_config
 from voicebot.config_check import SampleCall, check_routes
-from voicebot.dial import add_dial_command
-from voicebot.drain import Drainer, DrainingServer
-from voicebot.logs import configure_logging
-from voicebot.reload import ConfigReloader, run_server_with_reload
-from voicebot.runtime import Runtime
-from voicebot.server import uvicorn_config
-from voicebot.tape.cli import add_replay_command
+from voicebot.devtools.dial import add_dial_command
+from voicebot.devtools.tape.cli import add_replay_command
+from voicebot.server.app import create_app
+from voicebot.server.drain import Drainer, DrainingServer
+from voicebot.server.logs import configure_logging
+from voicebot.server.reload import ConfigReloader, run_server_with_reload
+from voicebot.server.run import uvicorn_config
 from voicebot.telemetry.setup import TelemetryConfigError, setup_telemetry
 
 log = logging.getLogger("voicebot")
@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     log.info("point your Twilio number's voice webhook (HTTP POST) at %s", webhook)
     server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), Drainer(runtime))
     try:
-        if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.reload)
+        if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.server.reload)
             run_server_with_reload(server, ConfigReloader(args.config, runtime.apply))
         else:
             server.run()

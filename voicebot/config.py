@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec
-from voicebot.tools.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
+from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -63,7 +63,7 @@ class ServerConfig(_Strict):
     stream_token_secret: SecretStr | None = Field(
         default=None,
         description="signs the media stream token so any instance can take a call whose webhook another "
-        "answered (voicebot.stream_token); the same on every instance. Unset: derived from the Twilio "
+        "answered (voicebot.calls.stream_token); the same on every instance. Unset: derived from the Twilio "
         "auth token, else a random per-process key (single instance only)",
     )
     outbound_chunk_ms: int = Field(
@@ -133,14 +133,16 @@ class OnUnavailable(_Strict):
 
 
 class ResilienceConfig(_Strict):
-    """Connect retries, circuit breakers and mid-call recovery (s2s.resilience, voicebot.admission)."""
+    """Connect retries, circuit breakers and mid-call recovery (s2s.resilience, voicebot.calls.admission)."""
 
     connect_attempts: int = Field(default=3, ge=1, description="tries per provider before the next in the chain")
     backoff_s: float = Field(default=0.1, gt=0, description="first retry delay; doubles, with full jitter")
     circuit_failures: int = Field(default=3, ge=1, description="consecutive connect failures that open a circuit")
     circuit_cooldown_s: float = Field(default=30.0, gt=0, description="how long an open circuit skips a provider")
     watchdog_s: float = Field(
-        default=8.0, gt=0, description="caller speaks but the session sends nothing for this long: session is lost"
+        default=8.0,
+        gt=0,
+        description="the session sends nothing this long after the caller's first unanswered turn: session is lost",
     )
     recovery_audio_ms: int = Field(
         default=3000, ge=0, description="caller audio kept while recovering; older audio is dropped"
@@ -179,7 +181,7 @@ class RouteConfig(_Strict):
                     raise ValueError(f"bad number pattern {pattern!r}: use '*', '+15551234567' or a prefix '+44*'")
         return patterns
 
-    # Reasoning, tools, call control, DTMF and memory: see voicebot.tools (README "Reasoning, tools
+    # Reasoning, tools, call control, DTMF and memory: see voicebot.agent (README "Reasoning, tools
     # and call control").
     reasoning: Literal["builtin"] | AgentReasoning = "builtin"
     tools: list[RouteTool] = Field(default_factory=list)
@@ -189,7 +191,7 @@ class RouteConfig(_Strict):
 
 
 class RecordingConfig(_Strict):
-    """Call tapes (voicebot.tape, docs/call-tape.md). A call is recorded when ``enabled`` is true
+    """Call tapes (voicebot.devtools.tape, docs/call-tape.md). A call is recorded when ``enabled`` is true
     or its route says ``recording = true``."""
 
     enabled: bool = Field(default=False, description="record every call, whatever its route says")
@@ -201,7 +203,7 @@ class RecordingConfig(_Strict):
 
 class AdmissionConfig(_Strict):
     """Where provider session slots (``max_sessions``) are counted: this process only, or a
-    Redis shared by the fleet so the limit holds across instances (voicebot.admission_redis)."""
+    Redis shared by the fleet so the limit holds across instances (voicebot.calls.admission_redis)."""
 
     store: Literal["memory", "redis"] = "memory"
     redis_url: str = Field(default="redis://localhost:6379/0", description="used when store = 'redis'")

@@ -1,7 +1,7 @@
 """A loopback WebSocket "provider" that can fail the ways real ones do, for the recovery layer.
 
 Real providers' fakes (openai_realtime_fake, ...) test each provider's own protocol. What the
-recovery layer (s2s.resilience, voicebot.admission) needs is a provider whose failures are
+recovery layer (s2s.resilience, voicebot.calls.admission) needs is a provider whose failures are
 *real socket failures*, switchable per test: refuse the WebSocket handshake (HTTP 503),
 complete it but never send the first event, go mute after the first event, or drop every
 live connection mid-call. Plus :class:`HangingTcpServer` (accepts TCP, never speaks HTTP)

@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from telephony.twilio_sim import SimulatedCall
 from tests.support.audio import active_segments, dominant_frequency, level_at, longest, to_mulaw, tone
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 
 async def talk_over_the_answer(call: SimulatedCall, answered: Callable[[], Awaitable[object]]) -> tuple[float, float]:

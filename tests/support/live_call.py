@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from s2s.echo import EchoSession
 from telephony.bridge import CallBridge
-from telephony.twilio_sim import SimulatedCall
 from tests.support.server import RunningServer
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 
 async def live_bridge(server: RunningServer, call: SimulatedCall) -> CallBridge:

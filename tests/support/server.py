@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from telephony.twilio_sim import SimulatedTwilio
+from voicebot.calls.runtime import Runtime
 from voicebot.config import AppConfig, load_config_text
-from voicebot.runtime import Runtime
-from voicebot.server import local_server
+from voicebot.devtools.twilio_sim import SimulatedTwilio
+from voicebot.server.run import local_server
 
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 

@@ -1,10 +1,10 @@
-"""Connecting telemetry to a :class:`~voicebot.runtime.Runtime` (``create_app`` calls it)."""
+"""Connecting telemetry to a :class:`~voicebot.calls.runtime.Runtime` (``create_app`` calls it)."""
 
 from __future__ import annotations
 
 import weakref
 
-from voicebot.runtime import Runtime
+from voicebot.calls.runtime import Runtime
 from voicebot.telemetry.observer import CallTelemetry
 from voicebot.telemetry.setup import get_telemetry
 

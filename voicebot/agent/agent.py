@@ -1,0 +1,243 @@
+"""External reasoning: the S2S model is the voice, a business's own agent does the thinking.
+
+In ``reasoning = { agent_url = … }`` / ``{ agent = "package.module:callable" }`` mode the model
+gets one tool, ``ask_agent(question)``, and instructions to use it for every substantive
+answer and to speak the reply faithfully. The agent contract, HTTP or callable alike:
+
+    request  {"call_sid": str, "caller": str, "question": str,
+              "transcript": [{"role": "caller" | "bot", "text": str}, ...]}
+    response {"answer": str}          (a callable may also return the answer as a str)
+
+No dead air while the agent works. The model is told to say a short filler ("Let me
+check.") before it calls the tool; if it did not, or the agent is slow, :class:`SilenceFiller`
+watches what the caller actually hears (the playout tracker, i.e. Twilio's marks) and, after
+``filler_after_s`` of silence, asks the model for one short filler via ``send_text`` — the
+only way to get speech in the bot's own voice on every provider (the echo line records it).
+At most ``MAX_FILLERS`` such requests go out per question, ``FILLER_SPACING_S`` apart.
+
+Failures (timeout, HTTP error, connection refused, malformed answer, a callable that raises)
+never leave the model without a result: it gets ``{"error": …, "say": <fallback>}`` and is
+instructed to say the ``say`` text, so the caller hears a graceful apology and the call goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from s2s.events import ToolCall
+from s2s.tools import ToolSpec
+from voicebot.agent.config import AgentReasoning
+
+if TYPE_CHECKING:
+    from telephony.bridge import CallBridge
+
+log = logging.getLogger(__name__)
+
+ASK_AGENT = ToolSpec(
+    name="ask_agent",
+    description=(
+        "Ask the business's assistant. Use it for every question or request from the caller, "
+        "including keypad entries. Returns {answer} to speak faithfully, or {say} to say as is."
+    ),
+    parameters={
+        "type": "object",
+        "properties": {
+            "question": {"type": "string", "description": "the caller's question or request, in their words"}
+        },
+        "required": ["question"],
+    },
+)
+
+AGENT_INSTRUCTIONS = (
+    "You are the voice of this phone line; another assistant does the thinking. Do not answer "
+    "questions from your own knowledge. For every question or request from the caller (anything "
+    "beyond greetings and asking them to repeat), first say a very short filler such as "
+    '"Let me check.", then call the ask_agent tool with the request in the caller\'s words, '
+    "including anything they entered on the keypad. Speak the tool's answer to the caller "
+    "faithfully: the same facts, numbers and names, nothing added. If the tool result has a "
+    '"say" field, say exactly that text.'
+)
+
+FILLER_PROMPT = (
+    "(Note from the system, not from the caller: the answer is still being looked up. Say only a "
+    'very short filler such as "One moment, please." Do not answer the question yet.)'
+)
+MAX_FILLERS = 3
+FILLER_SPACING_S = 3.0
+_POLL_S = 0.05
+
+
+class EndpointFailure(Exception):
+    """An agent or tool endpoint gave no usable reply; the message says why (for the log)."""
+
+
+def load_callable(ref: str) -> Callable[..., Any]:
+    """``package.module:callable`` -> the callable (EndpointFailure when it is not there)."""
+    module_name, _, attr = ref.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise EndpointFailure(f"cannot load {ref}: {exc}") from exc
+    if not callable(target):
+        raise EndpointFailure(f"{ref} is not callable")
+    return target
+
+
+@dataclass
+class JsonEndpoint:
+    """Where a JSON request goes: an HTTP URL (POST) or an async Python callable. Shared by the
+    agent and by routes' own tools, so both behave the same on errors and timeouts."""
+
+    url: str | None = None
+    ref: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    _client: httpx.AsyncClient | None = field(default=None, init=False)
+    _target: Callable[..., Any] | None = field(default=None, init=False)
+
+    @property
+    def name(self) -> str:
+        return self.url or self.ref or "?"
+
+    async def call(self, payload: dict[str, Any], timeout_s: float) -> Any:
+        """The decoded JSON reply (or the callable's return value). Raises EndpointFailure."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await (self._post(payload) if self.url else self._invoke(payload))
+        except TimeoutError:
+            raise EndpointFailure(f"no answer within {timeout_s:g} s") from None
+
+    async def _post(self, payload: dict[str, Any]) -> Any:
+        assert self.url is not None
+        if self._client is None:
+            # One client per call: connections (and TLS sessions) are reused across the call's
+            # questions; the deadline is asyncio.timeout above, so httpx's own is a backstop.
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(60.0), headers=dict(self.headers))
+        try:
+            response = await self._client.post(self.url, json=payload)
+        except httpx.HTTPError as exc:
+            raise EndpointFailure(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise EndpointFailure(f"POST {self.url} answered HTTP {response.status_code}: {response.text[:200]!r}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise EndpointFailure(f"POST {self.url} answered non-JSON: {response.text[:200]!r}") from exc
+
+    async def _invoke(self, payload: dict[str, Any]) -> Any:
+        assert self.ref is not None
+        if self._target is None:
+            self._target = load_callable(self.ref)
+        try:
+            result = self._target(payload)
+            return await result if inspect.isawaitable(result) else result
+        except EndpointFailure:
+            raise
+        except Exception as exc:
+            raise EndpointFailure(f"{self.ref} raised {type(exc).__name__}: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def answer_of(reply: Any) -> str:
+    """The answer text from an agent reply; EndpointFailure when the reply is malformed."""
+    if isinstance(reply, str):
+        answer: Any = reply
+    elif isinstance(reply, dict):
+        answer = reply.get("answer")
+    else:
+        answer = None
+    if not isinstance(answer, str) or not answer.strip():
+        raise EndpointFailure(f"malformed answer (want {{'answer': non-empty string}}): {str(reply)[:200]!r}")
+    return answer.strip()
+
+
+class SilenceFiller:
+    """Asks the model for a short filler whenever the caller has heard nothing for
+    ``after_s`` while a slow tool runs. Silence is judged from playout (marks), not from what
+    was sent: audio queued at Twilio counts as sound until it has played."""
+
+    def __init__(self, bridge: CallBridge, after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.bridge = bridge
+        self.after_s = after_s
+        self.clock = clock
+        self.fillers = 0
+
+    async def run(self) -> None:
+        silent_since = self.clock()
+        last_filler = -FILLER_SPACING_S
+        while self.fillers < MAX_FILLERS:
+            await asyncio.sleep(_POLL_S)
+            now = self.clock()
+            if self.bridge.playout.pending:
+                silent_since = now
+            elif now - silent_since >= self.after_s and now - last_filler >= FILLER_SPACING_S:
+                self.fillers += 1
+                last_filler = silent_since = now
+                log.info("call %s: agent still working; asking the model for a filler", self.bridge.info.call_sid)
+                await self.bridge.send_text(FILLER_PROMPT)
+
+
+async def with_filler[T](bridge: CallBridge, after_s: float, work: Awaitable[T]) -> T:
+    if bridge.session is not None and bridge.session.playout_lead_ms is not None:
+        # A full-duplex model fills the wait itself (its acknowledgement delay); a prompted
+        # filler would only be appended to its context as another thing to say.
+        return await work
+    filler = asyncio.create_task(SilenceFiller(bridge, after_s).run())
+    try:
+        return await work
+    finally:
+        filler.cancel()
+        await asyncio.gather(filler, return_exceptions=True)
+
+
+class AgentTool:
+    """``ask_agent``: one call's link to the external agent."""
+
+    def __init__(self, settings: AgentReasoning, call_sid: str, caller: str) -> None:
+        self.settings = settings
+        self.call_sid = call_sid
+        self.caller = caller
+        self.endpoint = JsonEndpoint(url=settings.agent_url, ref=settings.agent, headers=settings.headers)
+
+    def request(self, question: str, bridge: CallBridge) -> dict[str, Any]:
+        return {
+            "call_sid": self.call_sid,
+            "caller": self.caller,
+            "question": question,
+            "transcript": [{"role": t.role, "text": t.text} for t in bridge.summary.transcript],
+        }
+
+    async def __call__(self, call: ToolCall, bridge: CallBridge) -> str:
+        question = str(call.arguments.get("question", "")).strip()
+        started = time.monotonic()
+        try:
+            reply = await with_filler(
+                bridge,
+                self.settings.filler_after_s,
+                self.endpoint.call(self.request(question, bridge), self.settings.timeout_s),
+            )
+            answer = answer_of(reply)
+        except EndpointFailure as exc:
+            log.error(
+                "call %s: agent %s failed for %r: %s; the caller hears the fallback",
+                self.call_sid,
+                self.endpoint.name,
+                question,
+                exc,
+            )
+            return json.dumps({"error": "the assistant is unavailable", "say": self.settings.fallback})
+        log.info("call %s: agent answered in %.0f ms", self.call_sid, (time.monotonic() - started) * 1000)
+        return json.dumps({"answer": answer})

@@ -1,0 +1,241 @@
+"""``transfer_call(to)`` and ``end_call(reason)``: acting on the phone call itself.
+
+Both act only after the caller has *heard* the bot's last words. The model usually says
+"Goodbye" / "I'll put you through" and calls the tool in the same turn, so the tool call
+reaches us while that audio is still queued at Twilio (providers send faster than real
+time). The tool result goes back at once (so a model that speaks *after* the result can
+still say its sentence) and the action waits in the background until playout is quiet:
+no bot audio pending — every mark echoed (reference §5) — and none for ``QUIET_S``. A call
+whose audio never drains is acted on after ``max_goodbye_wait_s`` anyway. If the caller talks
+over those last words (a barge-in), the action is cancelled and the model told so: they
+did not hear the goodbye and have something to say.
+
+Transfers go through one of two paths (``transfer_method``):
+- ``rest``: ``calls(sid).update(twiml=<Dial>…)`` with the ``twilio`` client (``[twilio]
+  api_base_url`` points it elsewhere, e.g. a local fake). Twilio ends the stream itself.
+- ``stream``: remember ``<Dial>`` as the call's next TwiML and close the stream; Twilio then
+  fetches the TwiML after ``<Connect>`` (``/twilio/stream-ended``) and dials. Needs no REST
+  credentials. A failed REST update falls back to this path.
+Destinations come only from the route's allow-list (name -> number); the model names one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal
+
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from s2s.events import ToolCall
+from s2s.tools import ToolSpec
+from telephony.twilio_rest import update_call_twiml
+from voicebot.agent.config import CallControl
+
+if TYPE_CHECKING:
+    from telephony.bridge import CallBridge
+    from voicebot.config import TwilioConfig
+
+log = logging.getLogger(__name__)
+
+# Silence after the last heard bot audio before acting: long enough for a model that answers
+# the tool result with one more sentence to start sending it (providers take ~0.3-1 s).
+QUIET_S = 1.0
+_POLL_S = 0.02
+INTERRUPTED_NOTE = (
+    "(Note from the system: the caller spoke before the call could end or be transferred, so it "
+    "stays open. Listen to them; call the tool again if it is still wanted.)"
+)
+# A REST update that takes longer than this is abandoned for the stream path.
+REST_TIMEOUT_S = 5.0
+
+END_CALL = ToolSpec(
+    name="end_call",
+    description="Hang up. First say a short goodbye; the line closes after it has played.",
+    parameters={
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "why the call ends, for the log"}},
+        "required": ["reason"],
+    },
+)
+
+
+def transfer_spec(destinations: list[str]) -> ToolSpec:
+    return ToolSpec(
+        name="transfer_call",
+        description=(
+            "Transfer the caller to a person or department. First tell the caller you are putting them "
+            "through; the transfer happens after that sentence has played."
+        ),
+        parameters={
+            "type": "object",
+            "properties": {"to": {"type": "string", "enum": destinations, "description": "where to transfer"}},
+            "required": ["to"],
+        },
+    )
+
+
+def call_control_instructions(settings: CallControl) -> str:
+    parts = []
+    if settings.transfer:
+        names = ", ".join(settings.transfer)
+        parts.append(
+            f"If the caller asks for a person or needs one of: {names}, say you are transferring them "
+            "and call transfer_call with that name."
+        )
+    if settings.end_call:
+        parts.append("When the conversation is finished, say a short goodbye, then call end_call.")
+    return " ".join(parts)
+
+
+def transfer_twiml(destination: str) -> str:
+    response = VoiceResponse()
+    dial = Dial()
+    if destination.startswith(("sip:", "sips:")):
+        dial.sip(destination)
+    else:
+        dial.number(destination)
+    response.append(dial)
+    return str(response)
+
+
+Heard = Literal["heard", "timeout", "interrupted"]
+
+
+async def wait_until_heard(
+    bridge: CallBridge, quiet_s: float, max_wait_s: float, clock: Callable[[], float] = time.monotonic
+) -> Heard:
+    """Wait until the caller has heard everything sent and nothing new came for ``quiet_s``.
+    ``interrupted`` when the caller talked over the bot meanwhile (a barge-in: they did not
+    hear it out and have something to say), ``timeout`` after ``max_wait_s``."""
+    started = quiet_since = clock()
+    # Barge-ins count from when the tool call reached the bridge, not from when this handler
+    # got to run: on a busy loop the caller may already have cut into the goodbye meanwhile.
+    called_at = bridge.last_tool_call_at if bridge.last_tool_call_at is not None else bridge.clock()
+    since_ms = (called_at - bridge.summary.started_at) * 1000.0
+    while True:
+        now = clock()
+        if any(b.at_ms >= since_ms for b in bridge.summary.barge_ins):
+            return "interrupted"
+        if bridge.playout.pending:
+            quiet_since = now
+        elif now - quiet_since >= quiet_s:
+            return "heard"
+        if now - started >= max_wait_s:
+            return "timeout"
+        await asyncio.sleep(_POLL_S)
+
+
+class CallControlTools:
+    def __init__(
+        self,
+        settings: CallControl,
+        twilio: TwilioConfig,
+        call_sid: str,
+        set_next_twiml: Callable[[str, str], None],
+    ) -> None:
+        self.settings = settings
+        self.twilio = twilio
+        self.call_sid = call_sid
+        self.set_next_twiml = set_next_twiml
+        self.pending: asyncio.Task[None] | None = None
+
+    def specs(self) -> list[ToolSpec]:
+        specs = []
+        if self.settings.transfer:
+            specs.append(transfer_spec(list(self.settings.transfer)))
+        if self.settings.end_call:
+            specs.append(END_CALL)
+        return specs
+
+    @property
+    def uses_rest(self) -> bool:
+        method = self.settings.transfer_method
+        if method == "auto":
+            return bool(self.twilio.account_sid and self.twilio.auth_token)
+        return method == "rest"
+
+    def destination(self, to: str) -> str | None:
+        """The allow-listed number for what the model asked for (a name, or a listed number)."""
+        wanted = to.strip()
+        for name, number in self.settings.transfer.items():
+            if wanted.lower() == name.lower() or wanted == number:
+                return number
+        return None
+
+    def _schedule(self, bridge: CallBridge, action: Callable[[], Awaitable[None]]) -> bool:
+        if self.pending is not None and not self.pending.done():
+            return False
+        self.pending = asyncio.ensure_future(self._after_heard(bridge, action))
+        return True
+
+    async def _after_heard(self, bridge: CallBridge, action: Callable[[], Awaitable[None]]) -> None:
+        heard = await wait_until_heard(bridge, QUIET_S, self.settings.max_goodbye_wait_s)
+        if heard == "interrupted":
+            log.info("call %s: the caller talked over the bot's last words; call control cancelled", self.call_sid)
+            await bridge.send_text(INTERRUPTED_NOTE)
+            return
+        if heard == "timeout":
+            log.warning(
+                "call %s: bot audio still playing after %.0f s; acting anyway",
+                self.call_sid,
+                self.settings.max_goodbye_wait_s,
+            )
+        try:
+            await action()
+        except Exception:
+            log.exception("call %s: call-control action failed; hanging up", self.call_sid)
+            await bridge.hang_up("call-control-failed")
+
+    async def end_call(self, call: ToolCall, bridge: CallBridge) -> str:
+        reason = str(call.arguments.get("reason", "")).strip() or "unspecified"
+        log.info("call %s: model ends the call (%s); hanging up once the goodbye has played", self.call_sid, reason)
+        if not self._schedule(bridge, lambda: bridge.hang_up("bot-hangup")):
+            return json.dumps({"error": "the call is already ending"})
+        return json.dumps({"ok": True, "note": "The line closes after your goodbye has played. Say nothing more."})
+
+    async def transfer_call(self, call: ToolCall, bridge: CallBridge) -> str:
+        to = str(call.arguments.get("to", ""))
+        number = self.destination(to)
+        if number is None:
+            log.warning("call %s: model asked to transfer to %r, which is not allowed", self.call_sid, to)
+            allowed = ", ".join(self.settings.transfer)
+            return json.dumps({"error": f"cannot transfer to {to!r}; allowed: {allowed}"})
+        log.info("call %s: transferring to %s once the caller has heard the bot out", self.call_sid, to)
+        if not self._schedule(bridge, lambda: self._transfer(number, bridge)):
+            return json.dumps({"error": "the call is already ending"})
+        return json.dumps({"ok": True, "note": f"Transferring to {to} after your sentence. Say nothing more."})
+
+    async def _transfer(self, number: str, bridge: CallBridge) -> None:
+        twiml = transfer_twiml(number)
+        if self.uses_rest:
+            try:
+                await self._rest_update(twiml)
+                log.info("call %s: transferred to %s via the REST API", self.call_sid, number)
+                # The call now runs the new TwiML; closing our end of the abandoned stream is
+                # harmless and frees the provider session at once.
+                await bridge.hang_up("transferred")
+                return
+            except Exception as exc:  # refused, unreachable, timed out: the stream path needs no REST
+                log.error("call %s: REST transfer failed (%r); transferring by ending the stream", self.call_sid, exc)
+        self.set_next_twiml(self.call_sid, twiml)
+        await bridge.hang_up("transferred")
+        log.info("call %s: transferred to %s via the TwiML after <Connect>", self.call_sid, number)
+
+    async def _rest_update(self, twiml: str) -> None:
+        token = self.twilio.auth_token.get_secret_value() if self.twilio.auth_token else None
+        await update_call_twiml(
+            self.twilio.account_sid or "",
+            token,
+            self.call_sid,
+            twiml,
+            api_base_url=self.twilio.api_base_url,
+            timeout_s=REST_TIMEOUT_S,
+        )
+
+    def cancel(self) -> None:
+        if self.pending is not None and not self.pending.done():
+            self.pending.cancel()

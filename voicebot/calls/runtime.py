@@ -1,0 +1,392 @@
+"""Process-wide state the HTTP and WebSocket handlers share: the loaded config and its
+providers, calls between webhook and media stream, live calls, and what Twilio should do
+after each stream ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from s2s.circuit import CircuitBoard
+from s2s.provider import Provider, ProviderSession, SessionContext
+from s2s.registry import build_provider
+from s2s.resilience import RecoveryPolicy, ResilientSession
+from telephony import routing
+from telephony.bridge import CallBridge, CallSummary
+from telephony.observer import CallObserver
+from telephony.signature import SignatureChecker
+from telephony.twilio_rest import update_call_twiml
+from telephony.twiml import dial, say_and_hangup
+from voicebot.agent.registry import CallTools
+from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
+from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
+from voicebot.config import AppConfig, OnUnavailable, RouteConfig
+from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
+from voicebot.telemetry.metrics import provider_connect, record_circuit_open, resilience_hooks
+
+log = logging.getLogger(__name__)
+
+_REMEMBERED_OUTCOMES = 10_000
+NO_ROUTE_MESSAGE = "Sorry, this number cannot take calls right now. Goodbye."
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """The webhook cannot start a stream for this call: answer with ``twiml`` instead."""
+
+    call_sid: str
+    route: RouteConfig | None
+    twiml: str
+    reason: str
+
+
+def unavailable_twiml(action: OnUnavailable, message: str | None = None) -> str:
+    """A polite message, then a transfer to a human when the route names one, else hang up."""
+    text = message or action.say
+    return dial(action.dial, text) if action.dial else say_and_hangup(text, action.language)
+
+
+def recovery_policy(config: AppConfig, route: RouteConfig) -> RecoveryPolicy:
+    r = config.resilience
+    return RecoveryPolicy(
+        budget_s=route.retry_budget_s,
+        attempts=r.connect_attempts,
+        backoff_s=r.backoff_s,
+        watchdog_s=r.watchdog_s,
+        buffer_ms=r.recovery_audio_ms,
+        close_timeout_s=r.rotation_close_timeout_s,
+    )
+
+
+@dataclass(slots=True)
+class CallPlan:
+    """What the webhook decided for a call, waiting for (then held by) its media stream."""
+
+    token: str
+    call_sid: str
+    route: RouteConfig
+    providers: list[Provider]
+    caller: str
+    called: str
+    config: AppConfig
+    tools: CallTools
+    created_at: float = field(default_factory=time.monotonic)
+    # the provider slot the call holds (voicebot.calls.admission) and its session once open
+    lease: SlotLease | None = None
+    session: ResilientSession | None = None
+    # when the voice webhook request arrived (set by telephony.webhook; the call span starts here)
+    received_at: float | None = None
+
+    def session_context(self) -> SessionContext:
+        """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""
+        route = self.route
+        return SessionContext(
+            call_sid=self.call_sid,
+            instructions=self.tools.instructions(),
+            voice=route.voice,
+            model=route.model,
+            language=route.language,
+            greeting=route.greeting,
+            tools=self.tools.specs,
+        )
+
+
+class Runtime:
+    def __init__(self, config: AppConfig) -> None:
+        self.pending: dict[str, CallPlan] = {}
+        self.active: dict[str, CallBridge] = {}
+        self.next_twiml: OrderedDict[str, str] = OrderedDict()
+        # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
+        self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
+        self.draining = False
+        # Admission and circuit state outlive config reloads (keyed by provider name).
+        self.slots: SlotStore = slot_store(config.admission)
+        self.circuits = CircuitBoard(on_open=record_circuit_open)
+        self._janitor: asyncio.TimerHandle | None = None
+        self._time_limits: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Stream tokens claimed here, until they expire: a replay is refused (Runtime.claim).
+        self._claimed: dict[str, float] = {}
+        self._process_key = secrets.token_bytes(32)  # only when no key is configured; kept over reloads
+        self.apply(config)
+
+    def apply(self, config: AppConfig) -> None:
+        """Use ``config`` for new calls; calls in progress keep the providers they hold."""
+        self.config = config
+        self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in config.providers.items()}
+        token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
+        self.signatures = SignatureChecker(token, config.twilio.validate_signatures)
+        self.circuits.configure(config.resilience.circuit_failures, config.resilience.circuit_cooldown_s)
+        key = derived_key(config)
+        if key is None:
+            log.warning(
+                "no [server] stream_token_secret and no Twilio auth token: media stream tokens are signed "
+                "with a per-process key, so a call's media stream must reach the instance that answered "
+                "its webhook; a fleet needs stream_token_secret, the same on every instance"
+            )
+        self.stream_tokens = StreamTokens(key or self._process_key)
+
+    # -- webhook -> media stream -------------------------------------------------------
+
+    def select_route(self, params: Mapping[str, str]) -> RouteConfig | None:
+        return routing.select_route(self.config.routes, params.get("To", ""), params.get("From", ""))
+
+    async def plan_call(self, params: Mapping[str, str]) -> CallPlan | Declined:
+        """Pick the route and take a slot on the first provider of its chain that can take
+        the call (circuit closed, room left), or say why the call is declined."""
+        self.expire_pending()
+        route = self.select_route(params)
+        if route is None:
+            return Declined(params.get("CallSid", ""), None, say_and_hangup(NO_ROUTE_MESSAGE), "no route matches")
+        call_sid, caller = params.get("CallSid", ""), params.get("From", "")
+        plan = CallPlan(
+            token="",  # signed below, once the admitted provider order is known
+            call_sid=call_sid,
+            route=route,
+            providers=[self.providers[name] for name in route.providers],
+            caller=caller,
+            called=params.get("To", ""),
+            config=self.config,
+            tools=CallTools(route, self.config, call_sid, caller, self.set_next_twiml),
+        )
+        lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
+        ttl_s = self.config.server.stream_connect_timeout_s + 5.0
+        admitted = await admit(route.providers, lease, self.circuits, ttl_s)
+        if admitted is None:
+            twiml = unavailable_twiml(route.on_unavailable)
+            return Declined(plan.call_sid, route, twiml, "every provider of the route is full or failing")
+        plan.lease = lease
+        plan.providers.sort(key=lambda p: p.name != admitted)  # admitted first, then route order
+        ticket = StreamTicket(
+            call_sid, route.name, tuple(p.name for p in plan.providers), caller, plan.called, time.time()
+        )
+        token = self.stream_tokens.issue(ticket)
+        if token is None:
+            log.warning(
+                "call %s: plan too large for a portable stream token; the stream must reach this instance", call_sid
+            )
+            token = secrets.token_urlsafe(18)
+        plan.token = token
+        self.pending[plan.token] = plan
+        self._start_janitor()
+        return plan
+
+    async def claim(self, token: str, call_sid: str) -> CallPlan | None:
+        """The plan for the media stream of ``call_sid`` (the ``start`` frame's callSid) that
+        presents ``token``, or None (logged) when the stream must be refused.
+
+        Fast path: this instance answered the webhook, the plan and its lease are in
+        ``pending``. Otherwise another instance did: the signed token
+        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
+        A token is accepted once per instance; a replay to *another* instance within the
+        expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
+        so it cannot start a call Twilio did not place."""
+        self.expire_pending()
+        now = time.monotonic()
+        for used, until in list(self._claimed.items()):
+            if until < now:
+                del self._claimed[used]
+        plan = self.pending.get(token)
+        if plan is not None:
+            if plan.call_sid != call_sid:
+                log.warning("call %s: presented the stream token of call %s; refused", call_sid, plan.call_sid)
+                return None
+            del self.pending[token]
+            self._remember_claimed(token)
+            if plan.lease is not None:
+                plan.lease.hold(HELD_TTL_S)
+            return plan
+        if token in self._claimed:
+            log.warning("call %s: stream token already used on this instance (replay); refused", call_sid)
+            return None
+        try:
+            ticket = self.stream_tokens.verify(token, call_sid, self.config.server.stream_connect_timeout_s)
+        except BadStreamToken as exc:
+            log.warning("call %s: stream token refused: %s", call_sid, exc)
+            return None
+        self._remember_claimed(token)  # before any await: a concurrent replay sees it
+        return await self._adopt(token, ticket)
+
+    def _remember_claimed(self, token: str) -> None:
+        self._claimed[token] = time.monotonic() + self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S
+
+    async def _adopt(self, token: str, ticket: StreamTicket) -> CallPlan | None:
+        """Rebuild on this instance the plan another instance's webhook made, from this
+        instance's config: the route by name (re-selected from called/caller if a reload
+        removed it), the providers by name in the webhook's order (unknown ones skipped).
+
+        The slot: with a shared store (Redis) the webhook's instance took it under this
+        CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
+        it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
+        releases it (:meth:`expire_pending`). With the in-process store this is a fresh
+        acquisition; if the provider is full, the session's fallback tries the rest."""
+        call_sid = ticket.call_sid
+        route = next((r for r in self.config.routes if r.name == ticket.route), None)
+        if route is None:
+            route = routing.select_route(self.config.routes, ticket.called, ticket.caller)
+            log.warning(
+                "call %s: route %r no longer exists; re-selected %r",
+                call_sid,
+                ticket.route,
+                route.name if route else None,
+            )
+        if route is None:
+            return None
+        providers = [self.providers[name] for name in ticket.providers if name in self.providers]
+        if not providers:
+            log.warning("call %s: none of providers %s is configured here", call_sid, list(ticket.providers))
+            return None
+        plan = CallPlan(
+            token=token,
+            call_sid=call_sid,
+            route=route,
+            providers=providers,
+            caller=ticket.caller,
+            called=ticket.called,
+            config=self.config,
+            tools=CallTools(route, self.config, call_sid, ticket.caller, self.set_next_twiml),
+        )
+        lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
+        if not await lease.move_to(providers[0].name, HELD_TTL_S):
+            log.info("call %s: no slot on %s here; the session falls back along the chain", call_sid, providers[0].name)
+        plan.lease = lease
+        lease.hold(HELD_TTL_S)
+        log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
+        return plan
+
+    def expire_pending(self) -> None:
+        """Drop reservations whose media stream never came here. With the in-process store
+        the slot is released at once. With a shared store (Redis) it is left to lapse by its
+        TTL (stream_connect_timeout_s + 5 s): the stream may have reached another instance,
+        which adopted the very same slot (member = CallSid), and releasing it from here would
+        free that live call's slot. An adopting instance renews the TTL on adoption and its
+        heartbeat keeps it; an unclaimed one frees itself 5 s after this."""
+        deadline = time.monotonic() - self.config.server.stream_connect_timeout_s
+        for token, plan in list(self.pending.items()):
+            if plan.created_at < deadline:
+                del self.pending[token]
+                if self.slots.shared:
+                    log.warning(
+                        "call %s: media stream did not reach this instance; its reservation lapses unless "
+                        "another instance took the stream",
+                        plan.call_sid,
+                    )
+                    plan.lease = None
+                else:
+                    log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
+                self._release(plan)
+
+    async def open_session(self, plan: CallPlan) -> ProviderSession:
+        """The call's session: a :class:`ResilientSession` over the route's chain, starting with
+        the provider the webhook admitted; it raises ProviderConnectError if none connects."""
+        await plan.tools.prepare()
+        bridge = self.active.get(plan.call_sid)
+        session = ResilientSession(
+            plan.providers,
+            plan.session_context(),
+            recovery_policy(plan.config, plan.route),
+            self.circuits,
+            slots=plan.lease,
+            history=(lambda: bridge.summary.transcript) if bridge is not None else (lambda: ()),
+            attempt_context=provider_connect,
+            hooks=resilience_hooks(),
+        )
+        plan.session = session
+        await session.open()
+        limit = plan.route.max_call_seconds
+        if limit is not None:
+            self._time_limits[plan.call_sid] = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
+        return session
+
+    def _time_up(self, plan: CallPlan) -> None:
+        bridge = self.active.get(plan.call_sid)
+        if bridge is not None:
+            log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
+            self._spawn(bridge.hang_up("max-duration"))
+
+    def _release(self, plan: CallPlan) -> None:
+        timer = self._time_limits.pop(plan.call_sid, None)
+        if timer is not None:
+            timer.cancel()
+        if plan.lease is not None:
+            self._spawn(plan.lease.release())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _start_janitor(self) -> None:
+        """Free reservations whose media stream never came on a timer, not only on the next
+        webhook. A loop timer rather than a task: it re-arms only while something is pending."""
+        if self._janitor is None:
+            interval = min(1.0, self.config.server.stream_connect_timeout_s / 4)
+            self._janitor = asyncio.get_running_loop().call_later(interval, self._janitor_tick)
+
+    def _janitor_tick(self) -> None:
+        self._janitor = None
+        self.expire_pending()
+        if self.pending:
+            self._start_janitor()
+
+    def observers(self, plan: CallPlan) -> list[CallObserver]:
+        observers = [factory(plan) for factory in self.observer_factories]
+        if wants_recording(plan.config, plan.route):
+            observers.append(recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers)))
+        return observers
+
+    # -- after the stream ---------------------------------------------------------------
+
+    def call_ended(self, plan: CallPlan, summary: CallSummary) -> None:
+        self.active.pop(plan.call_sid, None)
+        self._release(plan)
+        plan.tools.call_ended(summary)
+
+    async def before_stream_close(self, plan: CallPlan, summary: CallSummary) -> None:
+        """A call that failed gets its apology before we close the stream.
+
+        No provider at stream start: the route's on_unavailable, as the webhook would have
+        answered; lost mid-call: the apology. Then a human, if the route names one."""
+        if summary.outcome not in ("provider-unavailable", "provider-lost") or plan.call_sid in self.next_twiml:
+            return
+        apology = plan.route.apology if summary.outcome == "provider-lost" else None
+        await self.deliver_next_twiml(plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology))
+
+    async def deliver_next_twiml(self, call_sid: str, twiml: str) -> bool:
+        """Make ``twiml`` what Twilio runs once the stream ends; True if Twilio already has it.
+
+        With REST credentials (``[twilio] account_sid`` + ``auth_token``) the call's TwiML is
+        replaced through the REST API, which works whichever instance Twilio's next request
+        would reach (on a fleet, ``/twilio/stream-ended`` may land on an instance that knows
+        nothing of this call). Without credentials, or if the update fails, the TwiML waits
+        here for ``/twilio/stream-ended``. Call before closing the stream."""
+        twilio = self.config.twilio
+        if twilio.account_sid and twilio.auth_token:
+            try:
+                await update_call_twiml(
+                    twilio.account_sid,
+                    twilio.auth_token.get_secret_value(),
+                    call_sid,
+                    twiml,
+                    api_base_url=twilio.api_base_url,
+                )
+                return True
+            except Exception as exc:
+                log.error("call %s: REST update of the call failed (%r); Twilio will fetch it instead", call_sid, exc)
+        self.set_next_twiml(call_sid, twiml)
+        return False
+
+    def set_next_twiml(self, call_sid: str, twiml: str) -> None:
+        self.next_twiml[call_sid] = twiml
+        while len(self.next_twiml) > _REMEMBERED_OUTCOMES:
+            self.next_twiml.popitem(last=False)
+
+    def take_next_twiml(self, call_sid: str) -> str | None:
+        return self.next_twiml.pop(call_sid, None)

@@ -1,0 +1,51 @@
+"""The ASGI application: routes only; behaviour lives in telephony/ and the runtime."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from telephony import webhook
+from telephony.media_endpoint import media_stream
+from transcoding.pipeline import prewarm
+from voicebot.calls.runtime import Runtime
+from voicebot.server.health import readiness
+from voicebot.telemetry.install import install as install_telemetry
+from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
+
+
+async def healthz(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    return JSONResponse({"status": "ok", "active_calls": len(runtime.active)})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    runtime: Runtime = request.app.state.runtime
+    state = readiness(runtime)
+    body = {"status": "ready" if state.ready else "not-ready", "reasons": state.reasons}
+    return JSONResponse(body, status_code=200 if state.ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of the same OpenTelemetry metrics OTLP exports."""
+    return Response(get_telemetry().prometheus_text(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+
+def create_app(runtime: Runtime) -> Starlette:
+    prewarm()
+    app = Starlette(
+        routes=[
+            Route("/twilio/voice", webhook.voice, methods=["POST"]),
+            Route("/twilio/status", webhook.status, methods=["POST"]),
+            Route(webhook.STREAM_ENDED_PATH, webhook.stream_ended, methods=["POST"]),
+            WebSocketRoute(webhook.MEDIA_PATH, media_stream),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
+    app.state.runtime = runtime
+    install_telemetry(runtime)
+    return app

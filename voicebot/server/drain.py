@@ -1,0 +1,133 @@
+"""Graceful drain: deploy and scale down without cutting calls.
+
+On SIGTERM (Kubernetes stopping the pod, systemd, ``docker stop``):
+
+1. ``runtime.draining`` goes true: the voice webhook answers 503, so Twilio uses the
+   number's fallback URL (another instance), and ``/readyz`` fails, so the load balancer
+   stops sending new work here. Calls already in progress are untouched.
+2. Calls in progress may go on for up to ``[server] drain_seconds``.
+3. Calls still up at the deadline are ended politely with an apology
+   (``[server] drain_message``): through Twilio's REST API when ``[twilio] account_sid``
+   is set (fleet-safe, see :meth:`Drainer._end_call`), else as the TwiML Twilio fetches
+   from ``/twilio/stream-ended`` once we close the media stream (telephony.webhook).
+4. The server lingers briefly so those stream-ended requests are answered, then exits 0.
+
+A second SIGTERM, or SIGINT, stops at once (uvicorn's own handling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from telephony.bridge import CallBridge
+from telephony.twiml import say_and_hangup
+from voicebot.calls.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# After ending calls, how long to keep answering /twilio/stream-ended for them.
+LINGER_S = 5.0
+# Closing a stream and the bridge tearing down (provider session close is bounded at 3 s).
+HANGUP_TIMEOUT_S = 5.0
+POLL_S = 0.05
+
+SHUTDOWN_OUTCOME = "server-shutdown"
+
+
+class Drainer:
+    """Settings are read from ``runtime.config`` when the drain starts, so a hot-reloaded
+    ``drain_seconds``/``drain_message`` applies."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Poll ``done()`` until true or ``timeout``; calls end on other tasks, so polling a
+        few times per 100 ms costs nothing and needs no hook in the bridge."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not done():
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(POLL_S)
+        return True
+
+    async def run(self) -> None:
+        runtime = self.runtime
+        runtime.draining = True
+        deadline_s = runtime.config.server.drain_seconds
+        log.warning(
+            "draining: refusing new calls (webhook 503, readyz 503); %d call(s) in progress may go on for up to %.0f s",
+            len(runtime.active),
+            deadline_s,
+        )
+        if await self._wait(lambda: not runtime.active, deadline_s):
+            log.info("draining: every call finished on its own")
+            return
+        ended = list(runtime.active.items())
+        log.warning("draining: deadline passed; ending %d call(s) with an apology", len(ended))
+        via_stream = await asyncio.gather(*(self._end_call(sid, bridge) for sid, bridge in ended))
+        if not await self._wait(lambda: not runtime.active, HANGUP_TIMEOUT_S):
+            log.error("draining: %d call(s) did not tear down in %.0f s", len(runtime.active), HANGUP_TIMEOUT_S)
+        sids = [sid for (sid, _), stream in zip(ended, via_stream, strict=True) if stream]
+        if not await self._wait(lambda: all(sid not in runtime.next_twiml for sid in sids), LINGER_S):
+            log.warning("draining: Twilio did not fetch the apology for every call within %.0f s", LINGER_S)
+
+    async def _end_call(self, call_sid: str, bridge: CallBridge) -> bool:
+        """End one call with the apology; True when Twilio still has to fetch it from us.
+
+        With REST credentials (``[twilio] account_sid`` + ``auth_token``) the call's TwiML is
+        replaced through the REST API: Twilio plays the apology whichever instance its next
+        request would reach. That matters on a fleet, where a draining pod has already left
+        the load balancer and ``/twilio/stream-ended`` would land on another instance that
+        knows nothing of this call. Without credentials, or if the update fails, the
+        apology waits here for ``/twilio/stream-ended`` (served while we linger)."""
+        route = next((r for r in self.runtime.config.routes if r.name == bridge.info.route), None)
+        twiml = say_and_hangup(self.runtime.config.server.drain_message, route.language if route else None)
+        delivered = await self.runtime.deliver_next_twiml(call_sid, twiml)
+        await bridge.hang_up(SHUTDOWN_OUTCOME)
+        return not delivered
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM drains (see module docstring) before the
+    normal shutdown, and the process then exits 0 rather than re-raising the signal."""
+
+    def __init__(self, config: uvicorn.Config, drainer: Drainer) -> None:
+        super().__init__(config)
+        self.drainer = drainer
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain: asyncio.Task[None] | None = None
+        self._drain_requested = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self._drain_requested and self._loop is not None and not self.should_exit:
+            self._drain_requested = True
+            # A signal handler runs between bytecodes of whatever the loop was doing: only
+            # schedule; the drain itself runs as a task.
+            self._loop.call_soon_threadsafe(self._start_drain)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self) -> None:
+        if self._drain is None:
+            self._drain = asyncio.get_running_loop().create_task(self._drain_then_exit(), name="drain")
+
+    async def _drain_then_exit(self) -> None:
+        try:
+            await self.drainer.run()
+        except Exception:
+            log.exception("draining failed; shutting down now")
+        finally:
+            self.should_exit = True

@@ -1,0 +1,79 @@
+"""Running the app under uvicorn with the settings a phone server needs, in production
+(``voicebot serve``) or in-process on a loopback port (``voicebot replay``, the tests): the
+caller side and the server then talk over real sockets exactly as Twilio and a deployed
+server do."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from voicebot.calls.runtime import Runtime
+from voicebot.config import AppConfig
+from voicebot.server.app import create_app
+
+# The transport-level cap on one WebSocket frame. The Media Streams protocol enforces its own
+# smaller limit per frame (server.max_message_bytes) and drops offenders with a log line; this
+# cap only stops a peer from making uvicorn buffer megabytes first.
+WS_MAX_FRAME_BYTES = 1024 * 1024
+
+
+def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ws="websockets-sansio",
+        ws_max_size=WS_MAX_FRAME_BYTES,
+        # Twilio does not compress; deflate would only cost CPU per frame.
+        ws_per_message_deflate=False,
+        log_config=None,
+        log_level=log_level,
+        lifespan="on",
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )
+
+
+START_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class LocalServer:
+    url: str
+    runtime: Runtime
+    loop: asyncio.AbstractEventLoop
+
+
+@contextlib.asynccontextmanager
+async def local_server(config: AppConfig, log_level: str = "warning") -> AsyncIterator[LocalServer]:
+    runtime = Runtime(config)
+    server = uvicorn.Server(uvicorn_config(create_app(runtime), "127.0.0.1", 0, log_level))
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    def serve() -> None:
+        loop = asyncio.new_event_loop()
+        loops.append(loop)
+        loop.run_until_complete(server.serve())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name="voicebot-local-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the in-process voicebot server did not start")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield LocalServer(f"http://127.0.0.1:{port}", runtime, loops[0])
+    finally:
+        server.should_exit = True
+        await asyncio.to_thread(thread.join, 10)
