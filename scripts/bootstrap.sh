@@ -95,6 +95,18 @@ run_with_progress() {
 # The fleet-admission tests (tests/test_redis_admission.py) start a throwaway redis-server.
 # Where it is missing and we are root with apt-get (a CI container), install the Debian
 # package; anywhere else those tests skip and say why. VOICEBOT_NO_APT=1 turns this off.
+# The local cascade tests (tests/test_cascade_local.py) speak with espeak-ng; same rule as redis.
+ensure_espeak_ng() {
+  command -v espeak-ng >/dev/null 2>&1 && return 0
+  if [ "${VOICEBOT_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: installing espeak-ng (Debian package) for the local cascade tests" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng; } >/dev/null 2>&1; then
+      echo "bootstrap: could not install espeak-ng; the local cascade tests will skip" >&2
+    fi
+  fi
+  return 0
+}
+
 ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 && return 0
   if [ "${VOICEBOT_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -15,6 +15,7 @@ turns one sentence into audio chunks.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -145,6 +146,16 @@ class PartOpener[P](Protocol):
         ...
 
 
+# The install extra (pyproject.toml) each part's SDK comes with, and the module it provides:
+# looked for when a config names the part, so a missing SDK is a config error, not a failed call.
+PART_SDKS: dict[str, tuple[str, str]] = {
+    "openai_realtime": ("openai", "openai"),
+    "openai_chat": ("openai", "openai"),
+    "openai_speech": ("openai", "openai"),
+    "pocketsphinx": ("local", "pocketsphinx"),
+}
+
+
 @dataclass(frozen=True, slots=True)
 class PartSpec:
     """What a part module exposes as ``PART``: its config model and ``factory(config)``,
@@ -178,6 +189,9 @@ def part_spec(kind: PartKind, type_name: str) -> PartSpec:
     module_name = BUILTIN_PARTS[kind].get(type_name)
     if module_name is None:
         raise UnknownPartType(f"unknown {kind} type {type_name!r}; known: {', '.join(part_types(kind))}")
+    extra, sdk = PART_SDKS.get(type_name, ("", ""))
+    if sdk and importlib.util.find_spec(sdk) is None:
+        raise UnknownPartType(f"{kind} type {type_name!r} needs {sdk}: pip install 'voicebot[{extra}]'")
     spec: PartSpec = importlib.import_module(module_name).PART
     _registered[key] = spec
     return spec

@@ -3,9 +3,9 @@
 The ``pocketsphinx`` package (PyPI) ships a US English acoustic model, language model and
 dictionary. Its endpointer (a WebRTC-style voice activity detector over a sliding window)
 runs on the event loop, frame by frame, because it is cheap and speech-started must reach
-the bridge at once (barge-in); the decoder is CPU-heavy (about half of real time on one core
-of the development machine), so it runs in a worker thread, fed as speech arrives, and only
-``end_utt`` is left for the end of the turn.
+the bridge at once (barge-in). The decoder is CPU-heavy (0.5-2x real time on the loaded
+2-core development machine) and runs in a worker thread on each whole utterance once the
+endpointer has heard its end, which puts the decode time into the answer's latency.
 
 The model expects 16 kHz audio; the bridge resamples the line's 8 kHz to that. Telephone
 audio carries nothing above 4 kHz, so recognition is weaker than on wide-band speech: good
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -46,14 +47,15 @@ class PocketsphinxConfig(PartConfig):
 class PocketsphinxRecognizer(SpeechToText):
     input_format = PCM16_16K
 
-    def __init__(self, decoder: Any, endpointer: Any) -> None:
+    def __init__(self, decoder: Any, endpointer: Any, preroll_s: float) -> None:
         self._decoder = decoder
         self._endpointer = endpointer
         self._frame_bytes: int = endpointer.frame_bytes
+        self._preroll: deque[bytes] = deque(maxlen=max(1, round(preroll_s / endpointer.frame_length)))
         self._partial = b""
         self._events: asyncio.Queue[SttEvent | None] = asyncio.Queue()
-        # Decoder work in order: speech frames, then None to end the utterance.
-        self._work: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._utterance: list[bytes] = []
+        self._utterances: asyncio.Queue[bytes] = asyncio.Queue()
         self._failure: Exception | None = None
         self._worker = asyncio.ensure_future(self._decode())
         self._closed = False
@@ -65,45 +67,39 @@ class PocketsphinxRecognizer(SpeechToText):
         end = len(data) - len(data) % self._frame_bytes
         self._partial = data[end:]
         for start in range(0, end, self._frame_bytes):
+            frame = data[start : start + self._frame_bytes]
             was_speaking = self._endpointer.in_speech
-            speech = self._endpointer.process(data[start : start + self._frame_bytes])
-            if speech is None:
-                continue
-            if not was_speaking:
+            self._endpointer.process(frame)
+            if self._endpointer.in_speech and not was_speaking:
                 self._events.put_nowait(SpeechStarted())
-            self._work.put_nowait(speech)
-            if not self._endpointer.in_speech:
+                # The endpointer decides a window after speech began; the utterance starts
+                # with the audio from before that, or its first syllables would be lost.
+                self._utterance = list(self._preroll)
+            if self._endpointer.in_speech or was_speaking:
+                self._utterance.append(frame)
+            else:
+                self._preroll.append(frame)
+            if was_speaking and not self._endpointer.in_speech:
                 self._events.put_nowait(SpeechStopped())
-                self._work.put_nowait(None)
+                self._utterances.put_nowait(b"".join(self._utterance))
+                self._utterance = []
 
     async def _decode(self) -> None:
         try:
-            await self._decode_utterances()
+            while True:
+                utterance = await self._utterances.get()
+                text = await asyncio.to_thread(self._recognise, utterance)
+                self._events.put_nowait(Transcript("caller", text))
         except Exception as exc:  # the recogniser is lost: events() raises it
             self._failure = exc
             self._events.put_nowait(None)
 
-    async def _decode_utterances(self) -> None:
-        started = False
-        while True:
-            item: bytes | None = await self._work.get()
-            batch: list[bytes] = []
-            while item is not None:  # take whatever speech is queued, up to an utterance end
-                batch.append(item)
-                if self._work.empty():
-                    break
-                item = self._work.get_nowait()
-            if batch:
-                if not started:
-                    await asyncio.to_thread(self._decoder.start_utt)
-                    started = True
-                await asyncio.to_thread(self._decoder.process_raw, b"".join(batch))
-            if item is None and started:
-                text = await asyncio.to_thread(self._end_utterance)
-                started = False
-                self._events.put_nowait(Transcript("caller", text))
-
-    def _end_utterance(self) -> str:
+    def _recognise(self, utterance: bytes) -> str:
+        # The whole utterance at once (full_utt): cepstral mean normalisation is then computed
+        # over it, instead of live from a start value that suits telephone audio badly (the
+        # first turns of a call were mostly misheard that way).
+        self._decoder.start_utt()
+        self._decoder.process_raw(utterance, full_utt=True)
         self._decoder.end_utt()
         hypothesis = self._decoder.hyp()
         return hypothesis.hypstr if hypothesis is not None else ""
@@ -134,7 +130,7 @@ class PocketsphinxOpener:
             raise PartError(f"pocketsphinx is not installed: {exc}", retryable=False) from exc
         except (RuntimeError, ValueError) as exc:
             raise PartError(f"pocketsphinx could not start: {exc}", retryable=False) from exc
-        return PocketsphinxRecognizer(decoder, endpointer)
+        return PocketsphinxRecognizer(decoder, endpointer, preroll_s=self.config.window_s + 0.2)
 
     def _load(self) -> tuple[Any, Any]:
         from pocketsphinx import Decoder, Endpointer
