@@ -183,8 +183,16 @@ def resampler_figures(kind: str, in_rate: int, out_rate: int, frames: int) -> Re
     r = make_resampler(in_rate, out_rate, kind)
     cpu_median, cpu_mean = measure_cpu_us(r.process, _noise(src, FRAME_MS), frames)
     return ResamplerFigures(
-        f"{in_rate // 1000}k→{out_rate // 1000}k", kind, delay_mean, delay_max, level, worst,
-        measure_rejection(kind, in_rate, out_rate), framing, cpu_median, cpu_mean,
+        f"{in_rate // 1000}k→{out_rate // 1000}k",
+        kind,
+        delay_mean,
+        delay_max,
+        level,
+        worst,
+        measure_rejection(kind, in_rate, out_rate),
+        framing,
+        cpu_median,
+        cpu_mean,
     )
 
 
@@ -197,17 +205,35 @@ def resampler_table(kinds: list[str], frames: int) -> str:
     for in_rate, out_rate in RATE_PATHS:
         for kind in kinds:
             f = resampler_figures(kind, in_rate, out_rate, frames)
-            rows.append([
-                f.path, f.kind, f"{f.delay_mean_ms:.1f}", f"{f.delay_max_ms:.1f}", _signed_db(f.level_3k4_db),
-                _signed_db(f.passband_worst_db), f"{round(f.rejection_db) + 0}", f"{f.framing.first_output_ms:.0f}",
-                f"{f.framing.per_frame_min_ms:.1f}-{f.framing.per_frame_max_ms:.1f}",
-                f"{f.framing.held_back_max_ms:.1f}",
-                f"{f.cpu_median_us:.0f}", f"{f.cpu_mean_us:.0f}",
-            ])
+            rows.append(
+                [
+                    f.path,
+                    f.kind,
+                    f"{f.delay_mean_ms:.1f}",
+                    f"{f.delay_max_ms:.1f}",
+                    _signed_db(f.level_3k4_db),
+                    _signed_db(f.passband_worst_db),
+                    f"{round(f.rejection_db) + 0}",
+                    f"{f.framing.first_output_ms:.0f}",
+                    f"{f.framing.per_frame_min_ms:.1f}-{f.framing.per_frame_max_ms:.1f}",
+                    f"{f.framing.held_back_max_ms:.1f}",
+                    f"{f.cpu_median_us:.0f}",
+                    f"{f.cpu_mean_us:.0f}",
+                ]
+            )
     headers = [
-        "path", "kind", "delay ms (mean)", "delay ms (max)", "dB @3.4k", "worst dB 0.1-3.4k",
-        "alias/image rej. dB", "1st output after ms", "out per 20ms frame (ms)", "max held back ms",
-        "CPU µs/frame (median)", "CPU µs/frame (mean)",
+        "path",
+        "kind",
+        "delay ms (mean)",
+        "delay ms (max)",
+        "dB @3.4k",
+        "worst dB 0.1-3.4k",
+        "alias/image rej. dB",
+        "1st output after ms",
+        "out per 20ms frame (ms)",
+        "max held back ms",
+        "CPU µs/frame (median)",
+        "CPU µs/frame (mean)",
     ]
     return markdown_table(headers, rows, text_columns=2)
 
@@ -221,23 +247,44 @@ def transcoder_table(kinds: list[str], frames: int) -> str:
             t = make_transcoder(src, dst, resampler)
             median, mean = measure_cpu_us(t.convert, _noise(src, FRAME_MS), frames)
             # One call direction = 50 frames/s; % of one core = mean µs * 50 / 1e6 * 100.
-            rows.append([f"{src} → {dst}", kind, f"{framing.held_back_max_ms:.1f}", f"{median:.1f}",
-                         f"{mean:.1f}", f"{mean * 50 / 1e4:.3f}"])
-    headers = ["Transcoder", "resampler", "max held back ms", "CPU µs/frame (median)",
-               "CPU µs/frame (mean)", "% of one core per call direction"]
+            rows.append(
+                [
+                    f"{src} → {dst}",
+                    kind,
+                    f"{framing.held_back_max_ms:.1f}",
+                    f"{median:.1f}",
+                    f"{mean:.1f}",
+                    f"{mean * 50 / 1e4:.3f}",
+                ]
+            )
+    headers = [
+        "Transcoder",
+        "resampler",
+        "max held back ms",
+        "CPU µs/frame (median)",
+        "CPU µs/frame (mean)",
+        "% of one core per call direction",
+    ]
     return markdown_table(headers, rows, text_columns=2)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench transcoding", description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=3000, help="20 ms frames timed per figure")
-    parser.add_argument("--kinds", nargs="+", default=list(RESAMPLER_KINDS), choices=RESAMPLER_KINDS,
-                        help="resampler kinds to compare (default: all)")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(RESAMPLER_KINDS),
+        choices=RESAMPLER_KINDS,
+        help="resampler kinds to compare (default: all)",
+    )
     args = parser.parse_args(argv)
     print(f"## Resamplers: 20 ms frames, PCM16 mono ({args.frames} frames timed per row)\n")
     print(resampler_table(args.kinds, args.frames))
     print("\n## Transcoder paths (what the bridge runs per call and direction)\n")
     print(transcoder_table([k for k in ("polyphase", "soxr-hq") if k in args.kinds], args.frames))
-    print("\nTargets (issue 2): ≤ 5 ms added per direction, flat within 1 dB to 3.4 kHz, ≥ 40 dB alias/image"
-          " rejection; ≤ 1% of one core per call.")
+    print(
+        "\nTargets (issue 2): ≤ 5 ms added per direction, flat within 1 dB to 3.4 kHz, ≥ 40 dB alias/image"
+        " rejection; ≤ 1% of one core per call."
+    )
     return 0

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from s2s.call_context import call_sid_var
 from s2s.events import (
     AudioOut,
     Closed,
@@ -34,6 +35,7 @@ from s2s.events import (
     TurnDone,
 )
 from s2s.provider import ProviderSession, Turn
+from telephony.bad_frames import BadFrames
 from telephony.call_state import CallState, CallStateMachine
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
@@ -54,7 +56,6 @@ from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
 from transcoding.pipeline import Transcoder, make_transcoder
-from voicebot.server.logs import call_sid_var
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,6 @@ log = logging.getLogger(__name__)
 PRE_SESSION_AUDIO_MS = 2000
 # Bound on deciding, before the stream closes, what Twilio does next (a REST update of the call).
 BEFORE_CLOSE_TIMEOUT_S = 6.0
-# A stream that keeps sending garbage is ended rather than logged forever.
-MAX_BAD_FRAMES = 50
 
 
 class TwilioSocket(Protocol):
@@ -154,6 +153,7 @@ class CallBridge:
         self.before_close = before_close
         self.state = CallStateMachine(info.call_sid)
         self.summary = CallSummary(info.call_sid, info.route)
+        self._bad_frames = BadFrames(f"call {info.call_sid}")
         self.transcript = CallTranscript(self.summary.transcript)
         self.playout = PlayoutTracker()
         # Bot audio of a full-duplex session goes through here (see telephony.pacing).
@@ -220,6 +220,7 @@ class CallBridge:
 
     async def _teardown(self, inbound: asyncio.Task[None], outbound: asyncio.Task[None] | None) -> None:
         self.state.close()
+        self._bad_frames.report()
         for task in (inbound, outbound, *self._tasks):
             if task is not None and not task.done():
                 task.cancel()
@@ -259,12 +260,11 @@ class CallBridge:
             try:
                 event = self.protocol.receive(frame)
             except ProtocolError as exc:
-                self.summary.bad_frames += 1
                 for observer in self.observers:
                     observer.twilio_in(frame, None)
-                log.warning("call %s: ignored a bad Media Streams frame: %s", self.info.call_sid, exc)
-                if self.summary.bad_frames >= MAX_BAD_FRAMES:
-                    log.error("call %s: %d bad frames; ending the call", self.info.call_sid, MAX_BAD_FRAMES)
+                ended = self._bad_frames.note(exc)
+                self.summary.bad_frames = self._bad_frames.count
+                if ended:
                     self._end("protocol-error")
                     return
                 continue

@@ -1,4 +1,5 @@
-"""The ``/twilio/media`` WebSocket: signature check, stream start, then the call bridge."""
+"""The ``/twilio/media`` WebSocket: signature check, stream start, then the call bridge the
+application builds for it (:meth:`telephony.application.CallApplication.adopt_stream`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import logging
 
 from starlette.websockets import WebSocket, WebSocketState
 
-from telephony.bridge import CallBridge, CallInfo
-from telephony.local_vad import SpeechOnsetDetector
+from telephony.application import CallApplication
+from telephony.bad_frames import BadFrames
 from telephony.media_stream import MediaStreamProtocol, ProtocolError, Start
+from telephony.sids import CALL_PREFIX, STREAM_PREFIX, is_sid
 from telephony.signature import external_base_url, websocket_url
-from voicebot.calls.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,12 @@ class StarletteTwilioSocket:
                 await self.ws.close(code, reason[:120])
 
 
-async def _await_start(socket: StarletteTwilioSocket, protocol: MediaStreamProtocol) -> Start | None:
+async def _await_start(
+    socket: StarletteTwilioSocket, protocol: MediaStreamProtocol, bad_frames: BadFrames
+) -> Start | None:
+    """The ``start`` frame, or None when the peer left or sent ``bad_frames.limit`` bad
+    frames first (the same cap as during a call: a connection holding only an upgrade
+    signature must not get to send garbage for free)."""
     while True:
         frame = await socket.receive()
         if frame is None:
@@ -65,59 +71,66 @@ async def _await_start(socket: StarletteTwilioSocket, protocol: MediaStreamProto
         try:
             event = protocol.receive(frame)
         except ProtocolError as exc:
-            log.warning("media stream: ignored a bad frame before 'start': %s", exc)
+            if bad_frames.note(exc):
+                return None
             continue
         if isinstance(event, Start):
             return event
 
 
 async def media_stream(ws: WebSocket) -> None:
-    runtime: Runtime = ws.app.state.runtime
+    """The endpoint. Nothing a peer sends may raise out of it into the ASGI server (a
+    traceback per hostile connection): what :func:`_serve_stream` did not foresee is logged
+    once, with the call's CallSid when known, and the stream closed with 1011."""
+    try:
+        await _serve_stream(ws)
+    except Exception:
+        log.exception("media stream: unexpected error; closing the stream")
+        if ws.application_state is WebSocketState.CONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close(1011)
+
+
+async def _serve_stream(ws: WebSocket) -> None:
+    app: CallApplication = ws.app.state.calls
     scheme = "https" if ws.url.scheme == "wss" else "http"
-    base = external_base_url(runtime.config.server.public_url, ws.headers, scheme)
+    base = external_base_url(app.limits.public_url, ws.headers, scheme)
     ws_url = websocket_url(base) + ws.url.path + (f"?{ws.url.query}" if ws.url.query else "")
-    if not runtime.signatures.upgrade_ok(ws_url, ws.headers.get("x-twilio-signature")):
+    if not app.signatures.upgrade_ok(ws_url, ws.headers.get("x-twilio-signature")):
         log.warning("media stream: rejected upgrade: bad or missing X-Twilio-Signature (checked against %s)", ws_url)
+        app.webhook_rejected("stream-signature")
         await ws.close(code=1008)
         return
     await ws.accept()
     socket = StarletteTwilioSocket(ws)
-    protocol = MediaStreamProtocol(runtime.config.server.max_message_bytes)
+    protocol = MediaStreamProtocol(app.limits.max_message_bytes)
+    bad_frames = BadFrames("media stream (before 'start')")
     try:
-        start = await asyncio.wait_for(_await_start(socket, protocol), START_TIMEOUT_S)
+        start = await asyncio.wait_for(_await_start(socket, protocol, bad_frames), START_TIMEOUT_S)
     except TimeoutError:
         start = None
+    bad_frames.report()
+    if bad_frames.count:
+        # Before the call exists; a call counts its own bad frames when it ends (telemetry).
+        app.bad_frames_before_start(bad_frames.count)
     if start is None:
         log.warning("media stream: closed before a valid 'start' frame")
         await socket.close(1008, "no start")
         return
-    # Any instance may take the stream, whichever answered the webhook (Runtime.claim).
-    plan = await runtime.claim(start.custom_parameters.get("token", ""), start.call_sid)
-    if plan is None:
+    if not (is_sid(start.call_sid, CALL_PREFIX) and is_sid(start.stream_sid, STREAM_PREFIX)):
+        log.warning(
+            "media stream: 'start' names call %.40r, stream %.40r: not Twilio SIDs", start.call_sid, start.stream_sid
+        )
+        await socket.close(1008, "malformed start")
+        return
+    # Any instance may take the stream, whichever answered the webhook.
+    bridge = await app.adopt_stream(start.custom_parameters.get("token", ""), start, socket, protocol)
+    if bridge is None:
         log.warning("media stream for call %s: unknown or expired stream token; closing", start.call_sid)
         await socket.close(1008, "unknown stream token")
         return
-    info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
-    server = plan.config.server
-    bridge = CallBridge(
-        socket,
-        protocol,
-        info,
-        lambda: runtime.open_session(plan),
-        outbound_chunk_ms=server.outbound_chunk_ms,
-        local_barge_in=(
-            SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
-            if server.local_barge_in_ms
-            else None
-        ),
-        observers=runtime.observers(plan),
-        before_close=lambda summary: runtime.before_stream_close(plan, summary),
-        tool_handler=plan.tools,
-        dtmf_handler=plan.tools.dtmf,
-    )
-    runtime.active[info.call_sid] = bridge
     summary = None
     try:
         summary = await bridge.run()
     finally:
-        runtime.call_ended(plan, summary or bridge.summary)
+        app.call_ended(bridge, summary or bridge.summary)

@@ -84,7 +84,7 @@ TwilioEvent = Connected | Start | Media | Dtmf | Mark | Stop | Unknown
 def _obj(msg: dict[str, Any], key: str) -> dict[str, Any]:
     value = msg.get(key)
     if not isinstance(value, dict):
-        raise ProtocolError(f"{msg.get('event')!r} frame has no {key!r} object")
+        raise ProtocolError(f"{_short(msg.get('event'))} frame has no {key!r} object")
     return value
 
 
@@ -101,8 +101,22 @@ def _int_str(obj: dict[str, Any], key: str, event: str, default: int = 0) -> int
         return default
     try:
         return int(value)  # Twilio sends these as strings ("160"); accept numbers too
-    except (TypeError, ValueError):
-        raise ProtocolError(f"{event!r} frame: {key!r} is not a number: {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400 parses as inf
+        raise ProtocolError(f"{event!r} frame: {key!r} is not a number: {_short(value)}") from None
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A caller-sent value for an error message: repr (so control characters are escaped)
+    and bounded, since the message ends up in a log line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def _str_list(obj: dict[str, Any], key: str, event: str, default: list[str]) -> tuple[str, ...]:
+    value = obj.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ProtocolError(f"{event!r} frame: {key!r} must be a list of strings, got {_short(value)}")
+    return tuple(value)
 
 
 def parse_event(msg: dict[str, Any]) -> TwilioEvent:
@@ -138,11 +152,11 @@ def parse_event(msg: dict[str, Any]) -> TwilioEvent:
             stream_sid=_str(start, "streamSid", event) if "streamSid" in start else _str(msg, "streamSid", event),
             call_sid=_str(start, "callSid", event),
             account_sid=str(start.get("accountSid", "")),
-            tracks=tuple(str(t) for t in start.get("tracks", ["inbound"])),
+            tracks=_str_list(start, "tracks", event, ["inbound"]),
             custom_parameters={str(k): str(v) for k, v in params.items()},
             encoding=str(fmt.get("encoding", "audio/x-mulaw")),
-            sample_rate=int(fmt.get("sampleRate", 8000)),
-            channels=int(fmt.get("channels", 1)),
+            sample_rate=_int_str(fmt, "sampleRate", event, 8000),
+            channels=_int_str(fmt, "channels", event, 1),
         )
     if event == "stop":
         stop = msg.get("stop")
@@ -170,9 +184,18 @@ class MediaStreamProtocol:
             msg = json.loads(frame)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError(f"frame is not JSON: {exc}") from None
+        except RecursionError:  # "[" * 20000: nesting deeper than the JSON decoder recurses
+            raise ProtocolError("frame is nested too deeply to parse") from None
         if not isinstance(msg, dict):
             raise ProtocolError("frame is not a JSON object")
-        event = parse_event(msg)
+        try:
+            event = parse_event(msg)
+        except ProtocolError:
+            raise
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            # Every malformed frame is a ProtocolError, whatever field tripped the decoder:
+            # the bridge counts and skips those, while any other exception would end the call.
+            raise ProtocolError(f"{_short(msg.get('event'))} frame is malformed: {type(exc).__name__}") from None
         self._transition(event)
         return event
 

@@ -14,8 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
-from voicebot.config import RouteConfig
+
+class RoutePattern(Protocol):
+    """What routing reads of a route: its ``to`` and ``from`` patterns. The application's
+    route type (``voicebot.config.RouteConfig``) has them; the functions below hand back the
+    application's own route objects."""
+
+    @property
+    def to(self) -> Sequence[str]: ...
+
+    @property
+    def from_(self) -> Sequence[str]: ...
 
 
 def pattern_matches(pattern: str, number: str) -> bool:
@@ -37,23 +48,23 @@ def pattern_covers(wide: str, narrow: str) -> bool:
     return not narrow.endswith("*") and narrow == wide
 
 
-def route_matches(route: RouteConfig, to: str, from_: str) -> bool:
+def route_matches(route: RoutePattern, to: str, from_: str) -> bool:
     return any(pattern_matches(p, to) for p in route.to) and any(pattern_matches(p, from_) for p in route.from_)
 
 
-def select_route(routes: Sequence[RouteConfig], to: str, from_: str) -> RouteConfig | None:
+def select_route[R: RoutePattern](routes: Sequence[R], to: str, from_: str) -> R | None:
     """The first route matching the call, or None (the webhook then declines politely)."""
     return next((route for route in routes if route_matches(route, to, from_)), None)
 
 
 @dataclass(frozen=True, slots=True)
-class ShadowedRoute:
-    route: RouteConfig
+class ShadowedRoute[R: RoutePattern]:
+    route: R
     index: int
-    by: RouteConfig
+    by: R
 
 
-def _covers(earlier: RouteConfig, later: RouteConfig) -> bool:
+def _covers(earlier: RoutePattern, later: RoutePattern) -> bool:
     """Every (To, From) pair ``later`` matches is matched by ``earlier``.
 
     Checked pattern by pattern: each of ``later``'s ``to`` patterns is covered by one of
@@ -64,7 +75,7 @@ def _covers(earlier: RouteConfig, later: RouteConfig) -> bool:
     return to_covered and from_covered
 
 
-def shadowed_routes(routes: Sequence[RouteConfig]) -> list[ShadowedRoute]:
+def shadowed_routes[R: RoutePattern](routes: Sequence[R]) -> list[ShadowedRoute[R]]:
     """Routes that can never be selected because an earlier route matches all their calls."""
     shadowed = []
     for i, route in enumerate(routes):

@@ -1,5 +1,6 @@
 """Twilio's HTTP webhooks: the voice webhook that answers a call with TwiML, the status
-callback, and the TwiML Twilio fetches after our media stream ends."""
+callback, and the TwiML Twilio fetches after our media stream ends. What a call gets is
+the application's decision (:class:`telephony.application.CallApplication`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from s2s.call_context import call_sid_var
+from telephony.application import CallApplication, Declined
+from telephony.sids import malformed_sid
 from telephony.signature import external_base_url, websocket_url
 from telephony.twiml import connect_stream, hangup
-from voicebot.calls.runtime import Declined, Runtime
-from voicebot.server.logs import call_sid_var
-from voicebot.telemetry.metrics import record_webhook_rejected
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,8 @@ def _twiml(body: str) -> Response:
 
 async def read_signed_form(request: Request) -> tuple[dict[str, str], str] | Response:
     """The form parameters and our external base URL, or the error response to send."""
-    runtime: Runtime = request.app.state.runtime
-    limit = runtime.config.server.max_body_bytes
+    app: CallApplication = request.app.state.calls
+    limit = app.limits.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         return PlainTextResponse("request body too large", status_code=413)
@@ -43,23 +44,29 @@ async def read_signed_form(request: Request) -> tuple[dict[str, str], str] | Res
     except (UnicodeDecodeError, ValueError) as exc:
         log.warning("webhook %s: unparseable body: %s", request.url.path, exc)
         return PlainTextResponse("body is not application/x-www-form-urlencoded", status_code=400)
-    base = external_base_url(runtime.config.server.public_url, request.headers, request.url.scheme)
+    base = external_base_url(app.limits.public_url, request.headers, request.url.scheme)
     url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if not runtime.signatures.webhook_ok(url, params, request.headers.get("x-twilio-signature")):
+    if not app.signatures.webhook_ok(url, params, request.headers.get("x-twilio-signature")):
         log.warning(
             "webhook %s: rejected: bad or missing X-Twilio-Signature (checked against %s)", request.url.path, url
         )
+        app.webhook_rejected("signature")
         return PlainTextResponse("invalid signature", status_code=403)
+    bad = malformed_sid(params)
+    if bad is not None:
+        log.warning("webhook %s: refused: %s %.40r is not a Twilio SID", request.url.path, bad, params[bad])
+        app.webhook_rejected("malformed")
+        return PlainTextResponse(f"malformed {bad}", status_code=400)
     return params, base
 
 
 async def voice(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    app: CallApplication = request.app.state.calls
     received = time.monotonic()
-    if runtime.draining:
+    if app.draining:
         # Shutting down (voicebot.server.drain): a 503 makes Twilio try the number's fallback URL,
         # i.e. another instance, instead of starting a call this one would have to cut.
-        record_webhook_rejected("draining")
+        app.webhook_rejected("draining")
         log.info("voice webhook refused: draining for shutdown")
         return PlainTextResponse("draining", status_code=503, headers={"Retry-After": "5"})
     signed = await read_signed_form(request)
@@ -69,33 +76,23 @@ async def voice(request: Request) -> Response:
     if not params.get("CallSid"):
         return PlainTextResponse("missing CallSid", status_code=400)
     call_sid_var.set(params["CallSid"])
-    plan = await runtime.plan_call(params)
+    plan = await app.plan_call(params, received)
     if isinstance(plan, Declined):
         # Answered without a stream: the route's on_unavailable (or a no-route message).
-        route = plan.route.name if plan.route else None
-        log.warning("call %s to %s: route %r declined: %s", plan.call_sid, params.get("To"), route, plan.reason)
-        record_webhook_rejected("no-route" if plan.route is None else "unavailable")
+        log.warning("call %s to %s: route %r declined: %s", plan.call_sid, params.get("To"), plan.route, plan.reason)
+        app.webhook_rejected("no-route" if plan.route is None else "unavailable")
         return _twiml(plan.twiml)
-    plan.received_at = received
-    log.info(
-        "call %s from %s to %s: route %r, providers %s",
-        plan.call_sid,
-        plan.caller,
-        plan.called,
-        plan.route.name,
-        [p.name for p in plan.providers],
-    )
     stream_url = websocket_url(base) + MEDIA_PATH
     return _twiml(connect_stream(stream_url, {"token": plan.token}, after_url=base + STREAM_ENDED_PATH))
 
 
 async def stream_ended(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime
+    app: CallApplication = request.app.state.calls
     signed = await read_signed_form(request)
     if isinstance(signed, Response):
         return signed
     params, _ = signed
-    return _twiml(runtime.take_next_twiml(params.get("CallSid", "")) or hangup())
+    return _twiml(app.take_next_twiml(params.get("CallSid", "")) or hangup())
 
 
 async def status(request: Request) -> Response:

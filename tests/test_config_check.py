@@ -3,6 +3,7 @@ unknown providers, missing secrets."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,7 @@ def test_flags_routes_shadowed_by_an_earlier_catch_all_or_prefix(
     code = run(tmp_path, shadowed, "--number", "+15551112222")
     out = capsys.readouterr().out
     assert code == 1
-    assert "UNREACHABLE: route 4 'london' is shadowed by the earlier route 'uk'" in out
+    assert "UNREACHABLE: route 4 'london' is unreachable: it is shadowed by the earlier route 'uk'" in out
     # The catch-all before it shadows nothing else; vip and uk are reachable.
     assert out.count("UNREACHABLE") == 1
 
@@ -92,3 +93,86 @@ def test_flags_unknown_providers_and_missing_secrets(
     err = capsys.readouterr().err
     assert "twilio.auth_token: environment variable VOICEBOT_TEST_TWILIO_TOKEN is not set" in err
     assert "routes[2].providers[1]: unknown provider 'nowhere'" in err
+
+
+RETIRING = """
+[twilio]
+validate_signatures = false
+
+[providers.openai]
+type = "openai_realtime"
+api_key = "sk-test"
+model = "{model}"
+transcription_model = "{transcription}"
+
+[providers.nova]
+type = "nova_sonic"
+model_id = "{nova}"
+
+[[routes]]
+name = "default"
+providers = ["openai", "nova"]
+"""
+
+
+def test_a_model_with_an_announced_shutdown_is_a_warning_until_its_day_and_an_error_after(tmp_path: Path) -> None:
+    from voicebot.config import load_config
+    from voicebot.config_check import check_routes
+
+    path = tmp_path / "voicebot.toml"
+    path.write_text(
+        RETIRING.format(model="gpt-realtime", transcription="gpt-4o-mini-transcribe", nova="amazon.nova-2-sonic-v1:0")
+    )
+    config = load_config(str(path))
+    before = check_routes(config, today=date(2027, 1, 19))
+    assert before.problems == 0
+    assert any(
+        line.startswith("WARNING: provider 'openai' model: model 'gpt-realtime' shuts down on 2027-01-20 (in 1 days)")
+        and "'gpt-realtime-2.1'" in line
+        for line in before.lines
+    ), before.lines
+    assert any(
+        "transcription_model: model 'gpt-4o-mini-transcribe' shuts down on 2027-02-26" in x for x in before.lines
+    )
+    on_the_day = check_routes(config, today=date(2027, 1, 20))
+    assert on_the_day.problems == 1
+    assert any(
+        line.startswith("ERROR: provider 'openai' model: model 'gpt-realtime' was shut down")
+        for line in on_the_day.lines
+    )
+
+
+def test_config_check_fails_on_a_retired_model_and_passes_on_the_current_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Nova Sonic v1 reached end of life on 2026-09-14 (Bedrock model card), before today's clock.
+    retired = RETIRING.format(
+        model="gpt-realtime-2.1", transcription="gpt-live-transcribe", nova="amazon.nova-sonic-v1:0"
+    )
+    assert run(tmp_path, retired) == 1
+    assert "ERROR: provider 'nova' model_id: model 'amazon.nova-sonic-v1:0' was shut down on 2026-09-14" in (
+        capsys.readouterr().out
+    )
+    current = RETIRING.format(
+        model="gpt-realtime-2.1", transcription="gpt-live-transcribe", nova="amazon.nova-2-sonic-v1:0"
+    )
+    assert run(tmp_path, current) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" not in out and "ERROR" not in out
+
+
+def test_the_built_in_provider_defaults_have_no_announced_shutdown() -> None:
+    from s2s.gemini_live.config import GeminiLiveConfig
+    from s2s.grok.config import GrokConfig
+    from s2s.lifecycle import provider_findings
+    from s2s.nova_sonic.config import NovaSonicConfig
+    from s2s.openai_realtime.config import OpenAIRealtimeConfig
+
+    configs = [
+        OpenAIRealtimeConfig(api_key="k"),  # type: ignore[arg-type]
+        GrokConfig(api_key="k"),  # type: ignore[arg-type]
+        GeminiLiveConfig(api_key="k"),  # type: ignore[arg-type]
+        NovaSonicConfig(),
+    ]
+    for config in configs:
+        assert provider_findings(config.type, config, date(2027, 12, 31)) == [], config.type

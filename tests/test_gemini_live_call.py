@@ -65,7 +65,7 @@ async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
         await call.pause(100)
 
         conn = fake.last
-        assert conn.setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
+        assert conn.setup["model"] == "models/gemini-3.8-live"
         assert conn.setup["systemInstruction"]["parts"][0]["text"].startswith("You are the Acme line.\n\n")
         assert conn.audio_mime_types == {"audio/pcm;rate=16000"}
         received = np.frombuffer(bytes(conn.audio_in), dtype="<i2")
@@ -162,6 +162,7 @@ async def test_tool_call_round_trip_through_the_bridge_and_the_answer_is_heard(
 async def answered_turn(call: SimulatedCall, fake: GeminiLiveFake) -> tuple[float, float]:
     """The caller says something and hears the whole answer, which the fake has completed
     (turnComplete and a fresh resumption handle sent); returns the answer's segment."""
+    await fake.wait_for(lambda: bool(fake.connections), timeout=5)  # the session opens as the call starts
     conn = fake.last
     completed = conn.turns_completed
     heard_before = call.received_media_ms()

@@ -78,7 +78,7 @@ async def test_setup_carries_model_voice_transcription_compression_and_resumptio
     session, _ = await open_session(provider, instructions="Be brief.", voice="Kore", tools=(tool,))
     try:
         setup = fake.setups[0]
-        assert setup["model"] == "models/gemini-2.5-flash-native-audio-preview-12-2025"
+        assert setup["model"] == "models/gemini-3.8-live"
         assert setup["generationConfig"]["responseModalities"] == ["AUDIO"]
         voice = setup["generationConfig"]["speechConfig"]["voice_config"]["prebuilt_voice_config"]
         assert voice["voice_name"] == "Kore"
@@ -375,3 +375,62 @@ async def test_cancelling_an_open_closes_the_connection(fake: GeminiLiveFake) ->
     with pytest.raises(asyncio.CancelledError):
         await opening
     await fake.wait_for(lambda: not fake.last.open, timeout=2)
+
+
+@pytest.fixture
+def vertex_credentials(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Application Default Credentials as google.auth resolves them in production, here an
+    OAuth token that needs no refresh (no machine in the tests reaches Google)."""
+    import google.auth
+    from google.oauth2.credentials import Credentials
+
+    token = "ya29.test-vertex-token"
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (Credentials(token=token), "acme-voice"))
+    return token
+
+
+async def test_a_vertex_session_uses_the_vertex_url_a_bearer_token_and_the_project_model_path(
+    fake: GeminiLiveFake, vertex_credentials: str
+) -> None:
+    provider = make_provider(fake, api_key=None, vertex_project="acme-voice", vertex_location="us-central1")
+    session, events = await open_session(provider, history=(Turn("caller", "Hi"), Turn("bot", "Hello.")))
+    try:
+        conn = fake.last
+        assert conn.path == "/ws/google.cloud.aiplatform.v1beta1.LlmBidiService/BidiGenerateContent"
+        assert conn.headers["Authorization"] == f"Bearer {vertex_credentials}"
+        assert conn.setup["model"] == (
+            "projects/acme-voice/locations/us-central1/publishers/google/models/gemini-3.8-live"
+        )
+        assert "historyConfig" not in conn.setup and "history_config" not in conn.setup
+        await speak(session)
+        assert dominant_frequency(from_pcm_bytes(b"".join(e.audio for e in await events.wait(AudioOut))), 24000) > 0
+    finally:
+        await session.close()
+
+
+async def test_vertex_gets_no_history_config_and_a_3_1_model_hears_the_history_in_its_instruction(
+    fake: GeminiLiveFake, vertex_credentials: str
+) -> None:
+    provider = make_provider(
+        fake,
+        api_key=None,
+        vertex_project="acme-voice",
+        vertex_location="europe-west4",
+        model="gemini-3.1-flash-live-preview",
+    )
+    session, _ = await open_session(provider, history=(Turn("caller", "My order is 42."), Turn("bot", "Got it.")))
+    try:
+        setup = fake.last.setup
+        assert "historyConfig" not in setup and "history_config" not in setup
+        assert fake.last.client_contents == []
+        instruction = json.dumps(setup.get("systemInstruction") or setup.get("system_instruction"))
+        assert "Caller: My order is 42." in instruction and "You: Got it." in instruction
+    finally:
+        await session.close()
+
+
+def test_vertex_refuses_the_gemini_api_version() -> None:
+    with pytest.raises(ValueError, match="v1beta1"):
+        GeminiLiveConfig(vertex_project="p", vertex_location="us-central1", api_version="v1beta")
+    assert GeminiLiveConfig(vertex_project="p", vertex_location="l").resolved_api_version == "v1beta1"
+    assert GeminiLiveConfig(api_key="k").resolved_api_version == "v1beta"  # type: ignore[arg-type]

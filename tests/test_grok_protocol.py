@@ -87,3 +87,65 @@ def test_truncate_errors_are_ignored_but_other_errors_are_not() -> None:
     other = {"type": "error", "error": {"code": "invalid_value", "message": "bad voice"}}
     assert feed(p, by_id, by_text) == []
     assert feed(p, other) == [ProviderError("invalid_value", "bad voice")]
+
+
+def test_a_tool_call_runs_once_on_whichever_completion_signal_comes_first() -> None:
+    from s2s.events import ToolCall
+
+    p = ready()
+    feed(p, {"type": "response.created", "response": {"id": "r"}})
+    args_done = {
+        "type": "response.function_call_arguments.done",
+        "response_id": "r",
+        "item_id": "fc",
+        "call_id": "call-1",
+        "name": "lookup",
+        "arguments": '{"q": 1}',
+    }
+    # xAI shows no item status on output_item.done: a missing one is a complete call.
+    item_done = {
+        "type": "response.output_item.done",
+        "response_id": "r",
+        "item": {"id": "fc", "type": "function_call", "call_id": "call-1", "name": "lookup", "arguments": '{"q": 1}'},
+    }
+    assert feed(p, args_done) == [ToolCall("call-1", "lookup", {"q": 1})]
+    assert feed(p, item_done) == []
+    # The other order: output_item.done first, then the arguments event changes nothing.
+    feed(p, {"type": "response.done", "response": {"id": "r", "status": "completed"}})
+    sent(p)
+    feed(p, {"type": "response.created", "response": {"id": "r2"}})
+    second = {**item_done, "response_id": "r2", "item": {**item_done["item"], "call_id": "call-2"}}
+    assert feed(p, second) == [ToolCall("call-2", "lookup", {"q": 1})]
+    assert feed(p, {**args_done, "response_id": "r2", "call_id": "call-2"}) == []
+
+
+def test_arguments_of_a_response_we_cancelled_do_not_run() -> None:
+    p = ready()
+    feed(p, {"type": "response.created", "response": {"id": "r"}})
+    feed(p, {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "////"})
+    p.truncate("i", 0)
+    sent(p)
+    cut = {
+        "type": "response.function_call_arguments.done",
+        "response_id": "r",
+        "item_id": "fc",
+        "call_id": "call-9",
+        "name": "lookup",
+        "arguments": '{"q": ',
+    }
+    assert feed(p, cut) == []
+
+
+def test_grok_wording_of_a_cancel_after_the_response_ended_is_harmless() -> None:
+    p = ready()
+    feed(p, {"type": "response.created", "response": {"id": "r"}})
+    feed(p, {"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "////"})
+    p.truncate("i", 0)
+    cancel = sent(p)[0]
+    assert cancel["type"] == "response.cancel"
+    by_id = {
+        "type": "error",
+        "error": {"code": "invalid_request", "message": "No active response", "event_id": cancel["event_id"]},
+    }
+    by_text = {"type": "error", "error": {"message": "Cannot cancel: response is not active"}}
+    assert feed(p, by_id, by_text) == []

@@ -48,7 +48,7 @@ async def test_handshake_uses_grok_layout_after_conversation_created() -> None:
         session = await provider.open_session(SessionContext("CG1", instructions="Hi.", voice="rex", tools=tools))
         conn = fake.last
         assert conn.headers["authorization"] == "Bearer test-key"
-        assert conn.path == "/v1/realtime?model=grok-voice-think-fast-1.0"
+        assert conn.path == "/v1/realtime?model=grok-voice-latest"
         # conversation.created and session.created both arrive; one session.update answers them.
         assert len(conn.session_updates) == 1
         assert conn.session_updates[0] == {

@@ -103,6 +103,12 @@ def test_unknown_events_are_tolerated_in_any_state() -> None:
         json.dumps({"event": "media", "media": {"payload": "AAAA", "timestamp": "soon"}}),
         json.dumps({"event": "start", "start": {"callSid": "CA1"}}),
         b"\xff\xfe",
+        "[" * 20000,
+        '{"event": "media", "media": {"payload": "AAAA", "timestamp": 1e400}}',
+        json.dumps(
+            {"event": "start", "start": {"callSid": "CA1", "streamSid": "M", "mediaFormat": {"sampleRate": "x"}}}
+        ),
+        json.dumps({"event": "start", "start": {"callSid": "CA1", "streamSid": "M", "tracks": 5}}),
     ],
 )
 def test_malformed_frames_raise_protocol_error(frame: str | bytes) -> None:

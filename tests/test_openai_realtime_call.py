@@ -226,9 +226,9 @@ async def test_provider_drop_mid_answer_is_recovered_with_history_and_the_call_g
         await call.say(to_mulaw(tone(1000, 400)))
         # History items follow session.updated, so wait for them too (not just the update).
         await fake.wait_for(
-            lambda: len(fake.connections) == 2
-            and len(fake.last.session_updates) == 1
-            and bool(fake.last.items_created),
+            lambda: (
+                len(fake.connections) == 2 and len(fake.last.session_updates) == 1 and bool(fake.last.items_created)
+            ),
             timeout=8,
         )
         first, second = fake.connections

@@ -172,7 +172,7 @@ def test_tool_output_before_response_done_waits_for_it() -> None:
     assert [m["type"] for m in sent(p)] == ["response.create"]
 
 
-def test_incomplete_function_calls_and_bare_arguments_done_are_not_acted_on() -> None:
+def test_incomplete_function_calls_and_cut_short_arguments_are_not_acted_on() -> None:
     p = ready()
     events = feed(
         p,

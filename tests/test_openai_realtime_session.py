@@ -356,6 +356,9 @@ async def test_a_rejected_session_update_fails_the_handshake() -> None:
         provider.make_protocol = lambda ctx: _BetaShaped(ctx, provider.config)  # type: ignore[method-assign]
         with pytest.raises(ProviderConnectError, match="unknown_parameter"):
             await provider.open_session(SessionContext("CA18"))
+        # The SDK's own types flag the same frame, independently of the fake's check.
+        assert [e for e in fake.conformance_errors if "session.voice" in e]
+        fake.conformance_errors.clear()
 
 
 class _BetaShaped(OpenAIRealtimeProtocol):

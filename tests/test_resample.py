@@ -89,8 +89,7 @@ def test_output_matches_an_independent_scipy_upfirdn_reference(in_rate: int, out
     full = signal.upfirdn(design.taps, x.astype(np.float64), design.up, 1)
     n_out = ceil(len(x) * design.up / design.down)
     index = np.arange(n_out) * design.down + design.group_delay
-    expected = np.clip(np.rint(np.where(index < len(full), full[np.minimum(index, len(full) - 1)], 0)),
-                       -32768, 32767)
+    expected = np.clip(np.rint(np.where(index < len(full), full[np.minimum(index, len(full) - 1)], 0)), -32768, 32767)
     got = resample_all(in_rate, out_rate, x)
     assert len(got) == n_out
     assert np.abs(got - expected).max() <= 1

@@ -89,7 +89,7 @@ async def test_unparseable_and_oversized_bodies() -> None:
 async def test_status_callback_and_health() -> None:
     async with running_server() as server, httpx.AsyncClient() as client:
         url = server.url + "/twilio/status"
-        params = {"CallSid": "CA1", "StreamEvent": "stream-started", "AccountSid": "AC1"}
+        params = {"CallSid": PARAMS["CallSid"], "StreamEvent": "stream-started", "AccountSid": PARAMS["AccountSid"]}
         assert (await client.post(url, data=params, headers=signed(url, params))).status_code == 204
         assert (await client.post(url, data=params)).status_code == 403
         health = await client.get(server.url + "/healthz")
@@ -117,16 +117,19 @@ async def test_stream_with_unknown_token_is_closed_with_policy_violation() -> No
         stream_url, _ = await _stream_url_and_token(server.url, client)
         async with websockets.connect(stream_url, additional_headers=signed(stream_url, {})) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            stream_sid = "MZ" + "2" * 32
             start = {
-                "streamSid": "MZ1",
+                "streamSid": stream_sid,
                 "callSid": PARAMS["CallSid"],
-                "accountSid": "AC1",
+                "accountSid": PARAMS["AccountSid"],
                 "customParameters": {"token": "not-the-token"},
             }
-            await ws.send(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": "MZ1", "start": start}))
+            await ws.send(
+                json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid, "start": start})
+            )
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(ws.recv(), 5)
-            assert ws.close_code == 1008
+            assert (ws.close_code, ws.close_reason) == (1008, "unknown stream token")
 
 
 async def test_malformed_frames_are_dropped_and_do_not_disturb_a_concurrent_call() -> None:

@@ -210,6 +210,25 @@ class AdmissionConfig(_Strict):
     key_prefix: str = Field(default="voicebot:slots", description="Redis key prefix (one sorted set per provider)")
 
 
+class OpsConfig(_Strict):
+    """The operators' HTTP API (voicebot.server.calls_api): ``GET /calls`` lists the calls in
+    progress. Off (404) until a token is set; every request must then carry it as
+    ``Authorization: Bearer TOKEN``."""
+
+    token: SecretStr | None = Field(
+        default=None, description="bearer token of the ops API; unset or empty: the API is off (404)"
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None  # empty = unset, so a config can say "${VOICEBOT_OPS_TOKEN:-}"
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (it guards the list of calls)")
+        return value
+
+
 class AppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
@@ -219,6 +238,7 @@ class AppConfig(_Strict):
     resilience: ResilienceConfig = Field(default_factory=ResilienceConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    ops: OpsConfig = Field(default_factory=OpsConfig)
 
 
 DEFAULT_CONFIG_TOML = """

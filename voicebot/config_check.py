@@ -3,16 +3,18 @@
 Loading already reports every schema error, unknown provider type or route provider and
 ``${VAR}`` that is not set (voicebot.config). On top of a file that loads, this shows which
 route each sample call hits (``--number TO [--from FROM]``) and flags routes no call can
-reach because an earlier route (a catch-all or a wider prefix) takes all their calls.
+reach because an earlier route (a catch-all or a wider prefix) takes all their calls, and
+any configured model with an announced shutdown date (:mod:`s2s.lifecycle`): a warning before
+that date, an error from it on.
 """
 
 from __future__ import annotations
 
-import argparse
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from s2s.lifecycle import ModelFinding, model_status, provider_findings
 from telephony.routing import select_route, shadowed_routes
 from voicebot.config import AppConfig
 
@@ -21,38 +23,45 @@ from voicebot.config import AppConfig
 class CheckReport:
     lines: list[str]
     problems: int
+    warnings: list[str]
+    """the problems that hold for every call (not the sample calls'): `serve` logs these too"""
 
 
-class SampleCall(argparse.Action):
-    """``--number TO`` starts a sample call; a ``--from FROM`` after it sets that call's caller."""
-
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, option: str | None = None
-    ) -> None:
-        samples: list[tuple[str, str]] = list(getattr(namespace, self.dest, None) or [])
-        if option == "--from":
-            if not samples:
-                parser.error("--from must follow the --number it belongs to")
-            samples[-1] = (samples[-1][0], str(value))
-        else:
-            samples.append((str(value), ""))
-        setattr(namespace, self.dest, samples)
+def model_findings(config: AppConfig, today: dt.date | None = None) -> list[ModelFinding]:
+    """Retiring or retired models named by a provider table or a route's ``model``."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    findings: list[ModelFinding] = []
+    for name, provider in sorted(config.providers.items()):
+        findings.extend(provider_findings(name, provider, today))
+    for route in config.routes:
+        if route.model and (finding := model_status(route.model, today, f"route {route.name!r} model")):
+            findings.append(finding)
+    return findings
 
 
-def check_routes(config: AppConfig, samples: Sequence[tuple[str, str]] = ()) -> CheckReport:
-    """``samples``: (To, From) of calls to route; From may be empty."""
+def check_routes(
+    config: AppConfig, samples: Sequence[tuple[str, str]] = (), today: dt.date | None = None
+) -> CheckReport:
+    """``samples``: (To, From) of calls to route; From may be empty. Retired models count as
+    problems; retiring ones are printed as warnings."""
     lines: list[str] = []
+    warnings: list[str] = []
     problems = 0
+    for finding in model_findings(config, today):
+        lines.append(f"{finding.level.upper()}: {finding.message}")
+        problems += finding.level == "error"
     for i, route in enumerate(config.routes):
         chain = " -> ".join(f"{name} ({config.providers[name].type})" for name in route.providers)
         match = f"to {'|'.join(route.to)}" + ("" if route.from_ == ["*"] else f" from {'|'.join(route.from_)}")
         lines.append(f"route {i + 1} {route.name!r} ({match}): {chain}")
     for shadow in shadowed_routes(config.routes):
         problems += 1
-        lines.append(
-            f"UNREACHABLE: route {shadow.index + 1} {shadow.route.name!r} is shadowed by the earlier route "
+        warning = (
+            f"route {shadow.index + 1} {shadow.route.name!r} is unreachable: it is shadowed by the earlier route "
             f"{shadow.by.name!r}, which matches every call it would match"
         )
+        warnings.append(warning)
+        lines.append(f"UNREACHABLE: {warning}")
     for to, from_ in samples:
         hit = select_route(config.routes, to, from_)
         who = f"{to}" + (f" from {from_}" if from_ else "")
@@ -67,4 +76,4 @@ def check_routes(config: AppConfig, samples: Sequence[tuple[str, str]] = ()) -> 
         lines.append(
             f"provider {name!r}: type={provider.type} max_sessions={limit}" + ("" if used else " (used by no route)")
         )
-    return CheckReport(lines, problems)
+    return CheckReport(lines, problems, warnings)

@@ -10,7 +10,7 @@ from s2s.provider import ProviderConfig
 
 Sensitivity = Literal["high", "low"]
 
-DEFAULT_MODEL = "gemini-2.5-flash-native-audio-preview-12-2025"
+DEFAULT_MODEL = "gemini-3.8-live"
 
 
 class GeminiLiveConfig(ProviderConfig):
@@ -57,9 +57,9 @@ class GeminiLiveConfig(ProviderConfig):
     compression_target_tokens: int | None = Field(default=None, gt=0)
 
     base_url: str | None = Field(default=None, description="endpoint override (proxies, tests)")
-    api_version: str = Field(
-        default="v1beta",
-        description="pinned: the SDK's own default moved to v1 in 3.x, Live is documented on v1beta",
+    api_version: str | None = Field(
+        default=None,
+        description="none = v1beta on the Gemini API, v1beta1 on Vertex AI (each backend's own Live version)",
     )
     ca_file: str | None = Field(default=None, description="PEM bundle to trust for a private endpoint")
 
@@ -70,6 +70,8 @@ class GeminiLiveConfig(ProviderConfig):
             raise ValueError("set either api_key (Gemini API) or vertex_project/vertex_location, not both")
         if vertex and not (self.vertex_project and self.vertex_location):
             raise ValueError("Vertex AI needs both vertex_project and vertex_location")
+        if vertex and self.api_version == "v1beta":
+            raise ValueError("Vertex AI has no v1beta API; use v1beta1 or v1 (or leave api_version unset)")
         if (
             self.compression_trigger_tokens is not None
             and self.compression_target_tokens is not None
@@ -81,3 +83,14 @@ class GeminiLiveConfig(ProviderConfig):
     @property
     def vertex(self) -> bool:
         return self.vertex_project is not None
+
+    @property
+    def resolved_api_version(self) -> str:
+        """The API version in the Live URL. The Gemini API serves Live on ``v1beta``
+        (``google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent``,
+        https://ai.google.dev/api/live); Vertex AI publishes ``v1`` and ``v1beta1``
+        (``google.cloud.aiplatform.v1beta1.LlmBidiService``; google-genai's own Vertex default
+        is ``v1beta1``) and refuses ``v1beta``, so one pinned value cannot serve both."""
+        if self.api_version:
+            return self.api_version
+        return "v1beta1" if self.vertex else "v1beta"

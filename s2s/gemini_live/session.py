@@ -49,7 +49,7 @@ def make_client(config: GeminiLiveConfig) -> genai.Client:
         client_args["ssl"] = ssl.create_default_context(cafile=config.ca_file)
     http_options = types.HttpOptions(
         base_url=config.base_url,
-        api_version=config.api_version,
+        api_version=config.resolved_api_version,
         async_client_args=client_args or None,
     )
     if config.vertex:
@@ -305,7 +305,7 @@ class GeminiLiveProvider(Provider):
     async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
         stack = contextlib.AsyncExitStack()
         model = ctx.model or self.config.model
-        plan = opening(ctx, model)
+        plan = opening(ctx, model, vertex=self.config.vertex)
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 live = await stack.enter_async_context(

@@ -5,6 +5,7 @@ them (reference sections 2 and 4)."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from google.genai import types
@@ -64,7 +65,9 @@ def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening)
                 prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=ctx.voice or config.voice)
             )
         ),
-        system_instruction=f"{ctx.instructions or config.instructions}\n\n{CALL_NOTES}",
+        system_instruction="\n\n".join(
+            part for part in (ctx.instructions or config.instructions, CALL_NOTES, plan.history_in_instruction) if part
+        ),
         realtime_input_config=types.RealtimeInputConfig(
             automatic_activity_detection=detection,
             # Barge-in is the point of a phone bot: caller speech cuts the answer (the default,
@@ -115,12 +118,36 @@ def greeting_text(greeting: str) -> str:
     return f"[Call note: the phone call has just been connected. Greet the caller now by saying: {greeting}]"
 
 
+_VERSION_RE = re.compile(r"gemini-(\d+)(?:\.(\d+))?")
+
+
+def model_version(model: str) -> tuple[int, int]:
+    """(major, minor) of a Gemini model name; (0, 0) when it names none."""
+    match = _VERSION_RE.search(model.split("/")[-1])
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else (0, 0)
+
+
 def restricts_client_content(model: str) -> bool:
-    """Gemini 3.x Live models take ``clientContent`` only as initial history, declared with
-    ``historyConfig.initialHistoryInClientContent`` (anything else closes the socket with
-    1007), and do not answer replayed history until fresh input arrives; 2.5 models take
-    ``clientContent`` at any time and answer a completed seed at once."""
-    return model.split("/")[-1].startswith("gemini-3")
+    """Whether the model takes ``clientContent`` only as initial history.
+
+    The 3.x Live previews before 3.8 (gemini-3.1-flash-live-preview: "send_client_content is
+    only allowed for initial history", https://ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-live-preview
+    and livekit/agents#5251) close the socket with 1007 on any other ``clientContent`` and do
+    not answer replayed history until fresh input arrives. gemini-3.8-live supports
+    ``send_client_content`` with explicit roles for the whole session
+    (https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live, "Client content updates"),
+    as 2.5 models do."""
+    major, minor = model_version(model)
+    return major == 3 and minor < 8
+
+
+def client_content_waits(model: str) -> bool:
+    """Whether a ``clientContent`` sent with ``turnComplete=false`` waits for what follows
+    instead of blocking answers: documented for gemini-3.8-live ("If you send content without
+    turn_complete, the server waits for subsequent messages before responding"). On 2.5 an
+    incomplete ``clientContent`` stops answers to later realtime audio
+    (google-gemini/live-api-web-console#60)."""
+    return model_version(model) >= (3, 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,10 +157,16 @@ class Opening:
 
     seed: list[types.Content]
     prompt: str | None = None
-    declare_history: bool = False  # historyConfig.initialHistoryInClientContent (3.x only)
+    declare_history: bool = False  # historyConfig.initialHistoryInClientContent (3.1 only)
+    history_in_instruction: str | None = None  # the conversation so far, where no seed is possible
 
 
-def opening(ctx: SessionContext, model: str) -> Opening:
+def history_transcript(history: tuple[Turn, ...]) -> str:
+    lines = [f"{'Caller' if turn.role == 'caller' else 'You'}: {turn.text}" for turn in history if turn.text]
+    return "The call so far (continue it, do not repeat yourself):\n" + "\n".join(lines)
+
+
+def opening(ctx: SessionContext, model: str, *, vertex: bool = False) -> Opening:
     """History replay and greeting for a new session.
 
     A resumed session already holds the conversation: nothing is replayed, no greeting is
@@ -143,12 +176,18 @@ def opening(ctx: SessionContext, model: str) -> Opening:
     On 2.5 the seed must end with a user turn (reference section 4) and is answered at once,
     so the greeting request is its last turn; a seed ending with the bot gets a closing note,
     which the model may answer briefly (after a reconnect, a short "where were we" is fine).
-    3.x waits for fresh input after a seed, so its greeting request goes as realtime text."""
+    3.1 waits for fresh input after a seed, so its greeting request goes as realtime text.
+    Vertex AI's Live setup documents no ``historyConfig`` (the Vertex ``BidiGenerateContentSetup``,
+    https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/multimodal-live), so on
+    Vertex a 3.1 model gets the conversation so far in its system instruction instead."""
     if ctx.resume_handle:
         return Opening([])
     seed = history_turns(ctx.history)
     if restricts_client_content(model):
-        return Opening(seed, greeting_text(ctx.greeting) if ctx.greeting else None, declare_history=bool(seed))
+        prompt = greeting_text(ctx.greeting) if ctx.greeting else None
+        if vertex and seed:
+            return Opening([], prompt, history_in_instruction=history_transcript(ctx.history))
+        return Opening(seed, prompt, declare_history=bool(seed))
     if ctx.greeting:
         seed.append(text_turn("user", greeting_text(ctx.greeting)))
     elif seed and seed[-1].role != "user":

@@ -23,7 +23,7 @@ class GrokServerVad(BaseModel):
 
 class GrokConfig(RealtimeProviderConfig):
     type: Literal["grok"] = "grok"
-    model: str = "grok-voice-think-fast-1.0"
+    model: str = "grok-voice-latest"
     voice: str = "eve"
     turn_detection: GrokServerVad = Field(default_factory=GrokServerVad)
     transcription_model: str | None = Field(

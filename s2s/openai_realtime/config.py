@@ -34,11 +34,11 @@ TurnDetection = Annotated[ServerVad | SemanticVad, Field(discriminator="type")]
 
 class OpenAIRealtimeConfig(RealtimeProviderConfig):
     type: Literal["openai_realtime"] = "openai_realtime"
-    model: str = "gpt-realtime"
+    model: str = "gpt-realtime-2.1"
     voice: str = Field(default="marin", description="fixed once the model has spoken in a session")
     turn_detection: TurnDetection = Field(default_factory=ServerVad)
     transcription_model: str | None = Field(
-        default="gpt-4o-mini-transcribe", description="caller transcripts; none turns them off"
+        default="gpt-live-transcribe", description="caller transcripts; none turns them off"
     )
     noise_reduction: Literal["near_field", "far_field"] | None = None
     base_url: str = "wss://api.openai.com/v1"

@@ -59,6 +59,24 @@ BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 _TRACKED_EVENT_LIMIT = 256
 
 
+def _is_cancel_race(about: str | None, message: str) -> bool:
+    """A ``response.cancel`` that reached the server after the response ended. OpenAI says so
+    with the code ``response_cancel_not_active``; Grok answers with its own code and wording
+    ("no active response", "... not active", "nothing to cancel"), so an error that names our
+    cancel, or a cancel in its text, with one of those phrasings counts as the same race."""
+    text = message.lower()
+    if about != "response.cancel" and "cancel" not in text:
+        return False
+    return any(phrase in text for phrase in ("no active response", "not active", "nothing to cancel", "no response"))
+
+
+def _is_json_object(text: str | None) -> bool:
+    try:
+        return isinstance(json.loads(text or "{}"), dict)
+    except ValueError:
+        return False
+
+
 class HandshakeState(Enum):
     AWAIT_CREATED = "awaiting session.created"
     AWAIT_UPDATED = "awaiting session.updated"
@@ -134,6 +152,7 @@ class RealtimeProtocol(ABC):
         self._last_audio_item: str | None = None
         self._truncated: set[str] = set()
         self._unknown_types: set[str] = set()
+        self._calls_seen: OrderedDict[str, None] = OrderedDict()  # call_ids already run
 
     # ---- what the provider subclass supplies -------------------------------------------
 
@@ -315,6 +334,8 @@ class RealtimeProtocol(ABC):
                 self._bot_text(m.get("text", ""), final=True, item_id=m.get("item_id"))
             case "response.output_item.done":
                 self._on_output_item_done(m.get("response_id"), m["item"])
+            case "response.function_call_arguments.done":
+                self._on_arguments_done(m)
             case "response.done":
                 self._on_response_done(m["response"])
             case "conversation.item.truncated":
@@ -341,11 +362,8 @@ class RealtimeProtocol(ABC):
                 | "response.output_audio.done"
                 | "response.audio.done"
                 | "response.function_call_arguments.delta"
-                | "response.function_call_arguments.done"
                 | "rate_limits.updated"
             ):
-                # function_call_arguments.done also fires for cancelled responses whose
-                # arguments may be cut short (§6): calls are taken from output_item.done only.
                 pass
             case _:
                 if kind not in self._unknown_types and not kind.startswith("output_audio_buffer."):
@@ -382,19 +400,49 @@ class RealtimeProtocol(ABC):
         self._events.append(AudioOut(audio, item_id))
 
     def _on_output_item_done(self, response_id: str | None, item: dict[str, Any]) -> None:
+        """A finished output item; a ``function_call`` one runs unless it ended early.
+
+        OpenAI marks the item ``status: "completed"`` (openai ``types/realtime``
+        ``RealtimeConversationItemFunctionCall``); xAI's docs show no ``status`` here, so a
+        missing one counts as complete. Either way the call may already have run on its
+        ``response.function_call_arguments.done``."""
         if item.get("type") != "function_call":
             return
-        if item.get("status") != "completed":
-            log.info(
-                "%s: function call %s ended %s; not running it",
-                self.provider_name,
-                item.get("name"),
-                item.get("status"),
-            )
+        status = item.get("status", "completed")
+        if status != "completed":
+            if item.get("call_id") not in self._calls_seen:
+                log.info("%s: function call %s ended %s; not running it", self.provider_name, item.get("name"), status)
             return
-        call_id, name = item["call_id"], item["name"]
+        self._start_call(response_id, item["call_id"], item["name"], item.get("arguments"))
+
+    def _on_arguments_done(self, m: dict[str, Any]) -> None:
+        """The arguments of a call are complete. xAI's Grok examples (and pipecat's Grok
+        service) run tools on this event alone, so it is as good a start signal as
+        ``output_item.done``; whichever comes first runs the call, once. A response we asked
+        to cancel may end with cut-short arguments here, so its calls are not run from it."""
+        response_id = m.get("response_id")
+        if response_id is not None and response_id == self._cancel_sent_for:
+            return
+        name = m.get("name")
+        if not name:
+            return  # cannot run a call without its function name; output_item.done has it
+        self._start_call(response_id, m["call_id"], name, m.get("arguments"), final=False)
+
+    def _start_call(
+        self, response_id: str | None, call_id: str, name: str, raw_arguments: str | None, *, final: bool = True
+    ) -> None:
+        """Run a call once. Arguments that do not parse on the early signal are left to the
+        item (a response the server cut short ends with a cut-short string there too, and its
+        item then says ``incomplete``); on the item they are answered with an error."""
+        if call_id in self._calls_seen:
+            return
+        if not final and not _is_json_object(raw_arguments):
+            return
+        self._calls_seen[call_id] = None
+        while len(self._calls_seen) > _TRACKED_EVENT_LIMIT:
+            self._calls_seen.popitem(last=False)
         try:
-            arguments = json.loads(item.get("arguments") or "{}")
+            arguments = json.loads(raw_arguments or "{}")
             if not isinstance(arguments, dict):
                 raise ValueError("arguments are not a JSON object")
         except ValueError as exc:
@@ -438,7 +486,7 @@ class RealtimeProtocol(ABC):
         code = error.get("code") or error.get("type") or "error"
         message = error.get("message") or ""
         about = self._tracked.get(error.get("event_id") or "")
-        if code in BENIGN_ERROR_CODES:
+        if code in BENIGN_ERROR_CODES or _is_cancel_race(about, message):
             log.debug("%s: %s (%s)", self.provider_name, code, message)
             return
         if self.truncate_best_effort and (

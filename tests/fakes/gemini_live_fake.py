@@ -19,14 +19,20 @@ uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveF
   service does (google-gemini/live-api-web-console#60); realtime text is answered, except
   while the caller is speaking, when it joins the caller's turn; ``toolResponse`` answers a
   pending ``toolCall``;
-- a ``gemini-3*`` model takes ``clientContent`` only as the opening history declared with
+- a 3.x model before 3.8 takes ``clientContent`` only as the opening history declared with
   ``historyConfig.initialHistoryInClientContent`` (else it closes with 1007) and does not
-  answer that seed until fresh input arrives;
+  answer that seed until fresh input arrives; 3.8 takes it at any time, and one without
+  ``turnComplete`` joins the next turn instead of blocking answers;
 - cues: :meth:`go_away`, :meth:`close_active`, :meth:`send_raw`, :attr:`tool_call_next`;
 - faults: :attr:`refuse_status` (HTTP error at the upgrade), :attr:`close_on_setup`
   (close code + reason instead of ``setupComplete``), :attr:`hang` (never answer setup);
 - a setup carrying ``sessionResumption.handle`` continues the conversation the handle names
   (:class:`Conversation`), so tests can check that a renewed session kept its context.
+
+Conformance (``tests.fakes.conformance``): every client message received (setup included) must
+validate as ``google.genai.types.LiveClientMessage`` and every server message the fake sends as
+``LiveServerMessage`` (:meth:`send_raw` excepted: it is for odd frames on purpose). Violations
+are kept in :attr:`GeminiLiveFake.conformance_errors` and fail the test when the fake closes.
 
 JSON goes out in binary frames, as the real service sends it (reference Addenda).
 """
@@ -37,6 +43,7 @@ import asyncio
 import base64
 import itertools
 import json
+import re
 import ssl
 import tempfile
 import time
@@ -51,10 +58,17 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes import conformance
+
 IN_RATE = 16000
 OUT_RATE = 24000
 FRAME_MS = 20
-PATH_SUFFIX = "GenerativeService.BidiGenerateContent"
+# Gemini API: /ws/google.ai.generativelanguage.{v1beta|v1alpha}.GenerativeService.BidiGenerateContent;
+# Vertex AI: /ws/google.cloud.aiplatform.{v1|v1beta1}.LlmBidiService/BidiGenerateContent (google-genai live.py).
+GEMINI_API_PATH = re.compile(
+    r"^/ws/google\.ai\.generativelanguage\.(v1beta|v1alpha)\.GenerativeService\.BidiGenerateContent$"
+)
+VERTEX_PATH = re.compile(r"^/ws/google\.cloud\.aiplatform\.(v1|v1beta1)\.LlmBidiService/BidiGenerateContent$")
 _URLSAFE = str.maketrans("-_", "+/")
 
 
@@ -125,8 +139,19 @@ class FakeConnection:
         return "sessionResumption" in self.setup or "session_resumption" in self.setup
 
     @property
-    def generation_3(self) -> bool:
-        return str(self.setup.get("model", "")).split("/")[-1].startswith("gemini-3")
+    def version(self) -> tuple[int, int]:
+        match = re.search(r"gemini-(\d+)(?:\.(\d+))?", str(self.setup.get("model", "")).split("/")[-1])
+        return (int(match.group(1)), int(match.group(2) or 0)) if match else (0, 0)
+
+    @property
+    def restricted_client_content(self) -> bool:
+        """3.x previews before 3.8 take clientContent only as declared opening history."""
+        return self.version[0] == 3 and self.version[1] < 8
+
+    @property
+    def incomplete_content_waits(self) -> bool:
+        """3.8: clientContent without turnComplete waits for what follows (joins the next turn)."""
+        return self.version >= (3, 8)
 
     @property
     def declared_history(self) -> bool:
@@ -174,6 +199,7 @@ class GeminiLiveFake:
         self.conversations: dict[str, Conversation] = {}
         self.handles: dict[str, str] = {}  # handle -> conversation id
         self.replies = 0
+        self.conformance_errors: list[str] = []
         self._ids = itertools.count(1)
         self._ca = trustme.CA()
         self._cert = self._ca.issue_cert("127.0.0.1", "localhost")
@@ -191,6 +217,14 @@ class GeminiLiveFake:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+        if self.conformance_errors and exc[0] is None:
+            raise AssertionError(
+                "messages that disagree with google.genai.types:\n" + "\n".join(self.conformance_errors)
+            )
+
+    def _conformance(self, problem: str | None) -> None:
+        if problem is not None:
+            self.conformance_errors.append(problem)
 
     async def start(self) -> None:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -260,7 +294,13 @@ class GeminiLiveFake:
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if self.refuse_status is not None:
             return connection.respond(self.refuse_status, "Service Unavailable\n")
-        if not request.path.split("?")[0].endswith(PATH_SUFFIX):
+        path = request.path.split("?")[0]
+        if VERTEX_PATH.match(path):
+            # Vertex authenticates with an OAuth bearer token, never an API key.
+            if not (request.headers.get("Authorization") or "").startswith("Bearer "):
+                return connection.respond(401, "Vertex AI needs an OAuth bearer token\n")
+            return None
+        if not GEMINI_API_PATH.match(path):
             return connection.respond(404, f"no Live endpoint at {request.path}\n")
         return None
 
@@ -269,6 +309,7 @@ class GeminiLiveFake:
         self.connections.append(conn)
         try:
             first = json.loads(await ws.recv())
+            self._conformance(conformance.gemini_client_message(first))
             conn.setup = first["setup"]
             self.setups.append(conn.setup)
             if self.hang:
@@ -291,7 +332,9 @@ class GeminiLiveFake:
                 conn.conversation = self.conversations.setdefault(conversation_id, Conversation(conversation_id))
             await self._send(conn, {"setupComplete": {}})
             async for raw in ws:
-                await self._on_message(conn, json.loads(raw))
+                message = json.loads(raw)
+                self._conformance(conformance.gemini_client_message(message))
+                await self._on_message(conn, message)
         except ConnectionClosed:
             pass
         finally:
@@ -299,6 +342,7 @@ class GeminiLiveFake:
                 conn.reply_task.cancel()
 
     async def _send(self, conn: FakeConnection, message: dict[str, Any]) -> None:
+        self._conformance(conformance.gemini_server_message(message))
         text = json.dumps(message)
         await conn.ws.send(text.encode() if self.binary_frames else text)
 
@@ -326,14 +370,14 @@ class GeminiLiveFake:
         opening = len(conn.messages_in) == len(conn.client_contents) + 1  # nothing else sent yet
         conn.client_contents.append(content)
         complete = bool(pick(content, "turnComplete", "turn_complete"))
-        if conn.generation_3 and not (opening and conn.declared_history and complete):
+        if conn.restricted_client_content and not (opening and conn.declared_history and complete):
             await conn.ws.close(1007, "Request contains an invalid argument.")
             return
         for turn in content.get("turns") or []:
             text = "".join(part.get("text", "") for part in turn.get("parts", []))
             self._remember(conn, "caller" if turn.get("role", "user") == "user" else "bot", text)
-        conn.client_content_pending = not complete
-        if complete and not conn.generation_3:  # 3.x waits for fresh input after the seed
+        conn.client_content_pending = not complete and not conn.incomplete_content_waits
+        if complete and not conn.restricted_client_content:  # 3.1 waits for fresh input after the seed
             self._start_reply(conn, "client content")
 
     async def _on_realtime(self, conn: FakeConnection, realtime: dict[str, Any]) -> None:

@@ -23,6 +23,12 @@ What it does, like the real service:
 Fault modes: refuse the handshake with an HTTP status, close mid-answer, never answer
 ``session.update``, or (``silent_tcp``) accept TCP and never speak HTTP at all.
 
+Conformance (``tests.fakes.conformance``): in the OpenAI dialect every client frame received and
+every server event sent is checked against ``openai.types.realtime``; Grok (no SDK) has its
+client frames other than ``session.update`` (Grok's own layout) checked. Violations are kept in
+:attr:`FakeRealtimeServer.conformance_errors` and fail the test when the fake closes, unless a
+test sends malformed frames on purpose (``check_conformance=False``).
+
 Everything received is recorded per connection so tests can assert on it: the decoded caller
 audio (frequency, rate, format), truncates, session.update payloads, tool outputs.
 """
@@ -47,6 +53,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.fakes import conformance
 from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
 
 Dialect = Literal["openai", "grok"]
@@ -150,6 +157,12 @@ class FakeRealtimeServer:
         self._tcp: asyncio.Server | None = None
         self._tcp_writers: list[asyncio.StreamWriter] = []
         self._ids = itertools.count(1)
+        self.check_conformance = True
+        self.conformance_errors: list[str] = []
+
+    def conformance(self, problem: str | None) -> None:
+        if problem is not None and self.check_conformance:
+            self.conformance_errors.append(problem)
 
     @property
     def base_url(self) -> str:
@@ -184,6 +197,10 @@ class FakeRealtimeServer:
                 w.close()
             self._tcp.close()
             await self._tcp.wait_closed()
+        if self.conformance_errors and exc[0] is None:
+            raise AssertionError(
+                "frames that disagree with the openai SDK types:\n" + "\n".join(self.conformance_errors)
+            )
 
     async def wait_for(self, predicate: Any, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
@@ -270,6 +287,8 @@ class _FakeCall:
 
     async def send(self, event: dict[str, Any]) -> None:
         event.setdefault("event_id", self.new_id("event"))
+        if self.opts.dialect == "openai":
+            self.server.conformance(conformance.openai_server_event(event))
         await self.ws.send(json.dumps(event))
 
     async def error(self, code: str, message: str, client_event_id: Any = None, etype: str = "") -> None:
@@ -317,6 +336,8 @@ class _FakeCall:
             return
         if kind != "input_audio_buffer.append":
             self.conn.received.append(msg)
+        if self.opts.dialect == "openai" or kind != "session.update":
+            self.server.conformance(conformance.openai_client_frame(msg))
         eid = msg.get("event_id")
         match kind:
             case "session.update":
@@ -478,6 +499,7 @@ class _FakeCall:
                 "item_id": item,
                 "content_index": 0,
                 "transcript": text,
+                "usage": {"type": "duration", "seconds": round(len(self.turn_audio) / 2 / self.conn.input_rate, 3)},
             }
         )
         if self.create_response and self.active is None:
@@ -502,7 +524,13 @@ class _FakeCall:
                 "type": "response.output_item.added",
                 "response_id": rid,
                 "output_index": 0,
-                "item": {"id": rec.item_id, "type": "message", "role": "assistant", "status": "in_progress"},
+                "item": {
+                    "id": rec.item_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "in_progress",
+                    "content": [],
+                },
             }
         )
         self.items[rec.item_id] = rec
@@ -535,7 +563,13 @@ class _FakeCall:
                 "type": "response.output_item.done",
                 "response_id": rid,
                 "output_index": 0,
-                "item": {"id": rec.item_id, "type": "message", "role": "assistant", "status": "completed"},
+                "item": {
+                    "id": rec.item_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_audio", "transcript": rec.transcript}],
+                },
             }
         )
         await self.finish(rec, "completed")
@@ -561,6 +595,7 @@ class _FakeCall:
                 {
                     "type": "response.function_call_arguments.delta",
                     "response_id": rid,
+                    "output_index": 0,
                     "item_id": rec.item_id,
                     "call_id": call_id,
                     "delta": part,
@@ -570,6 +605,7 @@ class _FakeCall:
             {
                 "type": "response.function_call_arguments.done",
                 "response_id": rid,
+                "output_index": 0,
                 "item_id": rec.item_id,
                 "call_id": call_id,
                 "name": item["name"],

@@ -9,16 +9,19 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from s2s.circuit import CircuitBoard
-from s2s.provider import Provider, ProviderSession, SessionContext
+from s2s.provider import Provider, ProviderSession, SessionContext, Turn
 from s2s.registry import build_provider
 from s2s.resilience import RecoveryPolicy, ResilientSession
 from telephony import routing
-from telephony.bridge import CallBridge, CallSummary
+from telephony.application import Declined, HttpLimits
+from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
+from telephony.local_vad import SpeechOnsetDetector
+from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twilio_rest import update_call_twiml
@@ -29,22 +32,18 @@ from voicebot.calls.admission_redis import slot_store
 from voicebot.calls.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
 from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
-from voicebot.telemetry.metrics import provider_connect, record_circuit_open, resilience_hooks
+from voicebot.telemetry.metrics import (
+    provider_connect,
+    record_circuit_open,
+    record_error,
+    record_webhook_rejected,
+    resilience_hooks,
+)
 
 log = logging.getLogger(__name__)
 
 _REMEMBERED_OUTCOMES = 10_000
 NO_ROUTE_MESSAGE = "Sorry, this number cannot take calls right now. Goodbye."
-
-
-@dataclass(frozen=True, slots=True)
-class Declined:
-    """The webhook cannot start a stream for this call: answer with ``twiml`` instead."""
-
-    call_sid: str
-    route: RouteConfig | None
-    twiml: str
-    reason: str
 
 
 def unavailable_twiml(action: OnUnavailable, message: str | None = None) -> str:
@@ -81,7 +80,7 @@ class CallPlan:
     # the provider slot the call holds (voicebot.calls.admission) and its session once open
     lease: SlotLease | None = None
     session: ResilientSession | None = None
-    # when the voice webhook request arrived (set by telephony.webhook; the call span starts here)
+    # when the voice webhook request arrived (the call span starts here)
     received_at: float | None = None
 
     def session_context(self) -> SessionContext:
@@ -99,9 +98,13 @@ class CallPlan:
 
 
 class Runtime:
+    """The application behind telephony's endpoints (it implements
+    :class:`telephony.application.CallApplication`)."""
+
     def __init__(self, config: AppConfig) -> None:
         self.pending: dict[str, CallPlan] = {}
         self.active: dict[str, CallBridge] = {}
+        self._plans: dict[CallBridge, CallPlan] = {}  # the plan of each bridge in ``active``
         self.next_twiml: OrderedDict[str, str] = OrderedDict()
         # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
         self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
@@ -133,14 +136,26 @@ class Runtime:
             )
         self.stream_tokens = StreamTokens(key or self._process_key)
 
+    @property
+    def limits(self) -> HttpLimits:
+        server = self.config.server
+        return HttpLimits(server.public_url, server.max_body_bytes, server.max_message_bytes)
+
+    def webhook_rejected(self, reason: str) -> None:
+        record_webhook_rejected(reason)
+
+    def bad_frames_before_start(self, count: int) -> None:
+        record_error("twilio-bad-frame", "twilio", count)
+
     # -- webhook -> media stream -------------------------------------------------------
 
     def select_route(self, params: Mapping[str, str]) -> RouteConfig | None:
         return routing.select_route(self.config.routes, params.get("To", ""), params.get("From", ""))
 
-    async def plan_call(self, params: Mapping[str, str]) -> CallPlan | Declined:
+    async def plan_call(self, params: Mapping[str, str], received_at: float | None = None) -> CallPlan | Declined:
         """Pick the route and take a slot on the first provider of its chain that can take
-        the call (circuit closed, room left), or say why the call is declined."""
+        the call (circuit closed, room left), or say why the call is declined.
+        ``received_at``: when the webhook request arrived (monotonic), where the call's span starts."""
         self.expire_pending()
         route = self.select_route(params)
         if route is None:
@@ -161,8 +176,9 @@ class Runtime:
         admitted = await admit(route.providers, lease, self.circuits, ttl_s)
         if admitted is None:
             twiml = unavailable_twiml(route.on_unavailable)
-            return Declined(plan.call_sid, route, twiml, "every provider of the route is full or failing")
+            return Declined(plan.call_sid, route.name, twiml, "every provider of the route is full or failing")
         plan.lease = lease
+        plan.received_at = received_at
         plan.providers.sort(key=lambda p: p.name != admitted)  # admitted first, then route order
         ticket = StreamTicket(
             call_sid, route.name, tuple(p.name for p in plan.providers), caller, plan.called, time.time()
@@ -176,6 +192,14 @@ class Runtime:
         plan.token = token
         self.pending[plan.token] = plan
         self._start_janitor()
+        log.info(
+            "call %s from %s to %s: route %r, providers %s",
+            plan.call_sid,
+            plan.caller,
+            plan.called,
+            route.name,
+            [p.name for p in plan.providers],
+        )
         return plan
 
     async def claim(self, token: str, call_sid: str) -> CallPlan | None:
@@ -283,18 +307,48 @@ class Runtime:
                     log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
                 self._release(plan)
 
-    async def open_session(self, plan: CallPlan) -> ProviderSession:
+    async def adopt_stream(
+        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
+    ) -> CallBridge | None:
+        """The bridge for the media stream that presented ``token`` (:meth:`claim`), built from
+        the call's plan, or None when the stream must be refused."""
+        plan = await self.claim(token, start.call_sid)
+        if plan is None:
+            return None
+        info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
+        server = plan.config.server
+        bridge = CallBridge(
+            socket,
+            protocol,
+            info,
+            lambda: self.open_session(plan, lambda: bridge.summary.transcript),
+            outbound_chunk_ms=server.outbound_chunk_ms,
+            local_barge_in=(
+                SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
+                if server.local_barge_in_ms
+                else None
+            ),
+            observers=self.observers(plan),
+            before_close=lambda summary: self.before_stream_close(plan, summary),
+            tool_handler=plan.tools,
+            dtmf_handler=plan.tools.dtmf,
+        )
+        self.active[info.call_sid] = bridge
+        self._plans[bridge] = plan
+        return bridge
+
+    async def open_session(self, plan: CallPlan, history: Callable[[], Sequence[Turn]] = tuple) -> ProviderSession:
         """The call's session: a :class:`ResilientSession` over the route's chain, starting with
-        the provider the webhook admitted; it raises ProviderConnectError if none connects."""
+        the provider the webhook admitted; it raises ProviderConnectError if none connects.
+        ``history``: the call's transcript so far, which a recovered session is given."""
         await plan.tools.prepare()
-        bridge = self.active.get(plan.call_sid)
         session = ResilientSession(
             plan.providers,
             plan.session_context(),
             recovery_policy(plan.config, plan.route),
             self.circuits,
             slots=plan.lease,
-            history=(lambda: bridge.summary.transcript) if bridge is not None else (lambda: ()),
+            history=history,
             attempt_context=provider_connect,
             hooks=resilience_hooks(),
         )
@@ -344,8 +398,11 @@ class Runtime:
 
     # -- after the stream ---------------------------------------------------------------
 
-    def call_ended(self, plan: CallPlan, summary: CallSummary) -> None:
-        self.active.pop(plan.call_sid, None)
+    def call_ended(self, bridge: CallBridge, summary: CallSummary) -> None:
+        call_sid = bridge.info.call_sid
+        if self.active.get(call_sid) is bridge:
+            del self.active[call_sid]
+        plan = self._plans.pop(bridge)
         self._release(plan)
         plan.tools.call_ended(summary)
 

@@ -113,7 +113,8 @@ async def dial(
     )
 
 
-def _dial_command(args: argparse.Namespace) -> int:
+def dial_command(args: argparse.Namespace) -> int:
+    """``voicebot dial`` (arguments: voicebot.cli)."""
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.wav is not None:
         try:
@@ -156,17 +157,3 @@ def _dial_command(args: argparse.Namespace) -> int:
     if args.record is not None:
         print(f"wrote caller-side tape {args.record}")
     return 0
-
-
-def add_dial_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("dial", help="call a running voicebot as Twilio would (no phone needed)")
-    p.add_argument("url", nargs="?", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})")
-    p.add_argument("--wav", type=Path, default=None, help="caller audio, any rate/channels (default: generated)")
-    p.add_argument("--out", type=Path, default=None, help="stereo WAV of the call: caller left, bot right")
-    p.add_argument("--record", type=Path, default=None, help="also write a caller-side call tape")
-    p.add_argument("--auth-token", default=None, help="Twilio auth token to sign with (default: $TWILIO_AUTH_TOKEN)")
-    p.add_argument("--to", default="+15550001111", help="the called number (selects the route)")
-    p.add_argument("--from", dest="from_", default="+15557654321", help="the caller's number")
-    p.add_argument("--max-seconds", type=float, default=120.0, help="hang up after this long in any case")
-    p.add_argument("--log-level", default="WARNING")
-    p.set_defaults(func=_dial_command)

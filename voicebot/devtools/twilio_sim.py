@@ -21,7 +21,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,9 +77,7 @@ def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]] | None:
 class SimulatedCall:
     """One call in progress. Times are ms since the ``start`` frame (the stream clock)."""
 
-    def __init__(
-        self, ws: Any, call_sid: str, stream_sid: str, speed: float, tap: FrameTap | None = None
-    ) -> None:
+    def __init__(self, ws: Any, call_sid: str, stream_sid: str, speed: float, tap: FrameTap | None = None) -> None:
         self.ws = ws
         self.tap = tap
         self.call_sid = call_sid
@@ -128,8 +126,10 @@ class SimulatedCall:
         self._seq += 1
         return str(self._seq)
 
-    async def _start(self, custom_parameters: dict[str, str]) -> None:
+    async def _start(self, custom_parameters: dict[str, str], before_start: Sequence[str | bytes] = ()) -> None:
         await self.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        for frame in before_start:
+            await self.send_raw(frame)
         self._t0 = time.monotonic()
         await self.send_json(
             {
@@ -386,13 +386,16 @@ class SimulatedTwilio:
             yield call
 
     @contextlib.asynccontextmanager
-    async def stream(self, stream_url: str, params: dict[str, str], call_sid: str) -> AsyncIterator[SimulatedCall]:
+    async def stream(
+        self, stream_url: str, params: dict[str, str], call_sid: str, before_start: Sequence[str | bytes] = ()
+    ) -> AsyncIterator[SimulatedCall]:
         """Open a signed media stream and send ``start`` with ``params`` as its custom
-        parameters, without a webhook (tests give it forged or replayed tokens)."""
+        parameters, without a webhook (tests give it forged or replayed tokens), after the
+        frames ``before_start`` (tests send malformed ones)."""
         headers = {"X-Twilio-Signature": self.sign(stream_url, {})}
         ws = await websockets.connect(stream_url, additional_headers=headers, max_size=2**20, compression=None)
         call = SimulatedCall(ws, call_sid, "MZ" + secrets.token_hex(16), self.speed, self.tap)
-        await call._start(params)
+        await call._start(params, before_start)
         try:
             yield call
         finally:

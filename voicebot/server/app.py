@@ -8,9 +8,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from telephony import webhook
+from telephony.application import CallApplication
 from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
 from voicebot.calls.runtime import Runtime
+from voicebot.server import calls_api
 from voicebot.server.health import readiness
 from voicebot.telemetry.install import install as install_telemetry
 from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
@@ -44,8 +46,11 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *calls_api.routes(),
         ]
     )
     app.state.runtime = runtime
+    calls: CallApplication = runtime  # what telephony's endpoints see of it
+    app.state.calls = calls
     install_telemetry(runtime)
     return app

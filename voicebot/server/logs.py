@@ -1,18 +1,16 @@
-"""Logging with the call's CallSid on every line.
-
-The bridge sets :data:`call_sid_var` when a call starts; asyncio tasks created inside the
-call copy the context, so provider code logs normally and still gets the CallSid."""
+"""Logging with the call's CallSid on every line (from :data:`s2s.call_context.call_sid_var`,
+which the bridge sets when a call starts)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
-from contextvars import ContextVar
 
 from opentelemetry import trace
 
-call_sid_var: ContextVar[str] = ContextVar("call_sid", default="-")
+from s2s.call_context import call_sid_var
 
 
 class CallSidFilter(logging.Filter):
@@ -20,6 +18,31 @@ class CallSidFilter(logging.Filter):
         if not hasattr(record, "call_sid"):
             record.call_sid = call_sid_var.get()
         return True
+
+
+# Characters that would let a logged value start a line of its own or hide text from a
+# terminal: C0 controls (newline, CR, ESC, NUL...), DEL, C1 controls and Unicode line breaks.
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    named = {0x0A: "\\n", 0x0D: "\\r"}
+    return named.get(code) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def escape_unsafe(text: str) -> str:
+    """``text`` on one line, with control characters escaped (``\\n``, ``\\x00``)."""
+    return _UNSAFE.sub(_escape, text)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: the message (which quotes caller-controlled values: CallSids,
+    frame contents, URLs) is escaped, so a value cannot forge a log line or smuggle NUL or
+    terminal escapes. A traceback, appended after the message, keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_unsafe(super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -48,7 +71,7 @@ def configure_logging(level: str = "INFO", json_lines: bool = False) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(call_sid)s] %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(call_sid)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -157,8 +157,8 @@ def record_circuit_open(provider: str) -> None:
     _event("circuit_open", {"provider": provider})
 
 
-def record_error(code: str, provider: str = "none") -> None:
-    _instruments().errors.add(1, {"code": code, "provider": provider})
+def record_error(code: str, provider: str = "none", count: int = 1) -> None:
+    _instruments().errors.add(count, {"code": code, "provider": provider})
 
 
 def record_webhook_rejected(reason: str) -> None:
@@ -199,9 +199,7 @@ def provider_connect(provider: str) -> Iterator[trace.Span]:
             )
 
 
-def record_recovery(
-    lost_provider: str, new_provider: str | None, kind: str, ok: bool, duration_s: float
-) -> None:
+def record_recovery(lost_provider: str, new_provider: str | None, kind: str, ok: bool, duration_s: float) -> None:
     """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog):
     a ``recovery`` child span of the call, back-dated to when it began, and the metrics."""
     from voicebot.telemetry.setup import get_telemetry

@@ -69,7 +69,7 @@ class TwilioFrame:
     def message(self) -> dict[str, Any] | None:
         try:
             msg = json.loads(self.frame)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # bad input is kept verbatim
             return None
         return msg if isinstance(msg, dict) else None
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import datetime as dt
+import errno
 import logging
 import re
 import threading
@@ -54,12 +55,18 @@ log = logging.getLogger(__name__)
 # Records waiting for the writer, per call. At 50 caller frames/s plus bot audio this is
 # minutes of backlog; past it the writer is hopelessly behind and records are dropped.
 MAX_PENDING_RECORDS = 50_000
+# A bad frame from Twilio's side is kept on the tape up to this much (it stays bad when cut:
+# a cut JSON text is no longer JSON), so a peer cannot make the tape hold what the protocol
+# refused to parse (an oversized frame, megabytes of nesting).
+BAD_FRAME_TAPE_BYTES = 1024
+# CallSids are shape-checked at the webhook; this bounds a file name whatever reaches here.
+MAX_SID_IN_NAME = 64
 
 
 def tape_filename(call_sid: str, when: dt.datetime | None = None) -> str:
     """``20260124T221530Z_CAxxxx.jsonl``: sorts by time, greps by CallSid."""
     when = when or dt.datetime.now(dt.UTC)
-    safe_sid = re.sub(r"[^A-Za-z0-9_-]", "_", call_sid) or "unknown"
+    safe_sid = re.sub(r"[^A-Za-z0-9_-]", "_", call_sid[:MAX_SID_IN_NAME]) or "unknown"
     return f"{when.strftime('%Y%m%dT%H%M%S')}{when.microsecond // 1000:03d}Z_{safe_sid}.jsonl"
 
 
@@ -103,6 +110,8 @@ class TapeRecorder(CallObserver):
     # -- CallObserver -------------------------------------------------------------------
 
     def twilio_in(self, frame: str | bytes, event: TwilioEvent | None) -> None:
+        if event is None and len(frame) > BAD_FRAME_TAPE_BYTES:
+            frame = frame[:BAD_FRAME_TAPE_BYTES]
         self._add(TwilioFrame(self._now(), "in", frame))
 
     def twilio_out(self, frame: str | bytes) -> None:
@@ -223,6 +232,10 @@ class TapeWriterThread:
                 tape.failed = True
                 recorder.error = f"cannot write tape {recorder.path}: {exc.strerror}"
                 log.error("call %s: %s; the call goes on unrecorded", recorder.header.call_sid, recorder.error)
+            except Exception as exc:  # a record that cannot be encoded ends this tape, not the writer thread
+                tape.failed = True
+                recorder.error = f"cannot encode a record: {exc!r}"
+                log.exception("call %s: %s; the call goes on unrecorded", recorder.header.call_sid, recorder.error)
         if ended and not recorder._pending:
             if tape.file is not None:
                 with contextlib.suppress(OSError):
@@ -236,7 +249,7 @@ class TapeWriterThread:
         recorder = tape.recorder
         if tape.file is None:
             recorder.path.parent.mkdir(parents=True, exist_ok=True)
-            tape.file = open(recorder.path, "w", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+            tape.file = _create_exclusively(recorder)
             header = dumps_line(encode_header(recorder.header))
             tape.file.write(header)
             tape.written += len(header)
@@ -263,6 +276,22 @@ class TapeWriterThread:
         if lines:
             tape.file.write("".join(lines))
             tape.file.flush()
+
+
+def _create_exclusively(recorder: TapeRecorder) -> IO[str]:
+    """Open a new tape file, never an existing one: two tapes with the same name (two
+    streams for one CallSid in the same millisecond) get ``-1``, ``-2``... suffixes rather
+    than overwriting each other. ``recorder.path`` follows the name actually used."""
+    path = recorder.path
+    for n in range(1000):
+        candidate = path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            file = open(candidate, "x", encoding="utf-8")  # noqa: SIM115 - kept open for the call
+        except FileExistsError:
+            continue
+        recorder.path = candidate
+        return file
+    raise FileExistsError(errno.EEXIST, "too many tapes with this name", str(path))
 
 
 _writer: TapeWriterThread | None = None
