@@ -7,6 +7,7 @@ The fake speech endpoint speaks every word as a tone of its own frequency (200 m
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from s2s.cascade.conversation import CUT_OFF_MARK
-from tests.fakes.openai_cascade_fake import GAP_MS, WORD_MS, ChatReply, FakeOpenAIHttp, FakeTranscription, word_hz
+from tests.fakes.openai_cascade_fake import WORD_MS, ChatReply, FakeOpenAIHttp, FakeTranscription, word_hz
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.live_call import live_bridge
@@ -54,13 +55,32 @@ instructions = "{INSTRUCTIONS}"
 """
 
 
+def spoken(text: str) -> list[int]:
+    """The tones the fake speech endpoint speaks ``text`` as; the texts here are chosen so that
+    no two neighbouring words share one (see :func:`heard_words`)."""
+    tones = [round(word_hz(word)) for word in text.split()]
+    assert all(a != b for a, b in itertools.pairwise(tones)), text
+    return tones
+
+
 def heard_words(pcm: np.ndarray, start_ms: float = 0.0) -> list[tuple[float, float, float]]:
-    """(start_ms, length_ms, frequency) of each tone burst the caller heard after ``start_ms``."""
-    out = []
+    """(start_ms, length_ms, frequency) of each tone burst the caller heard after ``start_ms``.
+    A burst broken by playout underruns (a loaded machine) counts once; its length is then the
+    sum of its parts."""
+    out: list[tuple[float, float, float]] = []
     for start, end in active_segments(pcm, 8000, threshold_dbfs=-30):
-        if start >= start_ms and end - start >= 60:
-            out.append((start, end - start, dominant_frequency(pcm[int(start * 8) + 80 : int(end * 8) - 80], 8000)))
-    return out
+        if start < start_ms or end - start < 30:
+            continue
+        hz = dominant_frequency(pcm[int(start * 8) + 40 : int(end * 8) - 40], 8000)
+        if out and abs(out[-1][2] - hz) < 20:
+            out[-1] = (out[-1][0], out[-1][1] + end - start, out[-1][2])
+        else:
+            out.append((start, end - start, hz))
+    return [w for w in out if w[1] >= 60]
+
+
+def tones_of(words: list[tuple[float, float, float]]) -> list[int]:
+    return [round(hz) for _, _, hz in words]
 
 
 def assistant_texts(request: dict[str, Any]) -> list[str]:
@@ -68,7 +88,7 @@ def assistant_texts(request: dict[str, Any]) -> list[str]:
 
 
 async def test_caller_hears_the_chat_models_answer_spoken_word_by_word_at_the_right_rate() -> None:
-    reply = "Hello there. The shop opens at nine."
+    reply = "Good morning. The shop opens at nine."
     async with (
         FakeTranscription() as stt,
         FakeOpenAIHttp([ChatReply(reply)]) as http,
@@ -91,13 +111,13 @@ async def test_caller_hears_the_chat_models_answer_spoken_word_by_word_at_the_ri
             {"role": "user", "content": "tone 1000 hertz"},
         ]
         # Sentence by sentence: one speech request per sentence, in order.
-        assert [r["input"] for r in http.speech_requests] == ["Hello there.", "The shop opens at nine."]
+        assert [r["input"] for r in http.speech_requests] == ["Good morning.", "The shop opens at nine."]
 
         words = heard_words(call.heard_pcm())
-        assert [round(hz) for _, _, hz in words] == [round(word_hz(w)) for w in reply.split()]
-        # 24 kHz from the speech endpoint, resampled to the line's 8 kHz: lengths are exact.
+        assert tones_of(words) == spoken(reply)
+        # 24 kHz from the speech endpoint, resampled to the line's 8 kHz: every word as long as
+        # the fake made it (a wrong rate would change lengths and pitches alike).
         assert all(length == pytest.approx(WORD_MS, abs=20) for _, length, _ in words)
-        assert words[1][0] - words[0][0] == pytest.approx(WORD_MS + GAP_MS, abs=20)
 
         bridge = await live_bridge(server, call)
         assert [(t.role, t.text) for t in bridge.summary.transcript] == [("caller", "tone 1000 hertz"), ("bot", reply)]
@@ -105,10 +125,13 @@ async def test_caller_hears_the_chat_models_answer_spoken_word_by_word_at_the_ri
 
 async def test_barge_in_stops_speech_within_a_chunk_and_history_keeps_only_the_heard_words() -> None:
     # Short sentences: once one has been spoken, its audio length times the words of the next.
-    long_reply = "One two three. Four five six. Seven eight nine. Ten eleven twelve. Thirteen fourteen."
+    long_reply = (
+        "One two three. Four five six. Seven eight nine. Ten eleven twelve. Thirteen fourteen fifteen."
+        " Sixteen seventeen eighteen. Nineteen twenty."
+    )
     async with (
         FakeTranscription(["tell me a story", "stop please"]) as stt,
-        FakeOpenAIHttp([ChatReply(long_reply), ChatReply("Okay.")], speedup=1.0) as http,
+        FakeOpenAIHttp([ChatReply(long_reply), ChatReply("Okay.")], speedup=2.0) as http,
         running_server(call_config(stt, http)) as server,
         server.twilio().call() as call,
     ):
@@ -132,6 +155,7 @@ async def test_barge_in_stops_speech_within_a_chunk_and_history_keeps_only_the_h
         bridge = await live_bridge(server, call)
         assert len(bridge.summary.barge_ins) == 1
         story_words = [w for w in heard_words(call.heard_pcm(), 0) if w[0] < barge_at + 400]
+        assert tones_of(story_words) == spoken(long_reply)[: len(story_words)]
         assert 5 <= len(story_words) < len(long_reply.split())
 
         # The model's history holds the words the caller heard, not the planned answer.
@@ -141,8 +165,9 @@ async def test_barge_in_stops_speech_within_a_chunk_and_history_keeps_only_the_h
         assert kept == long_reply.split()[: len(kept)]
         assert abs(len(kept) - len(story_words)) <= 1
         assert http.chat_requests[1]["messages"][-1] == {"role": "user", "content": "stop please"}
-        bot_turns = [t.text for t in bridge.summary.transcript if t.role == "bot"]
-        assert bot_turns[0].split()[: len(kept)] == kept and len(bot_turns[0].split()) <= len(kept) + 2
+        # ...and so does the call's transcript (recovery, fallback and agents read it).
+        await call.wait_for(lambda: len(bridge.summary.transcript) == 4, timeout=5)
+        assert [t.text for t in bridge.summary.transcript if t.role == "bot"] == [said, "Okay."]
 
 
 async def order_status(call: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +204,7 @@ handler = "tests.test_cascade_call:order_status"
         assert json.loads(tool_call["function"]["arguments"]) == {"order": "42"}
         assert result_msg["role"] == "tool" and result_msg["tool_call_id"] == tool_call["id"]
         assert json.loads(result_msg["content"]) == {"order": "42", "status": "shipped"}
-        heard = [round(hz) for _, _, hz in heard_words(call.heard_pcm())]
+        heard = tones_of(heard_words(call.heard_pcm()))
         assert heard == [round(word_hz(w)) for w in ["Let", "me", "check.", "It", "has", "shipped."]]
         assert len(server.runtime.active) == 1
 
@@ -208,6 +233,7 @@ connect_attempts = 1
 name = "default"
 providers = ["s2s", "cascade"]
 instructions = "{INSTRUCTIONS}"
+retry_budget_s = 5
 """
         async with running_server(config) as server, server.twilio().call() as call:
             await call.pause(200)

@@ -104,6 +104,7 @@ class SpokenAnswer:
 
     def heard_text(self, heard_ms: float, ms_per_word: float | None = None) -> str:
         """The words played in the first ``heard_ms``, marked as cut off if any were not.
+        Words are spread evenly over their sentence's audio; one counts once most of it played.
 
         A sentence whose synthesis was stopped has no full length to spread its words over;
         its words are timed at ``ms_per_word`` (this answer's or the call's measured rate)."""
@@ -114,11 +115,12 @@ class SpokenAnswer:
             if sentence.complete and into >= sentence.duration_ms:
                 kept.extend(words)
                 continue
+            # A word counts as heard once most of it has played.
             if sentence.complete:
-                played = int(len(words) * max(0.0, into) / sentence.duration_ms) if sentence.duration_ms else 0
+                played = round(len(words) * max(0.0, into) / sentence.duration_ms) if sentence.duration_ms else 0
             else:
                 rate = ms_per_word or self.ms_per_word() or DEFAULT_MS_PER_WORD
-                played = min(len(words), int(max(0.0, into) / rate))
+                played = min(len(words), round(max(0.0, into) / rate))
             kept.extend(words[:played])
             return " ".join(kept) + CUT_OFF_MARK if kept else ""
         return " ".join(kept)

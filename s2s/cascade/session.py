@@ -10,7 +10,9 @@ barge-in, marks, tapes, recovery and metrics need nothing new:
   ``AudioOut``; its text is kept in the model's history as the caller heard it: when the
   bridge reports ``truncate(item, heard_ms)`` (from Twilio's marks) the assistant message is
   cut at the last word played, timed by each sentence's audio length (see
-  :mod:`s2s.cascade.conversation`);
+  :mod:`s2s.cascade.conversation`); the call's transcript gets the same cut text for an answer
+  stopped by a barge-in, while one that finished and was talked over during playout is cut
+  by the bridge, as for every provider;
 - a tool call ends its round; once every call of the round has its result, the model is asked
   again. Caller turns and text that arrive meanwhile wait for that (a chat model needs the tool
   results right after its call), except keypad text and notes (an agent's "say a filler"),
@@ -57,6 +59,7 @@ class CascadeSession(QueuedSession):
         self._ids = itertools.count(1)
         self._answers: dict[str, SpokenAnswer] = {}
         self._answer_message: dict[str, int] = {}  # item -> index of its assistant message
+        self._untold: set[str] = set()  # items stopped by a barge-in, transcribed at truncate
         self._answer: asyncio.Task[None] | None = None
         self._answer_item: str | None = None
         self._answer_context: int | None = None
@@ -90,7 +93,7 @@ class CascadeSession(QueuedSession):
             if isinstance(event, SpeechStarted):
                 # Barge-in: the bridge clears Twilio on this; the answer stops here at once.
                 self.emit(SpeechStarted(self._last_item))
-                self._stop_answer()
+                self._stop_answer(barge_in=True)
             elif isinstance(event, SpeechStopped):
                 self.emit(event)
             elif isinstance(event, Transcript) and event.final:
@@ -126,7 +129,7 @@ class CascadeSession(QueuedSession):
 
     async def truncate(self, item_id: str, heard_ms: int) -> None:
         if item_id == self._answer_item:
-            self._stop_answer()  # the bridge's own detector heard the caller first
+            self._stop_answer(barge_in=True)  # the bridge's own detector heard the caller first
         answer = self._answers.get(item_id)
         index = self._answer_message.get(item_id)
         if answer is None or index is None:
@@ -134,6 +137,12 @@ class CascadeSession(QueuedSession):
         heard = answer.heard_text(heard_ms, self._call_ms_per_word())
         log.info("%s: caller heard %d ms of %s: %r", self.provider_name, heard_ms, item_id, heard)
         self.messages[index] = replace(self.messages[index], text=heard)
+        if item_id in self._untold:
+            self._untold.discard(item_id)
+            if heard:
+                # Already cut to what was heard: without an item id, the bridge keeps it as is
+                # instead of cutting it again by its own (whole-answer, proportional) estimate.
+                self.emit(Transcript("bot", heard))
 
     async def send_tool_result(self, call_id: str, output: str) -> None:
         if self.closed or call_id not in self._open_calls:
@@ -159,9 +168,13 @@ class CascadeSession(QueuedSession):
         self._answer = asyncio.ensure_future(self._speak_answer(answer, said, context))
         self._answer_context = context
 
-    def _stop_answer(self) -> None:
+    def _stop_answer(self, *, barge_in: bool = False) -> None:
         """Stop the answer in progress now: the model request and the synthesis are cancelled,
-        and what was spoken of it goes into the history before anything else happens."""
+        and what was spoken of it goes into the history before anything else happens.
+
+        On a barge-in the bridge follows with ``truncate`` (when any of it was sent), and the
+        answer's transcript waits for that: it is then cut by this answer's own sentence timing
+        and reported already cut (see :meth:`truncate`)."""
         task, item_id = self._answer, self._answer_item
         self._answer = None
         self._answer_item = None
@@ -170,7 +183,9 @@ class CascadeSession(QueuedSession):
         task.cancel()
         answer = self._answers[item_id]
         answer.stopped()
-        self._answer_done(answer, [], self._answer_context, interrupted=True)
+        self._answer_done(answer, [], self._answer_context, interrupted=True, transcribe=not barge_in)
+        if barge_in:
+            self._untold.add(item_id)
 
     async def _speak_answer(self, answer: SpokenAnswer, said: str | None, context: int | None) -> None:
         calls: list[ToolCall] = []
@@ -240,7 +255,13 @@ class CascadeSession(QueuedSession):
         answer.finished()
 
     def _answer_done(
-        self, answer: SpokenAnswer, calls: list[ToolCall], context: int | None, *, interrupted: bool
+        self,
+        answer: SpokenAnswer,
+        calls: list[ToolCall],
+        context: int | None,
+        *,
+        interrupted: bool,
+        transcribe: bool = True,
     ) -> None:
         """Put the answer into the history (as spoken so far) and tell the bridge."""
         text = answer.text
@@ -252,7 +273,7 @@ class CascadeSession(QueuedSession):
             else:
                 self._answer_message[answer.item_id] = len(self.messages)
                 self.messages.append(message)
-        if text:
+        if text and transcribe:
             self.emit(Transcript("bot", text, item_id=answer.item_id))
         self.emit(TurnDone(answer.item_id, interrupted=interrupted))
         if calls:
