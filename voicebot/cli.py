@@ -309,7 +309,41 @@ def _add_calls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the JSON document as the server sent it")
 
 
-COMMANDS = (_add_serve, _add_config, _add_dial, _add_replay, _add_tape, _add_calls)
+def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "providers",
+        help="check the configured providers with one real session each",
+        description="Check the configured providers with one real session each.",
+        epilog="examples:\n  voicebot providers check --config voicebot.toml",
+        formatter_class=_Formatter,
+    )
+    psub = p.add_subparsers(dest="providers_command", required=True, metavar="SUBCOMMAND")
+    check = _command(
+        psub,
+        "check",
+        "open a session with each provider, say a short prompt, report handshake, formats, first audio, transcript",
+        "  voicebot providers check --config voicebot.toml       the first thing to run after adding keys\n"
+        "  voicebot providers check --config voicebot.toml --provider gemini\n"
+        "exit status 1 if any provider fails to open a session or to answer",
+        "voicebot.providers_check:providers_check_command",
+    )
+    check.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("VOICEBOT_CONFIG"),
+        help="the TOML file, e.g. voicebot.toml (none: the built-in default config)",
+    )
+    check.add_argument("--provider", metavar="NAME", help="check only [providers.NAME], e.g. --provider openai")
+    check.add_argument(
+        "--answer-timeout",
+        type=float,
+        metavar="SECONDS",
+        default=15.0,
+        help="longest wait for the bot's answer to the prompt",
+    )
+
+
+COMMANDS = (_add_serve, _add_config, _add_dial, _add_replay, _add_tape, _add_calls, _add_providers)
 
 
 def build_parser() -> argparse.ArgumentParser:
