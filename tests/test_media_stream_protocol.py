@@ -16,6 +16,7 @@ from telephony.media_stream import (
     ProtocolError,
     Start,
     Stop,
+    StreamFrames,
     StreamState,
     Unknown,
     clear_message,
@@ -130,3 +131,13 @@ def test_outbound_messages_have_twilios_exact_shape() -> None:
     }
     assert json.loads(mark_message("MZ1", "m7")) == {"event": "mark", "streamSid": "MZ1", "mark": {"name": "m7"}}
     assert json.loads(clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
+
+
+@pytest.mark.parametrize("stream_sid", ["MZ1", 'MZ"odd\\sid\u00e9'])
+@pytest.mark.parametrize("mark", ["m7", "m 8", 'q"uote'])
+def test_stream_frames_from_templates_equal_the_json_messages(stream_sid: str, mark: str) -> None:
+    frames = StreamFrames(stream_sid)
+    payload = bytes(range(256)) * 2
+    assert frames.media(payload) == media_message(stream_sid, payload)
+    assert frames.mark(mark) == mark_message(stream_sid, mark)
+    assert frames.clear == clear_message(stream_sid)

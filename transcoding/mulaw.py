@@ -1,16 +1,8 @@
-"""G.711 mu-law <-> 16-bit PCM, via the C ``audioop`` (stdlib before 3.13, audioop-lts after)."""
+"""G.711 mu-law <-> 16-bit PCM, via the C ``audioop``."""
 
 from __future__ import annotations
 
-import sys
-import warnings
-
-if sys.version_info >= (3, 13):
-    import audioop
-else:  # stdlib audioop warns about its removal in 3.13; the dependency covers that version.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop
+from transcoding.audioop_compat import audioop
 
 
 def mulaw_to_pcm16(data: bytes) -> bytes:

@@ -208,6 +208,18 @@ class AdmissionConfig(_Strict):
     store: Literal["memory", "redis"] = "memory"
     redis_url: str = Field(default="redis://localhost:6379/0", description="used when store = 'redis'")
     key_prefix: str = Field(default="voicebot:slots", description="Redis key prefix (one sorted set per provider)")
+    timeout_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="how long a webhook waits on Redis for a slot; a slower answer declines the call "
+        "(the route's fallback or on_unavailable), never admits it unchecked",
+    )
+    unreachable_max_sessions: int | None = Field(
+        default=None,
+        ge=0,
+        description="while Redis is unreachable, slots are counted on each instance, at most this many "
+        "per provider (unset: the provider's max_sessions, so the limit holds per instance)",
+    )
 
 
 class OpsConfig(_Strict):

@@ -311,31 +311,32 @@ class GeminiLiveFake:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = FakeConnection(len(self.connections), ws.request.path, ws.request.headers, ws)
-        self.connections.append(conn)
+        conn = FakeConnection(-1, ws.request.path, ws.request.headers, ws)
         try:
             first = json.loads(await ws.recv())
             self._conformance(conformance.gemini_client_message(first))
             conn.setup = first["setup"]
             self.setups.append(conn.setup)
+            # The connection is listed only once its setup is read and resolved (resumed or
+            # not), in the same event-loop turn: a test that waits for a new connection can
+            # then read what it asked for at once.
+            resumption = pick(conn.setup, "sessionResumption", "session_resumption") or {}
+            handle = resumption.get("handle")
+            conversation_id = self.handles.get(handle) if handle else f"conv-{next(self._ids)}"
+            if conversation_id is not None:
+                conn.resumed_from = handle or None
+                conn.conversation = self.conversations.setdefault(conversation_id, Conversation(conversation_id))
+            conn.index = len(self.connections)
+            self.connections.append(conn)
             if self.hang:
                 await ws.wait_closed()
                 return
             if self.close_on_setup is not None:
                 await ws.close(*self.close_on_setup)
                 return
-            resumption = pick(conn.setup, "sessionResumption", "session_resumption") or {}
-            handle = resumption.get("handle")
-            if handle:
-                conversation_id = self.handles.get(handle)
-                if conversation_id is None:
-                    await ws.close(1008, "session resumption handle is invalid")
-                    return
-                conn.resumed_from = handle
-                conn.conversation = self.conversations[conversation_id]
-            else:
-                conversation_id = f"conv-{next(self._ids)}"
-                conn.conversation = self.conversations.setdefault(conversation_id, Conversation(conversation_id))
+            if conversation_id is None:
+                await ws.close(1008, "session resumption handle is invalid")
+                return
             await self._send(conn, {"setupComplete": {}})
             async for raw in ws:
                 message = json.loads(raw)

@@ -20,6 +20,7 @@ from s2s.resilience import RecoveryPolicy, ResilientSession
 from telephony import routing
 from telephony.application import Declined, HttpLimits
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
+from telephony.call_state import CallOutcome
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
@@ -366,7 +367,7 @@ class Runtime:
         bridge = self.active.get(plan.call_sid)
         if bridge is not None:
             log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
-            self._spawn(bridge.hang_up("max-duration"))
+            self._spawn(bridge.hang_up(CallOutcome.MAX_DURATION))
 
     def _release(self, plan: CallPlan) -> None:
         timer = self._time_limits.pop(plan.call_sid, None)
@@ -414,9 +415,10 @@ class Runtime:
 
         No provider at stream start: the route's on_unavailable, as the webhook would have
         answered; lost mid-call: the apology. Then a human, if the route names one."""
-        if summary.outcome not in ("provider-unavailable", "provider-lost") or plan.call_sid in self.next_twiml:
+        lost = summary.outcome is CallOutcome.PROVIDER_LOST
+        if not (lost or summary.outcome is CallOutcome.PROVIDER_UNAVAILABLE) or plan.call_sid in self.next_twiml:
             return
-        apology = plan.route.apology if summary.outcome == "provider-lost" else None
+        apology = plan.route.apology if lost else None
         await self.deliver_next_twiml(plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology))
 
     async def deliver_next_twiml(self, call_sid: str, twiml: str) -> bool:

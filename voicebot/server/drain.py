@@ -27,6 +27,7 @@ from types import FrameType
 import uvicorn
 
 from telephony.bridge import CallBridge
+from telephony.call_state import CallOutcome
 from telephony.twiml import say_and_hangup
 from voicebot.calls.runtime import Runtime
 
@@ -38,7 +39,7 @@ LINGER_S = 5.0
 HANGUP_TIMEOUT_S = 5.0
 POLL_S = 0.05
 
-SHUTDOWN_OUTCOME = "server-shutdown"
+SHUTDOWN_OUTCOME = CallOutcome.SERVER_SHUTDOWN
 
 
 class Drainer:
