@@ -124,7 +124,7 @@ def test_bad_number_patterns_are_config_errors() -> None:
     bad = CONFIG.replace('to = "+44*"', 'to = "+4*4"')
     with pytest.raises(ConfigError) as err:
         load_config_text(bad)
-    assert "routes[2].to" in str(err.value) and "bad number pattern" in str(err.value)
+    assert "routes[3].to" in str(err.value) and "bad number pattern" in str(err.value)
 
 
 async def test_max_call_seconds_ends_the_stream_and_frees_the_slot() -> None:
