@@ -84,6 +84,17 @@ class SessionExpiring:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """Billable use the provider reported for one session, cumulative: a later report of the
+    same ``session_id`` replaces the earlier one (GPT-Live ``session.usage.updated``, billed
+    by active audio time). ``final`` marks the provider's last word on the session."""
+
+    session_id: str
+    billable_s: float
+    final: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session ended. ``error`` is True when it was not asked to close (socket drop,
     fatal error, timeout): the recovery layer reacts to that."""
@@ -101,5 +112,6 @@ ProviderEvent = (
     | TurnDone
     | ProviderError
     | SessionExpiring
+    | Usage
     | Closed
 )

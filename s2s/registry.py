@@ -16,9 +16,11 @@ from s2s.provider import Provider, ProviderConfig
 BUILTIN_TYPES: dict[str, str] = {
     "echo": "s2s.echo",
     "openai_realtime": "s2s.openai_realtime",
+    "gpt_live": "s2s.gpt_live",
     "grok": "s2s.grok",
     "gemini_live": "s2s.gemini_live",
     "nova_sonic": "s2s.nova_sonic",
+    "cascade": "s2s.cascade",
 }
 
 # The install extra (pyproject.toml) that brings each built-in type's SDK, and the modules
@@ -27,6 +29,7 @@ BUILTIN_TYPES: dict[str, str] = {
 # failed call.
 SDK_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "openai_realtime": ("openai", ("openai",)),
+    "gpt_live": ("openai", ("openai.types.live",)),  # client.live arrived in openai 3.60
     "gemini_live": ("gemini", ("google.genai",)),
     "nova_sonic": ("nova", ("aws_sdk_bedrock_runtime", "awscrt", "boto3")),
 }

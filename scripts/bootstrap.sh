@@ -92,15 +92,22 @@ run_with_progress() {
   wait "$pid"
 }
 
-# The fleet-admission tests (tests/test_redis_admission.py) start a throwaway redis-server.
-# Where it is missing and we are root with apt-get (a CI container), install the Debian
-# package; anywhere else those tests skip and say why. VOICEBOT_NO_APT=1 turns this off.
-ensure_redis_server() {
-  command -v redis-server >/dev/null 2>&1 && return 0
+# Debian packages some tests use: redis-server (the fleet-admission tests start a throwaway
+# one, tests/test_redis_admission.py), chromium (the call page is rendered headless,
+# tests/test_tape_html.py) and espeak-ng (the local cascade speaks with it,
+# tests/test_cascade_local.py). Where one is missing and we are root with apt-get (a CI
+# container), install it; anywhere else those tests skip and say why. VOICEBOT_NO_APT=1 turns
+# this off.
+ensure_test_packages() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "${VOICEBOT_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "bootstrap: installing redis-server (Debian package) for the Redis admission tests" >&2
-    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; } >/dev/null 2>&1; then
-      echo "bootstrap: could not install redis-server; the Redis admission tests will skip" >&2
+    echo "bootstrap: installing ${missing[*]} (Debian packages) for the tests that use them" >&2
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null 2>&1; then
+      echo "bootstrap: could not install ${missing[*]}; the tests that need them will skip" >&2
     fi
   fi
   return 0

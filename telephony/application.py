@@ -75,6 +75,9 @@ class CallApplication(Protocol):
         """Count a request refused at the door (``signature``, ``malformed``, ``draining``,
         ``no-route``, ``unavailable``, ``stream-signature``); metrics are the application's."""
 
+    def stream_error(self, call_sid: str, error: str) -> None:
+        """Count a ``stream-error`` Twilio reported on the stream's ``statusCallback``."""
+
     def bad_frames_before_start(self, count: int) -> None:
         """Count malformed frames a media stream sent before its ``start`` (a call counts its
         own when it ends)."""

@@ -7,13 +7,22 @@ from collections.abc import Mapping
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 
-def connect_stream(stream_url: str, parameters: Mapping[str, str], after_url: str | None = None) -> str:
+def connect_stream(
+    stream_url: str, parameters: Mapping[str, str], after_url: str | None = None, status_url: str | None = None
+) -> str:
     """``<Connect><Stream>`` with per-call ``<Parameter>``s (never a query string: Twilio
     rejects stream URLs with one, error 31920). ``after_url`` is where Twilio goes when we
-    close the stream: the server then decides between hang-up, an apology and a transfer."""
+    close the stream: the server then decides between hang-up, an apology and a transfer.
+    ``status_url`` gets the stream's ``statusCallback`` events (``stream-started``,
+    ``stream-stopped``, ``stream-error`` with ``StreamError``;
+    https://www.twilio.com/docs/voice/twiml/stream#statuscallback): without it a stream that
+    fails to connect is visible only in Twilio's console."""
     response = VoiceResponse()
     connect = Connect()
-    stream = connect.stream(url=stream_url)
+    if status_url:
+        stream = connect.stream(url=stream_url, status_callback=status_url, status_callback_method="POST")
+    else:
+        stream = connect.stream(url=stream_url)
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     response.append(connect)

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 MEDIA_PATH = "/twilio/media"
 STREAM_ENDED_PATH = "/twilio/stream-ended"
+STATUS_PATH = "/twilio/status"
 
 
 def _twiml(body: str) -> Response:
@@ -83,7 +84,11 @@ async def voice(request: Request) -> Response:
         app.webhook_rejected("no-route" if plan.route is None else "unavailable")
         return _twiml(plan.twiml)
     stream_url = websocket_url(base) + MEDIA_PATH
-    return _twiml(connect_stream(stream_url, {"token": plan.token}, after_url=base + STREAM_ENDED_PATH))
+    return _twiml(
+        connect_stream(
+            stream_url, {"token": plan.token}, after_url=base + STREAM_ENDED_PATH, status_url=base + STATUS_PATH
+        )
+    )
 
 
 async def stream_ended(request: Request) -> Response:
@@ -100,9 +105,22 @@ async def status(request: Request) -> Response:
     if isinstance(signed, Response):
         return signed
     params, _ = signed
+    call_sid = params.get("CallSid", "?")
+    if params.get("StreamEvent") == "stream-error":
+        # The media stream failed on Twilio's side (our WebSocket unreachable, refused, or
+        # dropped): the caller may be hearing silence, so this is a warning, and counted.
+        app: CallApplication = request.app.state.calls
+        app.stream_error(call_sid, params.get("StreamError", ""))
+        log.warning(
+            "call %s: Twilio reports a media stream error on %s: %s",
+            call_sid,
+            params.get("StreamSid", "?"),
+            params.get("StreamError", "(no detail)"),
+        )
+        return Response(status_code=204)
     log.info(
         "status callback for call %s: %s",
-        params.get("CallSid", "?"),
+        call_sid,
         {k: v for k, v in params.items() if k in ("CallStatus", "StreamEvent", "StreamError", "CallDuration")},
     )
     return Response(status_code=204)

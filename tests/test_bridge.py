@@ -12,6 +12,8 @@ import pytest
 from s2s.events import AudioOut, ProviderEvent, SpeechStarted, Transcript, TurnDone
 from s2s.provider import ProviderSession, QueuedSession
 from telephony.bridge import CallBridge, CallInfo
+from telephony.call_handle import Heard
+from telephony.call_state import CallOutcome
 from telephony.media_stream import MediaStreamProtocol
 from transcoding.formats import MULAW_8K
 
@@ -123,3 +125,94 @@ async def test_speech_after_a_finished_answer_truncates_nothing(call) -> None:  
     await settle()
     await push(session, SpeechStarted())
     assert socket.events("clear") == [] and session.truncations == []
+
+
+async def test_audio_kept_while_the_session_opened_is_sent_before_newer_audio() -> None:
+    """Caller frames that arrive while the kept ones are being sent queue behind them: the
+    provider hears the caller's words in the order they were said (under load the flush and
+    new frames used to interleave)."""
+    socket, opened, all_sent = MemorySocket(), asyncio.Event(), asyncio.Event()
+    received: list[int] = []
+
+    class SlowSession(ScriptedSession):
+        async def send_audio(self, audio: bytes) -> None:
+            await asyncio.sleep(0.002)  # every send yields, as a network send does
+            received.append(audio[0])
+            if len(received) == 20:
+                all_sent.set()
+
+    session = SlowSession()
+
+    async def opener() -> ProviderSession:
+        await opened.wait()
+        return session
+
+    def frame(n: int) -> str:
+        payload = base64.b64encode(bytes([n]) * 160).decode()
+        return json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": payload}})
+
+    protocol = MediaStreamProtocol()
+    protocol.receive(json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1"}}))
+    task = asyncio.create_task(CallBridge(socket, protocol, CallInfo("CA1", "MZ1", "r"), opener).run())
+    for n in range(10):
+        socket.incoming.put_nowait(frame(n))
+    await settle()
+    opened.set()
+    for n in range(10, 20):
+        await asyncio.sleep(0.001)
+        socket.incoming.put_nowait(frame(n))
+    await asyncio.wait_for(all_sent.wait(), 5)
+    assert received == list(range(20))
+    socket.incoming.put_nowait(None)
+    await asyncio.wait_for(task, 5)
+
+
+# -- the call handle tools get: "heard" awaited from mark echoes, not polled --------------
+
+
+async def test_heard_waits_for_the_last_mark_echo_then_the_quiet_time(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 800, "a"), TurnDone("a"))
+    waiter = asyncio.ensure_future(bridge.handle.heard(0.05, max_wait_s=30))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # 100 ms of audio still queued at Twilio: no echo, not heard
+    echo_marks(socket)
+    assert await asyncio.wait_for(waiter, 10) is Heard.HEARD
+    assert not bridge.handle.bot_audio_pending
+
+
+async def test_new_audio_during_the_quiet_time_restarts_the_wait(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, bridge = call
+    waiter = asyncio.ensure_future(bridge.handle.heard(0.5, max_wait_s=30))
+    await settle()
+    await push(session, AudioOut(b"\x01" * 800, "a"))  # one more sentence inside the quiet time
+    await asyncio.sleep(0.7)
+    assert not waiter.done()  # it is queued at Twilio, unheard
+    echo_marks(socket)
+    assert await asyncio.wait_for(waiter, 10) is Heard.HEARD
+
+
+async def test_a_barge_in_since_the_tool_call_interrupts_the_wait(call) -> None:  # type: ignore[no-untyped-def]
+    _, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 1600, "a"))
+    since = bridge.handle.tool_call_at  # no tool call yet: now
+    waiter = asyncio.ensure_future(bridge.handle.heard(0.05, max_wait_s=30, barge_ins_since=since))
+    await settle()
+    await push(session, SpeechStarted())
+    assert await asyncio.wait_for(waiter, 10) is Heard.INTERRUPTED
+
+
+async def test_unechoed_audio_times_out_and_the_handle_hangs_up(call) -> None:  # type: ignore[no-untyped-def]
+    _, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 800, "a"))
+    assert await bridge.handle.heard(0.05, max_wait_s=0.2) is Heard.TIMEOUT
+    await bridge.handle.hang_up(CallOutcome.BOT_HANGUP)
+    assert bridge.summary.outcome is CallOutcome.BOT_HANGUP
+
+
+async def test_a_caller_turn_goes_into_the_transcript(call) -> None:  # type: ignore[no-untyped-def]
+    _, _, bridge = call
+    await bridge.handle.add_caller_turn("The caller entered 42 on the phone keypad.")
+    assert [(t.role, t.text) for t in bridge.handle.transcript] == [
+        ("caller", "The caller entered 42 on the phone keypad.")
+    ]

@@ -71,7 +71,7 @@ def test_flags_routes_shadowed_by_an_earlier_catch_all_or_prefix(
     code = run(tmp_path, shadowed, "--number", "+15551112222")
     out = capsys.readouterr().out
     assert code == 1
-    assert "UNREACHABLE: route 4 'london' is shadowed by the earlier route 'uk'" in out
+    assert "UNREACHABLE: route 4 'london' is unreachable: it is shadowed by the earlier route 'uk'" in out
     # The catch-all before it shadows nothing else; vip and uk are reachable.
     assert out.count("UNREACHABLE") == 1
 
@@ -92,7 +92,7 @@ def test_flags_unknown_providers_and_missing_secrets(
     assert run(tmp_path, broken) == 1
     err = capsys.readouterr().err
     assert "twilio.auth_token: environment variable VOICEBOT_TEST_TWILIO_TOKEN is not set" in err
-    assert "routes[2].providers[1]: unknown provider 'nowhere'" in err
+    assert "routes[3].providers[2]: unknown provider 'nowhere'" in err
 
 
 RETIRING = """

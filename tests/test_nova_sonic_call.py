@@ -66,7 +66,6 @@ async def test_tone_reaches_nova_at_8k_through_the_sdk_and_its_8k_reply_reaches_
         # speak once it is up, so the bridge's pre-session buffer policy is not under test here.
         await call.wait_for(lambda: bool(h2.models) and h2.models[0].input_rate == 8000, timeout=10)
         await call.pause(200)
-        said_at = call.now_ms()
         await call.say(to_mulaw(tone(440, 600)))
         await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=10)
         await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
@@ -87,8 +86,11 @@ async def test_tone_reaches_nova_at_8k_through_the_sdk_and_its_8k_reply_reaches_
         start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
         assert end - start == pytest.approx(800, abs=60)
         assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
-        # The answer follows the end of the caller's tone (fake endpointing: 240 ms of silence).
-        assert said_at + 600 + 240 <= start <= said_at + 600 + 1000
+        # The answer follows the end of the caller's tone (fake endpointing: 240 ms of silence),
+        # both measured on the stream clock in whole 20 ms frames: where the tone really went
+        # out, not when say() was called (a late sender tick puts it up to a frame earlier).
+        _, said_end = longest(active_segments(call.caller_pcm(), 8000, threshold_dbfs=-35))
+        assert said_end + 240 <= start <= said_end + 1000
 
         summary = server.runtime.active[call.call_sid].summary
         assert [(t.role, t.text) for t in summary.transcript] == [

@@ -33,6 +33,9 @@ async def test_webhook_answers_signed_call_with_connect_stream_twiml() -> None:
         assert "?" not in stream_url
         assert set(parameters) == {"token"} and len(parameters["token"]) >= 16
         assert "<Redirect" in response.text and "/twilio/stream-ended" in response.text
+        # Stream failures reach /twilio/status (Twilio's <Stream statusCallback>).
+        assert f'statusCallback="{server.url}/twilio/status"' in response.text
+        assert 'statusCallbackMethod="POST"' in response.text
 
 
 async def test_public_url_builds_wss_stream_url_and_is_what_signatures_cover() -> None:
@@ -65,7 +68,7 @@ async def test_unsigned_or_forged_webhook_is_refused(headers: dict[str, str]) ->
     async with running_server() as server, httpx.AsyncClient() as client:
         response = await client.post(server.url + "/twilio/voice", data=PARAMS, headers=headers)
         assert response.status_code == 403
-        assert not server.runtime.pending
+        assert not server.runtime.handoff.pending
 
 
 async def test_webhook_signed_with_another_token_is_refused() -> None:
@@ -94,6 +97,29 @@ async def test_status_callback_and_health() -> None:
         assert (await client.post(url, data=params)).status_code == 403
         health = await client.get(server.url + "/healthz")
         assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+async def test_a_stream_error_on_the_status_callback_is_logged_and_counted(caplog: pytest.LogCaptureFixture) -> None:
+    from tests.test_telemetry import scrape, value
+
+    async with running_server() as server, httpx.AsyncClient() as client:
+        before = value(await scrape(server.url), "voicebot_errors_total", code="twilio-stream-error")
+        url = server.url + "/twilio/status"
+        params = {
+            "CallSid": PARAMS["CallSid"],
+            "AccountSid": PARAMS["AccountSid"],
+            "StreamSid": "MZ" + "2" * 32,
+            "StreamEvent": "stream-error",
+            "StreamError": "Stream - WebSocket - Connection Refused",
+        }
+        with caplog.at_level("WARNING", logger="telephony.webhook"):
+            assert (await client.post(url, data=params, headers=signed(url, params))).status_code == 204
+        assert any(
+            r.levelname == "WARNING" and "Connection Refused" in r.getMessage() and PARAMS["CallSid"] in r.getMessage()
+            for r in caplog.records
+        )
+        after = value(await scrape(server.url), "voicebot_errors_total", code="twilio-stream-error")
+        assert after == before + 1
 
 
 async def _stream_url_and_token(server_url: str, client: httpx.AsyncClient) -> tuple[str, str]:

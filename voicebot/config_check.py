@@ -10,11 +10,9 @@ that date, an error from it on.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from s2s.lifecycle import ModelFinding, model_status, provider_findings
 from telephony.routing import select_route, shadowed_routes
@@ -25,22 +23,8 @@ from voicebot.config import AppConfig
 class CheckReport:
     lines: list[str]
     problems: int
-
-
-class SampleCall(argparse.Action):
-    """``--number TO`` starts a sample call; a ``--from FROM`` after it sets that call's caller."""
-
-    def __call__(
-        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, value: Any, option: str | None = None
-    ) -> None:
-        samples: list[tuple[str, str]] = list(getattr(namespace, self.dest, None) or [])
-        if option == "--from":
-            if not samples:
-                parser.error("--from must follow the --number it belongs to")
-            samples[-1] = (samples[-1][0], str(value))
-        else:
-            samples.append((str(value), ""))
-        setattr(namespace, self.dest, samples)
+    warnings: list[str]
+    """the problems that hold for every call (not the sample calls'): `serve` logs these too"""
 
 
 def model_findings(config: AppConfig, today: dt.date | None = None) -> list[ModelFinding]:
@@ -61,6 +45,7 @@ def check_routes(
     """``samples``: (To, From) of calls to route; From may be empty. Retired models count as
     problems; retiring ones are printed as warnings."""
     lines: list[str] = []
+    warnings: list[str] = []
     problems = 0
     for finding in model_findings(config, today):
         lines.append(f"{finding.level.upper()}: {finding.message}")
@@ -71,10 +56,12 @@ def check_routes(
         lines.append(f"route {i + 1} {route.name!r} ({match}): {chain}")
     for shadow in shadowed_routes(config.routes):
         problems += 1
-        lines.append(
-            f"UNREACHABLE: route {shadow.index + 1} {shadow.route.name!r} is shadowed by the earlier route "
+        warning = (
+            f"route {shadow.index + 1} {shadow.route.name!r} is unreachable: it is shadowed by the earlier route "
             f"{shadow.by.name!r}, which matches every call it would match"
         )
+        warnings.append(warning)
+        lines.append(f"UNREACHABLE: {warning}")
     for to, from_ in samples:
         hit = select_route(config.routes, to, from_)
         who = f"{to}" + (f" from {from_}" if from_ else "")
@@ -89,4 +76,4 @@ def check_routes(
         lines.append(
             f"provider {name!r}: type={provider.type} max_sessions={limit}" + ("" if used else " (used by no route)")
         )
-    return CheckReport(lines, problems)
+    return CheckReport(lines, problems, warnings)

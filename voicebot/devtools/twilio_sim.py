@@ -99,6 +99,7 @@ class SimulatedCall:
         self._chunk = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
+        self._stalled_until_ms = 0.0
         self.bad_frames_from_server = 0
 
     # -- clock ---------------------------------------------------------------------------
@@ -158,6 +159,12 @@ class SimulatedCall:
         frame_no = 0
         while not self._stopped:
             await self._sleep_until(frame_no * FRAME_S * 1000.0)
+            if frame_no * FRAME_S * 1000.0 < self._stalled_until_ms:
+                # The stream is stalled: this frame never reaches the server (the track keeps
+                # its clock, so it stays aligned with what the caller heard).
+                self.caller_track += MULAW_SILENCE * FRAME_BYTES
+                frame_no += 1
+                continue
             payload = self._outgoing.popleft() if self._outgoing else MULAW_SILENCE * FRAME_BYTES
             if not self._outgoing:
                 self._drained.set()
@@ -277,6 +284,12 @@ class SimulatedCall:
         await asyncio.wait({drained, closed}, return_when=asyncio.FIRST_COMPLETED)
         drained.cancel()
         closed.cancel()
+
+    async def stall(self, ms: float) -> None:
+        """The caller's media stream stalls (a network hiccup, a held leg): no frames at all
+        for ``ms``, then the line resumes; frames of the gap are lost, not sent late."""
+        self._stalled_until_ms = self.now_ms() + ms
+        await asyncio.sleep(ms / 1000.0 / self.speed)
 
     async def pause(self, ms: float) -> None:
         """Caller silence (the line keeps sending silent frames)."""

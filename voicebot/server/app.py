@@ -12,6 +12,7 @@ from telephony.application import CallApplication
 from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
 from voicebot.calls.runtime import Runtime
+from voicebot.server import calls_api
 from voicebot.server.health import readiness
 from voicebot.telemetry.install import install as install_telemetry
 from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
@@ -45,6 +46,7 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *calls_api.routes(),
         ]
     )
     app.state.runtime = runtime

@@ -29,6 +29,8 @@ class Divergence:
     expected: object
     got: object
     detail: str = ""
+    at_ms: float | None = None
+    """where on the tape's stream clock it shows (the HTML view marks it there); None: the whole call"""
 
     def __str__(self) -> str:
         extra = f" ({self.detail})" if self.detail else ""
@@ -43,29 +45,34 @@ def compare(expected: CallView, got: CallView, tolerance: Tolerance | None = Non
     tol = tolerance or Tolerance()
     out: list[Divergence] = []
     if len(expected.turns) != len(got.turns):
-        out.append(Divergence("bot turns", len(expected.turns), len(got.turns)))
+        first_extra = (expected.turns if len(expected.turns) > len(got.turns) else got.turns)[
+            min(len(expected.turns), len(got.turns))
+        ]
+        out.append(Divergence("bot turns", len(expected.turns), len(got.turns), at_ms=first_extra.start_ms))
     for i, (a, b) in enumerate(zip(expected.turns, got.turns, strict=False), start=1):
         if abs(a.sent_ms - b.sent_ms) > tol.audio_ms:
-            out.append(Divergence(f"turn {i} bot audio sent", _ms(a.sent_ms), _ms(b.sent_ms)))
+            out.append(Divergence(f"turn {i} bot audio sent", _ms(a.sent_ms), _ms(b.sent_ms), at_ms=a.start_ms))
         # How much of an interrupted answer was heard depends on when the caller cut in, a
         # timing; how much of a whole answer was heard is an amount of audio.
         heard_tol = tol.timing_ms if a.interrupted or b.interrupted else tol.audio_ms
         if abs(a.heard_ms - b.heard_ms) > heard_tol:
-            out.append(Divergence(f"turn {i} bot audio heard", _ms(a.heard_ms), _ms(b.heard_ms)))
+            out.append(Divergence(f"turn {i} bot audio heard", _ms(a.heard_ms), _ms(b.heard_ms), at_ms=a.start_ms))
         if a.interrupted != b.interrupted:
-            out.append(Divergence(f"turn {i} interrupted", a.interrupted, b.interrupted))
+            out.append(Divergence(f"turn {i} interrupted", a.interrupted, b.interrupted, at_ms=a.start_ms))
         delta = b.start_ms - a.start_ms
         if abs(delta) > tol.timing_ms:
             beyond = f"{delta:+.0f} ms, beyond ±{tol.timing_ms:.0f}"
-            out.append(Divergence(f"turn {i} start", _ms(a.start_ms), _ms(b.start_ms), beyond))
+            out.append(Divergence(f"turn {i} start", _ms(a.start_ms), _ms(b.start_ms), beyond, a.start_ms))
     if len(expected.barge_ins) != len(got.barge_ins):
-        out.append(Divergence("barge-ins", len(expected.barge_ins), len(got.barge_ins)))
+        longer = expected.barge_ins if len(expected.barge_ins) > len(got.barge_ins) else got.barge_ins
+        at = longer[min(len(expected.barge_ins), len(got.barge_ins))].at_ms
+        out.append(Divergence("barge-ins", len(expected.barge_ins), len(got.barge_ins), at_ms=at))
     for i, (x, y) in enumerate(zip(expected.barge_ins, got.barge_ins, strict=False), start=1):
         delta = y.at_ms - x.at_ms
         if abs(delta) > tol.timing_ms:
-            out.append(Divergence(f"barge-in {i} at", _ms(x.at_ms), _ms(y.at_ms), f"{delta:+.0f} ms"))
+            out.append(Divergence(f"barge-in {i} at", _ms(x.at_ms), _ms(y.at_ms), f"{delta:+.0f} ms", x.at_ms))
         if abs(x.heard_ms - y.heard_ms) > tol.timing_ms:
-            out.append(Divergence(f"barge-in {i} heard", _ms(x.heard_ms), _ms(y.heard_ms)))
+            out.append(Divergence(f"barge-in {i} heard", _ms(x.heard_ms), _ms(y.heard_ms), at_ms=x.at_ms))
     out.extend(_compare_control(expected.control, got.control, tol.marks))
     if expected.dtmf != got.dtmf:
         out.append(Divergence("DTMF digits", "".join(expected.dtmf), "".join(got.dtmf)))

@@ -162,6 +162,7 @@ _EVENT_TYPES: dict[str, type[Any]] = {
         ev.TurnDone,
         ev.ProviderError,
         ev.SessionExpiring,
+        ev.Usage,
         ev.Closed,
     )
 }
