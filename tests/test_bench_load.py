@@ -20,8 +20,11 @@ def test_both_servers_answer_every_call_and_every_audio_chunk_is_paired(
     load.main(["--provider", provider, "--calls", "2", "--seconds", "3", "--warmup", "0.5", "--spread", "0.1"])
     out = capsys.readouterr().out
     figures = out.split("Conditions:")[0]
+    # "(invalid)": the shared machine kept the client from real time, a figure not a failure
     rows = {
-        line.split("|")[2].strip(): line.split("|")[3:-1] for line in figures.splitlines() if line.startswith("| 2 ")
+        line.split("|")[2].replace("(invalid)", "").strip(): line.split("|")[3:-1]
+        for line in figures.splitlines()
+        if line.startswith("| 2 ")
     }
     assert set(rows) >= {"floor", "voicebot", "voicebot ÷ floor"}, out
     for server in ("floor", "voicebot"):
