@@ -344,6 +344,19 @@ class Runtime:
                     log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
                 self._release(plan)
 
+    def withdraw_pending(self) -> list[CallPlan]:
+        """Take back every reservation still waiting for its stream (the drain deadline): its
+        slot is released, and its token counts as used, so a stream that still comes is
+        refused and Twilio goes on to ``/twilio/stream-ended``."""
+        plans = list(self.pending.values())
+        self.pending.clear()
+        for plan in plans:
+            self._remember_claimed(plan.token)
+            if self.slots.shared:
+                plan.lease = None  # its stream may be live on another instance (see expire_pending)
+            self._release(plan)
+        return plans
+
     async def adopt_stream(
         self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
     ) -> CallBridge | None:
