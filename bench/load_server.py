@@ -37,14 +37,13 @@ import uvicorn
 from bench.load_stats import LatencyRing
 from s2s.events import AudioOut, ProviderEvent
 from telephony.media_stream import Media, TwilioEvent
-from telephony.observer import CallObserver
-from voicebot.calls.runtime import CallPlan, Runtime
+from telephony.observer import CallObserver, ToProvider, ToTwilio
+from voicebot.calls.plan import CallPlan
+from voicebot.calls.runtime import Runtime
 from voicebot.config import load_config
 from voicebot.server.app import create_app
 from voicebot.server.logs import configure_logging
 from voicebot.server.run import uvicorn_config
-
-_MEDIA_PREFIX = '{"event": "media"'  # telephony.media_stream.media_message's first key
 
 
 class GcPauses:
@@ -131,13 +130,13 @@ class _SpanEnd(CallObserver):
         self.clock = clock
         self.latency = latency
 
-    def provider_out(self, kind: str, payload: object) -> None:
-        if kind == "audio" and self.clock.inbound_at:
+    def provider_out(self, kind: ToProvider, payload: object) -> None:
+        if kind is ToProvider.AUDIO and self.clock.inbound_at:
             self.latency.inbound.add(time.perf_counter_ns() - self.clock.inbound_at)
             self.clock.inbound_at = 0
 
-    def twilio_out(self, frame: str) -> None:
-        if self.clock.outbound_at and frame.startswith(_MEDIA_PREFIX):
+    def twilio_out(self, kind: ToTwilio, frame: str) -> None:
+        if self.clock.outbound_at and kind is ToTwilio.MEDIA:
             self.latency.outbound.add(time.perf_counter_ns() - self.clock.outbound_at)
             self.clock.outbound_at = 0
 

@@ -93,6 +93,12 @@ class ProviderSession(ABC):
     async def send_audio(self, audio: bytes) -> None:
         """Caller audio in ``input_format``; any length."""
 
+    async def send_caller_frame(self, audio: bytes, level_dbfs: float) -> None:
+        """Caller audio whose level the bridge already measured on the phone frame (once per
+        frame, shared by every detector). Layers that watch the caller's level (the recovery
+        layer's watchdog) use it instead of measuring again; a plain session just sends."""
+        await self.send_audio(audio)
+
     @abstractmethod
     async def send_text(self, text: str) -> None:
         """Caller-side text (DTMF digits, a note), which the model answers as a user turn."""

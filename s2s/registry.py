@@ -20,6 +20,7 @@ BUILTIN_TYPES: dict[str, str] = {
     "grok": "s2s.grok",
     "gemini_live": "s2s.gemini_live",
     "nova_sonic": "s2s.nova_sonic",
+    "cascade": "s2s.cascade",
 }
 
 # The install extra (pyproject.toml) that brings each built-in type's SDK, and the modules

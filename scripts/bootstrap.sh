@@ -93,14 +93,16 @@ run_with_progress() {
 }
 
 # Debian packages some tests use: redis-server (the fleet-admission tests start a throwaway
-# one, tests/test_redis_admission.py) and chromium (the call page is rendered headless,
-# tests/test_tape_html.py). Where one is missing and we are root with apt-get (a CI
+# one, tests/test_redis_admission.py), chromium (the call page is rendered headless,
+# tests/test_tape_html.py) and espeak-ng (the local cascade speaks with it,
+# tests/test_cascade_local.py). Where one is missing and we are root with apt-get (a CI
 # container), install it; anywhere else those tests skip and say why. VOICEBOT_NO_APT=1 turns
 # this off.
 ensure_test_packages() {
   local missing=()
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "${VOICEBOT_NO_APT:-0}" != 1 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "bootstrap: installing ${missing[*]} (Debian packages) for the tests that use them" >&2

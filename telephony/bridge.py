@@ -36,7 +36,8 @@ from s2s.events import (
 )
 from s2s.provider import ProviderSession, Turn
 from telephony.bad_frames import BadFrames
-from telephony.call_state import CallState, CallStateMachine
+from telephony.call_handle import CallHandle, PlayoutSignal
+from telephony.call_state import CallOutcome, CallState, CallStateMachine
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
     Dtmf,
@@ -45,16 +46,15 @@ from telephony.media_stream import (
     MediaStreamProtocol,
     ProtocolError,
     Stop,
+    StreamFrames,
     Unknown,
-    clear_message,
-    mark_message,
-    media_message,
 )
-from telephony.observer import CallObserver
+from telephony.observer import CallObserver, ToProvider, ToTwilio
 from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
+from transcoding.levels import mulaw_dbfs
 from transcoding.pipeline import Transcoder, make_transcoder
 
 log = logging.getLogger(__name__)
@@ -85,21 +85,21 @@ class CallInfo:
     called: str = ""
 
 
-ToolHandler = Callable[[ToolCall, "CallBridge"], Awaitable[str]]
+ToolHandler = Callable[[ToolCall, CallHandle], Awaitable[str]]
 
 
-async def unknown_tool(call: ToolCall, bridge: CallBridge) -> str:
+async def unknown_tool(call: ToolCall, call_handle: CallHandle) -> str:
     log.warning("model called tool %r, but the route has no tools", call.name)
     return json.dumps({"error": f"no tool named {call.name!r}"})
 
 
-DtmfHandler = Callable[[str, "CallBridge"], Awaitable[None]]
+DtmfHandler = Callable[[str, CallHandle], Awaitable[None]]
 
 
-async def forward_digit(digit: str, bridge: CallBridge) -> None:
+async def forward_digit(digit: str, call_handle: CallHandle) -> None:
     """Default keypad hook: each key straight to the model. Routes replace it with
     the collector in voicebot.agent, which buffers a sequence first; a hook must not block."""
-    await bridge.send_text(f"The caller pressed {digit} on the keypad.")
+    await call_handle.say(f"The caller pressed {digit} on the keypad.")
 
 
 @dataclass(slots=True)
@@ -115,7 +115,7 @@ class BargeIn:
 class CallSummary:
     call_sid: str
     route: str
-    outcome: str = "in-progress"
+    outcome: CallOutcome = CallOutcome.IN_PROGRESS
     transcript: list[Turn] = field(default_factory=list)
     barge_ins: list[BargeIn] = field(default_factory=list)
     bad_frames: int = 0
@@ -155,11 +155,15 @@ class CallBridge:
         self.summary = CallSummary(info.call_sid, info.route)
         self._bad_frames = BadFrames(f"call {info.call_sid}")
         self.transcript = CallTranscript(self.summary.transcript)
-        self.playout = PlayoutTracker()
+        playout_changed = PlayoutSignal()
+        self.playout = PlayoutTracker(playout_changed)
+        # What the tool and keypad hooks get of this call (not the bridge itself).
+        self.handle = CallHandle(self, playout_changed)
         # Bot audio of a full-duplex session goes through here (see telephony.pacing).
         self._pacer: PacedPlayout | None = None
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
+        self._frames = StreamFrames(info.stream_sid)
         self._onset = local_barge_in
         self._barge_lock = asyncio.Lock()
         self._resampler = resampler
@@ -186,7 +190,7 @@ class CallBridge:
             await asyncio.wait([inbound, opener], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             if not opener.done():  # caller hung up while the provider was connecting
                 opener.cancel()
-                self._end("caller-hangup")
+                self._end(CallOutcome.CALLER_HANGUP)
                 await asyncio.gather(opener, return_exceptions=True)
                 return self.summary
             try:
@@ -195,30 +199,33 @@ class CallBridge:
                 log.error(
                     "call %s: no provider session could be opened (%s); ending the stream", self.info.call_sid, exc
                 )
-                self._end("provider-unavailable")
+                self._end(CallOutcome.PROVIDER_UNAVAILABLE)
                 return self.summary
             for observer in self.observers:
                 observer.session_opened(self.session)
+            if self.state.ended:  # hung up (drain, time limit) while the session opened
+                return self.summary
             self.state.to(CallState.STREAMING)
             await self._flush_pre_session_audio()
             outbound = asyncio.create_task(self._outbound(), name=f"outbound-{self.info.call_sid}")
             await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
-            if inbound.done() and self.summary.outcome == "in-progress":
-                self._end("caller-hangup")
+            if inbound.done():
+                self._end(CallOutcome.CALLER_HANGUP)
         finally:
             await self._teardown(inbound, outbound)
         return self.summary
 
-    def _end(self, outcome: str) -> None:
-        if self.summary.outcome == "in-progress":
+    def _end(self, outcome: CallOutcome) -> None:
+        """The state machine decides; the first outcome is the call's."""
+        if self.state.end(outcome):
             self.summary.outcome = outcome
 
-    def ending(self, outcome: str) -> None:
+    def ending(self, outcome: CallOutcome) -> None:
         """Say why the call is about to end, before its stream closes (e.g. the server is
         stopping): the first outcome named wins over the caller-hangup a closed stream means."""
         self._end(outcome)
 
-    async def hang_up(self, outcome: str) -> None:
+    async def hang_up(self, outcome: CallOutcome) -> None:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
         self._end(outcome)
@@ -271,7 +278,7 @@ class CallBridge:
                 ended = self._bad_frames.note(exc)
                 self.summary.bad_frames = self._bad_frames.count
                 if ended:
-                    self._end("protocol-error")
+                    self._end(CallOutcome.PROTOCOL_ERROR)
                     return
                 continue
             for observer in self.observers:
@@ -283,18 +290,21 @@ class CallBridge:
                 if self._pacer is not None:
                     self._pacer.played()
             elif isinstance(event, Dtmf):
-                await self.dtmf_handler(event.digit, self)
+                await self.dtmf_handler(event.digit, self.handle)
             elif isinstance(event, Stop):
-                self._end("caller-hangup")
+                self._end(CallOutcome.CALLER_HANGUP)
                 return
             elif isinstance(event, Unknown):
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
 
     async def _caller_audio(self, mulaw: bytes) -> None:
+        # One level measurement per caller frame, shared by the local barge-in detector and
+        # the recovery layer's watchdog (send_caller_frame).
+        level = mulaw_dbfs(mulaw)
         if self._onset is not None:
             if not self.playout.pending:
                 self._onset.reset()
-            elif self._onset.feed(mulaw):
+            elif self._onset.feed(level, MULAW_8K.duration_ms(len(mulaw))):
                 log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
                 await self._barge_in()
         session = self.session
@@ -304,17 +314,17 @@ class CallBridge:
             while self._pre_session_bytes > MULAW_8K.nbytes(PRE_SESSION_AUDIO_MS):
                 self._pre_session_bytes -= len(self._pre_session.popleft())
             return
-        await self._forward(session, mulaw)
+        await self._forward(session, mulaw, level)
 
-    async def _forward(self, session: ProviderSession, mulaw: bytes) -> None:
+    async def _forward(self, session: ProviderSession, mulaw: bytes, level: float) -> None:
         tc = self._inbound_tc
         if tc is None or tc.dst != session.input_format:
             tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
         audio = tc.convert(mulaw)
         if audio:
             for observer in self.observers:
-                observer.provider_out("audio", audio)
-            await session.send_audio(audio)
+                observer.provider_out(ToProvider.AUDIO, audio)
+            await session.send_caller_frame(audio, level)
 
     async def _flush_pre_session_audio(self) -> None:
         """Send the kept audio in order. Frames that arrive meanwhile queue behind it: sent
@@ -326,14 +336,14 @@ class CallBridge:
             while self._pre_session:
                 mulaw = self._pre_session.popleft()
                 self._pre_session_bytes -= len(mulaw)
-                await self._forward(self.session, mulaw)
+                await self._forward(self.session, mulaw, mulaw_dbfs(mulaw))
         finally:
             self._flushing = False
 
     async def send_text(self, text: str) -> None:
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out("text", text)
+                observer.provider_out(ToProvider.TEXT, text)
             await self.session.send_text(text)
 
     # -- provider -> Twilio ----------------------------------------------------------------
@@ -362,9 +372,9 @@ class CallBridge:
             elif isinstance(event, Closed):
                 if event.error:
                     log.error("call %s: provider session lost: %s", self.info.call_sid, event.reason)
-                    self._end("provider-lost")
+                    self._end(CallOutcome.PROVIDER_LOST)
                 else:
-                    self._end("provider-closed")
+                    self._end(CallOutcome.PROVIDER_CLOSED)
                 return
 
     async def _bot_audio(self, event: AudioOut) -> None:
@@ -390,10 +400,9 @@ class CallBridge:
     async def _send_chunk(self, chunk: bytes, item_id: str) -> None:
         if item_id in self._dropped_items:
             return  # a barge-in happened while this audio was going out
-        stream_sid = self.info.stream_sid
         mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
-        await self._send(media_message(stream_sid, chunk))
-        await self._send(mark_message(stream_sid, mark))
+        await self._send(ToTwilio.MEDIA, self._frames.media(chunk))
+        await self._send(ToTwilio.MARK, self._frames.mark(mark))
 
     def _paced_playout(self) -> PacedPlayout | None:
         """The pacer when the session is full duplex (it declares a playout lead), else None;
@@ -432,7 +441,7 @@ class CallBridge:
         items = self.playout.pending_items()
         held = self._pacer.drop() if self._pacer is not None else {}
         if items:
-            await self._send(clear_message(self.info.stream_sid))
+            await self._send(ToTwilio.CLEAR, self._frames.clear)
         now = self.clock()
         items.extend(item for item in held if item not in items)
         current = self._current_item
@@ -464,7 +473,7 @@ class CallBridge:
             )
             for observer in self.observers:
                 observer.barge_in(item, heard[item], sent[item], latency_ms)
-                observer.provider_out("truncate", (item, heard_ms))
+                observer.provider_out(ToProvider.TRUNCATE, (item, heard_ms))
             log.info(
                 "call %s: barge-in; caller heard %d of %.0f ms of %s", self.info.call_sid, heard_ms, sent[item], item
             )
@@ -472,13 +481,13 @@ class CallBridge:
 
     async def _run_tool(self, call: ToolCall) -> None:
         try:
-            output = await self.tool_handler(call, self)
+            output = await self.tool_handler(call, self.handle)
         except Exception as exc:
             log.exception("call %s: tool %s failed", self.info.call_sid, call.name)
             output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out("tool_result", (call.call_id, output))
+                observer.provider_out(ToProvider.TOOL_RESULT, (call.call_id, output))
             await self.session.send_tool_result(call.call_id, output)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
@@ -486,7 +495,7 @@ class CallBridge:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, frame: str) -> None:
+    async def _send(self, kind: ToTwilio, frame: str) -> None:
         for observer in self.observers:
-            observer.twilio_out(frame)
+            observer.twilio_out(kind, frame)
         await self.socket.send(frame)

@@ -10,9 +10,6 @@ trigger cuts the bot off; the provider's own signal still works when this one st
 
 from __future__ import annotations
 
-from transcoding.levels import frame_dbfs
-from transcoding.mulaw import mulaw_to_pcm16
-
 
 class SpeechOnsetDetector:
     def __init__(self, threshold_dbfs: float, min_ms: int) -> None:
@@ -20,11 +17,13 @@ class SpeechOnsetDetector:
         self.min_ms = min_ms
         self._voiced_ms = 0.0
 
-    def feed(self, mulaw: bytes) -> bool:
-        """True once per onset: when the caller has been loud for ``min_ms`` in a row."""
-        if frame_dbfs(mulaw_to_pcm16(mulaw)) > self.threshold_dbfs:
+    def feed(self, level_dbfs: float, duration_ms: float) -> bool:
+        """One caller frame's level (measured once by the bridge, shared with the recovery
+        layer's watchdog). True once per onset: when the caller has been loud for ``min_ms``
+        in a row."""
+        if level_dbfs > self.threshold_dbfs:
             before = self._voiced_ms
-            self._voiced_ms += len(mulaw) / 8.0
+            self._voiced_ms += duration_ms
             return before < self.min_ms <= self._voiced_ms
         self._voiced_ms = 0.0
         return False

@@ -164,6 +164,22 @@ def parse_event(msg: dict[str, Any]) -> TwilioEvent:
     return Unknown(event, msg)
 
 
+def _fast_media(msg: dict[str, Any]) -> Media | None:
+    """A well-formed ``media`` frame, decoded with no helper calls (50 of these per second per
+    call); None for anything unusual, which :func:`parse_event` then decodes or names."""
+    media = msg.get("media")
+    if type(media) is not dict:
+        return None
+    payload, timestamp, chunk = media.get("payload"), media.get("timestamp"), media.get("chunk")
+    track = media.get("track", "inbound")
+    if type(payload) is not str or type(timestamp) is not str or type(chunk) is not str or type(track) is not str:
+        return None
+    try:
+        return Media(binascii.a2b_base64(payload, strict_mode=True), int(timestamp), int(chunk), track)
+    except ValueError:  # binascii.Error is a ValueError
+        return None
+
+
 class MediaStreamProtocol:
     """State of one Twilio media stream, as seen from our side.
 
@@ -188,6 +204,10 @@ class MediaStreamProtocol:
             raise ProtocolError("frame is nested too deeply to parse") from None
         if not isinstance(msg, dict):
             raise ProtocolError("frame is not a JSON object")
+        if self.state is StreamState.STREAMING and msg.get("event") == "media":
+            media = _fast_media(msg)
+            if media is not None:
+                return media
         try:
             event = parse_event(msg)
         except ProtocolError:
@@ -234,3 +254,25 @@ def mark_message(stream_sid: str, name: str) -> str:
 
 def clear_message(stream_sid: str) -> str:
     return json.dumps({"event": "clear", "streamSid": stream_sid})
+
+
+class StreamFrames:
+    """The frames we send on one stream, from templates built once per stream.
+
+    Bot audio goes out as a media + mark pair every 40 ms per call: building a dict and
+    ``json.dumps`` for each cost ~9 us a pair where joining strings costs ~2 us. The output is
+    exactly what :func:`media_message` / :func:`mark_message` / :func:`clear_message` produce
+    (tests check), so observers that recognise a media frame by its first bytes still do."""
+
+    def __init__(self, stream_sid: str) -> None:
+        sid = json.dumps(stream_sid)  # escaped once
+        self._media_head = '{"event": "media", "streamSid": ' + sid + ', "media": {"payload": "'
+        self._mark_head = '{"event": "mark", "streamSid": ' + sid + ', "mark": {"name": '
+        self.clear = '{"event": "clear", "streamSid": ' + sid + "}"
+
+    def media(self, payload: bytes) -> str:
+        return self._media_head + base64.b64encode(payload).decode("ascii") + '"}}'  # base64 needs no escaping
+
+    def mark(self, name: str) -> str:
+        quoted = '"' + name + '"' if name.isalnum() and name.isascii() else json.dumps(name)
+        return self._mark_head + quoted + "}}"

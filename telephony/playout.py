@@ -12,6 +12,7 @@ After a ``clear``, Twilio echoes every outstanding mark at once; those echoes me
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -24,7 +25,10 @@ class SentChunk:
 
 
 class PlayoutTracker:
-    def __init__(self) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+        # Called when playout goes from idle to queued or back, and on a clear: what waiting
+        # for "the caller heard it all" (telephony.call_handle) wakes on. Not per chunk.
+        self._on_change = on_change
         self._pending: deque[SentChunk] = deque()
         self._heard: dict[str, float] = {}
         self._sent: dict[str, float] = {}
@@ -47,8 +51,11 @@ class PlayoutTracker:
         """Record a chunk sent to Twilio; returns the mark name to send after it."""
         self._seq += 1
         name = f"m{self._seq}"
+        was_idle = not self._pending
         self._pending.append(SentChunk(name, item_id, ms, now))
         self._sent[item_id] = self._sent.get(item_id, 0.0) + ms
+        if was_idle and self._on_change is not None:
+            self._on_change()
         return name
 
     def echoed(self, name: str, now: float) -> bool:
@@ -61,6 +68,8 @@ class PlayoutTracker:
             if chunk.mark == name:
                 break
         self._last_echo_at = now
+        if not self._pending and self._on_change is not None:
+            self._on_change()
         return True
 
     def heard_ms(self, item_id: str, now: float) -> float:
@@ -79,4 +88,6 @@ class PlayoutTracker:
         dropped = list(self._pending)
         self._pending.clear()
         self._last_echo_at = None
+        if self._on_change is not None:
+            self._on_change()
         return dropped

@@ -41,6 +41,10 @@ class CallTranscript:
             self._bot_turns[event.item_id] = len(self.turns)
         self.turns.append(Turn(event.role, text))
 
+    def add_turn(self, turn: Turn) -> None:
+        """A turn no provider transcribes (keypad input, as text)."""
+        self.turns.append(turn)
+
     def interrupted(self, item_id: str, heard_ms: float, sent_ms: float) -> None:
         """The caller heard ``heard_ms`` of the ``sent_ms`` of bot item ``item_id``."""
         fraction = heard_ms / sent_ms if sent_ms > 0 else 0.0

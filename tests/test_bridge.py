@@ -12,6 +12,8 @@ import pytest
 from s2s.events import AudioOut, ProviderEvent, SpeechStarted, Transcript, TurnDone
 from s2s.provider import ProviderSession, QueuedSession
 from telephony.bridge import CallBridge, CallInfo
+from telephony.call_handle import Heard
+from telephony.call_state import CallOutcome
 from telephony.media_stream import MediaStreamProtocol
 from transcoding.formats import MULAW_8K
 
@@ -163,3 +165,54 @@ async def test_audio_kept_while_the_session_opened_is_sent_before_newer_audio() 
     assert received == list(range(20))
     socket.incoming.put_nowait(None)
     await asyncio.wait_for(task, 5)
+
+
+# -- the call handle tools get: "heard" awaited from mark echoes, not polled --------------
+
+
+async def test_heard_waits_for_the_last_mark_echo_then_the_quiet_time(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 800, "a"), TurnDone("a"))
+    waiter = asyncio.ensure_future(bridge.handle.heard(0.05, max_wait_s=30))
+    await asyncio.sleep(0.3)
+    assert not waiter.done()  # 100 ms of audio still queued at Twilio: no echo, not heard
+    echo_marks(socket)
+    assert await asyncio.wait_for(waiter, 10) is Heard.HEARD
+    assert not bridge.handle.bot_audio_pending
+
+
+async def test_new_audio_during_the_quiet_time_restarts_the_wait(call) -> None:  # type: ignore[no-untyped-def]
+    socket, session, bridge = call
+    waiter = asyncio.ensure_future(bridge.handle.heard(0.5, max_wait_s=30))
+    await settle()
+    await push(session, AudioOut(b"\x01" * 800, "a"))  # one more sentence inside the quiet time
+    await asyncio.sleep(0.7)
+    assert not waiter.done()  # it is queued at Twilio, unheard
+    echo_marks(socket)
+    assert await asyncio.wait_for(waiter, 10) is Heard.HEARD
+
+
+async def test_a_barge_in_since_the_tool_call_interrupts_the_wait(call) -> None:  # type: ignore[no-untyped-def]
+    _, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 1600, "a"))
+    since = bridge.handle.tool_call_at  # no tool call yet: now
+    waiter = asyncio.ensure_future(bridge.handle.heard(0.05, max_wait_s=30, barge_ins_since=since))
+    await settle()
+    await push(session, SpeechStarted())
+    assert await asyncio.wait_for(waiter, 10) is Heard.INTERRUPTED
+
+
+async def test_unechoed_audio_times_out_and_the_handle_hangs_up(call) -> None:  # type: ignore[no-untyped-def]
+    _, session, bridge = call
+    await push(session, AudioOut(b"\x01" * 800, "a"))
+    assert await bridge.handle.heard(0.05, max_wait_s=0.2) is Heard.TIMEOUT
+    await bridge.handle.hang_up(CallOutcome.BOT_HANGUP)
+    assert bridge.summary.outcome is CallOutcome.BOT_HANGUP
+
+
+async def test_a_caller_turn_goes_into_the_transcript(call) -> None:  # type: ignore[no-untyped-def]
+    _, _, bridge = call
+    await bridge.handle.add_caller_turn("The caller entered 42 on the phone keypad.")
+    assert [(t.role, t.text) for t in bridge.handle.transcript] == [
+        ("caller", "The caller entered 42 on the phone keypad.")
+    ]

@@ -5,6 +5,7 @@ a route tool and to the external agent, and fallback to OpenAI Realtime when Liv
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -256,3 +257,99 @@ async def test_the_model_keeps_hearing_time_pass_while_the_callers_stream_stalls
         assert conn.appends - appends_before >= 20  # as time passed, not in one lump
         await call.say(to_mulaw(tone(1000, 300)))  # the line is back: the caller's audio follows
         await fake.wait_for(lambda: to_mulaw(tone(1000, 300)) in bytes(conn.audio_in), timeout=5)
+
+
+async def test_greeting_and_keypad_entries_reach_the_model_as_commentary_it_speaks() -> None:
+    options = LiveFakeOptions(answer_tone_hz=660.0, response_ms=500)
+    async with (
+        FakeLiveServer(options) as fake,
+        running_server(call_config(fake, route_keys='greeting = "Thanks for calling."')) as server,
+        server.twilio().call() as call,
+    ):
+        await call.wait_for(lambda: call.received_media_ms() >= 500, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        start, end = heard_span(call)
+        assert start < 2000 and end - start == pytest.approx(500, abs=40)  # spoke first
+        conn = fake.last
+        [greeting] = conn.of_type("session.commentary.append")
+        assert "Thanks for calling." in greeting["content"] and greeting["delegation_id"] is None
+        await call.press("7")
+        await fake.wait_for(lambda: len(conn.of_type("session.commentary.append")) == 2, timeout=5)
+        assert "7" in conn.of_type("session.commentary.append")[1]["content"]
+        await call.wait_for(lambda: call.received_media_ms() >= 1000, timeout=8)
+
+
+async def test_end_call_through_responses_delegation_hangs_up_after_the_goodbye_was_heard() -> None:
+    options = LiveFakeOptions(delegate="responses", tool_name="end_call", tool_arguments={"reason": "done"})
+    options.response_ms = 700
+    route = "[routes.call_control]\nend_call = true"
+    async with (
+        FakeLiveServer(options) as fake,
+        running_server(call_config(fake, 'delegation = "responses"', route)) as server,
+        server.twilio().call() as call,
+    ):
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await asyncio.wait_for(call.closed.wait(), 15)
+        closed_ms = call.now_ms()
+        conn = fake.last
+        [output] = conn.of_type("response.item.create")
+        assert json.loads(output["item"]["output"])["ok"] is True
+        start, end = heard_span(call)
+        assert end - start == pytest.approx(700, abs=40)  # the whole goodbye was heard
+        assert closed_ms >= end
+
+
+async def test_a_half_duplex_route_falls_back_to_gpt_live_and_its_audio_is_then_paced() -> None:
+    async with (
+        FakeLiveServer(LiveFakeOptions(response_ms=1000, speedup=4.0)) as live,
+        FakeRealtimeServer(FakeOptions(refuse_status=503)) as realtime,
+    ):
+        config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[providers.rt]
+type = "openai_realtime"
+api_key = "test-key"
+base_url = "{realtime.base_url}"
+
+[providers.live]
+type = "gpt_live"
+api_key = "test-key"
+base_url = "{live.base_url}"
+lead_ms = {LEAD_MS}
+
+[[routes]]
+name = "default"
+providers = ["rt", "live"]
+"""
+        async with running_server(config) as server, server.twilio().call() as call:
+            depths = watch_queue(call)
+            await call.pause(200)
+            await call.say(to_mulaw(tone(1000, 400)))
+            await call.wait_for(lambda: call.received_media_ms() >= 1000, timeout=10)
+            await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+            assert realtime.connections == [] and len(live.connections) == 1
+            assert max(depths) <= LEAD_MS
+
+
+async def test_renewal_replays_the_conversation_into_the_next_live_session() -> None:
+    options = LiveFakeOptions(response_ms=400, expires_in_s=4)
+    keys = "session_limit_s = 10.0\nrenew_after_s = 7.5"  # renew 2.5 s before expires_at
+    async with (
+        FakeLiveServer(options) as fake,
+        running_server(call_config(fake, keys)) as server,
+        server.twilio().call() as call,
+    ):
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= 400, timeout=8)
+        await fake.wait_for(lambda: len(fake.connections) == 2 and bool(fake.last.session), timeout=10)
+        history = fake.last.session.get("input") or []
+        texts = [(item["role"], item["content"][0]["text"]) for item in history]
+        assert ("user", "caller 1000 hertz") in texts
+        assert ("assistant", "you played 1000 hertz") in texts
+        # The old session is closed in the background after the swap, with session.close.
+        await fake.wait_for(lambda: bool(fake.connections[0].of_type("session.close")), timeout=5)

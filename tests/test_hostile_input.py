@@ -129,7 +129,7 @@ async def test_webhook_refuses_sids_twilio_would_never_send(name: str, value: st
             response = await client.post(url, data=params, headers=signed(url, params))
             assert response.status_code == 400, path
             assert response.text == f"malformed {name}"
-        assert not server.runtime.pending
+        assert not server.runtime.handoff.pending
 
 
 async def test_a_start_frame_with_a_forged_stream_sid_is_refused() -> None:
@@ -208,7 +208,7 @@ async def test_a_repeated_webhook_gets_the_same_plan_and_a_token_opens_one_strea
         answers = await asyncio.gather(*(twilio.webhook("+15550001111", "+15557654321", call_sid) for _ in range(6)))
         tokens = {(parse_stream_twiml(a.text) or ("", {"token": ""}))[1]["token"] for a in answers}
         assert len(tokens) == 1 and "" not in tokens
-        assert len(server.runtime.pending) == 1 and await slots_held(server) == 1
+        assert len(server.runtime.handoff.pending) == 1 and await slots_held(server) == 1
         stream_url = server.url.replace("http://", "ws://") + "/twilio/media"
         token = tokens.pop()
         streams = [twilio.stream(stream_url, {"token": token}, call_sid) for _ in range(6)]

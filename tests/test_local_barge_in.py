@@ -8,14 +8,15 @@ import pytest
 from telephony.local_vad import SpeechOnsetDetector
 from tests.support.audio import level_at, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
+from transcoding.levels import mulaw_dbfs
 
 
 def test_onset_needs_sustained_speech_and_fires_once() -> None:
     detector = SpeechOnsetDetector(threshold_dbfs=-30, min_ms=100)
-    loud, quiet = to_mulaw(tone(300, 20, dbfs=-15)), to_mulaw(tone(300, 20, dbfs=-45))
-    assert [detector.feed(loud) for _ in range(4)] == [False] * 4
-    assert detector.feed(quiet) is False  # a dip restarts the count
-    assert [detector.feed(loud) for _ in range(7)] == [False, False, False, False, True, False, False]
+    loud, quiet = mulaw_dbfs(to_mulaw(tone(300, 20, dbfs=-15))), mulaw_dbfs(to_mulaw(tone(300, 20, dbfs=-45)))
+    assert [detector.feed(loud, 20) for _ in range(4)] == [False] * 4
+    assert detector.feed(quiet, 20) is False  # a dip restarts the count
+    assert [detector.feed(loud, 20) for _ in range(7)] == [False, False, False, False, True, False, False]
 
 
 # The echo line's own VAD is set deaf here (threshold 0 dBFS), so it never signals speech: the

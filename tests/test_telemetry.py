@@ -18,12 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, TurnDone
 from telephony.bridge import CallSummary
+from telephony.call_state import CallOutcome
 from telephony.media_stream import Media, media_message
+from telephony.observer import ToProvider, ToTwilio
 from tests.support.audio import active_segments, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 from voicebot.telemetry import metrics as api
 from voicebot.telemetry import setup as telemetry_setup
-from voicebot.telemetry.observer import MEDIA_PREFIX, SAMPLE_EVERY, CallTelemetry
+from voicebot.telemetry.observer import SAMPLE_EVERY, CallTelemetry
 from voicebot.telemetry.setup import Telemetry, TelemetryConfigError, build_telemetry, get_telemetry
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -179,17 +181,17 @@ def test_observer_hooks_record_errors_turns_and_sampling(tel: Telemetry) -> None
     tel.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     observer = CallTelemetry(fake_plan("r1"), tel)  # type: ignore[arg-type]
     frame = media_message("MZ1", b"\xff" * 160)
-    assert frame.startswith(MEDIA_PREFIX)  # the bridge's frames are what the prefix test assumes
     observer.provider_in(SpeechStopped())
     observer.provider_in(AudioOut(b"\x00" * 320, "item1"))
-    observer.twilio_out(frame)
-    observer.twilio_out(frame)  # only the first frame after speech ends is the turn's latency
+    observer.twilio_out(ToTwilio.MARK, '{"event": "mark"}')  # not audio: no latency sample
+    observer.twilio_out(ToTwilio.MEDIA, frame)
+    observer.twilio_out(ToTwilio.MEDIA, frame)  # only the first frame after speech ends is the turn's latency
     observer.provider_in(ProviderError("rate_limit_exceeded", "slow down"))
     observer.provider_in(ProviderError("rate_limit_exceeded", "again"))
     observer.provider_in(SpeechStarted())
     observer.barge_in("item1", 300.0, 1000.0, 0.4)
     observer.provider_in(TurnDone("item1", interrupted=True))
-    summary = CallSummary("CAtest", "r1", outcome="provider-lost", bad_frames=3)
+    summary = CallSummary("CAtest", "r1", outcome=CallOutcome.PROVIDER_LOST, bad_frames=3)
     observer.call_ended(summary)
     observer.call_ended(summary)  # idempotent
 
@@ -211,15 +213,15 @@ def test_inbound_forwarding_is_sampled_not_timed_per_frame(tel: Telemetry) -> No
     frame = Media(b"\xff" * 160, 0, 0, "inbound")
     for _ in range(SAMPLE_EVERY * 4):
         observer.twilio_in("{}", frame)
-        observer.provider_out("audio", b"\x00" * 320)
+        observer.provider_out(ToProvider.AUDIO, b"\x00" * 320)
     # Frames held while no session is open (no provider_out): their samples are not timed
     # across the wait when the held audio is finally sent.
     for _ in range(SAMPLE_EVERY * 2):
         observer.twilio_in("{}", frame)
     observer.session_opened(types.SimpleNamespace(input_format="mulaw@8000", output_format="mulaw@8000"))  # type: ignore[arg-type]
     for _ in range(SAMPLE_EVERY * 2):
-        observer.provider_out("audio", b"\x00" * 320)
-    observer.call_ended(CallSummary("CAtest", "r2", outcome="caller-hangup"))
+        observer.provider_out(ToProvider.AUDIO, b"\x00" * 320)
+    observer.call_ended(CallSummary("CAtest", "r2", outcome=CallOutcome.CALLER_HANGUP))
     samples = parse(tel.prometheus_text().decode())
     assert value(samples, "voicebot_bridge_forward_duration_seconds_count", direction="inbound") == 4
 

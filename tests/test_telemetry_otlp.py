@@ -13,6 +13,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from telephony.bridge import CallSummary
+from telephony.call_state import CallOutcome
 from tests.test_telemetry import fake_plan
 from voicebot.telemetry.observer import CallTelemetry
 from voicebot.telemetry.setup import build_telemetry
@@ -62,7 +63,7 @@ def test_spans_and_metrics_reach_an_otlp_http_collector(collector: Collector) ->
     tel = build_telemetry({**os.environ, "OTEL_SERVICE_NAME": "voicebot-otlp-test"})
     assert tel.exporters == ("prometheus", "otlp-metrics", "otlp-traces")
     observer = CallTelemetry(fake_plan("otlp-route", call_sid="CAotlp"), tel)  # type: ignore[arg-type]
-    observer.call_ended(CallSummary("CAotlp", "otlp-route", outcome="caller-hangup"))
+    observer.call_ended(CallSummary("CAotlp", "otlp-route", outcome=CallOutcome.CALLER_HANGUP))
     assert tel.tracer_provider.force_flush(5000)
     assert tel.meter_provider.force_flush(5000)
     tel.shutdown()

@@ -1,16 +1,8 @@
-"""G.711 mu-law <-> 16-bit PCM, via the C ``audioop`` (stdlib before 3.13, audioop-lts after)."""
+"""G.711 mu-law <-> 16-bit PCM, via the C ``audioop``."""
 
 from __future__ import annotations
 
-import sys
-import warnings
-
-if sys.version_info >= (3, 13):
-    import audioop
-else:  # stdlib audioop warns about its removal in 3.13; the dependency covers that version.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import audioop
+from transcoding.audioop_compat import audioop
 
 
 def mulaw_to_pcm16(data: bytes) -> bytes:
@@ -21,3 +13,8 @@ def mulaw_to_pcm16(data: bytes) -> bytes:
 def pcm16_to_mulaw(data: bytes) -> bytes:
     """Encode little-endian 16-bit PCM to mu-law. ``data`` must hold whole samples."""
     return audioop.lin2ulaw(data, 2)
+
+
+def alaw_to_pcm16(data: bytes) -> bytes:
+    """Decode A-law bytes (G.711's other companding, used outside North America and Japan)."""
+    return audioop.alaw2lin(data, 2)

@@ -95,6 +95,14 @@ MAX_NOTE_CHARS = 1800
 MAX_HISTORY_ITEMS = 128
 
 AGENT_TOOL = "ask_agent"
+# Routes' instructions speak of tools (call control, ask_agent); GPT-Live reaches them only
+# by delegating, so the frontend instructions say so (the Live prompting guide puts "when to
+# delegate" in the frontend instructions).
+DELEGATION_NOTE = (
+    "Looking things up and taking actions on this line happen by delegating: where these "
+    "instructions mention a tool, delegate the task instead, and tell the caller the result "
+    "when it arrives."
+)
 FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error"})
 FATAL_ERROR_CODES = frozenset({"invalid_api_key", "insufficient_quota", "model_not_found", "session_expired"})
 # session.closed reasons that end the call on purpose rather than lose it.
@@ -180,6 +188,15 @@ class GptLiveProtocol:
         self._backend: dict[str, _BackendResponse] = {}  # delegation id -> response state
         self._call_delegation: dict[str, str] = {}  # function call_id -> delegation id
         self._tool_names = {t.name for t in ctx.tools}
+        unreachable = sorted(self._tool_names - {AGENT_TOOL}) if config.delegation == "client" else []
+        if unreachable:
+            log.warning(
+                "%s: call %s offers %s, which client delegation cannot call (it answers delegations with "
+                'the route\'s agent); set delegation = "responses" on the provider to use them',
+                self.provider_name,
+                ctx.call_sid,
+                ", ".join(unreachable),
+            )
         self._unknown_types: set[str] = set()
 
     # ---- sans-I/O plumbing ---------------------------------------------------------------
@@ -217,9 +234,12 @@ class GptLiveProtocol:
             delegation = {"type": "client"}
         if cfg.acknowledgement_delay_ms is not None:
             delegation["acknowledgement_delay_ms"] = cfg.acknowledgement_delay_ms
+        instructions = ctx.instructions or cfg.instructions
+        if ctx.tools:
+            instructions = f"{instructions}\n\n{DELEGATION_NOTE}"
         session: SessionConfigParam = {
             "model": ctx.model or cfg.model,
-            "instructions": ctx.instructions or cfg.instructions,
+            "instructions": instructions,
             "audio": {"format": {"type": "audio/pcmu", "rate": 8000}, "output": {"voice": ctx.voice or cfg.voice}},
             "delegation": delegation,
         }

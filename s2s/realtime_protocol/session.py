@@ -37,10 +37,11 @@ class RealtimeSession(QueuedSession):
         self.config = config
         self.protocol = protocol
         self.input_format = protocol.audio_format
-        self.output_format = protocol.audio_format
+        self.output_format = protocol.output_format  # as the server confirmed it
         self._transport = transport
         # Frames from the inbound task (audio) and the outbound task (truncate, tool results)
-        # go out in the order the protocol produced them.
+        # go out in the order the protocol produced them: written at once when nothing is
+        # waiting to be sent, else behind the lock.
         self._send_lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -62,8 +63,19 @@ class RealtimeSession(QueuedSession):
                 return
 
     async def _flush(self) -> None:
+        frames = self.protocol.data_to_send()
+        if not frames:
+            return
+        if not self._send_lock.locked():
+            # The usual case: every frame written now, in order, with no await in between.
+            written = 0
+            while written < len(frames) and self._transport.send_now(frames[written]):
+                written += 1
+            if written == len(frames):
+                return
+            frames = frames[written:]
         async with self._send_lock:
-            for frame in self.protocol.data_to_send():
+            for frame in frames:
                 try:
                     await self._transport.send(frame)
                 except ConnectionClosed:

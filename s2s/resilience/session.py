@@ -27,7 +27,7 @@ from s2s.resilience.item_ids import inward, outward
 from s2s.resilience.kept_audio import KeptAudio
 from s2s.resilience.policy import NO_HOOKS, RecoveryPolicy, ResilienceHooks, SessionSlots
 from s2s.resilience.state import SessionState, SessionStateMachine
-from s2s.resilience.turns import TurnTracker, Watchdog, is_voiced
+from s2s.resilience.turns import VOICED_DBFS, TurnTracker, Watchdog, is_voiced
 
 log = logging.getLogger(__name__)
 
@@ -182,11 +182,17 @@ class ResilientSession(ProviderSession):
     # -- caller -> provider ------------------------------------------------------------------
 
     async def send_audio(self, audio: bytes) -> None:
+        await self._send(audio, is_voiced(audio, self.input_format))
+
+    async def send_caller_frame(self, audio: bytes, level_dbfs: float) -> None:
+        await self._send(audio, level_dbfs > VOICED_DBFS)
+
+    async def _send(self, audio: bytes, voiced: bool) -> None:
         live = self._live
         if live is None or self.state.ending:
             return
         now = self.clock()
-        if is_voiced(audio, self.input_format):
+        if voiced:
             self._turns.caller_voiced(now)
             self._watchdog.caller_voiced(now, self.input_format.duration_ms(len(audio)))
         session = live.session

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 from s2s.events import AudioOut, ProviderEvent, SpeechStarted, SpeechStopped, TurnDone
 from transcoding.formats import AudioFormat
-from transcoding.levels import frame_dbfs
-from transcoding.mulaw import mulaw_to_pcm16
+from transcoding.levels import level_dbfs
 
 # Caller audio above this level counts as speech for the watchdog and the renewal gap.
 VOICED_DBFS = -40.0
@@ -22,8 +21,7 @@ QUIET_S = 0.4
 
 
 def is_voiced(audio: bytes, fmt: AudioFormat) -> bool:
-    pcm = mulaw_to_pcm16(audio) if fmt.encoding == "mulaw" else audio[: len(audio) - len(audio) % 2]
-    return bool(pcm) and frame_dbfs(pcm) > VOICED_DBFS
+    return bool(audio) and level_dbfs(audio, fmt) > VOICED_DBFS
 
 
 @dataclass(slots=True)

@@ -39,7 +39,7 @@ from s2s.tools import ToolSpec
 from voicebot.agent.config import AgentReasoning
 
 if TYPE_CHECKING:
-    from telephony.bridge import CallBridge
+    from telephony.call_handle import CallHandle
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,6 @@ FILLER_PROMPT = (
 )
 MAX_FILLERS = 3
 FILLER_SPACING_S = 3.0
-_POLL_S = 0.05
 
 
 class EndpointFailure(Exception):
@@ -169,33 +168,33 @@ class SilenceFiller:
     ``after_s`` while a slow tool runs. Silence is judged from playout (marks), not from what
     was sent: audio queued at Twilio counts as sound until it has played."""
 
-    def __init__(self, bridge: CallBridge, after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.bridge = bridge
+    def __init__(self, call: CallHandle, after_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.call = call
         self.after_s = after_s
         self.clock = clock
         self.fillers = 0
 
     async def run(self) -> None:
-        silent_since = self.clock()
         last_filler = -FILLER_SPACING_S
         while self.fillers < MAX_FILLERS:
-            await asyncio.sleep(_POLL_S)
-            now = self.clock()
-            if self.bridge.playout.pending:
-                silent_since = now
-            elif now - silent_since >= self.after_s and now - last_filler >= FILLER_SPACING_S:
-                self.fillers += 1
-                last_filler = silent_since = now
-                log.info("call %s: agent still working; asking the model for a filler", self.bridge.info.call_sid)
-                await self.bridge.send_text(FILLER_PROMPT)
+            await self.call.heard(self.after_s)
+            spacing_left = last_filler + FILLER_SPACING_S - self.clock()
+            if spacing_left > 0:
+                await asyncio.sleep(spacing_left)  # fillers at least FILLER_SPACING_S apart
+                if self.call.bot_audio_pending:
+                    continue
+            self.fillers += 1
+            last_filler = self.clock()
+            log.info("call %s: agent still working; asking the model for a filler", self.call.call_sid)
+            await self.call.say(FILLER_PROMPT)
 
 
-async def with_filler[T](bridge: CallBridge, after_s: float, work: Awaitable[T]) -> T:
-    if bridge.session is not None and bridge.session.playout_lead_ms is not None:
+async def with_filler[T](call: CallHandle, after_s: float, work: Awaitable[T]) -> T:
+    if call.full_duplex:
         # A full-duplex model fills the wait itself (its acknowledgement delay); a prompted
         # filler would only be appended to its context as another thing to say.
         return await work
-    filler = asyncio.create_task(SilenceFiller(bridge, after_s).run())
+    filler = asyncio.create_task(SilenceFiller(call, after_s).run())
     try:
         return await work
     finally:
@@ -212,22 +211,22 @@ class AgentTool:
         self.caller = caller
         self.endpoint = JsonEndpoint(url=settings.agent_url, ref=settings.agent, headers=settings.headers)
 
-    def request(self, question: str, bridge: CallBridge) -> dict[str, Any]:
+    def request(self, question: str, call: CallHandle) -> dict[str, Any]:
         return {
             "call_sid": self.call_sid,
             "caller": self.caller,
             "question": question,
-            "transcript": [{"role": t.role, "text": t.text} for t in bridge.summary.transcript],
+            "transcript": [{"role": t.role, "text": t.text} for t in call.transcript],
         }
 
-    async def __call__(self, call: ToolCall, bridge: CallBridge) -> str:
-        question = str(call.arguments.get("question", "")).strip()
+    async def __call__(self, tool_call: ToolCall, call: CallHandle) -> str:
+        question = str(tool_call.arguments.get("question", "")).strip()
         started = time.monotonic()
         try:
             reply = await with_filler(
-                bridge,
+                call,
                 self.settings.filler_after_s,
-                self.endpoint.call(self.request(question, bridge), self.settings.timeout_s),
+                self.endpoint.call(self.request(question, call), self.settings.timeout_s),
             )
             answer = answer_of(reply)
         except EndpointFailure as exc:

@@ -5,7 +5,8 @@ Both act only after the caller has *heard* the bot's last words. The model usual
 reaches us while that audio is still queued at Twilio (providers send faster than real
 time). The tool result goes back at once (so a model that speaks *after* the result can
 still say its sentence) and the action waits in the background until playout is quiet:
-no bot audio pending — every mark echoed (reference §5) — and none for ``QUIET_S``. A call
+no bot audio pending — every mark echoed — and none for ``QUIET_S`` (awaited as an event:
+:meth:`telephony.call_handle.CallHandle.heard`). A call
 whose audio never drains is acted on after ``max_goodbye_wait_s`` anyway. If the caller talks
 over those last words (a barge-in), the action is cancelled and the model told so: they
 did not hear the goodbye and have something to say.
@@ -24,19 +25,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
+from telephony.call_handle import CallHandle, Heard
+from telephony.call_state import CallOutcome
 from telephony.twilio_rest import update_call_twiml
 from voicebot.agent.config import CallControl
 
 if TYPE_CHECKING:
-    from telephony.bridge import CallBridge
     from voicebot.config import TwilioConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 # Silence after the last heard bot audio before acting: long enough for a model that answers
 # the tool result with one more sentence to start sending it (providers take ~0.3-1 s).
 QUIET_S = 1.0
-_POLL_S = 0.02
 INTERRUPTED_NOTE = (
     "(Note from the system: the caller spoke before the call could end or be transferred, so it "
     "stays open. Listen to them; call the tool again if it is still wanted.)"
@@ -102,33 +102,6 @@ def transfer_twiml(destination: str) -> str:
     return str(response)
 
 
-Heard = Literal["heard", "timeout", "interrupted"]
-
-
-async def wait_until_heard(
-    bridge: CallBridge, quiet_s: float, max_wait_s: float, clock: Callable[[], float] = time.monotonic
-) -> Heard:
-    """Wait until the caller has heard everything sent and nothing new came for ``quiet_s``.
-    ``interrupted`` when the caller talked over the bot meanwhile (a barge-in: they did not
-    hear it out and have something to say), ``timeout`` after ``max_wait_s``."""
-    started = quiet_since = clock()
-    # Barge-ins count from when the tool call reached the bridge, not from when this handler
-    # got to run: on a busy loop the caller may already have cut into the goodbye meanwhile.
-    called_at = bridge.last_tool_call_at if bridge.last_tool_call_at is not None else bridge.clock()
-    since_ms = (called_at - bridge.summary.started_at) * 1000.0
-    while True:
-        now = clock()
-        if any(b.at_ms >= since_ms for b in bridge.summary.barge_ins):
-            return "interrupted"
-        if bridge.playout.pending:
-            quiet_since = now
-        elif now - quiet_since >= quiet_s:
-            return "heard"
-        if now - started >= max_wait_s:
-            return "timeout"
-        await asyncio.sleep(_POLL_S)
-
-
 class CallControlTools:
     def __init__(
         self,
@@ -166,19 +139,22 @@ class CallControlTools:
                 return number
         return None
 
-    def _schedule(self, bridge: CallBridge, action: Callable[[], Awaitable[None]]) -> bool:
+    def _schedule(self, call: CallHandle, action: Callable[[], Awaitable[None]]) -> bool:
         if self.pending is not None and not self.pending.done():
             return False
-        self.pending = asyncio.ensure_future(self._after_heard(bridge, action))
+        # Barge-ins count from when the tool call reached the bridge, not from when this handler
+        # got to run: on a busy loop the caller may already have cut into the goodbye meanwhile.
+        since = call.tool_call_at
+        self.pending = asyncio.ensure_future(self._after_heard(call, action, since))
         return True
 
-    async def _after_heard(self, bridge: CallBridge, action: Callable[[], Awaitable[None]]) -> None:
-        heard = await wait_until_heard(bridge, QUIET_S, self.settings.max_goodbye_wait_s)
-        if heard == "interrupted":
+    async def _after_heard(self, call: CallHandle, action: Callable[[], Awaitable[None]], since: float) -> None:
+        heard = await call.heard(QUIET_S, self.settings.max_goodbye_wait_s, barge_ins_since=since)
+        if heard is Heard.INTERRUPTED:
             log.info("call %s: the caller talked over the bot's last words; call control cancelled", self.call_sid)
-            await bridge.send_text(INTERRUPTED_NOTE)
+            await call.say(INTERRUPTED_NOTE)
             return
-        if heard == "timeout":
+        if heard is Heard.TIMEOUT:
             log.warning(
                 "call %s: bot audio still playing after %.0f s; acting anyway",
                 self.call_sid,
@@ -188,28 +164,28 @@ class CallControlTools:
             await action()
         except Exception:
             log.exception("call %s: call-control action failed; hanging up", self.call_sid)
-            await bridge.hang_up("call-control-failed")
+            await call.hang_up(CallOutcome.CALL_CONTROL_FAILED)
 
-    async def end_call(self, call: ToolCall, bridge: CallBridge) -> str:
-        reason = str(call.arguments.get("reason", "")).strip() or "unspecified"
+    async def end_call(self, tool_call: ToolCall, call: CallHandle) -> str:
+        reason = str(tool_call.arguments.get("reason", "")).strip() or "unspecified"
         log.info("call %s: model ends the call (%s); hanging up once the goodbye has played", self.call_sid, reason)
-        if not self._schedule(bridge, lambda: bridge.hang_up("bot-hangup")):
+        if not self._schedule(call, lambda: call.hang_up(CallOutcome.BOT_HANGUP)):
             return json.dumps({"error": "the call is already ending"})
         return json.dumps({"ok": True, "note": "The line closes after your goodbye has played. Say nothing more."})
 
-    async def transfer_call(self, call: ToolCall, bridge: CallBridge) -> str:
-        to = str(call.arguments.get("to", ""))
+    async def transfer_call(self, tool_call: ToolCall, call: CallHandle) -> str:
+        to = str(tool_call.arguments.get("to", ""))
         number = self.destination(to)
         if number is None:
             log.warning("call %s: model asked to transfer to %r, which is not allowed", self.call_sid, to)
             allowed = ", ".join(self.settings.transfer)
             return json.dumps({"error": f"cannot transfer to {to!r}; allowed: {allowed}"})
         log.info("call %s: transferring to %s once the caller has heard the bot out", self.call_sid, to)
-        if not self._schedule(bridge, lambda: self._transfer(number, bridge)):
+        if not self._schedule(call, lambda: self._transfer(number, call)):
             return json.dumps({"error": "the call is already ending"})
         return json.dumps({"ok": True, "note": f"Transferring to {to} after your sentence. Say nothing more."})
 
-    async def _transfer(self, number: str, bridge: CallBridge) -> None:
+    async def _transfer(self, number: str, call: CallHandle) -> None:
         twiml = transfer_twiml(number)
         if self.uses_rest:
             try:
@@ -217,12 +193,12 @@ class CallControlTools:
                 log.info("call %s: transferred to %s via the REST API", self.call_sid, number)
                 # The call now runs the new TwiML; closing our end of the abandoned stream is
                 # harmless and frees the provider session at once.
-                await bridge.hang_up("transferred")
+                await call.hang_up(CallOutcome.TRANSFERRED)
                 return
             except Exception as exc:  # refused, unreachable, timed out: the stream path needs no REST
                 log.error("call %s: REST transfer failed (%r); transferring by ending the stream", self.call_sid, exc)
         self.set_next_twiml(self.call_sid, twiml)
-        await bridge.hang_up("transferred")
+        await call.hang_up(CallOutcome.TRANSFERRED)
         log.info("call %s: transferred to %s via the TwiML after <Connect>", self.call_sid, number)
 
     async def _rest_update(self, twiml: str) -> None:

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from s2s.events import ToolCall
-from s2s.provider import Turn
 from s2s.tools import ToolSpec
+from telephony.call_handle import CallHandle
 from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
 from voicebot.agent.call_control import CallControlTools, call_control_instructions
 from voicebot.agent.config import RouteTool
@@ -26,12 +26,12 @@ from voicebot.agent.dtmf import DigitCollector
 from voicebot.agent.memory import CallerMemory
 
 if TYPE_CHECKING:
-    from telephony.bridge import CallBridge, CallSummary
+    from telephony.bridge import CallSummary
     from voicebot.config import AppConfig, RouteConfig
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[ToolCall, "CallBridge"], Awaitable[str]]
+Handler = Callable[[ToolCall, CallHandle], Awaitable[str]]
 
 # Post-call work (closing clients, writing memory) outlives the call's tasks; held here so
 # it is not garbage-collected mid-write.
@@ -52,11 +52,11 @@ class RouteToolRunner:
     def spec(self) -> ToolSpec:
         return ToolSpec(self.tool.name, self.tool.description, self.tool.parameters)
 
-    async def __call__(self, call: ToolCall, bridge: CallBridge) -> str:
+    async def __call__(self, call: ToolCall, handle: CallHandle) -> str:
         payload = {"call_sid": self.call_sid, "caller": self.caller, "tool": call.name, "arguments": call.arguments}
         try:
             result = await with_filler(
-                bridge, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
+                handle, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
             )
         except EndpointFailure as exc:
             log.error("call %s: tool %s failed: %s; the model is told so", self.call_sid, call.name, exc)
@@ -125,23 +125,18 @@ class CallTools:
 
     # -- the bridge's hooks --------------------------------------------------------------
 
-    async def __call__(self, call: ToolCall, bridge: CallBridge) -> str:
+    async def __call__(self, call: ToolCall, handle: CallHandle) -> str:
         handler = self._handlers.get(call.name)
         if handler is None:
             log.warning("call %s: model called unknown tool %r", self.call_sid, call.name)
             return json.dumps({"error": f"no tool named {call.name!r}; available: {', '.join(self._handlers)}"})
-        return await handler(call, bridge)
+        return await handler(call, handle)
 
-    async def dtmf(self, digit: str, bridge: CallBridge) -> None:
+    async def dtmf(self, digit: str, handle: CallHandle) -> None:
         if self._collector is None:
-
-            async def deliver(text: str) -> None:
-                # Providers transcribe audio, not text turns: the keypad entry goes into the
-                # call's transcript here, so the agent and caller memory see it too.
-                bridge.summary.transcript.append(Turn("caller", text))
-                await bridge.send_text(text)
-
-            self._collector = DigitCollector(self.route.dtmf, deliver, self.call_sid)
+            # A caller turn: providers transcribe audio, not text turns, so the handle puts the
+            # keypad entry into the call's transcript, where the agent and caller memory see it.
+            self._collector = DigitCollector(self.route.dtmf, handle.add_caller_turn, self.call_sid)
         self._collector.press(digit)
 
     # -- after the call ------------------------------------------------------------------

@@ -27,6 +27,7 @@ from types import FrameType
 import uvicorn
 
 from telephony.bridge import CallBridge
+from telephony.call_state import CallOutcome
 from telephony.twiml import say_and_hangup
 from voicebot.calls.runtime import Runtime
 
@@ -38,7 +39,7 @@ LINGER_S = 5.0
 HANGUP_TIMEOUT_S = 5.0
 POLL_S = 0.05
 
-SHUTDOWN_OUTCOME = "server-shutdown"
+SHUTDOWN_OUTCOME = CallOutcome.SERVER_SHUTDOWN
 
 
 class Drainer:
@@ -67,13 +68,13 @@ class Drainer:
             "draining: refusing new calls (webhook 503, readyz 503); %d call(s) in progress and %d answered "
             "call(s) whose media stream has yet to come may go on for up to %.0f s",
             len(runtime.active),
-            len(runtime.pending),
+            len(runtime.handoff.pending),
             deadline_s,
         )
         # A call answered just before the signal has no stream yet: it is waited for as a call
         # in progress (its stream is accepted while draining), until it connects or its
         # reservation expires (server.stream_connect_timeout_s).
-        if await self._wait(lambda: not runtime.active and not runtime.pending, deadline_s):
+        if await self._wait(lambda: not runtime.active and not runtime.handoff.pending, deadline_s):
             log.info("draining: every call finished on its own")
             return
         ended = list(runtime.active.items())
@@ -87,7 +88,7 @@ class Drainer:
         for plan in waiting:
             # Not through REST: on a fleet its stream may be live on another instance. Its late
             # stream is refused here, and Twilio's <Redirect> fetches this from stream-ended.
-            runtime.set_next_twiml(
+            runtime.next_twiml.set(
                 plan.call_sid, say_and_hangup(runtime.config.server.drain_message, plan.route.language)
             )
         if not await self._wait(lambda: not runtime.active, HANGUP_TIMEOUT_S):
@@ -111,7 +112,7 @@ class Drainer:
         apology waits here for ``/twilio/stream-ended`` (served while we linger)."""
         route = next((r for r in self.runtime.config.routes if r.name == bridge.info.route), None)
         twiml = say_and_hangup(self.runtime.config.server.drain_message, route.language if route else None)
-        delivered = await self.runtime.deliver_next_twiml(call_sid, twiml)
+        delivered = await self.runtime.next_twiml.deliver(self.runtime.config.twilio, call_sid, twiml)
         await bridge.hang_up(SHUTDOWN_OUTCOME)
         return not delivered
 

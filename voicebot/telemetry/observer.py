@@ -41,23 +41,18 @@ from s2s.events import (
     TurnDone,
 )
 from telephony.media_stream import Media, TwilioEvent
-from telephony.observer import CallObserver
+from telephony.observer import CallObserver, ToProvider, ToTwilio
 from voicebot.telemetry.setup import Telemetry, get_telemetry
 
 if TYPE_CHECKING:
     from s2s.provider import ProviderSession
     from telephony.bridge import CallSummary
-    from voicebot.calls.runtime import CallPlan
+    from voicebot.calls.plan import CallPlan
 
 # One inbound frame (20 ms) in 50 and one provider audio chunk in 20 are timed: about one
 # sample per second per direction per call, plenty for a histogram over a fleet.
 SAMPLE_EVERY = 50
 SAMPLE_EVERY_OUT = 20
-# telephony.media_stream.media_message() output starts with this; a prefix test tells a
-# media frame from a mark/clear without parsing JSON on the audio path.
-MEDIA_PREFIX = '{"event": "media"'
-# Outcomes that mean the caller did not get the service they called for.
-FAILED_OUTCOMES = frozenset({"provider-unavailable", "provider-lost", "protocol-error", "call-control-failed"})
 
 INBOUND = {"direction": "inbound"}
 OUTBOUND = {"direction": "outbound"}
@@ -134,13 +129,13 @@ class CallTelemetry(CallObserver):
             # session opens): it is dropped rather than timed across the wait.
             self._in_sample = time.perf_counter() if self._in_frames % SAMPLE_EVERY == 0 else 0.0
 
-    def provider_out(self, kind: str, payload: object) -> None:
-        if self._in_sample and kind == "audio":
+    def provider_out(self, kind: ToProvider, payload: object) -> None:
+        if self._in_sample and kind is ToProvider.AUDIO:
             self._m.forward.record(time.perf_counter() - self._in_sample, INBOUND)
             self._in_sample = 0.0
 
-    def twilio_out(self, frame: str) -> None:
-        if not self._want_media or not frame.startswith(MEDIA_PREFIX):
+    def twilio_out(self, kind: ToTwilio, frame: str) -> None:
+        if not self._want_media or kind is not ToTwilio.MEDIA:
             return
         now = time.perf_counter()
         self._want_media = False
@@ -290,20 +285,20 @@ class CallTelemetry(CallObserver):
         self._ended = True
         self._end_turn()
         self._m.calls_active.add(-1, self._attrs)
-        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome})
+        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome.value})
         if summary.bad_frames:
             self._m.errors.add(summary.bad_frames, {"code": "twilio-bad-frame", "provider": "twilio"})
         self.span.set_attributes(
             {
-                "voicebot.outcome": summary.outcome,
+                "voicebot.outcome": summary.outcome.value,
                 "voicebot.barge_ins": len(summary.barge_ins),
                 "voicebot.turns": self._turns,
                 "voicebot.bad_frames": summary.bad_frames,
             }
         )
         self._resilience_story()
-        if summary.outcome in FAILED_OUTCOMES:
-            self.span.set_status(Status(StatusCode.ERROR, summary.outcome))
+        if summary.outcome.failed:
+            self.span.set_status(Status(StatusCode.ERROR, summary.outcome.value))
         self.span.end()
         if self._token is not None:
             otel_context.detach(self._token)

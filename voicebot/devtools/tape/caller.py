@@ -51,7 +51,7 @@ class CallerTape:
         if direction == "in":
             self.recorder.twilio_in(frame, None)
         else:
-            self.recorder.twilio_out(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
+            self.recorder.record_out(frame if isinstance(frame, str) else frame.decode("utf-8", "replace"))
 
     async def close(self, outcome: str, timeout_s: float = 5.0) -> None:
         """Write the ``end`` record and wait until the tape is on disk."""

@@ -29,7 +29,7 @@ from typing import IO, TYPE_CHECKING
 
 from s2s.events import ProviderEvent
 from s2s.provider import ProviderSession, Turn
-from telephony.observer import CallObserver
+from telephony.observer import CallObserver, ToProvider, ToTwilio
 from transcoding.formats import AudioFormat
 from voicebot.devtools.tape.format import (
     BargeInRecord,
@@ -114,7 +114,11 @@ class TapeRecorder(CallObserver):
             frame = frame[:BAD_FRAME_TAPE_BYTES]
         self._add(TwilioFrame(self._now(), "in", frame))
 
-    def twilio_out(self, frame: str | bytes) -> None:
+    def twilio_out(self, kind: ToTwilio, frame: str) -> None:
+        self.record_out(frame)
+
+    def record_out(self, frame: str | bytes) -> None:
+        """A frame the server sent (also what a caller-side tape records as it arrives)."""
         self._add(TwilioFrame(self._now(), "out", frame))
 
     def session_opened(self, session: ProviderSession) -> None:
@@ -133,7 +137,7 @@ class TapeRecorder(CallObserver):
         self._note_formats()
         self._add(ProviderIn(self._now(), event))
 
-    def provider_out(self, kind: str, payload: object) -> None:
+    def provider_out(self, kind: ToProvider, payload: object) -> None:
         t = self._now()
         if kind == "audio" and isinstance(payload, bytes):
             self._note_formats()
@@ -153,7 +157,7 @@ class TapeRecorder(CallObserver):
         self._add(BargeInRecord(self._now(), item_id, heard_ms, sent_ms, latency_ms))
 
     def call_ended(self, summary: CallSummary) -> None:
-        self.end(summary.outcome, tuple(summary.transcript), summary.bad_frames)
+        self.end(summary.outcome.value, tuple(summary.transcript), summary.bad_frames)
 
     def end(self, outcome: str, transcript: Sequence[Turn] = (), bad_frames: int = 0) -> None:
         """Close the tape (also used by the simulated caller, which has no CallSummary)."""

@@ -1,0 +1,163 @@
+"""``llm = { type = "openai_chat" }``: any OpenAI-compatible Chat Completions endpoint.
+
+Through the official ``openai`` package (``AsyncOpenAI(base_url=...).chat.completions.create``
+with ``stream=True``), so the same part serves OpenAI and the servers that speak its API
+(vLLM, llama.cpp's server, Ollama's ``/v1``, LiteLLM...). Messages, tools and streamed
+chunks follow the SDK's types (``openai.types.chat``: ``ChatCompletionMessageParam``,
+``ChatCompletionToolParam``, ``ChatCompletionChunk``): text comes in ``delta.content``; a
+tool call comes in pieces keyed by ``delta.tool_calls[].index`` (id and name first, the JSON
+arguments as string fragments) and is handed on once the stream has ended.
+
+Stopping an answer (barge-in) closes the HTTP response, which abandons the generation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+from openai import APIConnectionError, APIStatusError, AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+from pydantic import Field, SecretStr
+
+from s2s.cascade.parts import LanguageModel, LlmEvent, Message, PartConfig, PartError, PartSpec, TextDelta
+from s2s.events import ToolCall
+from s2s.provider import SessionContext
+from s2s.tools import ToolSpec
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIChatConfig(PartConfig):
+    type: Literal["openai_chat"] = "openai_chat"
+    # Local servers take any key; the SDK insists on one being set.
+    api_key: SecretStr = Field(default=SecretStr("unused"), description="'${OPENAI_API_KEY}' for OpenAI")
+    base_url: str = Field(default="https://api.openai.com/v1", description="any OpenAI-compatible server's /v1")
+    model: str = "gpt-4.1-mini"
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=300, ge=1, description="caps a spoken answer (max_completion_tokens)")
+    timeout_s: float = Field(default=15.0, gt=0, description="per request, to the end of the stream")
+
+
+def chat_messages(instructions: str, messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
+    """Our history as Chat Completions messages: the route's instructions as the system
+    message (understood by every compatible server, unlike ``developer``)."""
+    out: list[ChatCompletionMessageParam] = [{"role": "system", "content": instructions}] if instructions else []
+    for m in messages:
+        if m.role == "user":
+            out.append({"role": "user", "content": m.text})
+        elif m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.call_id or "", "content": m.text})
+        elif m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.text or None,
+                    "tool_calls": [
+                        {
+                            "id": c.call_id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        }
+                        for c in m.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": "assistant", "content": m.text})
+    return out
+
+
+def chat_tools(tools: Sequence[ToolSpec]) -> list[ChatCompletionToolParam]:
+    return [
+        {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in tools
+    ]
+
+
+@dataclass
+class _PartialCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def complete(self) -> ToolCall:
+        raw = "".join(self.arguments)
+        try:
+            arguments = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            log.warning("model called %s with arguments that are not JSON: %.200r", self.name, raw)
+            arguments = {}
+        if not isinstance(arguments, dict):
+            arguments = {"value": arguments}
+        return ToolCall(self.call_id, self.name, arguments)
+
+
+class OpenAIChat(LanguageModel):
+    def __init__(self, client: AsyncOpenAI, config: OpenAIChatConfig) -> None:
+        self._client = client
+        self.config = config
+        self.model = config.model
+
+    async def respond(
+        self, instructions: str, messages: Sequence[Message], tools: Sequence[ToolSpec]
+    ) -> AsyncGenerator[LlmEvent, None]:
+        options: dict[str, Any] = {}
+        if tools:
+            options["tools"] = chat_tools(tools)
+        if self.config.temperature is not None:
+            options["temperature"] = self.config.temperature
+        if self.config.max_tokens is not None:
+            options["max_completion_tokens"] = self.config.max_tokens
+        calls: dict[int, _PartialCall] = {}
+        try:
+            stream = await self._client.chat.completions.create(
+                model=self.model, messages=chat_messages(instructions, messages), stream=True, **options
+            )
+            async with stream:
+                async for chunk in stream:
+                    for choice in chunk.choices:
+                        delta = choice.delta
+                        if delta.content:
+                            yield TextDelta(delta.content)
+                        for piece in delta.tool_calls or ():
+                            call = calls.setdefault(piece.index, _PartialCall())
+                            call.call_id = piece.id or call.call_id
+                            if piece.function is not None:
+                                call.name = piece.function.name or call.name
+                                if piece.function.arguments:
+                                    call.arguments.append(piece.function.arguments)
+        except APIStatusError as exc:
+            raise PartError(
+                f"chat model {self.model}: HTTP {exc.status_code}: {exc.message}",
+                retryable=exc.status_code not in (400, 401, 403, 404),
+            ) from exc
+        except (APIConnectionError, httpx.HTTPError) as exc:
+            raise PartError(f"chat model {self.model}: {type(exc).__name__}: {exc}") from exc
+        for index in sorted(calls):
+            yield calls[index].complete()
+
+
+class OpenAIChatOpener:
+    def __init__(self, config: OpenAIChatConfig) -> None:
+        self.config = config
+        # One client (one HTTP connection pool) for all calls of this provider. SDK retries are
+        # off: a failed answer is the recovery layer's to handle, and a retry after seconds
+        # would only be heard as dead air.
+        self._client = AsyncOpenAI(
+            api_key=config.api_key.get_secret_value(),
+            base_url=config.base_url,
+            timeout=config.timeout_s,
+            max_retries=0,
+        )
+
+    async def open(self, ctx: SessionContext) -> OpenAIChat:
+        # A route's `model` names its speech-to-speech model; the chat model is this part's own.
+        return OpenAIChat(self._client, self.config)
+
+
+PART = PartSpec("llm", OpenAIChatConfig, OpenAIChatOpener)
