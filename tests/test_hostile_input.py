@@ -101,7 +101,9 @@ async def test_garbage_before_start_is_capped_logged_briefly_and_spares_another_
                 for sent in range(flood_frames):  # noqa: B007 (read after the loop)
                     await flood.send("not json at all")
                 await flood.recv()
-        assert flood.close_code == 1008
+        # 1008 when its close frame is read; 1006 when the flood was still writing as the
+        # server closed the socket (the server's side is in its log, checked below).
+        assert flood.close_code in (1008, 1006)
         assert sent < flood_frames
         await assert_echoes(clean, 1200)
     lines = bad_frame_lines(caplog)
