@@ -164,6 +164,22 @@ def parse_event(msg: dict[str, Any]) -> TwilioEvent:
     return Unknown(event, msg)
 
 
+def _fast_media(msg: dict[str, Any]) -> Media | None:
+    """A well-formed ``media`` frame, decoded with no helper calls (50 of these per second per
+    call); None for anything unusual, which :func:`parse_event` then decodes or names."""
+    media = msg.get("media")
+    if type(media) is not dict:
+        return None
+    payload, timestamp, chunk = media.get("payload"), media.get("timestamp"), media.get("chunk")
+    track = media.get("track", "inbound")
+    if type(payload) is not str or type(timestamp) is not str or type(chunk) is not str or type(track) is not str:
+        return None
+    try:
+        return Media(binascii.a2b_base64(payload, strict_mode=True), int(timestamp), int(chunk), track)
+    except ValueError:  # binascii.Error is a ValueError
+        return None
+
+
 class MediaStreamProtocol:
     """State of one Twilio media stream, as seen from our side.
 
@@ -188,6 +204,10 @@ class MediaStreamProtocol:
             raise ProtocolError("frame is nested too deeply to parse") from None
         if not isinstance(msg, dict):
             raise ProtocolError("frame is not a JSON object")
+        if self.state is StreamState.STREAMING and msg.get("event") == "media":
+            media = _fast_media(msg)
+            if media is not None:
+                return media
         try:
             event = parse_event(msg)
         except ProtocolError:
