@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from s2s.call_context import call_sid_var, logged_text
+from s2s.closing import CALL_CLOSE_TIMEOUT_S
 from s2s.events import (
     AudioOut,
     Closed,
@@ -235,7 +236,7 @@ class CallBridge:
         await asyncio.gather(*(t for t in (inbound, outbound, *self._tasks) if t is not None), return_exceptions=True)
         if self.session is not None:
             try:
-                await asyncio.wait_for(self.session.close(), timeout=3.0)
+                await asyncio.wait_for(self.session.close(), CALL_CLOSE_TIMEOUT_S)
             except Exception as exc:
                 log.warning("call %s: provider session did not close cleanly: %r", self.info.call_sid, exc)
         if self.before_close is not None:
