@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from s2s.call_context import call_sid_var
+from s2s.call_context import call_sid_var, logged_text
 from s2s.closing import CALL_CLOSE_TIMEOUT_S
 from s2s.events import (
     AudioOut,
@@ -249,12 +249,13 @@ class CallBridge:
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(
-            "call %s ended: %s after %.1f s; %d barge-in(s); transcript: %s",
+            "call %s ended: %s after %.1f s; %d barge-in(s); %d transcript turn(s): %s",
             self.info.call_sid,
             self.summary.outcome,
             self.summary.ended_at - self.summary.started_at,
             len(self.summary.barge_ins),
-            turns or "(none)",
+            len(self.summary.transcript),
+            logged_text(turns) or "(none)",
         )
         for observer in self.observers:
             observer.call_ended(self.summary)

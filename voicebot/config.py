@@ -246,6 +246,16 @@ class OpsConfig(_Strict):
         return value
 
 
+class LogsConfig(_Strict):
+    """What of a call goes into log lines (s2s.call_context)."""
+
+    personal_data: bool = Field(
+        default=False,
+        description="caller numbers in full and what was said (transcripts) in log lines; off: numbers are "
+        "masked (+44******23) and transcripts left out. Tapes and caller memory are not affected",
+    )
+
+
 class AppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
@@ -256,6 +266,7 @@ class AppConfig(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 DEFAULT_CONFIG_TOML = """
