@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from s2s.call_context import logged_number, set_personal_data_in_logs
 from s2s.circuit import CircuitBoard
 from s2s.provider import Provider, ProviderSession, Turn
 from s2s.registry import build_provider
@@ -72,6 +73,7 @@ class Runtime:
     def apply(self, config: AppConfig) -> None:
         """Use ``config`` for new calls; calls in progress keep the providers they hold."""
         self.config = config
+        set_personal_data_in_logs(config.logs.personal_data)
         self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in config.providers.items()}
         token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
         self.signatures = SignatureChecker(token, config.twilio.validate_signatures)
@@ -146,7 +148,7 @@ class Runtime:
         log.info(
             "call %s from %s to %s: route %r, providers %s",
             plan.call_sid,
-            plan.caller,
+            logged_number(plan.caller),
             plan.called,
             route.name,
             [p.name for p in plan.providers],
