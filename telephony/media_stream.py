@@ -4,8 +4,10 @@
 typed event and checks it against the stream's state, the way h11 checks HTTP events:
 a ``media`` frame before ``start`` is a :class:`ProtocolError` naming the state and the
 event, not a KeyError three calls deep. The ``*_message`` functions build the frames we
-send. Facts: shared/reference/twilio-media-streams.md §2-§5 (numbers arrive as strings,
-unknown fields are tolerated, payloads are base64 mu-law).
+send. Message shapes: Twilio Media Streams, WebSocket messages
+
+(https://www.twilio.com/docs/voice/media-streams/websocket-messages); numbers arrive as
+strings, unknown fields are tolerated, payloads are base64 mu-law.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from s2s.errors import VoicebotError
 
-class ProtocolError(ValueError):
+
+class ProtocolError(VoicebotError, ValueError):
     """A frame Twilio should never send, or one that arrives in the wrong state."""
 
 

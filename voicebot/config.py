@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from s2s.closing import CLOSE_TIMEOUT_S
+from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec
 from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
@@ -34,7 +36,7 @@ class ConfigIssue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
+class ConfigError(VoicebotError):
     """Every problem found in a config file, each with its key path."""
 
     def __init__(self, issues: list[ConfigIssue], source: str = "config") -> None:
@@ -148,7 +150,9 @@ class ResilienceConfig(_Strict):
     recovery_audio_ms: int = Field(
         default=3000, ge=0, description="caller audio kept while recovering; older audio is dropped"
     )
-    rotation_close_timeout_s: float = Field(default=2.0, gt=0, description="bound on closing a rotated-out session")
+    rotation_close_timeout_s: float = Field(
+        default=CLOSE_TIMEOUT_S, gt=0, description="bound on closing a rotated-out session"
+    )
 
 
 class RouteConfig(_Strict):
@@ -242,6 +246,16 @@ class OpsConfig(_Strict):
         return value
 
 
+class LogsConfig(_Strict):
+    """What of a call goes into log lines (s2s.call_context)."""
+
+    personal_data: bool = Field(
+        default=False,
+        description="caller numbers in full and what was said (transcripts) in log lines; off: numbers are "
+        "masked (+44******23) and transcripts left out. Tapes and caller memory are not affected",
+    )
+
+
 class AppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
@@ -252,6 +266,7 @@ class AppConfig(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 DEFAULT_CONFIG_TOML = """
