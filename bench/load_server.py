@@ -38,7 +38,8 @@ from bench.load_stats import LatencyRing
 from s2s.events import AudioOut, ProviderEvent
 from telephony.media_stream import Media, TwilioEvent
 from telephony.observer import CallObserver, ToProvider, ToTwilio
-from voicebot.calls.runtime import CallPlan, Runtime
+from voicebot.calls.plan import CallPlan
+from voicebot.calls.runtime import Runtime
 from voicebot.config import load_config
 from voicebot.server.app import create_app
 from voicebot.server.logs import configure_logging

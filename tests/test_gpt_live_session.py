@@ -5,8 +5,10 @@ the session cap comes from ``expires_at``, and refusals map to connect errors.""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +17,7 @@ from s2s.gpt_live import GptLiveConfig, GptLiveProvider
 from s2s.provider import ProviderConnectError, ProviderSession, SessionContext
 from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
 from tests.support.audio import to_mulaw, tone
+from voicebot.config import load_config_text
 
 
 def provider(fake: FakeLiveServer, **keys: object) -> GptLiveProvider:
@@ -93,3 +96,14 @@ async def test_refusals_are_connect_errors_that_say_whether_to_retry(options: Li
         with pytest.raises(ProviderConnectError) as caught:
             await provider(fake).open_session(SessionContext("CA4"))
         assert caught.value.retryable is retryable
+
+
+def test_the_readme_gpt_live_table_is_a_valid_provider_config() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [block] = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if 'type = "gpt_live"' in b]
+    config = load_config_text(
+        f'[twilio]\nvalidate_signatures = false\n{block}\n[[routes]]\nname = "d"\nproviders = ["live"]\n',
+        {"OPENAI_API_KEY": "sk-test"},
+    )
+    live = config.providers["live"]
+    assert isinstance(live, GptLiveConfig) and live.lead_ms == 160 and live.delegation == "client"

@@ -126,7 +126,7 @@ async def test_webhook_refuses_sids_twilio_would_never_send(name: str, value: st
             response = await client.post(url, data=params, headers=signed(url, params))
             assert response.status_code == 400, path
             assert response.text == f"malformed {name}"
-        assert not server.runtime.pending
+        assert not server.runtime.handoff.pending
 
 
 async def test_a_start_frame_with_a_forged_stream_sid_is_refused() -> None:

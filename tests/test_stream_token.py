@@ -149,7 +149,7 @@ async def test_the_stream_of_a_call_answered_by_one_instance_works_on_another() 
             assert call.call_sid in b.runtime.active and call.call_sid not in a.runtime.active
             assert not call.closed.is_set()
         # A still waits for a stream that went elsewhere; B held its own slot for the call.
-        assert [p.call_sid for p in a.runtime.pending.values()] == [call.call_sid]
+        assert [p.call_sid for p in a.runtime.handoff.pending.values()] == [call.call_sid]
 
 
 async def refused(twilio: SimulatedTwilio, server: RunningServer, token: str, call_sid: str) -> int | None:
@@ -216,7 +216,7 @@ async def test_with_redis_one_call_holds_one_slot_fleet_wide_until_it_ends(redis
             assert await slots(a) == await slots(b) == 1  # adopted, not taken twice
             # A gives up waiting for the stream it never got: that must not free B's slot.
             deadline = time.monotonic() + 5
-            while a.runtime.pending:
+            while a.runtime.handoff.pending:
                 assert time.monotonic() < deadline, "A never expired its reservation"
                 await asyncio.sleep(0.05)
             assert await slots(a) == await slots(b) == 1

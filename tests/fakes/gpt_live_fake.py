@@ -146,6 +146,12 @@ class LiveConnection:
     invalid: list[str] = field(default_factory=list)
     audio_in: bytearray = field(default_factory=bytearray)
     appends: int = 0
+    # For the load benchmark's latency pairing (same fields as the other fakes), time.monotonic():
+    audio_in_at: list[float] = field(default_factory=list)  # each caller audio append
+    audio_in_ends: list[int] = field(default_factory=list)  # caller bytes received up to each append
+    audio_out_at: list[float] = field(default_factory=list)  # each output audio delta sent
+    audio_out_starts: list[int] = field(default_factory=list)  # bot bytes sent before each delta
+    audio_out_bytes: int = 0
     answers: list[SpokenAnswer] = field(default_factory=list)
     closed: bool = False
     ws: ServerConnection | None = None
@@ -382,6 +388,8 @@ class _FakeSession:
 
     async def on_audio(self, mulaw: bytes) -> None:
         self.conn.audio_in += mulaw
+        self.conn.audio_in_at.append(time.monotonic())
+        self.conn.audio_in_ends.append(len(self.conn.audio_in))
         ms = len(mulaw) / 8
         self.input_ms += ms
         if self.input_ms >= self.next_usage_ms:
@@ -516,6 +524,9 @@ class _FakeSession:
         per_chunk = max(1, math.ceil(len(words) / max(1, n // chunk)))
         started = time.monotonic()
         for index, start in enumerate(range(0, len(audio), chunk)):
+            self.conn.audio_out_at.append(time.monotonic())
+            self.conn.audio_out_starts.append(self.conn.audio_out_bytes)
+            self.conn.audio_out_bytes += len(audio[start : start + chunk])
             await self.send(
                 OutputAudioDeltaEvent(
                     type="session.output_audio.delta",

@@ -92,7 +92,7 @@ class Drainer:
         apology waits here for ``/twilio/stream-ended`` (served while we linger)."""
         route = next((r for r in self.runtime.config.routes if r.name == bridge.info.route), None)
         twiml = say_and_hangup(self.runtime.config.server.drain_message, route.language if route else None)
-        delivered = await self.runtime.deliver_next_twiml(call_sid, twiml)
+        delivered = await self.runtime.next_twiml.deliver(self.runtime.config.twilio, call_sid, twiml)
         await bridge.hang_up(SHUTDOWN_OUTCOME)
         return not delivered
 
