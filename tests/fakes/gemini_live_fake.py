@@ -110,7 +110,10 @@ class FakeConnection:
     resumed_from: str | None = None
     audio_in: bytearray = field(default_factory=bytearray)
     audio_in_at: list[float] = field(default_factory=list)  # time.monotonic() of each audio message
+    audio_in_ends: list[int] = field(default_factory=list)  # len(audio_in) after it
     audio_out_at: list[float] = field(default_factory=list)  # ... of each modelTurn audio chunk sent
+    audio_out_starts: list[int] = field(default_factory=list)  # bytes of audio sent before it
+    audio_out_bytes: int = 0
     audio_mime_types: set[str] = field(default_factory=set)
     realtime_keys: set[str] = field(default_factory=set)
     client_contents: list[dict[str, Any]] = field(default_factory=list)
@@ -398,6 +401,7 @@ class GeminiLiveFake:
             pcm = decode_b64(blob["data"])
             conn.audio_in_at.append(time.monotonic())
             conn.audio_in.extend(pcm)
+            conn.audio_in_ends.append(len(conn.audio_in))
             await self._vad(conn, pcm)
         text = realtime.get("text")
         if text:
@@ -498,6 +502,8 @@ class GeminiLiveFake:
                 content["outputTranscription"] = {"text": " " + " ".join(words[said:upto])}
                 said = upto
             conn.audio_out_at.append(time.monotonic())
+            conn.audio_out_starts.append(conn.audio_out_bytes)
+            conn.audio_out_bytes += len(chunk)
             await self._send(conn, {"serverContent": content})
             await asyncio.sleep(self.chunk_interval_s)
         await self._send(conn, {"serverContent": {"generationComplete": True}})
