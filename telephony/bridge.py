@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from s2s.call_context import call_sid_var
+from s2s.call_context import call_sid_var, logged_text
+from s2s.closing import CALL_CLOSE_TIMEOUT_S
 from s2s.events import (
     AudioOut,
     Closed,
@@ -220,6 +221,11 @@ class CallBridge:
         if self.state.end(outcome):
             self.summary.outcome = outcome
 
+    def ending(self, outcome: CallOutcome) -> None:
+        """Say why the call is about to end, before its stream closes (e.g. the server is
+        stopping): the first outcome named wins over the caller-hangup a closed stream means."""
+        self._end(outcome)
+
     async def hang_up(self, outcome: CallOutcome) -> None:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
@@ -235,7 +241,7 @@ class CallBridge:
         await asyncio.gather(*(t for t in (inbound, outbound, *self._tasks) if t is not None), return_exceptions=True)
         if self.session is not None:
             try:
-                await asyncio.wait_for(self.session.close(), timeout=3.0)
+                await asyncio.wait_for(self.session.close(), CALL_CLOSE_TIMEOUT_S)
             except Exception as exc:
                 log.warning("call %s: provider session did not close cleanly: %r", self.info.call_sid, exc)
         if self.before_close is not None:
@@ -248,12 +254,13 @@ class CallBridge:
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(
-            "call %s ended: %s after %.1f s; %d barge-in(s); transcript: %s",
+            "call %s ended: %s after %.1f s; %d barge-in(s); %d transcript turn(s): %s",
             self.info.call_sid,
             self.summary.outcome,
             self.summary.ended_at - self.summary.started_at,
             len(self.summary.barge_ins),
-            turns or "(none)",
+            len(self.summary.transcript),
+            logged_text(turns) or "(none)",
         )
         for observer in self.observers:
             observer.call_ended(self.summary)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import enum
 
+from s2s.errors import VoicebotError
+
 
 class CallOutcome(enum.StrEnum):
     """How a call ended (a metric label, a tape field, a log word; ``IN_PROGRESS`` until then)."""
@@ -60,7 +62,7 @@ _ALLOWED: dict[CallState, frozenset[CallState]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(VoicebotError, RuntimeError):
     def __init__(self, call_sid: str, current: CallState, wanted: CallState) -> None:
         super().__init__(f"call {call_sid}: cannot go from {current.value} to {wanted.value}")
         self.current = current

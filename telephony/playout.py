@@ -1,10 +1,12 @@
 """What the caller has actually heard, from Twilio's mark echoes. Pure; time is passed in.
 
 Every outbound media chunk is followed by a mark. Twilio echoes a mark when all audio
-queued before it has played (reference §5), so echoed marks give the heard position with
-chunk granularity. Between echoes, playback proceeds in real time, so the position inside
-the chunk now playing is interpolated from the clock: it started when the previous mark
-echoed (or when it was sent, if Twilio's buffer had run dry), and cannot exceed its length.
+queued before it has played
+(https://www.twilio.com/docs/voice/media-streams/websocket-messages#mark-message), so echoed
+marks give the heard position with chunk granularity. Between echoes, playback proceeds in
+real time, so the position inside the chunk now playing is interpolated from the clock: it
+started when the previous mark echoed (or when it was sent, if Twilio's buffer had run dry),
+and cannot exceed its length.
 After a ``clear``, Twilio echoes every outstanding mark at once; those echoes mean
 "discarded", so :meth:`clear` forgets them and their late echoes are ignored as unknown.
 """

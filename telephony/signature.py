@@ -2,8 +2,10 @@
 
 Twilio signs the URL exactly as it requested it. Behind a proxy our server sees another
 scheme and host, so the URL is rebuilt from ``server.public_url`` (preferred) or from
-``X-Forwarded-Proto``/``X-Forwarded-Host``/``Host``. The WebSocket upgrade is signed over
-the ``wss://`` URL with no parameters (reference §6): https maps to wss, http to ws.
+``X-Forwarded-Proto``/``X-Forwarded-Host``/``Host``. The WebSocket upgrade carries an
+``X-Twilio-Signature`` too (https://www.twilio.com/docs/global-infrastructure/firewall-configurations/media-streams-configuration),
+computed as for a webhook (https://www.twilio.com/docs/usage/webhooks/webhooks-security) over the
+``wss://`` URL with no parameters: https maps to wss, http to ws.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ async def test_three_simultaneous_calls_with_max_sessions_2_split_exactly_2_and_
         twilio = server.twilio()
         responses = await asyncio.gather(*(twilio.webhook("+15550001111", "+15557654321", sid()) for _ in range(3)))
         assert all(r.status_code == 200 and parse_stream_twiml(r.text) for r in responses)
-        chosen = sorted(plan.providers[0].name for plan in server.runtime.pending.values())
+        chosen = sorted(plan.providers[0].name for plan in server.runtime.handoff.pending.values())
         assert chosen == ["first", "first", "second"]
         assert await slots(server, "first") == 2
         assert await slots(server, "second") == 1
@@ -128,7 +128,7 @@ async def test_slot_of_a_stream_that_never_connects_is_released_on_a_timer() -> 
         # No further webhook arrives: the release must come from the timer.
         await wait_slots(server, "only", 0, timeout=3)
         assert time.monotonic() - started < 0.5 + 1.0
-        assert not server.runtime.pending
+        assert not server.runtime.handoff.pending
 
 
 # -- the pieces, without a server ------------------------------------------------------------
@@ -197,6 +197,6 @@ async def test_open_circuit_makes_the_webhook_pick_the_next_provider_without_try
             refused = broken.handshakes_refused
             response = await twilio.webhook("+15550001111", "+15557654321", sid())
             assert parse_stream_twiml(response.text)
-            plan = next(iter(server.runtime.pending.values()))
+            plan = next(iter(server.runtime.handoff.pending.values()))
             assert plan.providers[0].name == "backup"
             assert broken.handshakes_refused == refused

@@ -60,7 +60,7 @@ providers = ["parrot", "nobody"]
     assert "providers.parrot.colour" in paths
     assert "unknown provider type 'no-such-type'" in paths["providers.ghost.type"]
     assert "server.port" in paths
-    assert "unknown provider 'nobody'" in paths["routes[0].providers[1]"]
+    assert "unknown provider 'nobody'" in paths["routes[1].providers[2]"]
 
 
 def test_signature_checks_need_a_token() -> None:

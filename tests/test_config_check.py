@@ -92,7 +92,7 @@ def test_flags_unknown_providers_and_missing_secrets(
     assert run(tmp_path, broken) == 1
     err = capsys.readouterr().err
     assert "twilio.auth_token: environment variable VOICEBOT_TEST_TWILIO_TOKEN is not set" in err
-    assert "routes[2].providers[1]: unknown provider 'nowhere'" in err
+    assert "routes[3].providers[2]: unknown provider 'nowhere'" in err
 
 
 RETIRING = """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from tests.support.audio import active_segments, dominant_frequency, from_mulaw,
 from tests.support.server import AUTH_TOKEN, running_server
 from voicebot.cli import main
 from voicebot.config import load_config_text
-from voicebot.devtools.dial import dial, espeak_utterance, tone_utterance
+from voicebot.devtools.dial import dial, espeak_utterance, split_utterances, tone_utterance
 from voicebot.devtools.tape.format import read_tape
 from voicebot.devtools.tape.replay import replay_call
 from voicebot.devtools.tape.wav import wav_to_mulaw
@@ -100,5 +101,81 @@ async def test_dial_command_writes_the_stereo_wav(tmp_path: Path, capsys: pytest
 
 
 async def test_dial_reports_a_server_that_will_not_answer(capsys: pytest.CaptureFixture[str]) -> None:
-    code = await asyncio.to_thread(main, ["dial", "http://127.0.0.1:9", "--max-seconds", "5"])
+    code = await asyncio.to_thread(main, ["dial", "http://127.0.0.1:9", "--max-seconds", "5", "--connect-wait", "0.5"])
     assert code == 1 and "cannot reach http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def g711_wav(path: Path, samples: npt.NDArray[np.int16], rate: int, tag: int, extensible: bool = False) -> None:
+    """A G.711 WAV as telephony tools write them (format tag 7 mu-law / 6 A-law, 8 bits)."""
+    channels = samples.shape[1] if samples.ndim == 2 else 1
+    pcm = samples.astype("<i2").tobytes()
+    payload = audioop_encode(pcm, tag)
+    if extensible:
+        guid = struct.pack("<H", tag) + bytes.fromhex("000000001000800000aa00389b71")
+        fmt = struct.pack("<HHIIHHHHI", 0xFFFE, channels, rate, rate * channels, channels, 8, 22, 8, 0) + guid
+    else:
+        fmt = struct.pack("<HHIIHHH", tag, channels, rate, rate * channels, channels, 8, 0)
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
+    path.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+
+
+def audioop_encode(pcm: bytes, tag: int) -> bytes:
+    from transcoding import mulaw
+
+    return mulaw.audioop.lin2ulaw(pcm, 2) if tag == 7 else mulaw.audioop.lin2alaw(pcm, 2)
+
+
+@pytest.mark.parametrize(
+    ("tag", "rate", "channels", "extensible"),
+    [(7, 8000, 1, False), (6, 8000, 1, False), (7, 16000, 2, False), (6, 8000, 1, True)],
+    ids=["mulaw-8k", "alaw-8k", "mulaw-16k-stereo", "alaw-extensible"],
+)
+def test_g711_wavs_are_read(tmp_path: Path, tag: int, rate: int, channels: int, extensible: bool) -> None:
+    x = (sine(700, 0.5, rate) * 32767).astype(np.int16)
+    samples = np.stack([x] * channels, axis=1) if channels > 1 else x
+    path = tmp_path / "g711.wav"
+    g711_wav(path, samples, rate, tag, extensible)
+    pcm = from_mulaw(wav_to_mulaw(path))
+    assert pcm.size == pytest.approx(4000, abs=2)
+    assert dominant_frequency(pcm[400:-400], 8000) == pytest.approx(700, abs=5)
+    assert rms_dbfs(pcm) == pytest.approx(20 * np.log10(0.3 / np.sqrt(2)), abs=1.0)
+
+
+def test_the_caller_audio_splits_into_utterances_at_its_pauses() -> None:
+    def tone_ms(freq: float, ms: int) -> npt.NDArray[np.float64]:
+        return sine(freq, ms / 1000, 8000)
+
+    gap = np.zeros(8 * 1000)
+    short_gap = np.zeros(8 * 200)  # a breath inside an utterance
+    audio = np.concatenate([tone_ms(500, 400), short_gap, tone_ms(500, 300), gap, tone_ms(700, 500), gap])
+    mulaw = to_mulaw_array(audio)
+    pieces = split_utterances(mulaw)
+    assert len(pieces) == 2
+    freqs = [dominant_frequency(from_mulaw(p), 8000) for p in pieces]
+    assert freqs == [pytest.approx(500, abs=10), pytest.approx(700, abs=10)]
+
+
+def to_mulaw_array(x: npt.NDArray[np.float64]) -> bytes:
+    from transcoding.mulaw import pcm16_to_mulaw
+
+    return pcm16_to_mulaw((x * 32767).astype("<i2").tobytes())
+
+
+async def test_dial_waits_for_the_answer_to_every_utterance(tmp_path: Path) -> None:
+    """Three utterances, each answered by the echo line, the last one too (dial used to hang
+    up when the WAV ended, losing the last answer)."""
+    gap = np.zeros(8 * 900)
+    audio = np.concatenate([sine(450, 0.5, 8000), gap, sine(650, 0.5, 8000), gap, sine(850, 0.5, 8000)])
+    async with running_server() as server:
+        result = await dial(server.url, to_mulaw_array(audio), auth_token=AUTH_TOKEN, quiet_s=0.8)
+    assert (result.utterances, result.answered) == (3, 3)
+    heard = from_mulaw(result.heard_audio)
+    segments = active_segments(heard, 8000, threshold_dbfs=-35)
+    answers = [dominant_frequency(heard[int(a * 8) + 80 : int(b * 8) - 80], 8000) for a, b in segments]
+    assert answers == [pytest.approx(450, abs=10), pytest.approx(650, abs=10), pytest.approx(850, abs=10)]
+    # Each answer played out before the caller spoke again: no barge-in, nothing cleared.
+    assert result.clears == 0
+    caller = active_segments(from_mulaw(result.caller_audio), 8000, threshold_dbfs=-35)
+    assert len(caller) == 3
+    for (_, answer_end), (next_start, _) in zip(segments, caller[1:], strict=False):
+        assert next_start > answer_end

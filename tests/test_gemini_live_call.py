@@ -86,11 +86,20 @@ async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
         assert [t.role for t in summary.transcript] == ["caller", "bot"]
 
 
-async def test_interrupted_clears_twilio_and_no_stale_audio_plays(fake: GeminiLiveFake, server: RunningServer) -> None:
+@pytest.mark.parametrize("answers_text_at_once", [False, True], ids=["text-joins-the-turn", "text-answered-at-once"])
+@pytest.mark.parametrize("model", ["gemini-3.8-live", "gemini-2.5-flash-native-audio-preview-12-2025"])
+async def test_interrupted_clears_twilio_and_the_whole_answer_to_the_interruption_is_heard(
+    fake: GeminiLiveFake, model: str, answers_text_at_once: bool
+) -> None:
+    """Whatever the service does with realtime text during caller activity, the barge-in note
+    never starts an answer over the caller: the caller hears the whole answer to the
+    interruption (900 Hz, 2 s), and the model answered exactly twice."""
     fake.reply_ms = 2000.0
     fake.reply_words = 20  # one word per 100 ms of reply audio
     fake.reply_freqs = (600.0, 900.0)
-    async with server.twilio().call() as call:
+    fake.answers_text_at_once = answers_text_at_once
+    config = gemini_config(fake).replace('type = "gemini_live"', f'type = "gemini_live"\nmodel = "{model}"')
+    async with running_server(config, env=ENV) as server, server.twilio().call() as call:
         await call.pause(200)
         await call.say(to_mulaw(tone(440, 500)))
         # The whole 2 s answer reaches Twilio's buffer at once, as the real service sends it.
@@ -98,16 +107,24 @@ async def test_interrupted_clears_twilio_and_no_stale_audio_plays(fake: GeminiLi
             call, answered=lambda: fake.wait_for(lambda: fake.replies == 2, timeout=5)
         )
         assert_cut_at_the_clear(call, reply_start, clear_at)
+        assert fake.replies == 2 and fake.last.interruptions == 1
 
         # Gemini was told what the caller heard: the note quotes about one word per 100 ms.
         bridge = server.runtime.active[call.call_sid]
         barge = bridge.summary.barge_ins[0]
         assert barge.sent_ms == pytest.approx(2000, abs=60)
-        # It went as realtime text while the caller was still talking (no answer of its own).
-        assert len(fake.last.texts_during_speech) == 1 and fake.last.client_contents == []
-        quoted = fake.last.texts_during_speech[0].split('"')[1].split()
+        conn = fake.last
+        if model == "gemini-3.8-live":
+            # clientContent without turnComplete, which 3.8 holds for the caller's turn.
+            [content] = conn.client_contents
+            assert content["turnComplete"] is False
+            note = content["turns"][0]["parts"][0]["text"]
+        else:
+            # Held until the caller went quiet, then realtime text inside the caller's turn.
+            assert conn.client_contents == [] and len(conn.texts_during_speech) == 1
+            note = conn.texts_during_speech[0]
+        quoted = note.split('"')[1].split()
         assert abs(len(quoted) - barge.heard_ms / 100) <= 1
-        assert fake.last.interruptions == 1
 
 
 async def test_route_greeting_is_spoken_first_and_dtmf_gets_an_answer(fake: GeminiLiveFake) -> None:

@@ -312,3 +312,15 @@ def test_a_resumed_session_replays_nothing() -> None:
     for model in (MODEL_25, MODEL_31):
         plan = opening(ctx, model)
         assert plan.seed == [] and plan.prompt is None
+
+
+def test_a_held_note_is_due_once_the_caller_has_been_quiet_long_enough() -> None:
+    from s2s.gemini_live.protocol import HeldNote
+
+    loud = (np.full(320, 8000, dtype="<i2")).tobytes()  # 20 ms at 16 kHz, about -12 dBFS
+    quiet = bytes(640)
+    held = HeldNote("[Call note ...]", bot_turns=1, quiet_ms=200)
+    assert not held.caller_audio(loud, 16000)
+    assert not any(held.caller_audio(quiet, 16000) for _ in range(9))  # 180 ms
+    assert not held.caller_audio(loud, 16000)  # the caller went on: the count starts again
+    assert [held.caller_audio(quiet, 16000) for _ in range(10)][-1]

@@ -154,12 +154,14 @@ async def test_interrupted_is_barge_in_and_truncate_tells_the_model_what_was_hea
         assert done[0] == TurnDone(item_id=item, interrupted=True)
         await session.truncate(item, heard_ms=600)
         conn = fake.last
-        await fake.wait_for(lambda: conn.texts_during_speech)
-        # Realtime text while the caller is still talking: it joins their turn, no reply of its own.
-        text = conn.texts_during_speech[-1]
+        await fake.wait_for(lambda: conn.client_contents)
+        # gemini-3.8-live: clientContent without turnComplete, which waits for the caller's turn.
+        [content] = conn.client_contents
+        assert content["turnComplete"] is False and content["turns"][0]["role"] == "user"
+        text = content["turns"][0]["parts"][0]["text"]
         assert '"word01 word02 word03"' in text  # 600 of 2000 ms -> 3 of 10 words
         assert "word04" not in text
-        assert conn.client_contents == []
+        assert conn.realtime_texts == []
         await speak(session, freq=300.0, ms=0, silence_ms=400)  # the caller stops talking...
         await events.wait(TurnDone, count=2)  # ...and gets an answer
         assert fake.last.interruptions == 1
@@ -254,8 +256,9 @@ async def test_gemini_3_models_get_a_declared_seed_and_realtime_text_only(fake: 
         await speak(session, freq=300.0, ms=200, silence_ms=0)
         await events.wait(SpeechStarted)
         await session.truncate(audio[-1].item_id, heard_ms=20)
-        await fake.wait_for(lambda: conn.texts_during_speech)
         await speak(session, freq=300.0, ms=0, silence_ms=400)
+        # Held until the caller went quiet, then sent inside their turn as realtime text.
+        await fake.wait_for(lambda: conn.texts_during_speech)
         await events.wait(TurnDone, count=len(done) + 2)
         assert not events.of(Closed) and conn.open
     finally:

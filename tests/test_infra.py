@@ -116,7 +116,7 @@ def test_probes_hit_routes_the_app_serves_on_the_container_port(
         get = c[probe]["httpGet"]
         assert get["path"] in app_paths, (probe, get["path"], app_paths)
         assert port_number(c, get["port"]) == port
-    config = load_config_text(configmap_toml(k8s), env=dict.fromkeys(_env_refs(k8s), "x"))
+    config = load_config_text(configmap_toml(k8s), env=dict.fromkeys(_env_refs(k8s), "value-from-the-secret"))
     assert config.server.port == port
     annotations = k8s["Deployment"]["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/path"] in app_paths
@@ -144,7 +144,7 @@ def test_config_is_valid_and_every_variable_it_needs_comes_from_the_secret(k8s: 
         ref = env[var]["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"]
         assert ref["key"] in secret["stringData"]
-    config = load_config_text(configmap_toml(k8s), env=dict.fromkeys(_env_refs(k8s), "x"))
+    config = load_config_text(configmap_toml(k8s), env=dict.fromkeys(_env_refs(k8s), "value-from-the-secret"))
     assert config.admission.store == "redis"
     # The config file is mounted where the container is told to read it.
     mount = next(m for m in c["volumeMounts"] if m["name"] == "config")

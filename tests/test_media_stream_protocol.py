@@ -22,6 +22,7 @@ from telephony.media_stream import (
     clear_message,
     mark_message,
     media_message,
+    parse_event,
 )
 
 START = {
@@ -141,3 +142,25 @@ def test_stream_frames_from_templates_equal_the_json_messages(stream_sid: str, m
     assert frames.media(payload) == media_message(stream_sid, payload)
     assert frames.mark(mark) == mark_message(stream_sid, mark)
     assert frames.clear == clear_message(stream_sid)
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        {"track": "inbound", "chunk": "2", "timestamp": "40", "payload": "AQL/"},
+        {"chunk": "2", "timestamp": "40", "payload": "AQL/"},  # no track: inbound
+        {"track": "inbound", "chunk": 2, "timestamp": 40.0, "payload": "AQL/"},  # numbers, not strings
+    ],
+)
+def test_a_media_frame_decodes_the_same_on_the_fast_path_and_the_general_one(media: dict[str, object]) -> None:
+    msg = {"event": "media", "streamSid": "MZ1", "media": media}
+    assert streaming().receive(json.dumps(msg)) == parse_event(msg)
+
+
+@pytest.mark.parametrize("payload", ["AQL", "A*==", 7])
+def test_a_media_frame_with_a_bad_payload_is_a_protocol_error(payload: object) -> None:
+    frame = json.dumps(
+        {"event": "media", "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": payload}}
+    )
+    with pytest.raises(ProtocolError, match="payload"):
+        streaming().receive(frame)

@@ -285,3 +285,73 @@ def test_a_rejected_response_create_does_not_block_later_ones() -> None:
     )
     p.send_text("second")
     assert [m["type"] for m in sent(p)] == ["conversation.item.create", "response.create"]
+
+
+def speech_like_pcm16(ms: int, rate: int = 24000) -> bytes:
+    """A quiet voiced sound as PCM16: what a provider sends for speech."""
+    import numpy as np
+
+    t = np.arange(rate * ms // 1000) / rate
+    return (1500 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 4 * t))).astype("<i2").tobytes()
+
+
+def audio_delta(item: str, audio: bytes) -> dict[str, Any]:
+    return {
+        "type": "response.output_audio.delta",
+        "response_id": "r1",
+        "item_id": item,
+        "delta": base64.b64encode(audio).decode(),
+    }
+
+
+def test_a_confirmed_output_format_other_than_asked_is_adopted_before_the_session_is_used() -> None:
+    from transcoding.formats import MULAW_8K, PCM16_24K
+
+    p = protocol("pcmu")
+    feed(p, {"type": "session.created", "session": {}})
+    sent(p)
+    confirmed = {"audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}}}}
+    feed(p, {"type": "session.updated", "session": confirmed})
+    assert p.ready and p.audio_format == MULAW_8K and p.output_format == PCM16_24K
+    # Truncation is measured in what actually arrives: 48 bytes per ms of PCM16 at 24 kHz.
+    feed(p, created(), audio_delta("i1", speech_like_pcm16(500)))
+    p.truncate("i1", 10_000)
+    assert next(m for m in sent(p) if m["type"] == "conversation.item.truncate")["audio_end_ms"] == 500
+
+
+def test_an_unplayable_confirmed_format_fails_the_handshake() -> None:
+    p = protocol("pcmu")
+    feed(p, {"type": "session.created", "session": {}})
+    sent(p)
+    events = feed(p, {"type": "session.updated", "session": {"audio": {"output": {"format": {"type": "audio/pcma"}}}}})
+    assert not p.ready and p.failure is not None and p.failure.code == "audio_format_mismatch"
+    assert events == [p.failure]
+
+
+def test_pcm16_arriving_on_a_mulaw_session_ends_it_loudly_and_never_plays() -> None:
+    p = ready("pcmu")
+    events = feed(p, created(), audio_delta("i1", speech_like_pcm16(100)))
+    assert not [e for e in events if isinstance(e, AudioOut)]
+    [error] = [e for e in events if isinstance(e, ProviderError)]
+    assert error.fatal and error.code == "audio_format_mismatch" and "pcm16" in error.message
+    assert p.failed
+
+
+def test_mulaw_arriving_on_a_pcm16_session_ends_it_loudly() -> None:
+    from transcoding.mulaw import pcm16_to_mulaw
+
+    p = ready("pcm24k")
+    events = feed(p, created(), audio_delta("i1", pcm16_to_mulaw(speech_like_pcm16(400, rate=8000))))
+    assert not [e for e in events if isinstance(e, AudioOut)] and p.failed
+
+
+def test_audio_in_the_declared_format_plays_and_is_checked_only_until_clear() -> None:
+    from transcoding.mulaw import pcm16_to_mulaw
+
+    p = ready("pcmu")
+    mulaw = pcm16_to_mulaw(speech_like_pcm16(300, rate=8000))
+    events = feed(p, created(), audio_delta("i1", mulaw))
+    assert [e.audio for e in events if isinstance(e, AudioOut)] == [mulaw] and not p.failed
+    # Once the first audio was clearly right, later deltas are not inspected again.
+    later = feed(p, audio_delta("i1", speech_like_pcm16(100)))
+    assert [e for e in later if isinstance(e, AudioOut)] and not p.failed

@@ -86,11 +86,11 @@ async def test_webhook_routes_calls_and_the_plan_uses_the_routes_providers_and_o
             call_sid = "CA" + secrets.token_hex(16)
             response = await twilio.webhook(to, from_, call_sid)
             assert parse_stream_twiml(response.text)
-            plan = next(p for p in server.runtime.pending.values() if p.call_sid == call_sid)
+            plan = next(p for p in server.runtime.handoff.pending.values() if p.call_sid == call_sid)
             assert (plan.route.name, plan.providers[0].name) == (route, provider)
-        sales = next(p for p in server.runtime.pending.values() if p.route.name == "sales")
+        sales = next(p for p in server.runtime.handoff.pending.values() if p.route.name == "sales")
         assert sales.session_context().greeting == "Sales, hello!"
-        uk = next(p for p in server.runtime.pending.values() if p.route.name == "uk")
+        uk = next(p for p in server.runtime.handoff.pending.values() if p.route.name == "uk")
         assert [p.name for p in uk.providers] == ["uk_line", "default_line"]
         assert uk.session_context().language == "en-GB"
 
@@ -124,7 +124,7 @@ def test_bad_number_patterns_are_config_errors() -> None:
     bad = CONFIG.replace('to = "+44*"', 'to = "+4*4"')
     with pytest.raises(ConfigError) as err:
         load_config_text(bad)
-    assert "routes[2].to" in str(err.value) and "bad number pattern" in str(err.value)
+    assert "routes[3].to" in str(err.value) and "bad number pattern" in str(err.value)
 
 
 async def test_max_call_seconds_ends_the_stream_and_frees_the_slot() -> None:

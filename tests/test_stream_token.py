@@ -149,7 +149,7 @@ async def test_the_stream_of_a_call_answered_by_one_instance_works_on_another() 
             assert call.call_sid in b.runtime.active and call.call_sid not in a.runtime.active
             assert not call.closed.is_set()
         # A still waits for a stream that went elsewhere; B held its own slot for the call.
-        assert [p.call_sid for p in a.runtime.pending.values()] == [call.call_sid]
+        assert [p.call_sid for p in a.runtime.handoff.pending.values()] == [call.call_sid]
 
 
 async def refused(twilio: SimulatedTwilio, server: RunningServer, token: str, call_sid: str) -> int | None:
@@ -189,8 +189,12 @@ async def test_bad_tokens_are_refused_with_1008_and_logged_and_a_token_works_onc
             await assert_echoes(call, 900)
             caplog.clear()
             assert await refused(twilio, b, token, call_sid) == 1008  # replay to the same instance
-            assert "already used on this instance (replay)" in caplog.text
+            assert "refused a second media stream while the call has one" in caplog.text
             assert not call.closed.is_set()
+        await call.wait_for(lambda: not b.runtime.active, timeout=5)
+        caplog.clear()
+        assert await refused(twilio, b, token, call_sid) == 1008  # replay after the call ended
+        assert "already used on this instance (replay)" in caplog.text
 
 
 @pytest.fixture
@@ -216,7 +220,7 @@ async def test_with_redis_one_call_holds_one_slot_fleet_wide_until_it_ends(redis
             assert await slots(a) == await slots(b) == 1  # adopted, not taken twice
             # A gives up waiting for the stream it never got: that must not free B's slot.
             deadline = time.monotonic() + 5
-            while a.runtime.pending:
+            while a.runtime.handoff.pending:
                 assert time.monotonic() < deadline, "A never expired its reservation"
                 await asyncio.sleep(0.05)
             assert await slots(a) == await slots(b) == 1

@@ -60,18 +60,18 @@ def test_defaults_are_builtin_with_no_tools_and_no_memory() -> None:
         ("reasoning = {}", "set exactly one of agent_url or agent"),
         ('reasoning = { agent = "not a ref" }', "package.module:callable"),
         ('reasoning = { agent_url = "ftp://a.example" }', "http(s)://"),
-        ('reasoning = "smart"', "routes[0].reasoning"),
+        ('reasoning = "smart"', "routes[1].reasoning"),
         ('call_control = { transfer = { sales = "5551234" } }', "not an E.164 number"),
         ('tools = [{ name = "end_call", description = "x", handler = "m:f" }]', "built-in tool name"),
         ('tools = [{ name = "t", description = "x" }]', "set exactly one of url or handler"),
         ('tools = [{ name = "t", description = "x", handler = "m:f", parameters = { type = "string" } }]', "object"),
-        ("dtmf = { inter_digit_timeout_ms = 10 }", "routes[0].dtmf.inter_digit_timeout_ms"),
+        ("dtmf = { inter_digit_timeout_ms = 10 }", "routes[1].dtmf.inter_digit_timeout_ms"),
     ],
 )
 def test_bad_route_keys_are_reported_with_their_path(extra: str, expected: str) -> None:
     found = issues(extra)
     assert any(expected in issue for issue in found), found
-    assert all(issue.startswith("routes[0]") for issue in found), found
+    assert all(issue.startswith("routes[1]") for issue in found), found
 
 
 def test_bad_memory_retention_is_reported() -> None:

@@ -68,7 +68,7 @@ async def test_unsigned_or_forged_webhook_is_refused(headers: dict[str, str]) ->
     async with running_server() as server, httpx.AsyncClient() as client:
         response = await client.post(server.url + "/twilio/voice", data=PARAMS, headers=headers)
         assert response.status_code == 403
-        assert not server.runtime.pending
+        assert not server.runtime.handoff.pending
 
 
 async def test_webhook_signed_with_another_token_is_refused() -> None:

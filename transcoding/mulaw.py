@@ -13,3 +13,8 @@ def mulaw_to_pcm16(data: bytes) -> bytes:
 def pcm16_to_mulaw(data: bytes) -> bytes:
     """Encode little-endian 16-bit PCM to mu-law. ``data`` must hold whole samples."""
     return audioop.lin2ulaw(data, 2)
+
+
+def alaw_to_pcm16(data: bytes) -> bytes:
+    """Decode A-law bytes (G.711's other companding, used outside North America and Japan)."""
+    return audioop.alaw2lin(data, 2)

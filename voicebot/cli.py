@@ -216,6 +216,13 @@ def _add_dial(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--max-seconds", type=float, metavar="SECONDS", default=120.0, help="hang up after this long in any case"
     )
+    p.add_argument(
+        "--connect-wait",
+        type=float,
+        metavar="SECONDS",
+        default=20.0,
+        help="wait this long for a server that is still starting, e.g. right after `voicebot serve &`",
+    )
     _log_level(p, "WARNING")
 
 

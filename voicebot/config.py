@@ -17,9 +17,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from s2s.closing import CLOSE_TIMEOUT_S
+from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec
 from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
+from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -33,7 +36,7 @@ class ConfigIssue:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
+class ConfigError(VoicebotError):
     """Every problem found in a config file, each with its key path."""
 
     def __init__(self, issues: list[ConfigIssue], source: str = "config") -> None:
@@ -147,7 +150,9 @@ class ResilienceConfig(_Strict):
     recovery_audio_ms: int = Field(
         default=3000, ge=0, description="caller audio kept while recovering; older audio is dropped"
     )
-    rotation_close_timeout_s: float = Field(default=2.0, gt=0, description="bound on closing a rotated-out session")
+    rotation_close_timeout_s: float = Field(
+        default=CLOSE_TIMEOUT_S, gt=0, description="bound on closing a rotated-out session"
+    )
 
 
 class RouteConfig(_Strict):
@@ -241,6 +246,16 @@ class OpsConfig(_Strict):
         return value
 
 
+class LogsConfig(_Strict):
+    """What of a call goes into log lines (s2s.call_context)."""
+
+    personal_data: bool = Field(
+        default=False,
+        description="caller numbers in full and what was said (transcripts) in log lines; off: numbers are "
+        "masked (+44******23) and transcripts left out. Tapes and caller memory are not affected",
+    )
+
+
 class AppConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     twilio: TwilioConfig = Field(default_factory=TwilioConfig)
@@ -251,10 +266,12 @@ class AppConfig(_Strict):
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 DEFAULT_CONFIG_TOML = """
 # Built-in default: one route answered by the local echo provider. No keys, no network.
+# Signatures are checked when TWILIO_AUTH_TOKEN is set (load_config turns them on).
 [twilio]
 validate_signatures = false
 
@@ -273,56 +290,72 @@ def interpolate_env(tree: Any, env: Mapping[str, str], issues: list[ConfigIssue]
     if isinstance(tree, dict):
         return {k: interpolate_env(v, env, issues, f"{path}.{k}" if path else k) for k, v in tree.items()}
     if isinstance(tree, list):
-        return [interpolate_env(v, env, issues, f"{path}[{i}]") for i, v in enumerate(tree)]
+        return [interpolate_env(v, env, issues, f"{path}[{i + 1}]") for i, v in enumerate(tree)]
     if isinstance(tree, str):
 
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
-            if name in env:
+            if env.get(name):  # empty counts as unset, as in a shell's ${VAR:-default}
                 return env[name]
             if default is not None:
                 return default
-            issues.append(ConfigIssue(path, f"environment variable {name} is not set"))
+            state = "is empty" if name in env else "is not set"
+            issues.append(ConfigIssue(path, f"environment variable {name} {state}"))
             return ""
 
         return _ENV_REF.sub(substitute, tree)
     return tree
 
 
-def _loc(prefix: str, loc: tuple[int | str, ...]) -> str:
-    out = prefix
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+def _validation_issues(prefix: str, error: ValidationError, model: type[BaseModel]) -> list[ConfigIssue]:
+    return [ConfigIssue(loc_path(prefix, e["loc"]), message(e, model)) for e in relevant(error.errors())]
 
 
-def _validation_issues(prefix: str, error: ValidationError) -> list[ConfigIssue]:
-    return [ConfigIssue(_loc(prefix, tuple(e["loc"])), e["msg"]) for e in error.errors()]
+def _typed_issues(prefix: str, model: type[BaseModel], tree: Any) -> list[ConfigIssue]:
+    """What pydantic would let through: quoted booleans ("yes")."""
+    return [ConfigIssue(path, text) for path, text in quoted_booleans(model, tree, prefix)]
 
 
-def _provider_configs(raw: Any, issues: list[ConfigIssue]) -> dict[str, ProviderConfig]:
+def _provider_configs(raw: Any, issues: list[ConfigIssue]) -> tuple[dict[str, ProviderConfig], dict[str, str]]:
+    """The valid provider tables, and for every other one why it cannot take a call."""
     if not isinstance(raw, dict):
         issues.append(ConfigIssue("providers", "must be a table of [providers.NAME] tables"))
-        return {}
+        return {}, {}
     providers: dict[str, ProviderConfig] = {}
+    unusable: dict[str, str] = {}
     for name, table in raw.items():
         path = f"providers.{name}"
         if not isinstance(table, dict) or "type" not in table:
             issues.append(ConfigIssue(path, "needs a `type` key"))
+            unusable[name] = "no type"
             continue
         try:
             model = provider_spec(str(table["type"])).config_model
         except UnknownProviderType as exc:
             issues.append(ConfigIssue(f"{path}.type", str(exc)))
+            unusable[name] = str(exc).split(":")[0]
             continue
+        earlier = [issue for issue in issues if issue.path.startswith(path + ".")]  # from ${VAR}s
+        found = _typed_issues(path, model, table)
         try:
-            providers[name] = model.model_validate(table)
+            provider = model.model_validate(table)
         except ValidationError as exc:
-            issues.extend(_validation_issues(path, exc))
-    return providers
+            found.extend(_validation_issues(path, exc, model))
+        else:
+            reported = {issue.path for issue in earlier}
+            found.extend(ConfigIssue(p, text) for p, text in secret_problems(provider, path) if p not in reported)
+        issues.extend(found)
+        if earlier or found:
+            first = (earlier or found)[0]
+            unusable[name] = f"{first.path.removeprefix(path + '.')} {first.message.split(':')[0]}"
+        else:
+            providers[name] = provider
+    return providers, unusable
 
 
-def _check_references(tree: dict[str, Any], provider_names: set[str], issues: list[ConfigIssue]) -> None:
+def _check_references(
+    tree: dict[str, Any], provider_names: set[str], unusable: Mapping[str, str], issues: list[ConfigIssue]
+) -> None:
     """Cross-table checks, done on the raw tree so they are reported even when another
     part of the file failed validation."""
     routes = tree.get("routes", [])
@@ -335,15 +368,21 @@ def _check_references(tree: dict[str, Any], provider_names: set[str], issues: li
             continue
         name = route.get("name")
         if name in seen:
-            issues.append(ConfigIssue(f"routes[{i}].name", f"duplicate route name {name!r}"))
+            issues.append(ConfigIssue(f"routes[{i + 1}].name", f"duplicate route name {name!r}"))
         seen.add(str(name))
         chain = route.get("providers", [])
-        for j, provider in enumerate(chain if isinstance(chain, list) else []):
+        chain = chain if isinstance(chain, list) else []
+        for j, provider in enumerate(chain):
             if provider not in provider_names:
                 known = ", ".join(sorted(provider_names)) or "none"
                 issues.append(
-                    ConfigIssue(f"routes[{i}].providers[{j}]", f"unknown provider {provider!r} (defined: {known})")
+                    ConfigIssue(
+                        f"routes[{i + 1}].providers[{j + 1}]", f"unknown provider {provider!r} (defined: {known})"
+                    )
                 )
+        if chain and all(provider in unusable for provider in chain):
+            reasons = "; ".join(f"{provider}: {unusable[provider]}" for provider in chain)
+            issues.append(ConfigIssue(f"routes[{i + 1}]", f"route {name!r} has no usable provider ({reasons})"))
     twilio = tree.get("twilio", {})
     needs_token = isinstance(twilio, dict) and twilio.get("validate_signatures", True) and not twilio.get("auth_token")
     if needs_token and not any(issue.path == "twilio.auth_token" for issue in issues):
@@ -354,15 +393,21 @@ def _check_references(tree: dict[str, Any], provider_names: set[str], issues: li
 
 def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, source: str = "config") -> AppConfig:
     issues: list[ConfigIssue] = []
-    tree = interpolate_env(raw, os.environ if env is None else env, issues)
+    env = os.environ if env is None else env
+    tree = interpolate_env(raw, env, issues)
+    twilio = tree.get("twilio")
+    if env.get("TWILIO_AUTH_TOKEN") and (twilio is None or (isinstance(twilio, dict) and "auth_token" not in twilio)):
+        # The account's token is the one thing every deployment has; no need to repeat it.
+        tree["twilio"] = {**(twilio or {}), "auth_token": env["TWILIO_AUTH_TOKEN"]}
     raw_providers = tree.pop("providers", {})
-    providers = _provider_configs(raw_providers, issues)
-    _check_references(tree, set(raw_providers) if isinstance(raw_providers, dict) else set(), issues)
+    providers, unusable = _provider_configs(raw_providers, issues)
+    _check_references(tree, set(raw_providers) if isinstance(raw_providers, dict) else set(), unusable, issues)
+    issues.extend(_typed_issues("", AppConfig, tree))
     config: AppConfig | None = None
     try:
         config = AppConfig.model_validate(tree)
     except ValidationError as exc:
-        issues.extend(_validation_issues("", exc))
+        issues.extend(_validation_issues("", exc, AppConfig))
     if config is not None:
         config.providers = providers
     if issues or config is None:
@@ -381,7 +426,10 @@ def load_config_text(text: str, env: Mapping[str, str] | None = None, source: st
 def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -> AppConfig:
     """Load ``path``, or the built-in echo default when ``path`` is None."""
     if path is None:
-        return load_config_text(DEFAULT_CONFIG_TOML, env, source="built-in default config")
+        text = DEFAULT_CONFIG_TOML
+        if (os.environ if env is None else env).get("TWILIO_AUTH_TOKEN"):
+            text = text.replace("validate_signatures = false", "validate_signatures = true")
+        return load_config_text(text, env, source="built-in default config")
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -32,6 +32,7 @@ from s2s.events import (
     TurnDone,
 )
 from transcoding.formats import PCM16_24K
+from transcoding.levels import frame_dbfs
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,11 @@ class LiveEventMapper:
         self.resume_handle: str | None = None
         self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
         self.usage = Usage()
+
+    @property
+    def bot_turns(self) -> int:
+        """How many bot answers have started in this session."""
+        return self._turns
 
     # -- server -> events ---------------------------------------------------------------
 
@@ -362,3 +368,30 @@ class LiveEventMapper:
             text=barge_in_note_text(utterance.heard_text, heard_ms, total_ms, has_transcript),
         )
         return note, events
+
+
+class HeldNote:
+    """A barge-in note that waits for the caller's turn to end before it is sent.
+
+    On models whose docs do not say how realtime text is treated during caller activity
+    (everything before gemini-3.8-live), a note sent while the caller talks may start an answer
+    of its own over the caller. Held here, it goes out once the caller has been quiet for
+    ``quiet_ms`` -- shorter than the service's end-of-speech silence, so it reaches the server
+    while the caller's turn is still open and is answered together with it. If the model starts
+    its next answer first, the turn has ended without it and the note is dropped: a correction
+    that arrives mid-answer would start another answer."""
+
+    def __init__(self, text: str, bot_turns: int, *, quiet_ms: float = 200.0, threshold_dbfs: float = -45.0) -> None:
+        self.text = text
+        self.bot_turns = bot_turns
+        self.quiet_ms = quiet_ms
+        self.threshold_dbfs = threshold_dbfs
+        self._quiet_ms = 0.0
+
+    def caller_audio(self, pcm16: bytes, rate: int) -> bool:
+        """Feed caller audio as sent; True once the caller has been quiet long enough."""
+        if frame_dbfs(pcm16) > self.threshold_dbfs:
+            self._quiet_ms = 0.0
+            return False
+        self._quiet_ms += len(pcm16) / 2 / rate * 1000.0
+        return self._quiet_ms >= self.quiet_ms

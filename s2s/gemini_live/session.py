@@ -22,8 +22,8 @@ from google.genai.live import AsyncSession
 
 from s2s.events import ProviderError
 from s2s.gemini_live.config import GeminiLiveConfig
-from s2s.gemini_live.protocol import GeminiProtocolError, LiveEventMapper
-from s2s.gemini_live.setup import INPUT_MIME, Opening, connect_config, opening
+from s2s.gemini_live.protocol import GeminiProtocolError, HeldNote, LiveEventMapper
+from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, connect_config, opening, text_turn
 from s2s.provider import Provider, ProviderConfig, ProviderConnectError, QueuedSession, SessionContext
 from transcoding.formats import PCM16_16K, PCM16_24K
 
@@ -114,6 +114,8 @@ class GeminiLiveSession(QueuedSession):
         self.mapper = LiveEventMapper()
         self._live = live
         self._exit_stack = exit_stack
+        self._model = ctx.model or config.model
+        self._held_note: HeldNote | None = None
 
     @property
     def resume_handle(self) -> str | None:
@@ -199,6 +201,16 @@ class GeminiLiveSession(QueuedSession):
         if self.closed or not audio:
             return
         await self._send("audio", self._live.send_realtime_input(audio=types.Blob(data=audio, mime_type=INPUT_MIME)))
+        held = self._held_note
+        if held is not None:
+            if self.mapper.bot_turns != held.bot_turns:
+                self._held_note = None  # the model answered without it; too late now
+                log.info(
+                    "%s: barge-in note for %s dropped: the model answered first", self.provider_name, self.ctx.call_sid
+                )
+            elif held.caller_audio(audio, self.input_format.sample_rate):
+                self._held_note = None
+                await self._send("barge-in note", self._live.send_realtime_input(text=held.text))
 
     async def send_text(self, text: str) -> None:
         """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
@@ -212,24 +224,26 @@ class GeminiLiveSession(QueuedSession):
 
         Gemini has no truncate call and keeps in its context everything it *sent*, which
         streams faster than real time, so after a barge-in it believes the caller heard the
-        whole answer. The cheapest correction is a one-line note quoting the heard part of
-        the answer's output transcription, cut at ``heard_ms / total audio ms`` (see
+        whole answer. The correction is a one-line note quoting the heard part of the answer's
+        output transcription, cut at ``heard_ms / total audio ms`` (see
         :func:`~s2s.gemini_live.protocol.heard_prefix`).
 
-        Sent as realtime text, now. The bridge calls this right after ``interrupted``, i.e.
-        while the caller is talking: the server's VAD has an open user turn, realtime text
-        joins it as one more input stream, and the model answers caller and note together
-        once the caller stops, so nothing extra is said and the caller's speech is not cut.
-        ``clientContent`` was rejected: with ``turnComplete=false`` it stops the model from
-        answering later realtime audio (google-gemini/live-api-web-console#60), with
-        ``turnComplete=true`` it starts an answer over the caller, and 3.x models close the
-        socket (1007) on any ``clientContent`` after the opening.
+        The bridge calls this right after ``interrupted``, while the caller is talking, and the
+        note must never start an answer over the caller:
+
+        - gemini-3.8-live documents ``clientContent`` for the whole session, and that content
+          without ``turnComplete`` waits for what follows instead of starting an answer
+          (https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live). The note goes at once,
+          as a user turn with ``turnComplete=false``, and joins the caller's turn.
+        - Earlier models: an incomplete ``clientContent`` stops answers to later realtime audio
+          on 2.5 (google-gemini/live-api-web-console#60) and 3.1 closes the socket on it
+          (1007); whether realtime text during caller activity starts an answer is not
+          documented. So the note is held (:class:`~s2s.gemini_live.protocol.HeldNote`) and
+          sent as realtime text when the caller goes quiet, just before the service's own
+          end of turn, or dropped if the model answers first.
 
         Caveats: the cut assumes an even speaking rate; without output transcription the note
-        can only give the seconds heard; realtime streams have no ordering guarantee, so the
-        model may read the note slightly before or after the caller's first words; a barge-in
-        shorter than the round trip (a cough) leaves the note as a turn of its own, which the
-        model may acknowledge aloud."""
+        can only give the seconds heard."""
         if self.closed:
             return
         note, events = self.mapper.truncate(item_id, heard_ms, has_transcript=self.config.output_transcription)
@@ -244,7 +258,16 @@ class GeminiLiveSession(QueuedSession):
             note.total_ms,
             item_id,
         )
-        await self._send("barge-in note", self._live.send_realtime_input(text=note.text))
+        if client_content_waits(self._model):
+            await self._send(
+                "barge-in note",
+                self._live.send_client_content(turns=[text_turn("user", note.text)], turn_complete=False),
+            )
+            return
+        quiet_ms = 200.0
+        if self.config.silence_duration_ms:
+            quiet_ms = min(quiet_ms, self.config.silence_duration_ms / 2)
+        self._held_note = HeldNote(note.text, self.mapper.bot_turns, quiet_ms=quiet_ms)
 
     async def send_tool_result(self, call_id: str, output: str) -> None:
         name = self.mapper.pending_tool_calls.pop(call_id, None)

@@ -37,6 +37,7 @@ from s2s.events import (
 from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
 from transcoding.formats import MULAW_8K, PCM16_24K, AudioFormat
+from transcoding.sniff import sniff_encoding
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,10 @@ class RealtimeProtocol(ABC):
         if audio_format not in (MULAW_8K, PCM16_24K):
             raise ValueError(f"unsupported realtime audio format {audio_format}")
         self.ctx = ctx
-        self.audio_format = audio_format
+        self.audio_format = audio_format  # what we send, and ask the server to send
+        self.output_format = audio_format  # what the server confirmed it sends
+        self._format_checked = False
+        self._format_sample = bytearray()
         self.state = HandshakeState.AWAIT_CREATED
         self.failure: ProviderError | None = None
         self._events: list[ProviderEvent] = []
@@ -218,7 +222,7 @@ class RealtimeProtocol(ABC):
         if sent is None:
             log.info("%s: barge-in on item %s with no audio sent; nothing to truncate", self.provider_name, item_id)
             return
-        sent_ms = int(self.audio_format.duration_ms(sent))
+        sent_ms = int(self.output_format.duration_ms(sent))
         audio_end_ms = max(0, min(int(heard_ms), sent_ms))
         self._send("conversation.item.truncate", item_id=item_id, content_index=0, audio_end_ms=audio_end_ms)
 
@@ -244,7 +248,7 @@ class RealtimeProtocol(ABC):
 
     def sent_ms(self, item_id: str) -> int:
         """Milliseconds of bot audio received for ``item_id`` (0 if none)."""
-        return int(self.audio_format.duration_ms(self._sent_bytes.get(item_id, 0)))
+        return int(self.output_format.duration_ms(self._sent_bytes.get(item_id, 0)))
 
     def _request_response(self, **response: Any) -> None:
         if self._generating is not None or self._response_requested:
@@ -305,6 +309,8 @@ class RealtimeProtocol(ABC):
         match kind:
             case "session.updated":
                 if self.state is HandshakeState.AWAIT_UPDATED:
+                    if not self._confirm_output_format(m.get("session") or {}):
+                        return
                     self.state = HandshakeState.READY
                     self._on_ready()
             case "error":
@@ -396,12 +402,70 @@ class RealtimeProtocol(ABC):
         except (binascii.Error, ValueError) as exc:
             self._recoverable("bad_audio", f"audio delta for item {item_id} is not base64: {exc}")
             return
+        if not self._format_checked and not self._audio_fits(audio):
+            return
         self._sent_bytes[item_id] = self._sent_bytes.get(item_id, 0) + len(audio)
         self._last_audio_item = item_id
         state = self._responses.get(m.get("response_id") or "")
         if state is not None:
             state.audio_item = item_id
         self._events.append(AudioOut(audio, item_id))
+
+    def _confirm_output_format(self, session: dict[str, Any]) -> bool:
+        """Take the output format ``session.updated`` confirms (``session.audio.output.format``,
+        openai ``types/realtime`` ``RealtimeAudioFormats``). A supported one other than what
+        we asked for is adopted before the bridge sees the session, so its transcoder is built
+        for what will arrive; an unsupported one fails the handshake. None (Grok may omit it)
+        leaves what we asked for, which the first audio then checks."""
+        confirmed = ((session.get("audio") or {}).get("output") or {}).get("format")
+        if not isinstance(confirmed, dict):
+            return True
+        kind, rate = confirmed.get("type"), confirmed.get("rate")
+        if kind == "audio/pcmu":
+            fmt = MULAW_8K
+        elif kind == "audio/pcm" and rate in (None, PCM16_24K.sample_rate):
+            fmt = PCM16_24K
+        else:
+            self._fail_format(f"the server confirmed output audio {confirmed}, which voicebot cannot play")
+            return False
+        if fmt != self.output_format:
+            log.warning(
+                "%s: asked for %s output audio, the server confirmed %s; using what it confirmed",
+                self.provider_name,
+                self.output_format,
+                fmt,
+            )
+            self.output_format = fmt
+        return True
+
+    def _audio_fits(self, audio: bytes) -> bool:
+        """Whether the first bot audio looks like the confirmed format (:mod:`transcoding.sniff`).
+        Audio that clearly is the other kind ends the session loudly instead of reaching the
+        caller as noise or at the wrong speed; checking stops at the first clear verdict."""
+        self._format_sample += audio
+        verdict = sniff_encoding(bytes(self._format_sample[:4800]))
+        if verdict is None:
+            if len(self._format_sample) >= 4800:
+                self._format_checked = True  # never clear (loud or silent): nothing to go on
+                self._format_sample.clear()
+            return True
+        self._format_checked = True
+        self._format_sample.clear()
+        expected = "pcm16" if self.output_format.encoding == "pcm16" else "8bit"
+        if verdict == expected:
+            return True
+        self._fail_format(
+            f"bot audio looks like {verdict} although the session declared {self.output_format}; "
+            "ending the session rather than playing it"
+        )
+        return False
+
+    def _fail_format(self, message: str) -> None:
+        log.error("%s: %s", self.provider_name, message)
+        self.failure = ProviderError("audio_format_mismatch", message, fatal=True)
+        if not self.ready:
+            self.state = HandshakeState.FAILED
+        self._events.append(self.failure)
 
     def _on_output_item_done(self, response_id: str | None, item: dict[str, Any]) -> None:
         """A finished output item; a ``function_call`` one runs unless it ended early.

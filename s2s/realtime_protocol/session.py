@@ -37,7 +37,7 @@ class RealtimeSession(QueuedSession):
         self.config = config
         self.protocol = protocol
         self.input_format = protocol.audio_format
-        self.output_format = protocol.audio_format
+        self.output_format = protocol.output_format  # as the server confirmed it
         self._transport = transport
         # Frames from the inbound task (audio) and the outbound task (truncate, tool results)
         # go out in the order the protocol produced them: written at once when nothing is

@@ -17,7 +17,8 @@ uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveF
 - ``clientContent`` (history, greeting request) is recorded and a completed turn answered;
   one left incomplete (``turnComplete: false``) stops answers to realtime input, as the real
   service does (google-gemini/live-api-web-console#60); realtime text is answered, except
-  while the caller is speaking, when it joins the caller's turn; ``toolResponse`` answers a
+  while the caller is speaking, when it joins the caller's turn (or, with
+  :attr:`answers_text_at_once`, is answered at once, over the caller); ``toolResponse`` answers a
   pending ``toolCall``;
 - a 3.x model before 3.8 takes ``clientContent`` only as the opening history declared with
   ``historyConfig.initialHistoryInClientContent`` (else it closes with 1007) and does not
@@ -109,7 +110,10 @@ class FakeConnection:
     resumed_from: str | None = None
     audio_in: bytearray = field(default_factory=bytearray)
     audio_in_at: list[float] = field(default_factory=list)  # time.monotonic() of each audio message
+    audio_in_ends: list[int] = field(default_factory=list)  # len(audio_in) after it
     audio_out_at: list[float] = field(default_factory=list)  # ... of each modelTurn audio chunk sent
+    audio_out_starts: list[int] = field(default_factory=list)  # bytes of audio sent before it
+    audio_out_bytes: int = 0
     audio_mime_types: set[str] = field(default_factory=set)
     realtime_keys: set[str] = field(default_factory=set)
     client_contents: list[dict[str, Any]] = field(default_factory=list)
@@ -119,6 +123,7 @@ class FakeConnection:
     tool_responses: list[dict[str, Any]] = field(default_factory=list)
     messages_in: list[dict[str, Any]] = field(default_factory=list)
     interruptions: int = 0
+    turn_answered: bool = False  # answers_text_at_once: realtime text already answered this turn
     replies_started: int = 0
     turns_completed: int = 0
     handles_sent: list[str] = field(default_factory=list)
@@ -193,6 +198,10 @@ class GeminiLiveFake:
         self.close_on_setup: tuple[int, str] | None = None
         self.hang = False
         self.tool_call_next: tuple[str, dict[str, Any]] | None = None
+        # Whether realtime text that arrives while the caller talks closes the caller's turn
+        # and is answered at once (over the caller, if they go on talking) or joins the
+        # caller's turn, answered when they stop; the service does not document which.
+        self.answers_text_at_once = False
         # records
         self.setups: list[dict[str, Any]] = []
         self.connections: list[FakeConnection] = []
@@ -392,15 +401,18 @@ class GeminiLiveFake:
             pcm = decode_b64(blob["data"])
             conn.audio_in_at.append(time.monotonic())
             conn.audio_in.extend(pcm)
+            conn.audio_in_ends.append(len(conn.audio_in))
             await self._vad(conn, pcm)
         text = realtime.get("text")
         if text:
             conn.realtime_texts.append(text)
             self._remember(conn, "caller", text)
-            if conn.speaking:  # joins the open user turn, answered when the caller stops
+            if conn.speaking:
                 conn.texts_during_speech.append(text)
-            else:
-                self._start_reply(conn, f"text {text!r}")
+                if not self.answers_text_at_once:
+                    return  # joins the open user turn, answered when the caller stops
+                conn.turn_answered = True  # the text closed the caller's turn: answered now
+            self._start_reply(conn, f"text {text!r}")
 
     def _remember(self, conn: FakeConnection, role: str, text: str) -> None:
         if conn.conversation is not None and text:
@@ -443,6 +455,9 @@ class GeminiLiveFake:
         words = f"caller spoke for {speech_ms} milliseconds"
         self._remember(conn, "caller", words)
         await self._send(conn, {"serverContent": {"inputTranscription": {"text": words, "finished": True}}})
+        if conn.turn_answered:
+            conn.turn_answered = False  # answered already, when the text arrived
+            return
         self._start_reply(conn, "speech")
 
     def _start_reply(self, conn: FakeConnection, cause: str) -> None:
@@ -487,6 +502,8 @@ class GeminiLiveFake:
                 content["outputTranscription"] = {"text": " " + " ".join(words[said:upto])}
                 said = upto
             conn.audio_out_at.append(time.monotonic())
+            conn.audio_out_starts.append(conn.audio_out_bytes)
+            conn.audio_out_bytes += len(chunk)
             await self._send(conn, {"serverContent": content})
             await asyncio.sleep(self.chunk_interval_s)
         await self._send(conn, {"serverContent": {"generationComplete": True}})

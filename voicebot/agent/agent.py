@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from s2s.errors import VoicebotError
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
 from voicebot.agent.config import AgentReasoning
@@ -76,7 +77,7 @@ MAX_FILLERS = 3
 FILLER_SPACING_S = 3.0
 
 
-class EndpointFailure(Exception):
+class EndpointFailure(VoicebotError):
     """An agent or tool endpoint gave no usable reply; the message says why (for the log)."""
 
 

@@ -1,7 +1,8 @@
 """Keypad digits, buffered into one sequence before anyone sees them.
 
-Twilio sends one ``dtmf`` message per key (reference §4). Handing each to the model as its
-own user turn makes it answer after the first digit of an account number; so digits are
+Twilio sends one ``dtmf`` message per key
+(https://www.twilio.com/docs/voice/media-streams/websocket-messages#dtmf-message). Handing
+each to the model as its own user turn makes it answer after the first digit of an account number; so digits are
 collected until the caller stops typing for ``inter_digit_timeout_ms``, presses the finish
 key (``#`` by default), or reaches ``max_digits``, and the sequence is delivered once.
 """

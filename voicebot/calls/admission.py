@@ -5,7 +5,7 @@ told to open the media stream, so a full provider is skipped (next in the chain,
 route's ``on_unavailable``) while the call can still be answered differently. The media
 stream then holds the slot, moves it when recovery falls back to another provider, and
 releases it on every exit path (hang-up, provider crash, stream that never connects: see
-``Runtime.expire_pending``).
+``StreamHandoff.expire``).
 
 The store is an interface so a fleet can share limits. :class:`SlotStore` contract, for
 any implementation (the in-process one here; a Redis one can implement the same):
@@ -23,7 +23,7 @@ any implementation (the in-process one here; a Redis one can implement the same)
   by a call whose webhook and media stream reached different instances (the stream's
   instance adopts the webhook's slot by acquiring it again under the same CallSid), and an
   instance must not release a reservation it merely stopped waiting for
-  (``Runtime.expire_pending``).
+  (``StreamHandoff.expire``).
 
 A slot whose TTL passes without a refresh is dead: that is what frees slots of a process
 that crashed (Redis) and of a reservation nobody claimed. Holders refresh every

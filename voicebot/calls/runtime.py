@@ -1,6 +1,9 @@
-"""Process-wide state the HTTP and WebSocket handlers share: the loaded config and its
-providers, calls between webhook and media stream, live calls, and what Twilio should do
-after each stream ends."""
+"""The application behind telephony's endpoints: the loaded config and its providers, and
+a call's way from the voice webhook (plan, admission) through its media stream (claim or
+adopt, bridge, provider session) to its end. The parts live beside it: the plan
+(:mod:`voicebot.calls.plan`), the webhook-to-stream handoff (:mod:`voicebot.calls.handoff`),
+what Twilio runs after the stream (:mod:`voicebot.calls.next_twiml`), admission and stream
+tokens."""
 
 from __future__ import annotations
 
@@ -8,15 +11,14 @@ import asyncio
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
+from s2s.call_context import logged_number, set_personal_data_in_logs
 from s2s.circuit import CircuitBoard
-from s2s.provider import Provider, ProviderSession, SessionContext, Turn
+from s2s.provider import Provider, ProviderSession, Turn
 from s2s.registry import build_provider
-from s2s.resilience import RecoveryPolicy, ResilientSession
+from s2s.resilience import ResilientSession
 from telephony import routing
 from telephony.application import Declined, HttpLimits
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
@@ -25,13 +27,15 @@ from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
-from telephony.twilio_rest import update_call_twiml
-from telephony.twiml import dial, say_and_hangup
+from telephony.twiml import say_and_hangup
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.handoff import StreamHandoff
+from voicebot.calls.next_twiml import NextTwiml
+from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
 from voicebot.calls.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
-from voicebot.config import AppConfig, OnUnavailable, RouteConfig
+from voicebot.config import AppConfig, RouteConfig
 from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
 from voicebot.telemetry.metrics import (
     provider_connect,
@@ -43,87 +47,36 @@ from voicebot.telemetry.metrics import (
 
 log = logging.getLogger(__name__)
 
-_REMEMBERED_OUTCOMES = 10_000
-NO_ROUTE_MESSAGE = "Sorry, this number cannot take calls right now. Goodbye."
-
-
-def unavailable_twiml(action: OnUnavailable, message: str | None = None) -> str:
-    """A polite message, then a transfer to a human when the route names one, else hang up."""
-    text = message or action.say
-    return dial(action.dial, text) if action.dial else say_and_hangup(text, action.language)
-
-
-def recovery_policy(config: AppConfig, route: RouteConfig) -> RecoveryPolicy:
-    r = config.resilience
-    return RecoveryPolicy(
-        budget_s=route.retry_budget_s,
-        attempts=r.connect_attempts,
-        backoff_s=r.backoff_s,
-        watchdog_s=r.watchdog_s,
-        buffer_ms=r.recovery_audio_ms,
-        close_timeout_s=r.rotation_close_timeout_s,
-    )
-
-
-@dataclass(slots=True)
-class CallPlan:
-    """What the webhook decided for a call, waiting for (then held by) its media stream."""
-
-    token: str
-    call_sid: str
-    route: RouteConfig
-    providers: list[Provider]
-    caller: str
-    called: str
-    config: AppConfig
-    tools: CallTools
-    created_at: float = field(default_factory=time.monotonic)
-    # the provider slot the call holds (voicebot.calls.admission) and its session once open
-    lease: SlotLease | None = None
-    session: ResilientSession | None = None
-    # when the voice webhook request arrived (the call span starts here)
-    received_at: float | None = None
-
-    def session_context(self) -> SessionContext:
-        """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""
-        route = self.route
-        return SessionContext(
-            call_sid=self.call_sid,
-            instructions=self.tools.instructions(),
-            voice=route.voice,
-            model=route.model,
-            language=route.language,
-            greeting=route.greeting,
-            tools=self.tools.specs,
-        )
-
 
 class Runtime:
     """The application behind telephony's endpoints (it implements
     :class:`telephony.application.CallApplication`)."""
 
     def __init__(self, config: AppConfig) -> None:
-        self.pending: dict[str, CallPlan] = {}
+        self.handoff = StreamHandoff(
+            self._release, lambda: self.config.server.stream_connect_timeout_s, lambda: self.slots.shared
+        )
         self.active: dict[str, CallBridge] = {}
         self._plans: dict[CallBridge, CallPlan] = {}  # the plan of each bridge in ``active``
-        self.next_twiml: OrderedDict[str, str] = OrderedDict()
+        self.next_twiml = NextTwiml()
         # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
         self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
         self.draining = False
         # Admission and circuit state outlive config reloads (keyed by provider name).
         self.slots: SlotStore = slot_store(config.admission)
         self.circuits = CircuitBoard(on_open=record_circuit_open)
-        self._janitor: asyncio.TimerHandle | None = None
-        self._time_limits: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Stream tokens claimed here, until they expire: a replay is refused (Runtime.claim).
-        self._claimed: dict[str, float] = {}
+        # One plan and one media stream per CallSid (see plan_call and adopt_stream): webhooks
+        # being planned, and CallSids whose stream is being set up or running here.
+        self._planning: dict[str, asyncio.Task[CallPlan | Declined]] = {}
+        self._streams: set[str] = set()
         self._process_key = secrets.token_bytes(32)  # only when no key is configured; kept over reloads
         self.apply(config)
 
     def apply(self, config: AppConfig) -> None:
         """Use ``config`` for new calls; calls in progress keep the providers they hold."""
         self.config = config
+        set_personal_data_in_logs(config.logs.personal_data)
         self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in config.providers.items()}
         token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
         self.signatures = SignatureChecker(token, config.twilio.validate_signatures)
@@ -156,11 +109,39 @@ class Runtime:
     def select_route(self, params: Mapping[str, str]) -> RouteConfig | None:
         return routing.select_route(self.config.routes, params.get("To", ""), params.get("From", ""))
 
+    def plan_of(self, call_sid: str) -> CallPlan | None:
+        """The plan of ``call_sid`` if it is waiting for its stream or live here."""
+        plan = next((p for p in self.handoff.pending.values() if p.call_sid == call_sid), None)
+        if plan is None and (bridge := self.active.get(call_sid)) is not None:
+            plan = self._plans.get(bridge)
+        return plan
+
     async def plan_call(self, params: Mapping[str, str], received_at: float | None = None) -> CallPlan | Declined:
-        """Pick the route and take a slot on the first provider of its chain that can take
-        the call (circuit closed, room left), or say why the call is declined.
-        ``received_at``: when the webhook request arrived (monotonic), where the call's span starts."""
-        self.expire_pending()
+        """The plan of the call: its route, and a slot on the first provider of the route's
+        chain that can take it (circuit closed, room left); or why the call is declined.
+        ``received_at``: when the webhook request arrived (monotonic), where the call's span starts.
+
+        One CallSid has one plan: Twilio retries a webhook it got no answer to, and a captured
+        webhook can be replayed (signatures carry no nonce), so a webhook for a call that is
+        pending or live here gets that call's plan back (same stream token, same slot), and
+        concurrent ones for a new call share one planning."""
+        self.handoff.expire()
+        call_sid = params.get("CallSid", "")
+        existing = self.plan_of(call_sid)
+        if existing is not None:
+            log.info("call %s: repeated voice webhook; answering with the call's plan", call_sid)
+            return existing
+        planning = self._planning.get(call_sid)
+        if planning is None:
+            planning = asyncio.ensure_future(self._plan_new(params, received_at))
+            self._planning[call_sid] = planning
+            planning.add_done_callback(lambda _: self._planning.pop(call_sid, None))
+        else:
+            log.info("call %s: repeated voice webhook while the first is planned; sharing its plan", call_sid)
+        # shield: a webhook whose client left does not cancel the planning the others wait on
+        return await asyncio.shield(planning)
+
+    async def _plan_new(self, params: Mapping[str, str], received_at: float | None) -> CallPlan | Declined:
         route = self.select_route(params)
         if route is None:
             return Declined(params.get("CallSid", ""), None, say_and_hangup(NO_ROUTE_MESSAGE), "no route matches")
@@ -173,7 +154,7 @@ class Runtime:
             caller=caller,
             called=params.get("To", ""),
             config=self.config,
-            tools=CallTools(route, self.config, call_sid, caller, self.set_next_twiml),
+            tools=CallTools(route, self.config, call_sid, caller, self.next_twiml.set),
         )
         lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
         ttl_s = self.config.server.stream_connect_timeout_s + 5.0
@@ -194,12 +175,11 @@ class Runtime:
             )
             token = secrets.token_urlsafe(18)
         plan.token = token
-        self.pending[plan.token] = plan
-        self._start_janitor()
+        self.handoff.hold(plan)
         log.info(
             "call %s from %s to %s: route %r, providers %s",
             plan.call_sid,
-            plan.caller,
+            logged_number(plan.caller),
             plan.called,
             route.name,
             [p.name for p in plan.providers],
@@ -210,28 +190,22 @@ class Runtime:
         """The plan for the media stream of ``call_sid`` (the ``start`` frame's callSid) that
         presents ``token``, or None (logged) when the stream must be refused.
 
-        Fast path: this instance answered the webhook, the plan and its lease are in
-        ``pending``. Otherwise another instance did: the signed token
+        Fast path: this instance answered the webhook, the plan and its lease are in the
+        handoff. Otherwise another instance did: the signed token
         (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
         A token is accepted once per instance; a replay to *another* instance within the
         expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
         so it cannot start a call Twilio did not place."""
-        self.expire_pending()
-        now = time.monotonic()
-        for used, until in list(self._claimed.items()):
-            if until < now:
-                del self._claimed[used]
-        plan = self.pending.get(token)
-        if plan is not None:
-            if plan.call_sid != call_sid:
-                log.warning("call %s: presented the stream token of call %s; refused", call_sid, plan.call_sid)
+        self.handoff.expire()
+        if token in self.handoff.pending:
+            plan = self.handoff.take(token, call_sid)
+            if plan is None:
                 return None
-            del self.pending[token]
             self._remember_claimed(token)
             if plan.lease is not None:
                 plan.lease.hold(HELD_TTL_S)
             return plan
-        if token in self._claimed:
+        if self.handoff.used(token):
             log.warning("call %s: stream token already used on this instance (replay); refused", call_sid)
             return None
         try:
@@ -243,7 +217,7 @@ class Runtime:
         return await self._adopt(token, ticket)
 
     def _remember_claimed(self, token: str) -> None:
-        self._claimed[token] = time.monotonic() + self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S
+        self.handoff.remember(token, self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S)
 
     async def _adopt(self, token: str, ticket: StreamTicket) -> CallPlan | None:
         """Rebuild on this instance the plan another instance's webhook made, from this
@@ -253,7 +227,7 @@ class Runtime:
         The slot: with a shared store (Redis) the webhook's instance took it under this
         CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
         it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
-        releases it (:meth:`expire_pending`). With the in-process store this is a fresh
+        releases it (:meth:`StreamHandoff.expire`). With the in-process store this is a fresh
         acquisition; if the provider is full, the session's fallback tries the rest."""
         call_sid = ticket.call_sid
         route = next((r for r in self.config.routes if r.name == ticket.route), None)
@@ -279,7 +253,7 @@ class Runtime:
             caller=ticket.caller,
             called=ticket.called,
             config=self.config,
-            tools=CallTools(route, self.config, call_sid, ticket.caller, self.set_next_twiml),
+            tools=CallTools(route, self.config, call_sid, ticket.caller, self.next_twiml.set),
         )
         lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
         if not await lease.move_to(providers[0].name, HELD_TTL_S):
@@ -289,36 +263,40 @@ class Runtime:
         log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
         return plan
 
-    def expire_pending(self) -> None:
-        """Drop reservations whose media stream never came here. With the in-process store
-        the slot is released at once. With a shared store (Redis) it is left to lapse by its
-        TTL (stream_connect_timeout_s + 5 s): the stream may have reached another instance,
-        which adopted the very same slot (member = CallSid), and releasing it from here would
-        free that live call's slot. An adopting instance renews the TTL on adoption and its
-        heartbeat keeps it; an unclaimed one frees itself 5 s after this."""
-        deadline = time.monotonic() - self.config.server.stream_connect_timeout_s
-        for token, plan in list(self.pending.items()):
-            if plan.created_at < deadline:
-                del self.pending[token]
-                if self.slots.shared:
-                    log.warning(
-                        "call %s: media stream did not reach this instance; its reservation lapses unless "
-                        "another instance took the stream",
-                        plan.call_sid,
-                    )
-                    plan.lease = None
-                else:
-                    log.warning("call %s: media stream never connected; reservation released", plan.call_sid)
-                self._release(plan)
+    def withdraw_pending(self) -> list[CallPlan]:
+        """Take back every reservation still waiting for its stream (the drain deadline): its
+        slot is released, and its token counts as used, so a stream that still comes is
+        refused and Twilio goes on to ``/twilio/stream-ended``."""
+        plans = list(self.handoff.pending.values())
+        self.handoff.pending.clear()
+        for plan in plans:
+            self._remember_claimed(plan.token)
+            if self.slots.shared:
+                plan.lease = None  # its stream may be live on another instance (StreamHandoff.expire)
+            self._release(plan)
+        return plans
 
     async def adopt_stream(
         self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
     ) -> CallBridge | None:
         """The bridge for the media stream that presented ``token`` (:meth:`claim`), built from
-        the call's plan, or None when the stream must be refused."""
-        plan = await self.claim(token, start.call_sid)
-        if plan is None:
+        the call's plan, or None when the stream must be refused: also when the call already
+        has a stream here (a replayed or duplicated stream must not open a second provider
+        session for one call, nor take over its bookkeeping)."""
+        call_sid = start.call_sid
+        if call_sid in self._streams:
+            log.warning("call %s: refused a second media stream while the call has one", call_sid)
             return None
+        self._streams.add(call_sid)  # before any await: a concurrent duplicate sees it
+        try:
+            plan = await self.claim(token, call_sid)
+            bridge = None if plan is None else self._bridge(plan, start, socket, protocol)
+        finally:
+            if call_sid not in self.active:
+                self._streams.discard(call_sid)  # refused (or failed): the CallSid is free again
+        return bridge
+
+    def _bridge(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
         info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
         server = plan.config.server
         bridge = CallBridge(
@@ -360,19 +338,19 @@ class Runtime:
         await session.open()
         limit = plan.route.max_call_seconds
         if limit is not None:
-            self._time_limits[plan.call_sid] = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
+            plan.time_limit = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
         return session
 
     def _time_up(self, plan: CallPlan) -> None:
         bridge = self.active.get(plan.call_sid)
-        if bridge is not None:
+        if bridge is not None and self._plans.get(bridge) is plan:
             log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
             self._spawn(bridge.hang_up(CallOutcome.MAX_DURATION))
 
     def _release(self, plan: CallPlan) -> None:
-        timer = self._time_limits.pop(plan.call_sid, None)
-        if timer is not None:
-            timer.cancel()
+        if plan.time_limit is not None:
+            plan.time_limit.cancel()
+            plan.time_limit = None
         if plan.lease is not None:
             self._spawn(plan.lease.release())
 
@@ -380,19 +358,6 @@ class Runtime:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _start_janitor(self) -> None:
-        """Free reservations whose media stream never came on a timer, not only on the next
-        webhook. A loop timer rather than a task: it re-arms only while something is pending."""
-        if self._janitor is None:
-            interval = min(1.0, self.config.server.stream_connect_timeout_s / 4)
-            self._janitor = asyncio.get_running_loop().call_later(interval, self._janitor_tick)
-
-    def _janitor_tick(self) -> None:
-        self._janitor = None
-        self.expire_pending()
-        if self.pending:
-            self._start_janitor()
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
         observers = [factory(plan) for factory in self.observer_factories]
@@ -406,6 +371,7 @@ class Runtime:
         call_sid = bridge.info.call_sid
         if self.active.get(call_sid) is bridge:
             del self.active[call_sid]
+            self._streams.discard(call_sid)
         plan = self._plans.pop(bridge)
         self._release(plan)
         plan.tools.call_ended(summary)
@@ -419,36 +385,9 @@ class Runtime:
         if not (lost or summary.outcome is CallOutcome.PROVIDER_UNAVAILABLE) or plan.call_sid in self.next_twiml:
             return
         apology = plan.route.apology if lost else None
-        await self.deliver_next_twiml(plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology))
-
-    async def deliver_next_twiml(self, call_sid: str, twiml: str) -> bool:
-        """Make ``twiml`` what Twilio runs once the stream ends; True if Twilio already has it.
-
-        With REST credentials (``[twilio] account_sid`` + ``auth_token``) the call's TwiML is
-        replaced through the REST API, which works whichever instance Twilio's next request
-        would reach (on a fleet, ``/twilio/stream-ended`` may land on an instance that knows
-        nothing of this call). Without credentials, or if the update fails, the TwiML waits
-        here for ``/twilio/stream-ended``. Call before closing the stream."""
-        twilio = self.config.twilio
-        if twilio.account_sid and twilio.auth_token:
-            try:
-                await update_call_twiml(
-                    twilio.account_sid,
-                    twilio.auth_token.get_secret_value(),
-                    call_sid,
-                    twiml,
-                    api_base_url=twilio.api_base_url,
-                )
-                return True
-            except Exception as exc:
-                log.error("call %s: REST update of the call failed (%r); Twilio will fetch it instead", call_sid, exc)
-        self.set_next_twiml(call_sid, twiml)
-        return False
-
-    def set_next_twiml(self, call_sid: str, twiml: str) -> None:
-        self.next_twiml[call_sid] = twiml
-        while len(self.next_twiml) > _REMEMBERED_OUTCOMES:
-            self.next_twiml.popitem(last=False)
+        await self.next_twiml.deliver(
+            self.config.twilio, plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology)
+        )
 
     def take_next_twiml(self, call_sid: str) -> str | None:
-        return self.next_twiml.pop(call_sid, None)
+        return self.next_twiml.take(call_sid)

@@ -10,12 +10,13 @@ and a nonce. The instance the stream reaches checks the MAC, the age
 (``server.stream_connect_timeout_s``) and that the ``start`` frame's callSid is the signed
 one, then rebuilds the plan from its own config (``Runtime.claim``).
 
-Twilio caps a ``<Parameter>``'s name + value below 500 characters (reference
-twilio-media-streams.md §1): the payload is a JSON array, not an object, and a token that
-would still be too long (caller or called addresses of hundreds of characters, SIP URIs)
-drops caller and called; the instance that adopts it then has no caller number for the
-call's tools (memory). Past that (absurd route/provider names) :meth:`issue` returns None
-and the caller falls back to an instance-local token.
+Twilio caps a ``<Parameter>``'s name + value below 500 characters (TwiML ``<Stream>``, custom
+parameters: https://www.twilio.com/docs/voice/twiml/stream#custom-parameters): the payload
+is a JSON array, not an object, and a token that would still be too long (caller or called
+addresses of hundreds of characters, SIP URIs) drops caller and called; the instance that
+adopts it then has no caller number for the call's tools (memory). Past that (absurd
+route/provider names) :meth:`issue` returns None and the caller falls back to an
+instance-local token.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import secrets
 import time
 from dataclasses import dataclass, replace
 
+from s2s.errors import VoicebotError
 from voicebot.config import AppConfig
 
 # Twilio: a <Parameter>'s name + value must stay under 500 characters.
@@ -42,7 +44,7 @@ _VERSION = 1
 _KEY_LABEL = b"voicebot/stream-token/v1"
 
 
-class BadStreamToken(ValueError):
+class BadStreamToken(VoicebotError, ValueError):
     """The token is malformed, forged, tampered with, expired or for another call."""
 
 

@@ -3,8 +3,10 @@
 It acts as Twilio does toward the server: a signed voice webhook, the Media Stream the TwiML
 asks for, the caller's audio from a WAV (any rate or channel count, converted with the call
 path's own resampler) paced in real time, and the bot's audio played through a simulated
-Twilio buffer that echoes marks and honours ``clear``. It hangs up once the bot has answered
-and gone quiet, and can save both sides to a stereo WAV and the call to a caller-side tape.
+Twilio buffer that echoes marks and honours ``clear``. The WAV is split into utterances at
+its pauses and spoken one at a time, as a caller would: after each, dial waits for the bot's
+answer to that utterance and for it to finish playing (each wait bounded), and hangs up after
+the last answer. It can save both sides to a stereo WAV and the call to a caller-side tape.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from transcoding.mulaw import pcm16_to_mulaw
+from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
 from voicebot.devtools.tape.caller import CallerTape
 from voicebot.devtools.tape.wav import wav_to_mulaw, write_call_wav
 from voicebot.devtools.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio
@@ -68,21 +70,59 @@ class DialResult:
     clears: int
     caller_audio: bytes
     heard_audio: bytes
+    utterances: int = 0
+    answered: int = 0
 
 
-async def _wait_for_answer(call: SimulatedCall, quiet_s: float, answer_timeout_s: float, deadline: float) -> None:
-    """Until the bot answered and then sent nothing for ``quiet_s`` with its audio played out,
-    or the server hung up, or nothing came for ``answer_timeout_s``."""
-    spoke_at = time.monotonic()
-    while not call.closed.is_set() and time.monotonic() < deadline:
-        media_times = [e.t_ms for e in call.log if e.direction == "out" and e.event == "media"]
-        if not media_times:
-            if time.monotonic() - spoke_at > answer_timeout_s:
-                log.warning("no bot audio within %.0f s of the caller's utterance; hanging up", answer_timeout_s)
-                return
-        elif call.queued_ms == 0 and call.now_ms() - media_times[-1] > quiet_s * 1000.0:
-            return
+# Utterances: caller audio splits where it has been quieter than this for this long.
+SPEECH_DBFS = -45.0
+UTTERANCE_GAP_MS = 700
+FRAME_MS = 20
+
+
+def split_utterances(mulaw: bytes) -> list[bytes]:
+    """The caller's audio cut at its pauses (>= ``UTTERANCE_GAP_MS`` below ``SPEECH_DBFS``);
+    each piece keeps up to half a gap of its own silence on either side."""
+    pcm = np.frombuffer(mulaw_to_pcm16(mulaw), dtype="<i2").astype(np.float64)
+    per_frame = 8 * FRAME_MS
+    frames = len(pcm) // per_frame
+    if frames == 0:
+        return [mulaw] if mulaw else []
+    rms = np.sqrt(np.mean(pcm[: frames * per_frame].reshape(frames, per_frame) ** 2, axis=1))
+    loud = 20 * np.log10(np.maximum(rms, 1.0) / 32768.0) > SPEECH_DBFS
+    gap = UTTERANCE_GAP_MS // FRAME_MS
+    pieces: list[tuple[int, int]] = []  # [first, last] loud frame of each utterance
+    for i in np.flatnonzero(loud):
+        if pieces and i - pieces[-1][1] <= gap:
+            pieces[-1] = (pieces[-1][0], int(i))
+        else:
+            pieces.append((int(i), int(i)))
+    if not pieces:
+        return [mulaw]
+    pad = gap // 2
+    bytes_per_frame = per_frame  # mu-law: one byte per sample
+    return [
+        mulaw[max(0, first - pad) * bytes_per_frame : min(frames, last + 1 + pad) * bytes_per_frame]
+        for first, last in pieces
+    ]
+
+
+async def _wait_for_answer(call: SimulatedCall, spoke_until_ms: float, quiet_s: float, answer_timeout_s: float) -> bool:
+    """Until the bot has answered what the caller said up to ``spoke_until_ms`` (bot audio
+    after it) and then sent nothing for ``quiet_s`` with its audio played out; False when no
+    answer came within ``answer_timeout_s`` or the server hung up first."""
+    started = time.monotonic()
+    while not call.closed.is_set():
+        answer = [e.t_ms for e in call.log if e.direction == "out" and e.event == "media" and e.t_ms > spoke_until_ms]
+        if not answer:
+            if time.monotonic() - started > answer_timeout_s:
+                return False
+        elif call.queued_ms == 0 and call.now_ms() - answer[-1] > quiet_s * 1000.0:
+            return True
+        elif time.monotonic() - started > answer_timeout_s + 120.0:
+            return True  # a bot that never stops talking: move on
         await asyncio.sleep(0.05)
+    return False
 
 
 async def dial(
@@ -100,17 +140,49 @@ async def dial(
     call_sid = "CA" + secrets.token_hex(16)
     tape = CallerTape(record, call_sid) if record is not None else None
     twilio = SimulatedTwilio(url, auth_token, tap=tape)
-    deadline = time.monotonic() + max_seconds
+    answered = 0
+    utterances = split_utterances(caller_audio)
     async with twilio.call(to=to, from_=from_, call_sid=call_sid) as call:
-        await call.pause(300)
-        await call.say(caller_audio)
-        await _wait_for_answer(call, quiet_s, answer_timeout_s, deadline)
+        try:
+            async with asyncio.timeout(max_seconds):
+                await call.pause(300)
+                for i, utterance in enumerate(utterances, start=1):
+                    await call.say(utterance)
+                    if call.closed.is_set():
+                        break
+                    if await _wait_for_answer(call, call.now_ms(), quiet_s, answer_timeout_s):
+                        answered += 1
+                    elif not call.closed.is_set():
+                        log.warning("no answer to utterance %d within %.0f s; going on", i, answer_timeout_s)
+        except TimeoutError:
+            log.warning("the call reached --max-seconds (%.0f s); hanging up", max_seconds)
         outcome = "server-hangup" if call.closed.is_set() else "caller-hangup"
     if tape is not None:
         await tape.close(outcome)
     return DialResult(
-        call_sid, outcome, call.received_media_ms(), len(call.clear_times), bytes(call.caller_track), bytes(call.heard)
+        call_sid,
+        outcome,
+        call.received_media_ms(),
+        len(call.clear_times),
+        bytes(call.caller_track),
+        bytes(call.heard),
+        len(utterances),
+        answered,
     )
+
+
+async def wait_for_server(url: str, wait_s: float) -> None:
+    """Until ``url`` accepts connections (a server started a moment ago), at most ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            try:
+                await client.get(url.rstrip("/") + "/healthz")
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
 
 def dial_command(args: argparse.Namespace) -> int:
@@ -131,6 +203,7 @@ def dial_command(args: argparse.Namespace) -> int:
         print("note: no --auth-token / TWILIO_AUTH_TOKEN; requests are signed with an empty token", file=sys.stderr)
     print(f"dialling {args.url} with {len(audio) / 8000:.1f} s of caller audio from {source}")
     try:
+        asyncio.run(wait_for_server(args.url, args.connect_wait))
         call = dial(
             args.url,
             audio,
@@ -138,6 +211,7 @@ def dial_command(args: argparse.Namespace) -> int:
             record=args.record,
             to=args.to,
             from_=args.from_,
+            answer_timeout_s=args.answer_timeout,
             max_seconds=args.max_seconds,
         )
         result = asyncio.run(call)
@@ -148,8 +222,8 @@ def dial_command(args: argparse.Namespace) -> int:
         print(f"cannot reach {args.url}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"call {result.call_sid}: {result.outcome}; bot sent {result.bot_audio_ms:.0f} ms of audio, "
-        f"{result.clears} clear(s)"
+        f"call {result.call_sid}: {result.outcome}; {result.answered} of {result.utterances} utterance(s) answered; "
+        f"bot sent {result.bot_audio_ms:.0f} ms of audio, {result.clears} clear(s)"
     )
     if args.out is not None:
         seconds = write_call_wav(args.out, result.caller_audio, result.heard_audio)

@@ -5,8 +5,9 @@ signed Media Stream WebSocket, sends ``connected``/``start``, streams caller aud
 real-time 20 ms mu-law frames (silence when the caller says nothing, as a phone line
 does), and plays what the bot sends through a playout clock at 8000 bytes/s: marks are
 echoed when the audio before them has played, ``clear`` drops the buffer and echoes every
-pending mark (reference §3, §5). What the caller heard is kept as a timeline aligned with
-the caller's own track, so tests and ``voicebot dial`` can look at the audio itself.
+pending mark (https://www.twilio.com/docs/voice/media-streams/websocket-messages). What
+the caller heard is kept as a timeline aligned with the caller's own track, so tests and
+``voicebot dial`` can look at the audio itself.
 
 Used by the test suite and the ``dial``/``replay`` commands; it is not on the server path.
 """
@@ -31,6 +32,7 @@ import numpy as np
 import websockets
 from twilio.request_validator import RequestValidator
 
+from s2s.errors import VoicebotError
 from transcoding.mulaw import mulaw_to_pcm16
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
@@ -42,7 +44,7 @@ MULAW_SILENCE = b"\xff"
 FrameTap = Callable[[str, str | bytes], None]
 
 
-class NoStream(Exception):
+class NoStream(VoicebotError):
     """The webhook answered without ``<Connect><Stream>`` (e.g. an on-unavailable message)."""
 
     def __init__(self, status: int, twiml: str) -> None:

@@ -3,6 +3,7 @@ which the bridge sets when a call starts)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -45,10 +46,15 @@ class TextFormatter(logging.Formatter):
         return escape_unsafe(super().formatMessage(record))
 
 
+def iso_timestamp(created: float) -> str:
+    """ISO 8601 in UTC with milliseconds and the zone: ``2026-01-24T22:15:30.123+00:00``."""
+    return dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "ts": iso_timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "call_sid": getattr(record, "call_sid", "-"),

@@ -48,7 +48,7 @@ from voicebot.telemetry.setup import Telemetry, get_telemetry
 if TYPE_CHECKING:
     from s2s.provider import ProviderSession
     from telephony.bridge import CallSummary
-    from voicebot.calls.runtime import CallPlan
+    from voicebot.calls.plan import CallPlan
 
 # One inbound frame (20 ms) in 50 and one provider audio chunk in 20 are timed: about one
 # sample per second per direction per call, plenty for a histogram over a fleet.

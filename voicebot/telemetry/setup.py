@@ -39,6 +39,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import exposition as prometheus_exposition
 
+from s2s.errors import VoicebotError
 from voicebot.telemetry.metrics import Instruments
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ _OTLP: dict[str, tuple[str, str, str]] = {
 }
 
 
-class TelemetryConfigError(ValueError):
+class TelemetryConfigError(VoicebotError, ValueError):
     pass
 
 

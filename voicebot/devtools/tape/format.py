@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from s2s import events as ev
+from s2s.errors import VoicebotError
 from s2s.events import ProviderEvent
 from s2s.provider import Turn
 from transcoding.formats import AudioFormat
@@ -37,7 +38,7 @@ Side = Literal["server", "caller"]
 Direction = Literal["in", "out"]  # seen from the server: in = Twilio -> voicebot
 
 
-class TapeError(ValueError):
+class TapeError(VoicebotError, ValueError):
     """A tape that cannot be read; the message names the file and line."""
 
     def __init__(self, path: str | Path, line: int, problem: str) -> None:

@@ -247,6 +247,10 @@ class TapeWriterThread:
             if tape.file is not None:
                 with contextlib.suppress(OSError):
                     tape.file.close()
+                if not tape.failed:
+                    log.info(
+                        "call %s: tape written to %s (%d bytes)", recorder.header.call_sid, recorder.path, tape.written
+                    )
             with self._lock:
                 if tape in self._tapes:
                     self._tapes.remove(tape)
@@ -257,6 +261,7 @@ class TapeWriterThread:
         if tape.file is None:
             recorder.path.parent.mkdir(parents=True, exist_ok=True)
             tape.file = _create_exclusively(recorder)
+            log.info("call %s: recording to %s", recorder.header.call_sid, recorder.path)
             header = dumps_line(encode_header(recorder.header))
             tape.file.write(header)
             tape.written += len(header)

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import SecretStr
 
+from s2s.errors import VoicebotError
 from s2s.provider import Turn
 from transcoding.mulaw import mulaw_to_pcm16
 from voicebot.config import AppConfig, RecordingConfig, RouteConfig, TwilioConfig
@@ -46,7 +47,7 @@ from voicebot.server.run import local_server
 TAPE_WAIT_S = 10.0
 
 
-class ReplayError(Exception):
+class ReplayError(VoicebotError):
     """The replay could not run (bad tape, no server, nothing to serve the provider side)."""
 
 

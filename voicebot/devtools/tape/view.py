@@ -1,7 +1,8 @@
 """What a call sounded like, derived from a tape: turns, barge-ins, the mark/clear sequence,
 transcripts and the two audio tracks.
 
-The bot track is rebuilt the way Twilio plays it (reference twilio-media-streams §5): media
+The bot track is rebuilt the way Twilio plays it
+(https://www.twilio.com/docs/voice/media-streams/websocket-messages#mark-message): media
 frames queue and play back to back in real time from when they arrive, and ``clear`` drops
 whatever has not played yet. That makes the same view computable from a server-side tape and
 from a caller-side one, so a replay can be compared with its original either way.

@@ -3,6 +3,7 @@ call's two tracks to a stereo WAV (caller left, bot right, as the caller heard i
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy.typing as npt
 from scipy.io import wavfile
 
 from transcoding.formats import MULAW_8K
-from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
+from transcoding.mulaw import alaw_to_pcm16, mulaw_to_pcm16, pcm16_to_mulaw
 from transcoding.resample import make_resampler
 
 
@@ -26,10 +27,41 @@ def _to_int16(samples: npt.NDArray[np.generic]) -> npt.NDArray[np.int16]:
     raise ValueError(f"unsupported WAV sample type {samples.dtype}")
 
 
+# WAVE format tags of G.711 audio (RFC 2361): scipy reads only PCM and float WAVs.
+WAVE_FORMAT_ALAW = 6
+WAVE_FORMAT_MULAW = 7
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+
+
+def _g711_wav(path: str | Path) -> tuple[int, npt.NDArray[np.int16]] | None:
+    """(rate, samples) of a mu-law or A-law WAV (plain or WAVE_FORMAT_EXTENSIBLE), else None."""
+    data = Path(path).read_bytes()
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    pos, tag, channels, rate, payload = 12, 0, 1, 0, b""
+    while pos + 8 <= len(data):
+        kind, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
+        if kind == b"fmt " and len(body) >= 16:
+            tag, channels, rate = struct.unpack("<HHI", body[:8])
+            if tag == WAVE_FORMAT_EXTENSIBLE and len(body) >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the tag
+        elif kind == b"data":
+            payload = body
+        pos += 8 + size + (size & 1)
+    if tag not in (WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW) or rate <= 0 or channels <= 0:
+        return None
+    pcm = mulaw_to_pcm16(payload) if tag == WAVE_FORMAT_MULAW else alaw_to_pcm16(payload)
+    samples = np.frombuffer(pcm, dtype="<i2")
+    samples = samples[: len(samples) // channels * channels]
+    return rate, samples.reshape(-1, channels) if channels > 1 else samples
+
+
 def wav_to_mulaw(path: str | Path) -> bytes:
-    """Read a WAV of any rate, channel count and sample type as 8 kHz mono mu-law, through
-    the same streaming resampler the call path uses."""
-    rate, data = wavfile.read(str(path))
+    """Read a WAV of any rate, channel count and sample type (PCM, float, mu-law, A-law) as
+    8 kHz mono mu-law, through the same streaming resampler the call path uses."""
+    g711 = _g711_wav(path)
+    rate, data = g711 if g711 is not None else wavfile.read(str(path))
     samples = np.asarray(data)
     if samples.ndim == 2:  # mix down: average the channels in float to avoid clipping
         samples = samples.astype(np.float64).mean(axis=1).astype(samples.dtype)

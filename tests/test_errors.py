@@ -1,0 +1,49 @@
+"""Every error voicebot raises on purpose derives from one base, and keeps the builtin base
+existing handlers catch."""
+
+from __future__ import annotations
+
+import pytest
+
+from s2s.errors import VoicebotError
+from s2s.provider import ProviderConnectError
+from s2s.registry import UnknownProviderType
+from s2s.resilience import IllegalSessionMove
+from telephony.call_state import IllegalTransition
+from telephony.media_stream import ProtocolError
+from voicebot.agent.agent import EndpointFailure
+from voicebot.calls.stream_token import BadStreamToken
+from voicebot.config import ConfigError
+from voicebot.devtools.tape.format import TapeError
+from voicebot.devtools.tape.replay import ReplayError
+from voicebot.devtools.twilio_sim import NoStream
+from voicebot.telemetry.setup import TelemetryConfigError
+
+
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (IllegalTransition, RuntimeError),
+        (IllegalSessionMove, RuntimeError),
+        (ProviderConnectError, Exception),
+        (UnknownProviderType, LookupError),
+        (ProtocolError, ValueError),
+        (BadStreamToken, ValueError),
+        (TapeError, ValueError),
+        (TelemetryConfigError, ValueError),
+        (EndpointFailure, Exception),
+        (ConfigError, Exception),
+        (ReplayError, Exception),
+        (NoStream, Exception),
+    ],
+)
+def test_errors_share_one_base_and_keep_their_builtin_one(error: type[Exception], builtin: type[Exception]) -> None:
+    assert issubclass(error, VoicebotError)
+    assert issubclass(error, builtin)
+
+
+def test_a_media_stream_protocol_error_is_caught_as_a_voicebot_error() -> None:
+    from telephony.media_stream import MediaStreamProtocol
+
+    with pytest.raises(VoicebotError):
+        MediaStreamProtocol().receive("not json")
