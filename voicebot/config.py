@@ -20,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
-from s2s.registry import UnknownProviderType, provider_spec
+from s2s.registry import UnknownProviderType, provider_spec, register
 from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
 from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
+
+# The application's own provider types, beside s2s's built-ins (s2s.registry).
+register("tape", "voicebot.devtools.tape.provider")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
