@@ -566,7 +566,7 @@ def conditions_table(results: Sequence[RunFigures]) -> str:
 
 PROJECT_PACKAGES = ("telephony/", "s2s/", "transcoding/", "voicebot/")
 SELECTOR_WAIT = "EpollSelector.select"  # asyncio's idle wait
-LOOP_RUN = ("run_forever", "run_until_complete")  # uvloop's: its wait is native, under these
+UVLOOP_WAIT = " (asyncio/runners.py:"  # uvloop's wait is native: the leaf Python frame is the runner
 
 
 def profile_summary(collapsed: Path, top: int = 12) -> str:
@@ -580,7 +580,7 @@ def profile_summary(collapsed: Path, top: int = 12) -> str:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         n = int(count)
-        if frames[-1].startswith(SELECTOR_WAIT) or frames[-1].startswith(LOOP_RUN):
+        if frames[-1].startswith(SELECTOR_WAIT) or UVLOOP_WAIT in frames[-1]:
             waiting += n
             continue
         active += n
