@@ -11,6 +11,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from s2s.errors import VoicebotError
 from s2s.provider import Provider, ProviderConfig
 
 BUILTIN_TYPES: dict[str, str] = {
@@ -44,7 +45,7 @@ class ProviderSpec:
 _registered: dict[str, ProviderSpec] = {}
 
 
-class UnknownProviderType(LookupError):
+class UnknownProviderType(VoicebotError, LookupError):
     pass
 
 

@@ -271,6 +271,10 @@ def test_connect_config_carries_route_overrides_and_session_settings() -> None:
     aad = live.realtime_input_config.automatic_activity_detection
     assert aad is not None and aad.silence_duration_ms == 400 and aad.prefix_padding_ms == 20
     assert aad.start_of_speech_sensitivity == types.StartSensitivity.START_SENSITIVITY_LOW
+    assert live.realtime_input_config.activity_handling == types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS
+    quiet = connect_config(config(activity_handling="no_interruption"), ctx, opening(ctx, cfg.model))
+    assert quiet.realtime_input_config is not None
+    assert quiet.realtime_input_config.activity_handling == types.ActivityHandling.NO_INTERRUPTION
 
 
 def test_tool_spec_maps_to_function_declaration() -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import ssl
+import weakref
 from typing import Any
 
 import websockets
@@ -23,7 +24,16 @@ from google.genai.live import AsyncSession
 from s2s.events import ProviderError
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.protocol import GeminiProtocolError, HeldNote, LiveEventMapper
-from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, connect_config, opening, text_turn
+from s2s.gemini_live.setup import (
+    INPUT_MIME,
+    Opening,
+    client_content_waits,
+    connect_config,
+    opening,
+    resume_needs_closed_socket,
+    text_turn,
+    tool_result_scheduling,
+)
 from s2s.provider import Provider, ProviderConfig, ProviderConnectError, QueuedSession, SessionContext
 from transcoding.formats import PCM16_16K, PCM16_24K
 
@@ -44,13 +54,18 @@ def make_client(config: GeminiLiveConfig) -> genai.Client:
     ``ca_file`` (a private endpoint or the test fake) is handed to the SDK as the TLS context
     of its WebSocket via ``async_client_args["ssl"]`` rather than ``SSL_CERT_FILE``, so it
     affects this provider only, not every TLS client in the process."""
-    client_args: dict[str, Any] = {}
+    # google-genai hands the async_client_args that python-websockets' connect() takes to the
+    # Live socket (google.genai._api_client._ensure_websocket_ssl_ctx). Keepalive pings keep
+    # websockets' 20 s interval, but a pong may take keepalive_timeout_s: a busy service that
+    # answers pings slowly must not have its socket closed (1011 keepalive ping timeout) while
+    # the call is fine; a dead one is still found, and the watchdog covers silence.
+    client_args: dict[str, Any] = {"ping_interval": 20.0, "ping_timeout": config.keepalive_timeout_s}
     if config.ca_file:
         client_args["ssl"] = ssl.create_default_context(cafile=config.ca_file)
     http_options = types.HttpOptions(
         base_url=config.base_url,
         api_version=config.resolved_api_version,
-        async_client_args=client_args or None,
+        async_client_args=client_args,
     )
     if config.vertex:
         return genai.Client(
@@ -126,7 +141,7 @@ class GeminiLiveSession(QueuedSession):
         then start reading."""
         if plan.seed:
             content: list[types.Content | types.ContentDict] = [*plan.seed]
-            await self._live.send_client_content(turns=content, turn_complete=True)
+            await self._live.send_client_content(turns=content, turn_complete=plan.complete)
         if plan.prompt:
             await self._live.send_realtime_input(text=plan.prompt)
         self.start_reader(self._read())
@@ -285,7 +300,11 @@ class GeminiLiveSession(QueuedSession):
         await self._send(
             "tool result",
             self._live.send_tool_response(
-                function_responses=[types.FunctionResponse(id=call_id, name=name, response=response)]
+                function_responses=[
+                    types.FunctionResponse(
+                        id=call_id, name=name, response=response, scheduling=tool_result_scheduling(self._model)
+                    )
+                ]
             ),
         )
 
@@ -303,6 +322,7 @@ class GeminiLiveProvider(Provider):
             raise TypeError(f"{name}: expected GeminiLiveConfig, got {type(config).__name__}")
         super().__init__(name, config)
         self._client: genai.Client | None = None
+        self._sessions: weakref.WeakSet[GeminiLiveSession] = weakref.WeakSet()
 
     @property
     def client(self) -> genai.Client:
@@ -314,8 +334,18 @@ class GeminiLiveProvider(Provider):
         return self._client
 
     async def open_session(self, ctx: SessionContext) -> GeminiLiveSession:
+        if (
+            ctx.resume_handle
+            and resume_needs_closed_socket(ctx.model or self.config.model)
+            and any(not s.closed and s.resume_handle == ctx.resume_handle for s in self._sessions)
+        ):
+            # A renewal overlaps the session that issued the handle; gemini-3.8-live refuses
+            # (1011) to resume a session whose socket is still open, so this one starts fresh
+            # from the history instead. A recovery (old socket gone) still resumes.
+            log.info("%s: %s renews while its session is open: fresh session with history", self.name, ctx.call_sid)
+            ctx = dataclasses.replace(ctx, resume_handle=None)
         try:
-            return await self._open(ctx)
+            session = await self._open(ctx)
         except ProviderConnectError as exc:
             if not ctx.resume_handle or not isinstance(exc.__cause__, errors.APIError):
                 raise
@@ -323,7 +353,9 @@ class GeminiLiveProvider(Provider):
             # refused. The history still carries the call. (Transport failures are re-raised:
             # retrying them is the recovery layer's job, with the handle.)
             log.warning("%s: resuming %s failed (%s); opening a fresh session", self.name, ctx.call_sid, exc)
-            return await self._open(dataclasses.replace(ctx, resume_handle=None))
+            session = await self._open(dataclasses.replace(ctx, resume_handle=None))
+        self._sessions.add(session)
+        return session
 
     async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
         stack = contextlib.AsyncExitStack()
