@@ -1,6 +1,6 @@
 """Gemini Live pure mapping: wire messages -> neutral events, setup and clientContent builders.
 
-No sockets: messages are the camelCase dicts the service sends (reference section 5) or the
+No sockets: messages are the camelCase dicts the service sends (https://ai.google.dev/api/live) or the
 SDK's parsed ``LiveServerMessage``; both go through the same mapper."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_caller_transcript_is_final_when_finished_or_when_the_bot_answers() -> N
 
 
 def test_bundled_message_audio_transcript_and_turn_complete() -> None:
-    """3.1 models bundle fields in one message (reference section 5)."""
+    """3.1 models bundle fields in one message (gemini-3.1-flash-live-preview model page)."""
     mapper = LiveEventMapper(item_prefix="g")
     events = mapper.feed(audio_msg(pcm_ms(20), outputTranscription={"text": "Bye."}, turnComplete=True))
     kinds = [type(e).__name__ for e in events]

@@ -37,7 +37,7 @@ class GeminiLiveConfig(ProviderConfig):
     )
 
     # Automatic activity detection (server VAD). None leaves the service default, which differs
-    # between the Gemini API and Vertex (reference section 2).
+    # between the Gemini API and Vertex (``AutomaticActivityDetection``, https://ai.google.dev/api/live).
     start_sensitivity: Sensitivity | None = None
     end_sensitivity: Sensitivity | None = None
     prefix_padding_ms: int | None = Field(default=None, ge=0)
@@ -53,7 +53,7 @@ class GeminiLiveConfig(ProviderConfig):
         default=True, description="bot transcript; also what the barge-in note quotes from"
     )
 
-    # Connection and session limits (reference section 6): a connection lasts ~10 min and
+    # Connection and session limits (https://ai.google.dev/gemini-api/docs/live-session): a connection lasts ~10 min and
     # announces its end with goAway; resumption lets the next connection continue the same
     # conversation, compression lifts the 15-minute audio session cap.
     session_resumption: bool = True

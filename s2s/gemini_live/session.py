@@ -39,7 +39,7 @@ from transcoding.formats import PCM16_16K, PCM16_24K
 
 log = logging.getLogger(__name__)
 
-# Close codes that mean "this request will never work" (reference section 1 and Addenda:
+# Close codes that mean "this request will never work" (RFC 6455 section 7.4.1, as the service uses them:
 # a wrong key closes with 1007; 1008 is a policy violation such as an unknown model).
 _FATAL_CLOSE_CODES = frozenset({1007, 1008})
 # HTTP statuses at the upgrade that retrying cannot fix.
@@ -108,7 +108,8 @@ def _retryable(exc: BaseException) -> bool:
 class GeminiLiveSession(QueuedSession):
     """One Gemini Live conversation on one WebSocket.
 
-    Audio: PCM16 16 kHz in, PCM16 24 kHz out (reference section 3); the bridge resamples
+    Audio: PCM16 16 kHz in, PCM16 24 kHz out (https://ai.google.dev/gemini-api/docs/live-guide,
+    audio formats); the bridge resamples
     from and to the 8 kHz mu-law of the phone line. The mapper rejects any other output
     rate, so a model change can never play at the wrong speed unnoticed."""
 
@@ -168,7 +169,7 @@ class GeminiLiveSession(QueuedSession):
     async def _pump(self) -> None:
         bad_messages = 0
         while True:
-            # receive() ends after every turnComplete (reference section 1): keep calling it.
+            # receive() ends after every turnComplete (google-genai ``live.AsyncSession.receive``): keep calling it.
             try:
                 async for message in self._live.receive():
                     bad_messages = 0
@@ -229,7 +230,7 @@ class GeminiLiveSession(QueuedSession):
 
     async def send_text(self, text: str) -> None:
         """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
-        and interruption semantics of ``clientContent`` (reference section 4)."""
+        and interruption semantics of ``clientContent`` (https://ai.google.dev/api/live)."""
         if self.closed or not text:
             return
         await self._send("text", self._live.send_realtime_input(text=text))

@@ -1,6 +1,6 @@
 """What voicebot sends Gemini Live besides audio: the setup config and the opening (history
 replay as ``clientContent``, greeting request). Pure builders of SDK types; the session sends
-them (reference sections 2 and 4)."""
+them (https://ai.google.dev/api/live: ``BidiGenerateContentSetup``, ``BidiGenerateContentClientContent``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ CALL_NOTES = (
     "caller. Follow it without mentioning it and never read it aloud."
 )
 
-# Seeded history must end with a user turn for 2.5 models (section 4). When the call is
+# Seeded history must end with a user turn for 2.5 models
+# (https://ai.google.dev/gemini-api/docs/live-guide, incremental content updates). When the call is
 # reopened right after the bot spoke, this closes the seed.
 _CONTINUE_NOTE = (
     "[Call note: the call continues on a new connection. If your last answer was cut off, finish it "
@@ -196,7 +197,7 @@ def opening(ctx: SessionContext, model: str, *, vertex: bool = False) -> Opening
     repeated. Otherwise the seed is always completed (``turnComplete=true``): a
     ``clientContent`` left incomplete stops the model from answering later realtime audio
     (google-gemini/live-api-web-console#60), and 3.x closes the socket on an incomplete seed.
-    On 2.5 the seed must end with a user turn (reference section 4) and is answered at once,
+    On 2.5 the seed must end with a user turn (Live guide, incremental content updates) and is answered at once,
     so the greeting request is its last turn; a seed ending with the bot gets a closing note,
     which the model may answer briefly (after a reconnect, a short "where were we" is fine).
     3.1 waits for fresh input after a seed, so its greeting request goes as realtime text.

@@ -1,6 +1,6 @@
 """A protocol-faithful fake of the Gemini Live WebSocket service, on 127.0.0.1 with TLS.
 
-It speaks the wire format of /work/shared/reference/gemini-live.md so the real google-genai
+It speaks the Live API wire format (https://ai.google.dev/api/live) so the real google-genai
 SDK can be pointed at it (``HttpOptions(base_url="https://127.0.0.1:PORT")``; the SDK always
 uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveFake.ca_file`):
 
@@ -81,7 +81,7 @@ def decode_b64(text: str) -> bytes:
 
 
 def pick(obj: dict[str, Any], camel: str, snake: str) -> Any:
-    """The service accepts both key casings (reference section 4); so does the fake."""
+    """The service accepts both key casings (proto3 JSON mapping); so does the fake."""
     return obj[camel] if camel in obj else obj.get(snake)
 
 
