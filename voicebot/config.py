@@ -97,6 +97,21 @@ class ServerConfig(_Strict):
         default="Sorry, this line has to close now. Please call again.",
         description="said to callers still on the line when the drain deadline passes",
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an HTTP request's headers must arrive within this of the connection opening (slowloris); "
+        "read at startup",
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="an HTTP request's body must arrive within this of its headers; read at startup"
+    )
+    max_unauthenticated_connections: int = Field(
+        default=100,
+        ge=1,
+        description="connections still waiting for a complete (hence not yet signature-checked) request; "
+        "a new one beyond this closes the oldest; read at startup",
+    )
 
     @field_validator("stream_token_secret")
     @classmethod
