@@ -7,6 +7,7 @@ The fake speech endpoint speaks every word as a tone of its own frequency (200 m
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import json
@@ -167,6 +168,7 @@ async def test_barge_in_stops_the_speech_stream_and_history_keeps_only_the_heard
         texts = [stream.text for stream in http.speech_streams]
         story = http.speech_streams[-2]
         assert texts[:-1] == long_reply.replace(". ", ".|").split("|")[: len(texts) - 1]
+        await asyncio.wait_for(story.ended.wait(), 5)
         assert not story.completed and story.abandoned_at is not None
         # Twilio was cleared and nothing of the story played after the caller spoke.
         bridge = await live_bridge(server, call)

@@ -220,6 +220,7 @@ class SpeechStream:
     completed: bool = False
     abandoned_at: float | None = None
     chunk_times: list[float] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # completed or abandoned
 
 
 class FakeOpenAIHttp:
@@ -321,6 +322,7 @@ class FakeOpenAIHttp:
         finally:
             if not stream.completed:
                 stream.abandoned_at = time.monotonic()
+            stream.ended.set()
 
 
 def _last_user(body: dict[str, Any]) -> str:
