@@ -1,6 +1,6 @@
 """Gemini Live pure mapping: wire messages -> neutral events, setup and clientContent builders.
 
-No sockets: messages are the camelCase dicts the service sends (reference section 5) or the
+No sockets: messages are the camelCase dicts the service sends (https://ai.google.dev/api/live) or the
 SDK's parsed ``LiveServerMessage``; both go through the same mapper."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_caller_transcript_is_final_when_finished_or_when_the_bot_answers() -> N
 
 
 def test_bundled_message_audio_transcript_and_turn_complete() -> None:
-    """3.1 models bundle fields in one message (reference section 5)."""
+    """3.1 models bundle fields in one message (gemini-3.1-flash-live-preview model page)."""
     mapper = LiveEventMapper(item_prefix="g")
     events = mapper.feed(audio_msg(pcm_ms(20), outputTranscription={"text": "Bye."}, turnComplete=True))
     kinds = [type(e).__name__ for e in events]
@@ -271,6 +271,10 @@ def test_connect_config_carries_route_overrides_and_session_settings() -> None:
     aad = live.realtime_input_config.automatic_activity_detection
     assert aad is not None and aad.silence_duration_ms == 400 and aad.prefix_padding_ms == 20
     assert aad.start_of_speech_sensitivity == types.StartSensitivity.START_SENSITIVITY_LOW
+    assert live.realtime_input_config.activity_handling == types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS
+    quiet = connect_config(config(activity_handling="no_interruption"), ctx, opening(ctx, cfg.model))
+    assert quiet.realtime_input_config is not None
+    assert quiet.realtime_input_config.activity_handling == types.ActivityHandling.NO_INTERRUPTION
 
 
 def test_tool_spec_maps_to_function_declaration() -> None:

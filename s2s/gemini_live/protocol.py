@@ -6,7 +6,8 @@ the little per-session state the provider needs later: the newest resumption han
 tool calls still awaiting an answer, and, per bot utterance, how much audio and transcript
 arrived, which is what :meth:`LiveEventMapper.truncate` uses to write the barge-in note.
 
-Wire facts are from /work/shared/reference/gemini-live.md (section numbers below).
+Wire facts: the Live API reference (https://ai.google.dev/api/live), the Live guides
+(https://ai.google.dev/gemini-api/docs/live-guide, .../live-session) and google-genai ``types``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def parse_server_message(raw: types.LiveServerMessage | Mapping[str, Any]) -> ty
 
 
 def audio_rate(mime_type: str | None) -> int:
-    """Sample rate named by an ``inlineData.mimeType`` such as ``audio/pcm;rate=24000`` (section 3).
+    """Sample rate named by an ``inlineData.mimeType`` such as ``audio/pcm;rate=24000``
+    (https://ai.google.dev/gemini-api/docs/live-guide, audio formats).
 
     Native audio models always send 24 kHz; a mime type without a rate is taken as that."""
     match = _RATE_RE.search(mime_type or "")
@@ -138,7 +140,7 @@ class _CallerTurn:
 
 @dataclass(slots=True)
 class Usage:
-    """Running token totals of the session (``usageMetadata``, section 5)."""
+    """Running token totals of the session (``usageMetadata``, https://ai.google.dev/api/live)."""
 
     prompt_tokens: int = 0
     response_tokens: int = 0
@@ -149,7 +151,8 @@ class Usage:
 class LiveEventMapper:
     """Translates one Gemini Live session's server messages into neutral events.
 
-    Turn model (section 5): a bot answer is every ``modelTurn`` part up to ``turnComplete``;
+    Turn model (https://ai.google.dev/api/live, ``BidiGenerateContentServerContent``):
+    a bot answer is every ``modelTurn`` part up to ``turnComplete``;
     the SDK's ``receive()`` ends there too. ``interrupted`` arrives before that
     ``turnComplete`` when the caller barges in; it is the only barge-in signal Gemini gives.
     One mapper per session; ``item_prefix`` keeps item ids unique across the sessions of a
@@ -317,7 +320,8 @@ class LiveEventMapper:
             if not call.name:
                 log.warning("gemini tool call without a function name ignored: %r", call)
                 continue
-            # The Gemini API always sends an id and requires it back (section 4); Vertex may
+            # The Gemini API always sends an id and requires it back
+            # (``FunctionResponse.id``, https://ai.google.dev/api/live); Vertex may
             # omit it, so make one up to keep the neutral call_id unique.
             call_id = call.id or f"call-{uuid.uuid4().hex[:12]}"
             self.pending_tool_calls[call_id] = call.name

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import ssl
+import weakref
 from typing import Any
 
 import websockets
@@ -23,13 +24,22 @@ from google.genai.live import AsyncSession
 from s2s.events import ProviderError
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.protocol import GeminiProtocolError, HeldNote, LiveEventMapper
-from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, connect_config, opening, text_turn
+from s2s.gemini_live.setup import (
+    INPUT_MIME,
+    Opening,
+    client_content_waits,
+    connect_config,
+    opening,
+    resume_needs_closed_socket,
+    text_turn,
+    tool_result_scheduling,
+)
 from s2s.provider import Provider, ProviderConfig, ProviderConnectError, QueuedSession, SessionContext
 from transcoding.formats import PCM16_16K, PCM16_24K
 
 log = logging.getLogger(__name__)
 
-# Close codes that mean "this request will never work" (reference section 1 and Addenda:
+# Close codes that mean "this request will never work" (RFC 6455 section 7.4.1, as the service uses them:
 # a wrong key closes with 1007; 1008 is a policy violation such as an unknown model).
 _FATAL_CLOSE_CODES = frozenset({1007, 1008})
 # HTTP statuses at the upgrade that retrying cannot fix.
@@ -44,13 +54,18 @@ def make_client(config: GeminiLiveConfig) -> genai.Client:
     ``ca_file`` (a private endpoint or the test fake) is handed to the SDK as the TLS context
     of its WebSocket via ``async_client_args["ssl"]`` rather than ``SSL_CERT_FILE``, so it
     affects this provider only, not every TLS client in the process."""
-    client_args: dict[str, Any] = {}
+    # google-genai hands the async_client_args that python-websockets' connect() takes to the
+    # Live socket (google.genai._api_client._ensure_websocket_ssl_ctx). Keepalive pings keep
+    # websockets' 20 s interval, but a pong may take keepalive_timeout_s: a busy service that
+    # answers pings slowly must not have its socket closed (1011 keepalive ping timeout) while
+    # the call is fine; a dead one is still found, and the watchdog covers silence.
+    client_args: dict[str, Any] = {"ping_interval": 20.0, "ping_timeout": config.keepalive_timeout_s}
     if config.ca_file:
         client_args["ssl"] = ssl.create_default_context(cafile=config.ca_file)
     http_options = types.HttpOptions(
         base_url=config.base_url,
         api_version=config.resolved_api_version,
-        async_client_args=client_args or None,
+        async_client_args=client_args,
     )
     if config.vertex:
         return genai.Client(
@@ -93,7 +108,8 @@ def _retryable(exc: BaseException) -> bool:
 class GeminiLiveSession(QueuedSession):
     """One Gemini Live conversation on one WebSocket.
 
-    Audio: PCM16 16 kHz in, PCM16 24 kHz out (reference section 3); the bridge resamples
+    Audio: PCM16 16 kHz in, PCM16 24 kHz out (https://ai.google.dev/gemini-api/docs/live-guide,
+    audio formats); the bridge resamples
     from and to the 8 kHz mu-law of the phone line. The mapper rejects any other output
     rate, so a model change can never play at the wrong speed unnoticed."""
 
@@ -126,7 +142,7 @@ class GeminiLiveSession(QueuedSession):
         then start reading."""
         if plan.seed:
             content: list[types.Content | types.ContentDict] = [*plan.seed]
-            await self._live.send_client_content(turns=content, turn_complete=True)
+            await self._live.send_client_content(turns=content, turn_complete=plan.complete)
         if plan.prompt:
             await self._live.send_realtime_input(text=plan.prompt)
         self.start_reader(self._read())
@@ -153,7 +169,7 @@ class GeminiLiveSession(QueuedSession):
     async def _pump(self) -> None:
         bad_messages = 0
         while True:
-            # receive() ends after every turnComplete (reference section 1): keep calling it.
+            # receive() ends after every turnComplete (google-genai ``live.AsyncSession.receive``): keep calling it.
             try:
                 async for message in self._live.receive():
                     bad_messages = 0
@@ -214,7 +230,7 @@ class GeminiLiveSession(QueuedSession):
 
     async def send_text(self, text: str) -> None:
         """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
-        and interruption semantics of ``clientContent`` (reference section 4)."""
+        and interruption semantics of ``clientContent`` (https://ai.google.dev/api/live)."""
         if self.closed or not text:
             return
         await self._send("text", self._live.send_realtime_input(text=text))
@@ -285,7 +301,11 @@ class GeminiLiveSession(QueuedSession):
         await self._send(
             "tool result",
             self._live.send_tool_response(
-                function_responses=[types.FunctionResponse(id=call_id, name=name, response=response)]
+                function_responses=[
+                    types.FunctionResponse(
+                        id=call_id, name=name, response=response, scheduling=tool_result_scheduling(self._model)
+                    )
+                ]
             ),
         )
 
@@ -303,6 +323,7 @@ class GeminiLiveProvider(Provider):
             raise TypeError(f"{name}: expected GeminiLiveConfig, got {type(config).__name__}")
         super().__init__(name, config)
         self._client: genai.Client | None = None
+        self._sessions: weakref.WeakSet[GeminiLiveSession] = weakref.WeakSet()
 
     @property
     def client(self) -> genai.Client:
@@ -314,8 +335,18 @@ class GeminiLiveProvider(Provider):
         return self._client
 
     async def open_session(self, ctx: SessionContext) -> GeminiLiveSession:
+        if (
+            ctx.resume_handle
+            and resume_needs_closed_socket(ctx.model or self.config.model)
+            and any(not s.closed and s.resume_handle == ctx.resume_handle for s in self._sessions)
+        ):
+            # A renewal overlaps the session that issued the handle; gemini-3.8-live refuses
+            # (1011) to resume a session whose socket is still open, so this one starts fresh
+            # from the history instead. A recovery (old socket gone) still resumes.
+            log.info("%s: %s renews while its session is open: fresh session with history", self.name, ctx.call_sid)
+            ctx = dataclasses.replace(ctx, resume_handle=None)
         try:
-            return await self._open(ctx)
+            session = await self._open(ctx)
         except ProviderConnectError as exc:
             if not ctx.resume_handle or not isinstance(exc.__cause__, errors.APIError):
                 raise
@@ -323,7 +354,9 @@ class GeminiLiveProvider(Provider):
             # refused. The history still carries the call. (Transport failures are re-raised:
             # retrying them is the recovery layer's job, with the handle.)
             log.warning("%s: resuming %s failed (%s); opening a fresh session", self.name, ctx.call_sid, exc)
-            return await self._open(dataclasses.replace(ctx, resume_handle=None))
+            session = await self._open(dataclasses.replace(ctx, resume_handle=None))
+        self._sessions.add(session)
+        return session
 
     async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
         stack = contextlib.AsyncExitStack()

@@ -30,7 +30,7 @@ from openai.resources.live.live import AsyncLiveConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from s2s.gpt_live.config import GptLiveConfig
-from s2s.gpt_live.protocol import GptLiveProtocol
+from s2s.gpt_live.protocol import GptLiveProtocol, warm_up_models
 from s2s.provider import Provider, ProviderConnectError, QueuedSession, SessionContext
 from transcoding.formats import MULAW_8K
 
@@ -158,6 +158,7 @@ class GptLiveProvider(Provider):
 
     def __init__(self, name: str, config: GptLiveConfig) -> None:
         super().__init__(name, config)
+        warm_up_models()
         self._client = AsyncOpenAI(
             api_key=config.api_key.get_secret_value(), websocket_base_url=config.base_url, max_retries=0
         )

@@ -431,7 +431,7 @@ class FakeNovaModel:
                 self._emit("audioOutput", {"contentId": cid, "content": base64.b64encode(piece).decode()})
                 await asyncio.sleep(self.chunk_ms / 1000 / self.speed)
         except asyncio.CancelledError:
-            # Barge-in: Nova stops generating and says so (reference §4).
+            # Barge-in: Nova stops generating and says so (AWS sonic-output-events: "interrupted").
             self._emit("contentEnd", {"contentId": cid, "type": "AUDIO", "stopReason": "INTERRUPTED"})
             self._text_block("ASSISTANT", "FINAL", '{ "interrupted" : true }', stop="INTERRUPTED")
             raise

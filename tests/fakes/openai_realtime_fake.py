@@ -318,7 +318,7 @@ class _FakeCall:
 
     async def run(self) -> None:
         if self.opts.dialect == "openai" and "openai-beta" in self.conn.headers:
-            # The beta shape is shut down (reference §5).
+            # The beta shape is shut down (error code beta_api_shape_disabled).
             await self.error("beta_api_shape_disabled", "The Realtime Beta API is no longer supported.")
             await self.ws.close(1008, "beta_api_shape_disabled")
             return
