@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from s2s.call_context import logged_number, set_personal_data_in_logs
@@ -28,6 +28,7 @@ from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twiml import say_and_hangup
+from voicebot.agent.call_control import DeliverTwiml
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
@@ -154,7 +155,7 @@ class Runtime:
             caller=caller,
             called=params.get("To", ""),
             config=self.config,
-            tools=CallTools(route, self.config, call_sid, caller, self.next_twiml.set),
+            tools=CallTools(route, self.config, call_sid, caller, self._twiml_deliverer(self.config)),
         )
         lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
         ttl_s = self.config.server.stream_connect_timeout_s + 5.0
@@ -253,7 +254,7 @@ class Runtime:
             caller=ticket.caller,
             called=ticket.called,
             config=self.config,
-            tools=CallTools(route, self.config, call_sid, ticket.caller, self.next_twiml.set),
+            tools=CallTools(route, self.config, call_sid, ticket.caller, self._twiml_deliverer(self.config)),
         )
         lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
         if not await lease.move_to(providers[0].name, HELD_TTL_S):
@@ -388,6 +389,14 @@ class Runtime:
         await self.next_twiml.deliver(
             self.config.twilio, plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology)
         )
+
+    def _twiml_deliverer(self, config: AppConfig) -> DeliverTwiml:
+        """How a call's tools hand Twilio its next TwiML, with the config the call started on."""
+
+        def deliver(call_sid: str, twiml: str, use_rest: bool) -> Awaitable[bool]:
+            return self.next_twiml.deliver(config.twilio, call_sid, twiml, use_rest)
+
+        return deliver
 
     def take_next_twiml(self, call_sid: str) -> str | None:
         return self.next_twiml.take(call_sid)
