@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 import websockets
@@ -32,6 +34,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from transcoding.formats import MULAW_8K, PCM16_16K, PCM16_24K
+from transcoding.mulaw import mulaw_to_pcm16, pcm16_to_mulaw
 from transcoding.pipeline import make_transcoder
 
 
@@ -120,7 +123,46 @@ async def gemini_relay(relay: Relay) -> None:
         await relay.pump(from_provider, to_provider)
 
 
-RELAYS: dict[str, Callable[[Relay], Awaitable[None]]] = {"openai": openai_relay, "gemini": gemini_relay}
+_nova_factories: dict[str, Any] = {}  # one SDK client per process, as voicebot keeps one per provider
+
+
+async def nova_relay(relay: Relay) -> None:
+    """Nova 2 Sonic, 8 kHz PCM16 both ways. The wire is HTTP/2 event streams signed with SigV4, so
+    the relay uses voicebot's thin SDK stream (``s2s.nova_sonic.sdk_stream``: open/send/receive
+    of raw events over aws-sdk-bedrock-runtime) and the pure event builders of
+    ``s2s.nova_sonic.protocol``; none of the session's features (barge-in, history, recovery)."""
+    from s2s.nova_sonic.config import NovaSonicConfig
+    from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings
+    from s2s.nova_sonic.sdk_stream import SdkStreamFactory
+
+    config = NovaSonicConfig(endpoint_url=relay.url, region="us-east-1")
+    factory = _nova_factories.setdefault(relay.url, SdkStreamFactory(config))
+    protocol = NovaProtocol(PromptSettings("You relay audio.", "tiffany", 8000, 8000))
+    stream = factory()
+    await stream.open(config.model_id, protocol.opening_events())
+
+    async def from_provider() -> None:
+        while (event := await stream.receive()) is not None:
+            audio = event.get("event", {}).get("audioOutput")
+            if audio is not None:
+                mulaw = pcm16_to_mulaw(base64.b64decode(audio["content"]))
+                await relay.to_twilio(base64.b64encode(mulaw).decode())
+
+    async def to_provider(payload: str) -> None:
+        await stream.send(protocol.audio_input(mulaw_to_pcm16(base64.b64decode(payload))))
+
+    try:
+        await relay.pump(from_provider, to_provider)
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(stream.close(), 2.0)
+
+
+RELAYS: dict[str, Callable[[Relay], Awaitable[None]]] = {
+    "openai": openai_relay,
+    "gemini": gemini_relay,
+    "nova": nova_relay,
+}
 
 
 def create_app(provider: str, port: int, url: str, ca_file: str | None) -> Starlette:

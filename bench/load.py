@@ -362,7 +362,7 @@ class Callers:
 
 async def warm_up(callers: Callers, reply_bytes: int) -> None:
     """One call, one turn: the first call's imports and allocations are not per-call cost."""
-    call = await callers.place(phase=0)
+    call = await callers.place(phase=0, timeout=60.0)  # the server's first provider client starts here
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(call.heard(reply_bytes), 15.0)
     await call.hangup()

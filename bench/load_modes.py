@@ -74,6 +74,24 @@ async def openai_fake() -> AsyncIterator[ProviderFake]:
 
 
 @contextlib.asynccontextmanager
+async def gpt_live_fake() -> AsyncIterator[ProviderFake]:
+    """OpenAI's Live API (``client.live``) through the official ``openai`` SDK, mu-law both ways.
+    Its sessions are paced (bot audio is released to Twilio at real time), so the fake streams
+    at real time too: a faster stream would make "provider -> Twilio" the pacing hold, by design."""
+    from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
+
+    options = LiveFakeOptions(api_key="bench", response_ms=REPLY_MS, chunk_ms=CHUNK_MS, speedup=1.0)
+    async with FakeLiveServer(options) as fake:
+        yield ProviderFake(
+            provider_toml=f'type = "gpt_live"\napi_key = "bench"\nbase_url = "{fake.base_url}"',
+            sessions=lambda: [
+                SessionLog(c.audio_in, c.audio_in_at, c.audio_in_ends, c.audio_out_at, c.audio_out_starts)
+                for c in fake.connections
+            ],
+        )
+
+
+@contextlib.asynccontextmanager
 async def gemini_fake() -> AsyncIterator[ProviderFake]:
     """Gemini Live through ``google-genai`` over loopback TLS: 16 kHz in, 24 kHz out."""
     from tests.fakes.gemini_live_fake import GeminiLiveFake
@@ -133,6 +151,7 @@ async def nova_fake() -> AsyncIterator[ProviderFake]:
                 in_mulaw=False,
                 in_bytes_per_s=16000,
                 out_bytes_per_s=16000,
+                floor=["nova", fake.url],
                 env=env,
                 sessions=lambda: [
                     SessionLog(m.caller_audio, m.audio_in_at, m.audio_in_ends, m.audio_out_at, m.audio_out_starts)
@@ -155,7 +174,8 @@ class Mode:
 
 MODES: dict[str, Mode] = {
     "openai": Mode(openai_fake, floor=True),
+    "gpt_live": Mode(gpt_live_fake, floor=False),
     "gemini": Mode(gemini_fake, floor=True),
-    "nova": Mode(nova_fake, floor=False),
+    "nova": Mode(nova_fake, floor=True),
     "echo": Mode(echo_line, floor=False),
 }

@@ -12,8 +12,8 @@ import pytest
 from bench import load
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("provider", ["openai", "gemini"])
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("provider", ["openai", "gemini", "nova"])
 def test_both_servers_answer_every_call_and_every_audio_chunk_is_paired(
     provider: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -36,13 +36,8 @@ def test_both_servers_answer_every_call_and_every_audio_chunk_is_paired(
 
 
 @pytest.mark.timeout(120)
-def test_voicebot_on_the_echo_line_and_nova_without_a_floor() -> None:
-    for provider in ("echo", "nova"):
-        figures = asyncio.run(load.measure(provider, "voicebot", 2, seconds=3, warmup=0.5, spread=0.1, profile=None))
-        assert (figures.placed, figures.answered, figures.failures) == (2, 2, [])
-        assert figures.cpu_pct_per_call > 0 and figures.loop_lag["count"] > 0
-        if provider == "nova":
-            assert figures.out_latency["count"] > 0 and figures.in_latency["count"] > 0
-            assert (figures.lost_out, figures.lost_in) == (0, 0)
-        else:
-            assert figures.out_latency["count"] == 0  # no provider socket to time
+def test_the_echo_line_has_no_provider_socket_to_time() -> None:
+    figures = asyncio.run(load.measure("echo", "voicebot", 2, seconds=3, warmup=0.5, spread=0.1, profile=None))
+    assert (figures.placed, figures.answered, figures.failures) == (2, 2, [])
+    assert figures.cpu_pct_per_call > 0 and figures.loop_lag["count"] > 0
+    assert figures.out_latency["count"] == 0 and figures.in_latency["count"] == 0

@@ -328,3 +328,25 @@ def test_a_held_note_is_due_once_the_caller_has_been_quiet_long_enough() -> None
     assert not any(held.caller_audio(quiet, 16000) for _ in range(9))  # 180 ms
     assert not held.caller_audio(loud, 16000)  # the caller went on: the count starts again
     assert [held.caller_audio(quiet, 16000) for _ in range(10)][-1]
+
+
+def test_the_protocol_object_decides_what_to_send_without_a_socket() -> None:
+    """python-websockets' shape: requests in, typed LiveClientMessages out via data_to_send()."""
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    p = GeminiProtocol(config(), SessionContext(call_sid="CA1"))  # gemini-3.8-live by default
+    p.send_audio(b"\x00\x01" * 320)
+    p.send_text("1234#")
+    [audio, text] = p.data_to_send()
+    assert audio.realtime_input is not None and audio.realtime_input.audio is not None
+    assert audio.realtime_input.audio.mime_type == "audio/pcm;rate=16000"
+    assert text.realtime_input is not None and text.realtime_input.text == "1234#"
+    p.receive({"toolCall": {"functionCalls": [{"id": "fc1", "name": "lookup", "args": {"q": 1}}]}})
+    assert [type(e).__name__ for e in p.events_received()] == ["ToolCall"]
+    p.send_tool_result("fc1", '{"found": true}')
+    [result] = p.data_to_send()
+    assert result.tool_response is not None and result.tool_response.function_responses is not None
+    response = result.tool_response.function_responses[0]
+    assert (response.id, response.name, response.response) == ("fc1", "lookup", {"found": True})
+    assert response.scheduling == types.FunctionResponseScheduling.WHEN_IDLE
+    assert p.data_to_send() == []

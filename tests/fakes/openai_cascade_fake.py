@@ -220,12 +220,14 @@ class SpeechStream:
     completed: bool = False
     abandoned_at: float | None = None
     chunk_times: list[float] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # completed or abandoned
 
 
 class FakeOpenAIHttp:
     def __init__(self, replies: list[ChatReply] | None = None, *, speedup: float = 4.0) -> None:
         self.replies = list(replies or [])
         self.speedup = speedup
+        self.fail_status: int | None = None  # chat requests answered with this HTTP error
         self.chat_requests: list[dict[str, Any]] = []
         self.chat_streams: list[ChatStream] = []
         self.speech_requests: list[dict[str, Any]] = []
@@ -257,6 +259,9 @@ class FakeOpenAIHttp:
         body = await request.json()
         _chat_request.validate_python(body)
         self.chat_requests.append(body)
+        if self.fail_status is not None:
+            error = {"message": "the fake failed", "type": "server_error", "code": None, "param": None}
+            return JSONResponse({"error": error}, self.fail_status)
         stream = ChatStream(received_at)
         self.chat_streams.append(stream)
         reply = self.replies.pop(0) if self.replies else ChatReply(f"You said {_last_user(body)}.")
@@ -317,6 +322,7 @@ class FakeOpenAIHttp:
         finally:
             if not stream.completed:
                 stream.abandoned_at = time.monotonic()
+            stream.ended.set()
 
 
 def _last_user(body: dict[str, Any]) -> str:

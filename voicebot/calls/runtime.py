@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from s2s.call_context import logged_number, set_personal_data_in_logs
@@ -28,9 +28,11 @@ from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twiml import say_and_hangup
+from voicebot.agent.call_control import DeliverTwiml
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.adoption import adopt_plan
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
@@ -154,7 +156,7 @@ class Runtime:
             caller=caller,
             called=params.get("To", ""),
             config=self.config,
-            tools=CallTools(route, self.config, call_sid, caller, self.next_twiml.set),
+            tools=CallTools(route, self.config, call_sid, caller, self._twiml_deliverer(self.config)),
         )
         lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
         ttl_s = self.config.server.stream_connect_timeout_s + 5.0
@@ -192,7 +194,8 @@ class Runtime:
 
         Fast path: this instance answered the webhook, the plan and its lease are in the
         handoff. Otherwise another instance did: the signed token
-        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
+        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here
+        (:func:`voicebot.calls.adoption.adopt_plan`).
         A token is accepted once per instance; a replay to *another* instance within the
         expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
         so it cannot start a call Twilio did not place."""
@@ -214,54 +217,12 @@ class Runtime:
             log.warning("call %s: stream token refused: %s", call_sid, exc)
             return None
         self._remember_claimed(token)  # before any await: a concurrent replay sees it
-        return await self._adopt(token, ticket)
+        return await adopt_plan(
+            token, ticket, self.config, self.providers, self.slots, self._twiml_deliverer(self.config)
+        )
 
     def _remember_claimed(self, token: str) -> None:
         self.handoff.remember(token, self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S)
-
-    async def _adopt(self, token: str, ticket: StreamTicket) -> CallPlan | None:
-        """Rebuild on this instance the plan another instance's webhook made, from this
-        instance's config: the route by name (re-selected from called/caller if a reload
-        removed it), the providers by name in the webhook's order (unknown ones skipped).
-
-        The slot: with a shared store (Redis) the webhook's instance took it under this
-        CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
-        it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
-        releases it (:meth:`StreamHandoff.expire`). With the in-process store this is a fresh
-        acquisition; if the provider is full, the session's fallback tries the rest."""
-        call_sid = ticket.call_sid
-        route = next((r for r in self.config.routes if r.name == ticket.route), None)
-        if route is None:
-            route = routing.select_route(self.config.routes, ticket.called, ticket.caller)
-            log.warning(
-                "call %s: route %r no longer exists; re-selected %r",
-                call_sid,
-                ticket.route,
-                route.name if route else None,
-            )
-        if route is None:
-            return None
-        providers = [self.providers[name] for name in ticket.providers if name in self.providers]
-        if not providers:
-            log.warning("call %s: none of providers %s is configured here", call_sid, list(ticket.providers))
-            return None
-        plan = CallPlan(
-            token=token,
-            call_sid=call_sid,
-            route=route,
-            providers=providers,
-            caller=ticket.caller,
-            called=ticket.called,
-            config=self.config,
-            tools=CallTools(route, self.config, call_sid, ticket.caller, self.next_twiml.set),
-        )
-        lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
-        if not await lease.move_to(providers[0].name, HELD_TTL_S):
-            log.info("call %s: no slot on %s here; the session falls back along the chain", call_sid, providers[0].name)
-        plan.lease = lease
-        lease.hold(HELD_TTL_S)
-        log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
-        return plan
 
     def withdraw_pending(self) -> list[CallPlan]:
         """Take back every reservation still waiting for its stream (the drain deadline): its
@@ -388,6 +349,14 @@ class Runtime:
         await self.next_twiml.deliver(
             self.config.twilio, plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology)
         )
+
+    def _twiml_deliverer(self, config: AppConfig) -> DeliverTwiml:
+        """How a call's tools hand Twilio its next TwiML, with the config the call started on."""
+
+        def deliver(call_sid: str, twiml: str, use_rest: bool) -> Awaitable[bool]:
+            return self.next_twiml.deliver(config.twilio, call_sid, twiml, use_rest)
+
+        return deliver
 
     def take_next_twiml(self, call_sid: str) -> str | None:
         return self.next_twiml.take(call_sid)
