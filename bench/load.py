@@ -1,32 +1,42 @@
-"""Load figures: N concurrent simulated calls against the echo line over real sockets.
+"""Load figures on the real provider path: N concurrent signed calls through ``voicebot serve``
+to a loopback provider fake, beside a featureless relay on the same stack (the floor).
 
-For each N the real server runs as its own process (``bench.load_server``), so its CPU and RSS
-come straight from /proc/<pid>. The callers are :class:`voicebot.devtools.twilio_sim.SimulatedTwilio`
-calls in this process: signed webhook, signed WebSocket, real-time 20 ms mu-law frames, bot
-audio played out at 8000 bytes/s with marks echoed. Each caller alternates speaking (1.5 s of
-a voiced, syllable-modulated signal) and listening while the echo line repeats it, so both
-directions carry audio; callers start at random points of that cycle so replies are spread.
+``python -m bench load --provider openai --calls 40,100,150`` (the defaults). Per provider and N,
+two runs back to back, each with a fresh server process: the floor (``bench.floor``) and
+``voicebot serve`` itself (the production command; ``bench.load_probe`` only adds a loop-lag
+probe). The provider fake (``bench.load_modes``) and the callers (``bench.load_callers``) run
+in this process, on uvloop; everything is on 127.0.0.1. A run:
 
-Per N: start the server, one warm-up call (first-call imports and allocations are not
-per-call cost), idle RSS, ramp up N calls, ``--warmup`` s, then a ``--seconds`` window:
+1. start the fake and the server; one warm-up call (imports, first allocations, SDK clients
+   are not per-call cost); 1 s idle: the server's idle CPU and RSS;
+2. place N calls one after another (signed webhook, signed media stream), each waiting for
+   its provider connection to appear at the fake, so call k is the fake's connection k; each
+   caller plays a 1 s 440 Hz tone, then 4 s of silence, at real time (its first tone starts
+   at a random point of the first ``--spread`` seconds); the fake answers each turn with a
+   2 s reply streamed 8x faster than real time;
+3. ``--warmup`` seconds of load, then a ``--seconds`` window, in which:
 
-- server CPU % of one core per call = Δ(utime + stime) / window / N;
+- CPU % of one core per call = the server process's Δ(utime + stime) / window / N;
 - RSS per call = (RSS at the end of the window - idle RSS) / N;
-- forwarding latency each way, from the server's observer hooks (see bench.load_server): the
-  bridge's own work per frame;
-- event-loop lag: how long a ping arriving on a pipe waits for its callback, i.e. what a frame
-  arriving on a socket waits before the bridge sees it. Added latency ~ lag + span. "own" takes
-  out the time the server waited for a CPU, which on a shared machine can dominate the tails;
-- the server's idle CPU (no calls; includes the probe's 50 pings/s) and GC pauses in the window;
-- the client's own lateness: how late each caller frame left against its 20 ms schedule. The
-  figures are only valid while the client keeps up (p99 under one frame, every frame sent);
-  the table says so when it did not.
+- provider -> Twilio: from the fake sending an audio chunk to the caller receiving the
+  ``media`` frame that carries its first audio; Twilio -> provider: from the caller sending
+  a frame to the fake receiving the message that carries its end. Frames are paired by
+  their position in each direction's audio stream (so no per-frame tagging is needed and
+  resampling is allowed for); the caller audio a server dropped before its provider session
+  opened is found from the first tone onset the fake heard;
+- loop lag: how long a ping arriving on a pipe waits for the server's event loop; "own"
+  leaves out the time the server waited for a CPU (other processes on the machine);
+- answered: calls that heard at least one whole reply by the end of the window.
+
+A run is marked invalid when the client itself fell behind (caller frame lateness p99 of 20
+ms or more) or a call failed, since the figures then do not show the server at real-time load.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -39,7 +49,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,55 +57,35 @@ from typing import Any
 import httpx
 import numpy as np
 
-from bench.load_stats import LatencyRing, Percentiles
+from bench.load_callers import CYCLE_FRAMES, CYCLE_S, FRAME_S, TONE, LoadCall, place_call
+from bench.load_modes import MODES, ProviderFake, SessionLog
+from bench.load_stats import LatencyRing, Percentiles, percentiles
 from bench.report import markdown_table
-from transcoding.mulaw import pcm16_to_mulaw
-from voicebot.devtools.twilio_sim import FRAME_S, SimulatedCall, SimulatedTwilio
+from transcoding.mulaw import mulaw_to_pcm16
+from voicebot.devtools.twilio_sim import SimulatedTwilio
 
 AUTH_TOKEN = "bench-load-auth-token-0123456789"
-FORMATS = {"mulaw": ("mulaw", 8000), "pcm16k": ("pcm16", 16000), "pcm24k": ("pcm16", 24000)}
-SPEAK_S = 1.5
-# The echo line answers after 500 ms of silence + 150 ms "thinking", sends the reply at 4x
-# real time, and the caller hears it for SPEAK_S: 2.5 s of listening lets it finish playing.
-LISTEN_S = 2.5
-SETUP_CONCURRENCY = 20
-RAMP_S_PER_CALL = 0.01  # call start times spread uniformly over N x 10 ms
+TARGETS = ("floor", "voicebot")
 CLIENT_LATE_LIMIT_MS = FRAME_S * 1000.0  # p99 above one frame: the client is not real time
-MIN_FRAME_RATE = 0.98  # inbound frames the server saw / frames real time would have sent
 IDLE_S = 1.0
-CONTENDED_WAIT_PCT = 5.0  # server runnable but not running: other load is in the tails
+GRACE_S = 0.5  # after the window, for audio sent in it to arrive
+CONTENDED_WAIT_PCT = 5.0
+TICKS_PER_S = 96_000  # stream positions in 1/96000 s: every byte rate used divides it
+ONSET_LEVEL = 2000  # |sample| marking the start of the caller's tone
 
 
-def voice_like(seconds: float = SPEAK_S, rate: int = 8000) -> bytes:
-    """A mu-law utterance: harmonics of a gliding 110-170 Hz pitch up to 3.4 kHz, amplitude
-    modulated at a syllable rate, about -18 dBFS overall and never under the echo line's
-    -38 dBFS VAD threshold (a trough would end the utterance early)."""
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = 140.0 + 30.0 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    wave = sum(np.sin(k * phase) / k for k in range(1, 24) if k * 170.0 < 3400.0)
-    envelope = 0.35 + 0.65 * np.abs(np.sin(2 * np.pi * 2.0 * t))
-    fade = np.minimum(1.0, np.minimum(t, t[-1] - t) / 0.02)
-    pcm = wave * envelope * fade
-    pcm *= 0.125 * 32767 / np.sqrt(np.mean(pcm**2))
-    return pcm16_to_mulaw(np.clip(pcm, -32767, 32767).astype("<i2").tobytes())
-
-
-def echo_config(fmt: str) -> str:
-    encoding, rate = FORMATS[fmt]
+def voicebot_config(fake: ProviderFake) -> str:
     return f"""
 [twilio]
 auth_token = "{AUTH_TOKEN}"
 validate_signatures = true
 
-[providers.echo]
-type = "echo"
-encoding = "{encoding}"
-sample_rate = {rate}
+[providers.bench]
+{fake.provider_toml}
 
 [[routes]]
 name = "load"
-providers = ["echo"]
+providers = ["bench"]
 """
 
 
@@ -109,50 +99,54 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """``bench.load_server`` in a child process; figures from /proc and its stats file."""
+    """The floor or ``voicebot serve`` under ``bench.load_probe``; figures from /proc."""
 
-    def __init__(self, workdir: Path, fmt: str) -> None:
-        self.workdir = workdir
-        config = workdir / "voicebot.toml"
-        config.write_text(echo_config(fmt))
-        self.stats_file = workdir / "stats.json"
-        self.log_file = workdir / "server.log"
+    def __init__(self, target: str, fake: ProviderFake, workdir: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.stats_file = workdir / "stats.json"
+        self.log_file = workdir / "server.log"
+        if target == "voicebot":
+            config = workdir / "voicebot.toml"
+            config.write_text(voicebot_config(fake))
+            command = ["voicebot.cli:main", "serve", "--config", str(config), "--port", str(self.port)]
+            command += ["--host", "127.0.0.1", "--log-level", "warning"]
+        else:
+            assert fake.floor is not None
+            command = ["bench.floor:main", fake.floor[0], str(self.port), *fake.floor[1:]]
         with self.log_file.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.load_server", str(config), str(self.port), str(self.stats_file)],
+                [sys.executable, "-m", "bench.load_probe", str(self.stats_file), *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env={**os.environ, **fake.env},
             )
         self._ticks_per_s = os.sysconf("SC_CLK_TCK")
 
-    async def wait_ready(self, timeout: float = 20.0) -> None:
+    async def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             while True:
                 if self.proc.poll() is not None:
-                    raise RuntimeError(f"load server exited:\n{self.log_tail()}")
+                    raise RuntimeError(f"server exited:\n{self.log_tail()}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(self.url + "/healthz")).status_code == 200:
                         return
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"load server not ready after {timeout} s:\n{self.log_tail()}")
+                    raise RuntimeError(f"server not ready after {timeout} s:\n{self.log_tail()}")
                 await asyncio.sleep(0.05)
 
     def cpu_s(self) -> float:
-        """utime + stime (fields 14 and 15 of /proc/<pid>/stat, after the parenthesised name)."""
+        """utime + stime of every thread (fields 14 and 15 of /proc/<pid>/stat)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / self._ticks_per_s
 
     def cpu_precise_s(self) -> float:
-        """On-CPU time of all the server's threads in ns resolution (schedstat), for short
-        intervals where clock ticks are too coarse."""
+        """On-CPU time of all threads in ns (schedstat), for intervals too short for ticks."""
         return sum(int(p.read_text().split()[0]) for p in Path(f"/proc/{self.proc.pid}/task").glob("*/schedstat")) / 1e9
 
     def runqueue_wait_s(self) -> float:
-        """Time the event-loop thread was runnable but waiting for a CPU (/proc/<pid>/schedstat):
-        on a shared machine this, not the server, is what stretches latency tails."""
+        """Time the main (event-loop) thread was runnable but waiting for a CPU."""
         return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[1]) / 1e9
 
     def rss_kb(self) -> int:
@@ -164,13 +158,15 @@ class ServerProcess:
     def start_window(self) -> None:
         self.proc.send_signal(signal.SIGUSR1)
 
-    async def window_stats(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def window_stats(self, timeout: float = 30.0) -> dict[str, Any] | None:
+        """The probe's figures, or None when the server's loop did not get to the signal in
+        ``timeout`` (it is that far behind)."""
         self.stats_file.unlink(missing_ok=True)
         self.proc.send_signal(signal.SIGUSR2)
         deadline = time.monotonic() + timeout
         while not self.stats_file.exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"load server wrote no stats:\n{self.log_tail()}")
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                return None
             await asyncio.sleep(0.02)
         stats: dict[str, Any] = json.loads(self.stats_file.read_text())
         return stats
@@ -185,166 +181,389 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
 
 
-# -- the callers -------------------------------------------------------------------------
-
-
-@dataclass
-class Callers:
-    """N simulated callers and the client-side measurements."""
-
-    twilio: SimulatedTwilio
-    utterance: bytes
-    lateness: LatencyRing = field(default_factory=LatencyRing)
-    calls: list[SimulatedCall] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def _time_frames(self, call: SimulatedCall) -> None:
-        """Record how late each caller frame leaves against its schedule: the media frame's
-        own ``timestamp`` is when the simulator meant to send it (its stream clock)."""
-        send_json: Callable[[dict[str, Any]], Awaitable[None]] = call.send_json
-        lateness = self.lateness
-
-        async def timed_send_json(message: dict[str, Any]) -> None:
-            if message.get("event") == "media":
-                late_ms = call.now_ms() - int(message["media"]["timestamp"])
-                lateness.add(int(late_ms * 1e6))
-            await send_json(message)
-
-        call.send_json = timed_send_json  # type: ignore[method-assign]
-
-    async def _converse(self, setup: asyncio.Semaphore, ready: Callable[[], None], ramp_s: float) -> None:
-        # Real calls start at unrelated moments, so their 20 ms frame clocks are out of phase;
-        # calls set up in batches would send in step and make the server's load bursty.
-        await asyncio.sleep(random.uniform(0.0, ramp_s))
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                async with setup:
-                    call = await stack.enter_async_context(self.twilio.call())
-            except Exception as exc:
-                self.failures.append(f"{type(exc).__name__}: {exc}")
-                ready()
-                return
-            self._time_frames(call)
-            self.calls.append(call)
-            ready()
-            # Start at a random point of the speak/listen cycle so replies spread over time.
-            await self._unless_stopped(asyncio.sleep(random.uniform(0, SPEAK_S + LISTEN_S)))
-            while not self.stop.is_set() and not call.closed.is_set():
-                await self._unless_stopped(call.say(self.utterance))
-                await self._unless_stopped(asyncio.sleep(LISTEN_S))
-
-    async def _unless_stopped(self, step: Awaitable[None]) -> None:
-        """Run one step of the conversation; the end of the run cuts it short."""
-        step_task = asyncio.ensure_future(step)
-        stopped = asyncio.ensure_future(self.stop.wait())
-        await asyncio.wait({step_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (step_task, stopped):
-            task.cancel()
-        await asyncio.gather(step_task, stopped, return_exceptions=True)
-
-    async def start(self, n: int, timeout: float = 60.0) -> asyncio.Future[list[None]]:
-        """Place ``n`` calls; returns once every one is streaming (or has failed)."""
-        setup = asyncio.Semaphore(SETUP_CONCURRENCY)
-        pending = n
-        all_ready = asyncio.Event()
-
-        def ready() -> None:
-            nonlocal pending
-            pending -= 1
-            if pending == 0:
-                all_ready.set()
-
-        ramp_s = RAMP_S_PER_CALL * n
-        task = asyncio.gather(*(self._converse(setup, ready, ramp_s) for _ in range(n)))
-        await asyncio.wait_for(all_ready.wait(), timeout)
-        return task
-
-    def heard_ms(self) -> float:
-        return sum(call.received_media_ms() for call in self.calls)
-
-
-# -- one measurement ---------------------------------------------------------------------
-
-
-@dataclass
-class LoadFigures:
-    calls: int
-    fmt: str
-    window_s: float
-    load_avg: float
-    cpu_pct_per_call: float
-    cpu_pct_total: float
-    rss_idle_mb: float
-    rss_per_call_kb: float
-    inbound: Percentiles
-    outbound: Percentiles
-    loop_lag: Percentiles
-    loop_lag_own: Percentiles  # without the time the server waited for a CPU
-    lateness: Percentiles
-    client_cpu_pct: float
-    runqueue_wait_pct: float  # of the window, the server's loop thread waited for a CPU
-    client_runqueue_wait_pct: float  # the same for this process's (the callers') loop thread
-    idle_cpu_pct: float  # the server with no calls, after the warm-up call
-    frame_rate: float  # inbound frames the server forwarded / real-time frames expected
-    bot_audio_s_per_call: float
-    failed_calls: int
-    server_warnings: int
-    event_loop: str  # the server's: asyncio, or uvloop when installed
-    gc_count: list[int]  # collections per generation in the window
-    gc_max_ms: list[float]  # longest pause per generation
-
-    @property
-    def problems(self) -> list[str]:
-        """Why the run does not show per-call cost at real-time load (empty: it does)."""
-        found = []
-        if self.failed_calls:
-            found.append(f"{self.failed_calls} calls failed")
-        if self.lateness["p99_us"] / 1000.0 >= CLIENT_LATE_LIMIT_MS:
-            found.append(f"client lateness p99 {self.lateness['p99_us'] / 1000.0:.1f} ms")
-        if self.frame_rate < MIN_FRAME_RATE:
-            found.append(f"server forwarded {100.0 * self.frame_rate:.1f}% of real-time frames")
-        return found
-
-    @property
-    def valid(self) -> bool:
-        return not self.problems
-
-
-def _own_runqueue_wait_s() -> float:
-    return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
-
-
-async def _warm_up_call(twilio: SimulatedTwilio, utterance: bytes) -> None:
-    async with twilio.call() as call:
-        await call.say(utterance)
-        await call.wait_for(lambda: call.received_media_ms() > 0, timeout=10.0)
-        await call.pause(500)
-
-
 def _start_profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy samples the server from outside (``--nonblocking``: the server is never paused,
-    so its latency figures are not distorted, though py-spy's own CPU competes for the cores)."""
+    """py-spy samples the server from outside (``--nonblocking``: never paused)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     command = [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds)))]
     command += ["--rate", "250", "--nonblocking", "--function", "--format", "raw", "--output", str(out)]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# -- pairing frames across the server ----------------------------------------------------
+
+
+def _onset_s(audio: bytes | bytearray, mulaw: bool, bytes_per_s: int) -> float | None:
+    raw = mulaw_to_pcm16(bytes(audio)) if mulaw else bytes(audio[: len(audio) // 2 * 2])
+    loud = np.flatnonzero(np.abs(np.frombuffer(raw, dtype="<i2").astype(np.int32)) > ONSET_LEVEL)
+    rate = bytes_per_s if mulaw else bytes_per_s // 2
+    return float(loud[0]) / rate if loud.size else None
+
+
+# where the level first passes ONSET_LEVEL inside the caller's tone (the tone fades in)
+_TONE_ONSET_S = _onset_s(b"".join(base64.b64decode(frame) for frame in TONE[:2]), True, 8000) or 0.0
+
+
+def dropped_ticks(call: LoadCall, log: SessionLog, fake: ProviderFake) -> int:
+    """Caller audio the server never forwarded before the first audio the fake got (a server
+    buffers only so much while its provider session opens): the fake's first tone onset
+    against the caller's, rounded to whole 20 ms frames."""
+    heard = _onset_s(log.audio_in, fake.in_mulaw, fake.in_bytes_per_s)
+    if heard is None:
+        return 0
+    first_tone = ((CYCLE_FRAMES - call.phase) % CYCLE_FRAMES) * FRAME_S + _TONE_ONSET_S
+    for cycle in range(1000):
+        dropped = first_tone + cycle * CYCLE_S - heard
+        if dropped > -FRAME_S / 2:
+            return round(dropped / FRAME_S) * round(FRAME_S * TICKS_PER_S)
+    return 0
+
+
+def pair_delays(
+    sent_at: np.ndarray, sent_start: np.ndarray, got_at: np.ndarray, got_end: np.ndarray, t0: float, t1: float
+) -> tuple[np.ndarray, int]:
+    """For each item sent in [t0, t1): arrival of the first item on the far side whose audio
+    reaches past the sent item's start, minus its send time. Also: how many never arrived."""
+    keep = (sent_at >= t0) & (sent_at < t1)
+    sent_at, sent_start = sent_at[keep], sent_start[keep]
+    j = np.searchsorted(got_end, sent_start, side="right")
+    arrived = j < len(got_end)
+    delays = got_at[j[arrived]] - sent_at[arrived]
+    return delays, int((~arrived).sum())
+
+
+@dataclass
+class Delays:
+    out: list[np.ndarray] = field(default_factory=list)  # provider -> Twilio, s
+    inb: list[np.ndarray] = field(default_factory=list)  # Twilio -> provider, s
+    lost_out: int = 0
+    lost_in: int = 0
+
+    def add_call(self, call: LoadCall, log: SessionLog, fake: ProviderFake, t0: float, t1: float) -> None:
+        caller_tick = TICKS_PER_S // 8000  # mu-law: one byte per 8 kHz sample
+        out_tick = TICKS_PER_S // fake.out_bytes_per_s
+        in_tick = TICKS_PER_S // fake.in_bytes_per_s
+        delays, lost = pair_delays(
+            np.asarray(log.out_at, dtype=np.float64),
+            np.asarray(log.out_starts, dtype=np.int64) * out_tick,
+            np.frombuffer(call.media_at, dtype=np.float64),
+            np.frombuffer(call.media_end, dtype=np.int64) * caller_tick,
+            t0,
+            t1,
+        )
+        self.out.append(delays)
+        self.lost_out += lost
+        sent_at = np.frombuffer(call.sent_at, dtype=np.float64)
+        frame_ticks = round(FRAME_S * TICKS_PER_S)
+        sent_start = np.arange(len(sent_at), dtype=np.int64) * frame_ticks - dropped_ticks(call, log, fake)
+        forwarded = sent_start >= 0
+        delays, lost = pair_delays(
+            sent_at[forwarded],
+            sent_start[forwarded],
+            np.asarray(log.in_at, dtype=np.float64),
+            np.asarray(log.in_ends, dtype=np.int64) * in_tick,
+            t0,
+            t1,
+        )
+        self.inb.append(delays)
+        self.lost_in += lost
+
+    @staticmethod
+    def summary(parts: list[np.ndarray]) -> Percentiles:
+        return percentiles(np.concatenate(parts) * 1e9 if parts else np.zeros(0))
+
+
+# -- one run -----------------------------------------------------------------------------
+
+
+@dataclass
+class RunFigures:
+    provider: str
+    target: str
+    calls: int
+    window_s: float = 0.0
+    setup_s: float = 0.0  # placing the calls, one after another
+    placed: int = 0
+    answered: int = 0
+    failures: list[str] = field(default_factory=list)
+    cpu_pct_per_call: float = float("nan")
+    cpu_pct_total: float = float("nan")
+    idle_cpu_pct: float = float("nan")
+    rss_idle_mb: float = float("nan")
+    rss_per_call_kb: float = float("nan")
+    out_latency: Percentiles = field(default_factory=lambda: percentiles(np.zeros(0)))
+    in_latency: Percentiles = field(default_factory=lambda: percentiles(np.zeros(0)))
+    lost_out: int = 0
+    lost_in: int = 0
+    loop_lag: Percentiles = field(default_factory=lambda: percentiles(np.zeros(0)))
+    loop_lag_own: Percentiles = field(default_factory=lambda: percentiles(np.zeros(0)))
+    lateness: Percentiles = field(default_factory=lambda: percentiles(np.zeros(0)))
+    client_cpu_pct: float = float("nan")
+    server_wait_pct: float = float("nan")
+    load_avg: float = float("nan")
+    event_loop: str = "?"
+    gc_count: list[int] = field(default_factory=lambda: [0, 0, 0])
+    gc_max_ms: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    extra_sessions: int = 0
+    server_warnings: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.failures:
+            found.append(f"{len(self.failures)} failure(s), first: {self.failures[0]}")
+        if self.lateness["count"] and self.lateness["p99_us"] / 1000.0 >= CLIENT_LATE_LIMIT_MS:
+            found.append(f"client lateness p99 {self.lateness['p99_us'] / 1000.0:.1f} ms")
+        return found
+
+
+class Callers:
+    def __init__(self, twilio: SimulatedTwilio, fake: ProviderFake, spread_s: float) -> None:
+        self.twilio = twilio
+        self.fake = fake
+        self.spread_frames = max(1, min(CYCLE_FRAMES, round(spread_s / FRAME_S)))
+        self.lateness = LatencyRing()
+        self.calls: list[LoadCall] = []
+        self.failures: list[str] = []
+        self.http = httpx.AsyncClient(timeout=10.0)
+
+    async def place(self, phase: int, timeout: float = 15.0) -> LoadCall:
+        """One call; with a provider fake, returns once its connection has appeared there."""
+        expected = len(self.fake.sessions()) + 1
+        call = await asyncio.wait_for(place_call(self.twilio, self.http, phase, self.lateness), timeout)
+        if self.fake.provider_socket:
+            deadline = time.monotonic() + timeout
+            while len(self.fake.sessions()) < expected:
+                if time.monotonic() > deadline or call.closed:
+                    await call.hangup()
+                    raise RuntimeError("no provider connection for the call")
+                await asyncio.sleep(0.002)
+            call.session = expected - 1
+        return call
+
+    async def place_all(self, n: int) -> None:
+        for _ in range(n):
+            # the first tone starts at a random point of the spread, so replies spread over time
+            phase = (CYCLE_FRAMES - random.randrange(self.spread_frames)) % CYCLE_FRAMES
+            try:
+                self.calls.append(await self.place(phase))
+            except Exception as exc:  # a failed call is a figure, not a crash
+                self.failures.append(f"{type(exc).__name__}: {exc}")
+
+    async def hang_up(self) -> None:
+        await asyncio.gather(*(call.hangup() for call in self.calls), return_exceptions=True)
+        await self.http.aclose()
+
+
+async def warm_up(callers: Callers, reply_bytes: int) -> None:
+    """One call, one turn: the first call's imports and allocations are not per-call cost."""
+    call = await callers.place(phase=0, timeout=60.0)  # the server's first provider client starts here
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(call.heard(reply_bytes), 15.0)
+    await call.hangup()
+
+
+async def measure(
+    provider: str, target: str, n: int, seconds: float, warmup: float, spread: float, profile: Path | None
+) -> RunFigures:
+    figures = RunFigures(provider, target, n)
+    async with MODES[provider].fake() as fake:
+        reply_bytes = int(0.95 * 8 * fake.reply_ms)
+        with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+            server = ServerProcess(target, fake, Path(tmp))
+            try:
+                await server.wait_ready()
+                callers = Callers(SimulatedTwilio(server.url, AUTH_TOKEN), fake, spread)
+                await warm_up(callers, reply_bytes)
+                await asyncio.sleep(0.3)
+                idle0 = server.cpu_precise_s()
+                await asyncio.sleep(IDLE_S)
+                figures.idle_cpu_pct = 100.0 * (server.cpu_precise_s() - idle0) / IDLE_S
+                rss_idle = server.rss_kb()
+                base = len(fake.sessions())
+
+                placing = time.monotonic()
+                await callers.place_all(n)
+                figures.setup_s = time.monotonic() - placing
+                await asyncio.sleep(warmup)
+
+                figures.load_avg = os.getloadavg()[0]
+                server.start_window()
+                callers.lateness.reset()
+                wait0, cpu0, t0 = server.runqueue_wait_s(), server.cpu_s(), time.monotonic()
+                client0 = time.process_time()
+                profiler = None if profile is None else _start_profiler(server.proc.pid, seconds, profile)
+                await asyncio.sleep(seconds)
+                wait1, cpu1, t1 = server.runqueue_wait_s(), server.cpu_s(), time.monotonic()
+                client1 = time.process_time()
+                rss_load = server.rss_kb()
+                stats = await server.window_stats()
+                figures.lateness = callers.lateness.summary()
+                await asyncio.sleep(GRACE_S)
+                # what the server logged under load (not what stopping it logs)
+                figures.server_warnings = [
+                    line for line in server.log_lines() if " WARNING " in line or " ERROR " in line
+                ]
+                await callers.hang_up()
+                if profiler is not None:
+                    await asyncio.to_thread(profiler.wait, 30)
+            finally:
+                server.stop()
+        sessions = fake.sessions()
+        delays = Delays()
+        for call in callers.calls:
+            if call.session is not None:
+                delays.add_call(call, sessions[call.session], fake, t0, t1)
+    live = max(1, len(callers.calls))
+    window = t1 - t0
+    figures.window_s = window
+    figures.placed = len(callers.calls)
+    figures.failures += callers.failures
+    figures.answered = sum(1 for call in callers.calls if call.received >= reply_bytes)
+    figures.cpu_pct_total = 100.0 * (cpu1 - cpu0) / window
+    figures.cpu_pct_per_call = figures.cpu_pct_total / live
+    figures.rss_idle_mb = rss_idle / 1024.0
+    figures.rss_per_call_kb = (rss_load - rss_idle) / live
+    figures.out_latency = Delays.summary(delays.out)
+    figures.in_latency = Delays.summary(delays.inb)
+    figures.lost_out, figures.lost_in = delays.lost_out, delays.lost_in
+    if stats is None:
+        figures.failures.append("the server's loop did not answer the stats signal in 30 s")
+    else:
+        figures.loop_lag, figures.loop_lag_own = stats["loop_lag"], stats["loop_lag_own"]
+        figures.event_loop = stats["event_loop"]
+        figures.gc_count, figures.gc_max_ms = stats["gc"]["count"], stats["gc"]["max_ms"]
+    figures.client_cpu_pct = 100.0 * (client1 - client0) / window
+    figures.server_wait_pct = 100.0 * (wait1 - wait0) / window
+    figures.extra_sessions = len(sessions) - base - len(callers.calls)
+    return figures
+
+
+# -- output ------------------------------------------------------------------------------
+
+
+def _ms(p: Percentiles) -> str:
+    if not p["count"]:
+        return "-"
+    return f"{p['p50_us'] / 1000.0:.2f} / {p['p99_us'] / 1000.0:.2f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 and np.isfinite(a) and np.isfinite(b) else "-"
+
+
+def _ratio_pair(a: Percentiles, b: Percentiles) -> str:
+    if not a["count"] or not b["count"]:
+        return "-"
+    return f"{_ratio(a['p50_us'], b['p50_us'])} / {_ratio(a['p99_us'], b['p99_us'])}"
+
+
+def _loop(r: RunFigures) -> str:
+    return f"{r.loop_lag_own['p99_us'] / 1000.0:.2f} / {r.loop_lag['p99_us'] / 1000.0:.2f}"
+
+
+HEADERS = [
+    "calls",
+    "server",
+    "CPU % of a core per call",
+    "RSS per call KB",
+    "provider → Twilio p50 / p99 ms",
+    "Twilio → provider p50 / p99 ms",
+    "loop lag p99 ms (own / with CPU wait)",
+    "answered",
+]
+
+
+def figures_rows(results: Sequence[RunFigures]) -> list[list[str]]:
+    rows: list[list[str]] = []
+    floors = {r.calls: r for r in results if r.target == "floor"}
+    for r in results:
+        mark = "" if not r.problems else " (invalid)"
+        rows.append(
+            [
+                f"{r.calls}",
+                r.target + mark,
+                f"{r.cpu_pct_per_call:.2f}",
+                f"{r.rss_per_call_kb:.0f}",
+                _ms(r.out_latency),
+                _ms(r.in_latency),
+                _loop(r),
+                f"{r.answered}/{r.calls}",
+            ]
+        )
+        floor = floors.get(r.calls)
+        if r.target == "voicebot" and floor is not None:
+            rows.append(
+                [
+                    f"{r.calls}",
+                    "voicebot ÷ floor",
+                    _ratio(r.cpu_pct_per_call, floor.cpu_pct_per_call),
+                    _ratio(r.rss_per_call_kb, floor.rss_per_call_kb),
+                    _ratio_pair(r.out_latency, floor.out_latency),
+                    _ratio_pair(r.in_latency, floor.in_latency),
+                    _ratio(r.loop_lag["p99_us"], floor.loop_lag["p99_us"]),
+                    "",
+                ]
+            )
+    return rows
+
+
+def conditions_table(results: Sequence[RunFigures]) -> str:
+    headers = [
+        "calls",
+        "server",
+        "loop",
+        "calls placed in s",
+        "window s",
+        "load avg",
+        "server CPU % total",
+        "idle CPU %",
+        "RSS idle MB",
+        "server waited for CPU %",
+        "client CPU %",
+        "client lateness p50 / p99 ms",
+        "chunks / frames unpaired",
+        "GC runs gen0/1/2",
+        "GC max pause ms",
+        "server warnings",
+    ]
+    rows = [
+        [
+            r.calls,
+            r.target,
+            r.event_loop,
+            f"{r.setup_s:.1f}",
+            f"{r.window_s:.1f}",
+            f"{r.load_avg:.2f}",
+            f"{r.cpu_pct_total:.0f}",
+            f"{r.idle_cpu_pct:.2f}",
+            f"{r.rss_idle_mb:.0f}",
+            f"{r.server_wait_pct:.0f}",
+            f"{r.client_cpu_pct:.0f}",
+            _ms(r.lateness),
+            f"{r.lost_out} / {r.lost_in}",
+            "/".join(str(c) for c in r.gc_count),
+            "/".join(f"{ms:.1f}" for ms in r.gc_max_ms),
+            len(r.server_warnings),
+        ]
+        for r in results
+    ]
+    return markdown_table(headers, rows, text_columns=3)
+
+
 PROJECT_PACKAGES = ("telephony/", "s2s/", "transcoding/", "voicebot/")
-SELECTOR_WAIT = "EpollSelector.select"
+SELECTOR_WAIT = "EpollSelector.select"  # asyncio's idle wait
+LOOP_RUN = ("run_forever", "run_until_complete")  # uvloop's: its wait is native, under these
 
 
 def profile_summary(collapsed: Path, top: int = 12) -> str:
     """Where the server's CPU goes, from py-spy's collapsed stacks: self time per function and
-    per source file, and inclusive time of this project's functions. Samples in the event
-    loop's selector wait are left out: py-spy counts part of that idle wait as active."""
+    per source file, and inclusive time of this project's functions (idle selector waits out)."""
     self_fn: Counter[str] = Counter()
     self_file: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
@@ -353,7 +572,7 @@ def profile_summary(collapsed: Path, top: int = 12) -> str:
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
         n = int(count)
-        if frames[-1].startswith(SELECTOR_WAIT):
+        if frames[-1].startswith(SELECTOR_WAIT) or frames[-1].startswith(LOOP_RUN):
             waiting += n
             continue
         active += n
@@ -371,214 +590,83 @@ def profile_summary(collapsed: Path, top: int = 12) -> str:
 
     return "\n\n".join(
         [
-            f"{active} active samples ({waiting} more in {SELECTOR_WAIT}, left out)",
+            f"{active} active samples ({waiting} more waiting in the event loop, left out)",
             table("function (self time)", self_fn),
             table("source file (self time)", self_file),
-            table("voicebot function (inclusive)", inclusive),
+            table("project function (inclusive)", inclusive),
         ]
     )
 
 
-async def measure(n: int, fmt: str, seconds: float, warmup: float, profile: Path | None = None) -> LoadFigures:
-    utterance = voice_like()
-    with tempfile.TemporaryDirectory(prefix="voicebot-load-") as tmp:
-        server = ServerProcess(Path(tmp), fmt)
-        try:
-            await server.wait_ready()
-            twilio = SimulatedTwilio(server.url, AUTH_TOKEN)
-            await _warm_up_call(twilio, utterance)
-            await asyncio.sleep(0.3)
-            idle0 = server.cpu_precise_s()
-            await asyncio.sleep(IDLE_S)
-            idle_cpu_pct = 100.0 * (server.cpu_precise_s() - idle0) / IDLE_S
-            rss_idle = server.rss_kb()
-
-            callers = Callers(twilio, utterance)
-            conversations = await callers.start(n)
-            await asyncio.sleep(warmup)
-
-            load_avg = os.getloadavg()[0]
-            heard0 = callers.heard_ms()
-            server.start_window()
-            callers.lateness.reset()
-            wait0, cpu0, t0 = server.runqueue_wait_s(), server.cpu_s(), time.monotonic()
-            client0, client_wait0 = time.process_time(), _own_runqueue_wait_s()
-            profiler = None if profile is None else _start_profiler(server.proc.pid, seconds, profile)
-            await asyncio.sleep(seconds)
-            wait1, cpu1, t1 = server.runqueue_wait_s(), server.cpu_s(), time.monotonic()
-            client1, client_wait1 = time.process_time(), _own_runqueue_wait_s()
-            rss_load = server.rss_kb()
-            stats = await server.window_stats()
-            lateness = callers.lateness.summary()
-            heard = callers.heard_ms() - heard0
-
-            callers.stop.set()
-            await conversations
-            if profiler is not None:
-                await asyncio.to_thread(profiler.wait, 30)
-        finally:
-            server.stop()
-        window = t1 - t0
-        live = max(1, len(callers.calls))
-        warnings = sum(1 for line in server.log_lines() if " WARNING " in line or " ERROR " in line)
-        return LoadFigures(
-            calls=n,
-            fmt=fmt,
-            window_s=window,
-            load_avg=load_avg,
-            cpu_pct_per_call=100.0 * (cpu1 - cpu0) / window / live,
-            cpu_pct_total=100.0 * (cpu1 - cpu0) / window,
-            rss_idle_mb=rss_idle / 1024.0,
-            rss_per_call_kb=(rss_load - rss_idle) / live,
-            inbound=stats["inbound"],
-            outbound=stats["outbound"],
-            loop_lag=stats["loop_lag"],
-            loop_lag_own=stats["loop_lag_own"],
-            lateness=lateness,
-            client_cpu_pct=100.0 * (client1 - client0) / window,
-            runqueue_wait_pct=100.0 * (wait1 - wait0) / window,
-            client_runqueue_wait_pct=100.0 * (client_wait1 - client_wait0) / window,
-            idle_cpu_pct=idle_cpu_pct,
-            frame_rate=stats["inbound"]["count"] / (live * window / FRAME_S),
-            bot_audio_s_per_call=heard / 1000.0 / live,
-            failed_calls=len(callers.failures),
-            server_warnings=warnings,
-            event_loop=stats["event_loop"],
-            gc_count=stats["gc"]["count"],
-            gc_max_ms=stats["gc"]["max_ms"],
-        )
+def _counts(text: str) -> list[int]:
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
-# -- output ------------------------------------------------------------------------------
-
-
-def _us(p: Percentiles, key: str) -> str:
-    return f"{p[key]:.0f}" if p["count"] else "-"  # type: ignore[literal-required]
-
-
-def figures_table(results: list[LoadFigures]) -> str:
-    headers = [
-        "calls",
-        "server CPU % per call",
-        "server CPU % total",
-        "RSS idle MB",
-        "RSS per call KB",
-        "inbound p50/p99/max µs",
-        "outbound p50/p99/max µs",
-        "loop lag p99 ms (own / with CPU wait)",
-        "client lateness p99 ms",
-    ]
-    rows = [
-        [
-            f"{r.calls}" + ("" if r.valid else " (invalid)"),
-            f"{r.cpu_pct_per_call:.2f}",
-            f"{r.cpu_pct_total:.1f}",
-            f"{r.rss_idle_mb:.1f}",
-            f"{r.rss_per_call_kb:.0f}",
-            "/".join(_us(r.inbound, k) for k in ("p50_us", "p99_us", "max_us")),
-            "/".join(_us(r.outbound, k) for k in ("p50_us", "p99_us", "max_us")),
-            f"{r.loop_lag_own['p99_us'] / 1000.0:.2f} / {r.loop_lag['p99_us'] / 1000.0:.1f}",
-            f"{r.lateness['p99_us'] / 1000.0:.2f}",
-        ]
-        for r in results
-    ]
-    return markdown_table(headers, rows)
-
-
-def conditions_table(results: list[LoadFigures]) -> str:
-    headers = [
-        "calls",
-        "format",
-        "server loop",
-        "window s",
-        "load avg (1 min)",
-        "server idle CPU %",
-        "client CPU %",
-        "server / client waited for CPU %",
-        "frames forwarded % of real time",
-        "bot audio heard s/call",
-        "loop lag own p50/max ms",
-        "client lateness p50/max ms",
-        "GC runs gen0/1/2",
-        "GC max pause gen0/1/2 ms",
-        "failed calls",
-        "server warnings",
-    ]
-    rows = [
-        [
-            r.calls,
-            r.fmt,
-            r.event_loop,
-            f"{r.window_s:.1f}",
-            f"{r.load_avg:.2f}",
-            f"{r.idle_cpu_pct:.2f}",
-            f"{r.client_cpu_pct:.0f}",
-            f"{r.runqueue_wait_pct:.0f} / {r.client_runqueue_wait_pct:.0f}",
-            f"{100.0 * r.frame_rate:.1f}",
-            f"{r.bot_audio_s_per_call:.1f}",
-            f"{r.loop_lag_own['p50_us'] / 1000.0:.2f}/{r.loop_lag_own['max_us'] / 1000.0:.1f}",
-            f"{r.lateness['p50_us'] / 1000.0:.2f}/{r.lateness['max_us'] / 1000.0:.1f}",
-            "/".join(str(c) for c in r.gc_count),
-            "/".join(f"{ms:.1f}" for ms in r.gc_max_ms),
-            r.failed_calls,
-            r.server_warnings,
-        ]
-        for r in results
-    ]
-    return markdown_table(headers, rows, text_columns=3)
+def _providers(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown provider {unknown[0]!r}; choose from {', '.join(MODES)}")
+    return names
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench load", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--calls", type=int, nargs="+", default=[1, 10, 50, 100], help="concurrent calls, one run each")
-    parser.add_argument("--seconds", type=float, default=15.0, help="measurement window per run")
+    parser.add_argument(
+        "--provider", type=_providers, default=["openai"], help=f"comma-separated, of: {', '.join(MODES)}"
+    )
+    parser.add_argument("--calls", type=_counts, default=[40, 100, 150], help="comma-separated call counts")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the window")
-    parser.add_argument("--format", choices=sorted(FORMATS), default="mulaw", help="the echo line's audio format")
-    parser.add_argument(
-        "--nice",
-        type=int,
-        default=0,
-        help="run server and callers at this niceness (negative, as root: less preemption by other load)",
-    )
-    parser.add_argument(
-        "--profile", type=Path, metavar="DIR", help="py-spy the server during each window; stacks to DIR/server-N.txt"
-    )
+    parser.add_argument("--spread", type=float, default=CYCLE_S, help="first tones start within this many s")
+    parser.add_argument("--no-floor", action="store_true", help="measure voicebot only")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy voicebot in each window, stacks to DIR")
     args = parser.parse_args(argv)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    if args.nice:
-        os.nice(args.nice)  # the server process inherits it
     print(
-        f"Load: echo line ({args.format}), signatures on, {args.seconds:g} s window after {args.warmup:g} s of load; "
-        f"load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs; niceness {os.nice(0)}",
+        f"Load: {', '.join(args.provider)}; calls {args.calls}; {args.seconds:g} s window after {args.warmup:g} s "
+        f"of load; load average before: {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs",
         flush=True,
     )
-    results = []
+    results: list[RunFigures] = []
     profiles = []
-    for n in args.calls:
-        print(f"  {n} calls ...", file=sys.stderr, flush=True)
-        profile = None if args.profile is None else args.profile / f"server-{n}.txt"
-        results.append(asyncio.run(measure(n, args.format, args.seconds, args.warmup, profile)))
-        if profile is not None:
-            profiles.append((n, profile))
-    print()
-    print(figures_table(results))
-    print()
-    print(conditions_table(results))
-    for n, profile in profiles:
-        print(f"\nServer profile at {n} calls (py-spy, {profile}):\n")
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        loop_factory = None
+    for provider in args.provider:
+        has_floor = MODES[provider].floor and not args.no_floor
+        for n in args.calls:
+            for target in TARGETS if has_floor else ("voicebot",):
+                print(f"  {provider}: {n} calls, {target} ...", file=sys.stderr, flush=True)
+                profile = args.profile / f"{provider}-{n}.txt" if args.profile and target == "voicebot" else None
+                run = measure(provider, target, n, args.seconds, args.warmup, args.spread, profile)
+                results.append(asyncio.run(run, loop_factory=loop_factory))
+                if profile is not None:
+                    profiles.append(profile)
+    for provider in args.provider:
+        mine = [r for r in results if r.provider == provider]
+        print(f"\n### {provider}\n")
+        print(markdown_table(HEADERS, figures_rows(mine), text_columns=2))
+        print("\nConditions:\n")
+        print(conditions_table(mine))
+    for profile in profiles:
+        print(f"\nvoicebot profile ({profile}):\n")
         print(profile_summary(profile) if profile.exists() else "(py-spy wrote nothing: is it installed?)")
-    invalid = [r for r in results if not r.valid]
+    for r in results:
+        if r.server_warnings:
+            print(f"\n{r.target} at {r.calls} calls logged {len(r.server_warnings)} warnings, e.g.:")
+            print("\n".join(f"    {line[:300]}" for line in r.server_warnings[:3]))
+    invalid = [r for r in results if r.problems]
     for r in invalid:
-        print(
-            f"\nINVALID at {r.calls} calls ({'; '.join(r.problems)}): the client did not keep real time "
-            f"(limits: lateness p99 < {CLIENT_LATE_LIMIT_MS:.0f} ms, >= {100 * MIN_FRAME_RATE:.0f}% of frames), so "
-            "the server figures are not per-call costs at real-time load. Rerun on a quieter machine."
-        )
-    contended = [r.calls for r in results if r.runqueue_wait_pct > CONTENDED_WAIT_PCT]
+        print(f"\nINVALID: {r.provider} {r.target} at {r.calls} calls: {'; '.join(r.problems)}.")
+    contended = [f"{r.target} {r.calls}" for r in results if r.server_wait_pct > CONTENDED_WAIT_PCT]
     if contended:
         print(
-            f"\nAt {contended} calls the server waited for a CPU more than {CONTENDED_WAIT_PCT:.0f}% of the window "
-            "(other processes on this machine): loop lag and the latency maxima include that wait."
+            f"\nThe server waited for a CPU more than {CONTENDED_WAIT_PCT:.0f}% of the window in {contended} "
+            "(other processes on this machine): latency tails and loop lag include that wait."
         )
     return 1 if invalid else 0

@@ -40,8 +40,13 @@ class LatencyRing:
 
     def summary(self) -> Percentiles:
         n = min(self.count, self._mask + 1)
-        samples = np.frombuffer(self._buf, dtype=np.int64)[:n].astype(np.float64) / 1000.0
-        if n == 0:
-            return Percentiles(count=0, p50_us=float("nan"), p99_us=float("nan"), max_us=float("nan"))
-        p50, p99 = np.percentile(samples, [50, 99])
-        return Percentiles(count=self.count, p50_us=float(p50), p99_us=float(p99), max_us=float(samples.max()))
+        return percentiles(np.frombuffer(self._buf, dtype=np.int64)[:n], self.count)
+
+
+def percentiles(ns: np.ndarray, count: int | None = None) -> Percentiles:
+    """p50, p99 and max of ``ns`` (nanoseconds) in µs; ``count`` if more were taken than kept."""
+    if ns.size == 0:
+        return Percentiles(count=0, p50_us=float("nan"), p99_us=float("nan"), max_us=float("nan"))
+    us = ns.astype(np.float64) / 1000.0
+    p50, p99 = np.percentile(us, [50, 99])
+    return Percentiles(count=count or int(us.size), p50_us=float(p50), p99_us=float(p99), max_us=float(us.max()))

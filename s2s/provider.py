@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from s2s.closing import CLOSE_TIMEOUT_S
+from s2s.errors import VoicebotError
 from s2s.events import Closed, ProviderError, ProviderEvent, Role, SessionExpiring
 from s2s.tools import ToolSpec
 from transcoding.formats import AudioFormat
@@ -35,7 +37,7 @@ class ProviderConfig(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0, description="connect + handshake deadline")
 
 
-class ProviderConnectError(Exception):
+class ProviderConnectError(VoicebotError):
     """Opening a session failed: refused, timed out, or the handshake went wrong.
 
     The recovery layer retries ``retryable`` errors and then moves down the fallback chain;
@@ -206,7 +208,7 @@ class QueuedSession(ProviderSession):
             return
         self._closing = True
         try:
-            await asyncio.wait_for(self._close_transport(), timeout=2.0)
+            await asyncio.wait_for(self._close_transport(), timeout=CLOSE_TIMEOUT_S)
         except (TimeoutError, Exception) as exc:
             log.debug("%s transport close: %r", self.provider_name, exc)
         if self._reader is not None and not self._reader.done():

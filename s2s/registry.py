@@ -1,7 +1,10 @@
 """Provider types by name (the ``type`` key of a ``[providers.NAME]`` table).
 
-Built-in provider packages are imported lazily, when a config first names their type, so a
-missing optional SDK only affects configs that use it. Each package exposes ``SPEC``.
+One way to make a type known: a module that exposes ``SPEC`` (a :class:`ProviderSpec`), named
+by its dotted path in :data:`BUILTIN_TYPES` or given to :func:`register` (the application's
+own types such as ``tape``, tests, plug-ins). Modules are imported lazily, when a config first
+names their type, so a missing optional SDK only affects configs that use it, and nothing
+registers itself as a side effect of being imported.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from s2s.errors import VoicebotError
 from s2s.provider import Provider, ProviderConfig
 
 BUILTIN_TYPES: dict[str, str] = {
@@ -41,10 +45,11 @@ class ProviderSpec:
     factory: Callable[[str, ProviderConfig], Provider]
 
 
-_registered: dict[str, ProviderSpec] = {}
+_registered: dict[str, str] = {}  # type -> module exposing SPEC, beyond the built-ins
+_loaded: dict[str, ProviderSpec] = {}
 
 
-class UnknownProviderType(LookupError):
+class UnknownProviderType(VoicebotError, LookupError):
     pass
 
 
@@ -52,9 +57,14 @@ class MissingProviderSDK(UnknownProviderType):
     """A built-in type whose SDK is not installed; the message names the extra to install."""
 
 
-def register(type_name: str, spec: ProviderSpec) -> None:
-    """Add a provider type that is not built in (tests, plug-ins, the tape replay provider)."""
-    _registered[type_name] = spec
+def register(type_name: str, module: str) -> None:
+    """Make ``type_name`` name the provider whose ``SPEC`` the module ``module`` (a dotted
+    path) exposes: types that are not built in (the application's tape replay provider, test
+    fakes, plug-ins). The module is imported when a config first names the type."""
+    if BUILTIN_TYPES.get(type_name, module) != module:
+        raise ValueError(f"provider type {type_name!r} is built in")
+    _registered[type_name] = module
+    _loaded.pop(type_name, None)
 
 
 def known_types() -> list[str]:
@@ -62,9 +72,9 @@ def known_types() -> list[str]:
 
 
 def provider_spec(type_name: str) -> ProviderSpec:
-    if type_name in _registered:
-        return _registered[type_name]
-    module_name = BUILTIN_TYPES.get(type_name)
+    if type_name in _loaded:
+        return _loaded[type_name]
+    module_name = BUILTIN_TYPES.get(type_name) or _registered.get(type_name)
     if module_name is None:
         raise UnknownProviderType(f"unknown provider type {type_name!r}; known: {', '.join(known_types())}")
     extra, modules = SDK_EXTRAS.get(type_name, ("", ()))
@@ -79,7 +89,7 @@ def provider_spec(type_name: str) -> ProviderSpec:
                 f"pip install 'voicebot[{extra}]' (or 'voicebot[all]')"
             )
     spec: ProviderSpec = importlib.import_module(module_name).SPEC
-    _registered[type_name] = spec
+    _loaded[type_name] = spec
     return spec
 
 

@@ -221,6 +221,11 @@ class CallBridge:
         if self.state.end(outcome):
             self.summary.outcome = outcome
 
+    def ending(self, outcome: CallOutcome) -> None:
+        """Say why the call is about to end, before its stream closes (e.g. the server is
+        stopping): the first outcome named wins over the caller-hangup a closed stream means."""
+        self._end(outcome)
+
     async def hang_up(self, outcome: CallOutcome) -> None:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""

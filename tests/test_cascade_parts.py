@@ -4,6 +4,8 @@ registry."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -14,6 +16,7 @@ from s2s.cascade.parts import Message
 from s2s.cascade.stt_openai import OpenAITranscriptionConfig, TranscriptionProtocol
 from s2s.events import SpeechStarted, ToolCall, Transcript
 from s2s.provider import Turn
+from voicebot.config import load_config
 
 
 def test_sentences_come_out_as_soon_as_they_end_and_the_rest_on_flush() -> None:
@@ -107,3 +110,16 @@ def test_transcription_protocol_configures_a_transcription_session_and_maps_its_
         ' "content_index": 0, "transcript": "hello", "usage": {"type": "duration", "seconds": 1}}'
     )
     assert protocol.events_received() == [SpeechStarted(), Transcript("caller", "hello")]
+
+
+def test_the_cascade_example_config_is_valid_and_puts_the_cascade_behind_the_realtime_provider() -> None:
+    env = {"TWILIO_AUTH_TOKEN": "t", "OPENAI_API_KEY": "sk-test"}
+    config = load_config(Path(__file__).resolve().parent.parent / "examples" / "cascade.toml", env=env)
+    assert {route.name: route.providers for route in config.routes} == {
+        "local-demo": ["local"],
+        "own-model": ["own-model"],
+        "default": ["openai", "cascade"],
+    }
+    own = config.providers["own-model"]
+    assert isinstance(own, CascadeConfig) and isinstance(own.llm, OpenAIChatConfig)
+    assert own.llm.base_url == "http://127.0.0.1:11434/v1"

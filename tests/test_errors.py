@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 
 from s2s.errors import VoicebotError
+from s2s.provider import ProviderConnectError
+from s2s.registry import UnknownProviderType
+from s2s.resilience import IllegalSessionMove
 from telephony.call_state import IllegalTransition
 from telephony.media_stream import ProtocolError
 from voicebot.agent.agent import EndpointFailure
@@ -21,6 +24,9 @@ from voicebot.telemetry.setup import TelemetryConfigError
     ("error", "builtin"),
     [
         (IllegalTransition, RuntimeError),
+        (IllegalSessionMove, RuntimeError),
+        (ProviderConnectError, Exception),
+        (UnknownProviderType, LookupError),
         (ProtocolError, ValueError),
         (BadStreamToken, ValueError),
         (TapeError, ValueError),

@@ -1,6 +1,6 @@
 """Gemini Live pure mapping: wire messages -> neutral events, setup and clientContent builders.
 
-No sockets: messages are the camelCase dicts the service sends (reference section 5) or the
+No sockets: messages are the camelCase dicts the service sends (https://ai.google.dev/api/live) or the
 SDK's parsed ``LiveServerMessage``; both go through the same mapper."""
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def test_caller_transcript_is_final_when_finished_or_when_the_bot_answers() -> N
 
 
 def test_bundled_message_audio_transcript_and_turn_complete() -> None:
-    """3.1 models bundle fields in one message (reference section 5)."""
+    """3.1 models bundle fields in one message (gemini-3.1-flash-live-preview model page)."""
     mapper = LiveEventMapper(item_prefix="g")
     events = mapper.feed(audio_msg(pcm_ms(20), outputTranscription={"text": "Bye."}, turnComplete=True))
     kinds = [type(e).__name__ for e in events]
@@ -271,6 +271,10 @@ def test_connect_config_carries_route_overrides_and_session_settings() -> None:
     aad = live.realtime_input_config.automatic_activity_detection
     assert aad is not None and aad.silence_duration_ms == 400 and aad.prefix_padding_ms == 20
     assert aad.start_of_speech_sensitivity == types.StartSensitivity.START_SENSITIVITY_LOW
+    assert live.realtime_input_config.activity_handling == types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS
+    quiet = connect_config(config(activity_handling="no_interruption"), ctx, opening(ctx, cfg.model))
+    assert quiet.realtime_input_config is not None
+    assert quiet.realtime_input_config.activity_handling == types.ActivityHandling.NO_INTERRUPTION
 
 
 def test_tool_spec_maps_to_function_declaration() -> None:
@@ -324,3 +328,25 @@ def test_a_held_note_is_due_once_the_caller_has_been_quiet_long_enough() -> None
     assert not any(held.caller_audio(quiet, 16000) for _ in range(9))  # 180 ms
     assert not held.caller_audio(loud, 16000)  # the caller went on: the count starts again
     assert [held.caller_audio(quiet, 16000) for _ in range(10)][-1]
+
+
+def test_the_protocol_object_decides_what_to_send_without_a_socket() -> None:
+    """python-websockets' shape: requests in, typed LiveClientMessages out via data_to_send()."""
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    p = GeminiProtocol(config(), SessionContext(call_sid="CA1"))  # gemini-3.8-live by default
+    p.send_audio(b"\x00\x01" * 320)
+    p.send_text("1234#")
+    [audio, text] = p.data_to_send()
+    assert audio.realtime_input is not None and audio.realtime_input.audio is not None
+    assert audio.realtime_input.audio.mime_type == "audio/pcm;rate=16000"
+    assert text.realtime_input is not None and text.realtime_input.text == "1234#"
+    p.receive({"toolCall": {"functionCalls": [{"id": "fc1", "name": "lookup", "args": {"q": 1}}]}})
+    assert [type(e).__name__ for e in p.events_received()] == ["ToolCall"]
+    p.send_tool_result("fc1", '{"found": true}')
+    [result] = p.data_to_send()
+    assert result.tool_response is not None and result.tool_response.function_responses is not None
+    response = result.tool_response.function_responses[0]
+    assert (response.id, response.name, response.response) == ("fc1", "lookup", {"found": True})
+    assert response.scheduling == types.FunctionResponseScheduling.WHEN_IDLE
+    assert p.data_to_send() == []

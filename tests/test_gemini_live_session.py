@@ -202,18 +202,23 @@ async def test_go_away_then_a_new_session_with_the_handle_continues_the_conversa
         await second.close()
 
 
-async def test_a_refused_handle_falls_back_to_a_fresh_session_with_history(fake: GeminiLiveFake) -> None:
+@pytest.mark.parametrize("model", ["gemini-2.5-flash-native-audio-preview-12-2025", "gemini-3.8-live"])
+async def test_a_refused_handle_falls_back_to_a_fresh_session_with_history(fake: GeminiLiveFake, model: str) -> None:
     history = (Turn("caller", "My order is 42."), Turn("bot", "Thanks, looking it up."))
-    session, _ = await open_session(make_provider(fake), resume_handle="expired", history=history)
+    session, _ = await open_session(make_provider(fake, model=model), resume_handle="expired", history=history)
     try:
         assert fake.connections[0].setup["sessionResumption"] == {"handle": "expired"}
         fresh = fake.last
         assert fresh.index == 1 and fresh.resumed_from is None
         await fake.wait_for(lambda: fresh.client_contents)
         seed = fresh.client_contents[0]
-        assert [t["role"] for t in seed["turns"]] == ["user", "model", "user"]
         assert seed["turns"][0]["parts"][0]["text"] == "My order is 42."
-        assert seed["turnComplete"] is True  # an incomplete seed would mute later answers
+        if model == "gemini-3.8-live":
+            # 3.8: an incomplete seed waits for the caller instead of speaking up on its own.
+            assert [t["role"] for t in seed["turns"]] == ["user", "model"] and seed["turnComplete"] is False
+        else:
+            assert [t["role"] for t in seed["turns"]] == ["user", "model", "user"]
+            assert seed["turnComplete"] is True  # on 2.5 an incomplete seed would mute later answers
         assert session.resume_handle is None
     finally:
         await session.close()
@@ -276,7 +281,13 @@ async def test_tool_call_round_trip(fake: GeminiLiveFake) -> None:
         await session.send_tool_result(call.call_id, json.dumps({"time": "12:00"}))
         await events.wait(TurnDone)
         response = fake.last.tool_responses[0]["functionResponses"][0]
-        assert response == {"id": call.call_id, "name": "get_time", "response": {"time": "12:00"}}
+        # 3.8 calls are NON_BLOCKING: the result is spoken when the model is idle.
+        assert response == {
+            "id": call.call_id,
+            "name": "get_time",
+            "response": {"time": "12:00"},
+            "scheduling": "WHEN_IDLE",
+        }
         finals = [e.text for e in events.of(Transcript) if e.final and e.role == "bot"]
         assert finals == ['the tool said {"time": "12:00"}']
     finally:
@@ -437,3 +448,16 @@ def test_vertex_refuses_the_gemini_api_version() -> None:
         GeminiLiveConfig(vertex_project="p", vertex_location="us-central1", api_version="v1beta")
     assert GeminiLiveConfig(vertex_project="p", vertex_location="l").resolved_api_version == "v1beta1"
     assert GeminiLiveConfig(api_key="k").resolved_api_version == "v1beta"  # type: ignore[arg-type]
+
+
+async def test_keepalive_tolerates_slow_pongs_and_setup_sends_nothing_3_8_refuses(fake: GeminiLiveFake) -> None:
+    """gemini-3.8-live: proactive audio is always on (proactive_audio=false is an error) and
+    affective dialog is gone, so the setup names neither; keepalive pings wait 60 s for a pong."""
+    session, _ = await open_session(make_provider(fake))
+    try:
+        ws = session._live._ws
+        assert (ws.ping_interval, ws.ping_timeout) == (20.0, 60.0)
+        setup = json.dumps(fake.last.setup)
+        assert "proactiv" not in setup.lower() and "affective" not in setup.lower()
+    finally:
+        await session.close()

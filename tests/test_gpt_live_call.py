@@ -8,14 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from s2s.events import Usage
 from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
+from transcoding.formats import MULAW_8K
+from voicebot.devtools.tape.format import ProviderIn, SessionOpened
+from voicebot.devtools.tape.replay import finished_tape, replay_call
 from voicebot.devtools.twilio_sim import SimulatedCall
 
 LEAD_MS = 120
@@ -353,3 +358,28 @@ async def test_renewal_replays_the_conversation_into_the_next_live_session() -> 
         assert ("assistant", "you played 1000 hertz") in texts
         # The old session is closed in the background after the swap, with session.close.
         await fake.wait_for(lambda: bool(fake.connections[0].of_type("session.close")), timeout=5)
+
+
+async def test_a_gpt_live_call_is_taped_with_its_lead_and_replays_paced_without_divergence(tmp_path: Path) -> None:
+    options = LiveFakeOptions(response_ms=800, speedup=4.0)
+    recording = f'[recording]\ndir = "{tmp_path}"'
+    async with (
+        FakeLiveServer(options) as fake,
+        running_server(call_config(fake, route_keys="recording = true", extra=recording)) as server,
+        server.twilio().call() as call,
+    ):
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= 800, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        await call.pause(300)
+    tape = await finished_tape(tmp_path, call.call_sid)
+    [session] = [r for r in tape.records if isinstance(r, SessionOpened)]
+    assert session.playout_lead_ms == LEAD_MS and session.input_format == MULAW_8K
+    assert [r.event for r in tape.records if isinstance(r, ProviderIn) and isinstance(r.event, Usage)]
+
+    result = await replay_call(tape.path, speed=1)
+    assert result.ok, result.report()
+    heard = active_segments(result.heard_pcm(), 8000, threshold_dbfs=-35)
+    start, end = heard[0][0], heard[-1][1]
+    assert end - start == pytest.approx(800, abs=60)

@@ -242,3 +242,17 @@ def test_session_closed_reports_final_usage_and_an_unasked_close_is_fatal(reason
     events = protocol.events_received()
     assert events[0] == Usage("live_sess_1", 42.0, final=True)
     assert protocol.failed is fatal
+
+
+def test_the_fakes_sdk_check_refuses_frames_the_sdk_does_not_describe() -> None:
+    append = {"type": "session.commentary.append", "content": "x", "delegation_id": None}
+    validate_client_event(append)
+    with pytest.raises(ValueError, match="bogus"):
+        validate_client_event({**append, "bogus": 1})
+    nested = {"model": "gpt-live-1.1", "audio": {"output": {"voice": "marin", "speed": 2}}}
+    with pytest.raises(ValueError, match="speed"):
+        validate_client_event({"type": "session.start", "session": nested})
+    with pytest.raises(ValueError, match="audio"):
+        validate_client_event({"type": "session.input_audio.append"})
+    with pytest.raises(ValueError, match="not a type"):
+        validate_client_event({"type": "response.cancel"})  # Realtime has it; Live does not

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from s2s.events import ProviderEvent, SessionExpiring, Usage
-from s2s.gpt_live import GptLiveConfig, GptLiveProvider
+from s2s.gpt_live import GptLiveConfig, GptLiveProvider, GptLiveSession
 from s2s.provider import ProviderConnectError, ProviderSession, SessionContext
 from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
 from tests.support.audio import to_mulaw, tone
@@ -34,6 +34,8 @@ async def collect(session: ProviderSession, into: list[ProviderEvent]) -> None:
 async def test_a_quiet_caller_stream_is_padded_with_silence_at_real_time() -> None:
     async with FakeLiveServer(LiveFakeOptions()) as fake:
         session = await provider(fake, input_gap_ms=100).open_session(SessionContext("CA1"))
+        assert isinstance(session, GptLiveSession)
+        assert session._writer is not None  # the installed SDK's connection takes the direct send path
         try:
             caller = to_mulaw(tone(1000, 200))
             started = time.monotonic()

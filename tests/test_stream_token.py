@@ -189,8 +189,12 @@ async def test_bad_tokens_are_refused_with_1008_and_logged_and_a_token_works_onc
             await assert_echoes(call, 900)
             caplog.clear()
             assert await refused(twilio, b, token, call_sid) == 1008  # replay to the same instance
-            assert "already used on this instance (replay)" in caplog.text
+            assert "refused a second media stream while the call has one" in caplog.text
             assert not call.closed.is_set()
+        await call.wait_for(lambda: not b.runtime.active, timeout=5)
+        caplog.clear()
+        assert await refused(twilio, b, token, call_sid) == 1008  # replay after the call ended
+        assert "already used on this instance (replay)" in caplog.text
 
 
 @pytest.fixture

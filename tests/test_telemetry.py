@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, TurnDone
+from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, TurnDone, Usage
 from telephony.bridge import CallSummary
 from telephony.call_state import CallOutcome
 from telephony.media_stream import Media, media_message
@@ -334,3 +334,15 @@ providers = ["main{route[3:]}", "spare{route[3:]}"]
     assert attrs["voicebot.provider.served"] == spare
     assert attrs["voicebot.sessions_opened"] == 1
     assert [e.name for e in root.events if e.name == "fallback"] == ["fallback"]
+
+
+def test_provider_usage_is_summed_over_sessions_on_the_call_span(tel: Telemetry) -> None:
+    exporter = InMemorySpanExporter()
+    tel.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    observer = CallTelemetry(fake_plan("r1"), tel)  # type: ignore[arg-type]
+    observer.provider_in(Usage("live_sess_1", 60.0))
+    observer.provider_in(Usage("live_sess_1", 120.0, final=True))  # cumulative: replaces the 60
+    observer.provider_in(Usage("live_sess_2", 30.0))  # the renewed session
+    observer.call_ended(CallSummary("CAtest", "r1", outcome=CallOutcome.CALLER_HANGUP))
+    root = next(s for s in exporter.get_finished_spans() if s.name == "call")
+    assert (root.attributes or {})["voicebot.provider_billable_s"] == 150.0

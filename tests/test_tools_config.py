@@ -38,8 +38,12 @@ def issues(extra: str) -> list[str]:
     return [str(issue) for issue in caught.value.issues]
 
 
+async def never_delivered(call_sid: str, twiml: str, use_rest: bool) -> bool:
+    raise AssertionError("no test here ends or transfers a call")
+
+
 def tools_for(config: AppConfig, caller: str = "+15550001111") -> CallTools:
-    return CallTools(config.routes[0], config, "CA123", caller, lambda sid, twiml: None)
+    return CallTools(config.routes[0], config, "CA123", caller, never_delivered)
 
 
 def test_defaults_are_builtin_with_no_tools_and_no_memory() -> None:

@@ -20,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
-from s2s.registry import UnknownProviderType, provider_spec
+from s2s.registry import UnknownProviderType, provider_spec, register
 from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
 from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
+
+# The application's own provider types, beside s2s's built-ins (s2s.registry).
+register("tape", "voicebot.devtools.tape.provider")
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -93,6 +96,21 @@ class ServerConfig(_Strict):
     drain_message: str = Field(
         default="Sorry, this line has to close now. Please call again.",
         description="said to callers still on the line when the drain deadline passes",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="an HTTP request's headers must arrive within this of the connection opening (slowloris); "
+        "read at startup",
+    )
+    body_timeout_s: float = Field(
+        default=10.0, gt=0, description="an HTTP request's body must arrive within this of its headers; read at startup"
+    )
+    max_unauthenticated_connections: int = Field(
+        default=100,
+        ge=1,
+        description="connections still waiting for a complete (hence not yet signature-checked) request; "
+        "a new one beyond this closes the oldest; read at startup",
     )
 
     @field_validator("stream_token_secret")

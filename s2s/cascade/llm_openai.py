@@ -37,7 +37,11 @@ class OpenAIChatConfig(PartConfig):
     # Local servers take any key; the SDK insists on one being set.
     api_key: SecretStr = Field(default=SecretStr("unused"), description="'${OPENAI_API_KEY}' for OpenAI")
     base_url: str = Field(default="https://api.openai.com/v1", description="any OpenAI-compatible server's /v1")
-    model: str = "gpt-4.1-mini"
+    model: str = "gpt-5.4-mini"
+    # Reasoning models think before the first token, which the caller hears as silence; for
+    # OpenAI's GPT-5 family "none"/"minimal"/"low" keep answers quick. Unset = not sent (servers
+    # that do not know the field may reject it).
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=300, ge=1, description="caps a spoken answer (max_completion_tokens)")
     timeout_s: float = Field(default=15.0, gt=0, description="per request, to the end of the stream")
@@ -109,6 +113,8 @@ class OpenAIChat(LanguageModel):
         options: dict[str, Any] = {}
         if tools:
             options["tools"] = chat_tools(tools)
+        if self.config.reasoning_effort is not None:
+            options["reasoning_effort"] = self.config.reasoning_effort
         if self.config.temperature is not None:
             options["temperature"] = self.config.temperature
         if self.config.max_tokens is not None:

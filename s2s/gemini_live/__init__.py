@@ -1,7 +1,8 @@
 """Gemini Live native audio (google-genai ``client.aio.live``).
 
-``protocol`` maps server messages to neutral events, ``setup`` builds what is sent besides
-audio, ``session`` is the thin asyncio shell over the SDK session."""
+``config`` is the provider table, ``protocol`` the sans-I/O session (server messages in, neutral
+events and typed client messages out), ``setup`` the setup config and opening it sends,
+``session`` the thin asyncio shell over the SDK session."""
 
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.session import GeminiLiveProvider, GeminiLiveSession

@@ -37,18 +37,23 @@ class GeminiLiveConfig(ProviderConfig):
     )
 
     # Automatic activity detection (server VAD). None leaves the service default, which differs
-    # between the Gemini API and Vertex (reference section 2).
+    # between the Gemini API and Vertex (``AutomaticActivityDetection``, https://ai.google.dev/api/live).
     start_sensitivity: Sensitivity | None = None
     end_sensitivity: Sensitivity | None = None
     prefix_padding_ms: int | None = Field(default=None, ge=0)
     silence_duration_ms: int | None = Field(default=None, ge=0)
 
+    activity_handling: Literal["interrupts", "no_interruption"] = Field(
+        default="interrupts",
+        description="whether caller speech cuts the bot's answer (realtimeInputConfig.activityHandling); "
+        "routes that need the other give it a provider table of their own",
+    )
     input_transcription: bool = Field(default=True, description="caller transcript")
     output_transcription: bool = Field(
         default=True, description="bot transcript; also what the barge-in note quotes from"
     )
 
-    # Connection and session limits (reference section 6): a connection lasts ~10 min and
+    # Connection and session limits (https://ai.google.dev/gemini-api/docs/live-session): a connection lasts ~10 min and
     # announces its end with goAway; resumption lets the next connection continue the same
     # conversation, compression lifts the 15-minute audio session cap.
     session_resumption: bool = True
@@ -56,6 +61,11 @@ class GeminiLiveConfig(ProviderConfig):
     compression_trigger_tokens: int | None = Field(default=None, gt=0)
     compression_target_tokens: int | None = Field(default=None, gt=0)
 
+    keepalive_timeout_s: float | None = Field(
+        default=60.0,
+        gt=0,
+        description="how long a WebSocket keepalive ping may wait for its pong (none: never give up)",
+    )
     base_url: str | None = Field(default=None, description="endpoint override (proxies, tests)")
     api_version: str | None = Field(
         default=None,

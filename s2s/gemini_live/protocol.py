@@ -6,11 +6,13 @@ the little per-session state the provider needs later: the newest resumption han
 tool calls still awaiting an answer, and, per bot utterance, how much audio and transcript
 arrived, which is what :meth:`LiveEventMapper.truncate` uses to write the barge-in note.
 
-Wire facts are from /work/shared/reference/gemini-live.md (section numbers below).
+Wire facts: the Live API reference (https://ai.google.dev/api/live), the Live guides
+(https://ai.google.dev/gemini-api/docs/live-guide, .../live-session) and google-genai ``types``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import uuid
@@ -31,7 +33,10 @@ from s2s.events import (
     Transcript,
     TurnDone,
 )
-from transcoding.formats import PCM16_24K
+from s2s.gemini_live.config import GeminiLiveConfig
+from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, text_turn, tool_result_scheduling
+from s2s.provider import SessionContext
+from transcoding.formats import PCM16_16K, PCM16_24K
 from transcoding.levels import frame_dbfs
 
 log = logging.getLogger(__name__)
@@ -54,7 +59,8 @@ def parse_server_message(raw: types.LiveServerMessage | Mapping[str, Any]) -> ty
 
 
 def audio_rate(mime_type: str | None) -> int:
-    """Sample rate named by an ``inlineData.mimeType`` such as ``audio/pcm;rate=24000`` (section 3).
+    """Sample rate named by an ``inlineData.mimeType`` such as ``audio/pcm;rate=24000``
+    (https://ai.google.dev/gemini-api/docs/live-guide, audio formats).
 
     Native audio models always send 24 kHz; a mime type without a rate is taken as that."""
     match = _RATE_RE.search(mime_type or "")
@@ -138,7 +144,7 @@ class _CallerTurn:
 
 @dataclass(slots=True)
 class Usage:
-    """Running token totals of the session (``usageMetadata``, section 5)."""
+    """Running token totals of the session (``usageMetadata``, https://ai.google.dev/api/live)."""
 
     prompt_tokens: int = 0
     response_tokens: int = 0
@@ -149,7 +155,8 @@ class Usage:
 class LiveEventMapper:
     """Translates one Gemini Live session's server messages into neutral events.
 
-    Turn model (section 5): a bot answer is every ``modelTurn`` part up to ``turnComplete``;
+    Turn model (https://ai.google.dev/api/live, ``BidiGenerateContentServerContent``):
+    a bot answer is every ``modelTurn`` part up to ``turnComplete``;
     the SDK's ``receive()`` ends there too. ``interrupted`` arrives before that
     ``turnComplete`` when the caller barges in; it is the only barge-in signal Gemini gives.
     One mapper per session; ``item_prefix`` keeps item ids unique across the sessions of a
@@ -317,7 +324,8 @@ class LiveEventMapper:
             if not call.name:
                 log.warning("gemini tool call without a function name ignored: %r", call)
                 continue
-            # The Gemini API always sends an id and requires it back (section 4); Vertex may
+            # The Gemini API always sends an id and requires it back
+            # (``FunctionResponse.id``, https://ai.google.dev/api/live); Vertex may
             # omit it, so make one up to keep the neutral call_id unique.
             call_id = call.id or f"call-{uuid.uuid4().hex[:12]}"
             self.pending_tool_calls[call_id] = call.name
@@ -395,3 +403,134 @@ class HeldNote:
             return False
         self._quiet_ms += len(pcm16) / 2 / rate * 1000.0
         return self._quiet_ms >= self.quiet_ms
+
+
+class GeminiProtocol:
+    """One Gemini Live session as a plain object, in python-websockets' shape.
+
+    Server side: :meth:`receive` each ``LiveServerMessage`` (the SDK's parse, or the wire
+    dict), then :meth:`events_received`. Client side: the bridge's requests (:meth:`send_audio`,
+    :meth:`send_text`, :meth:`truncate`, :meth:`send_tool_result`) queue typed
+    ``google.genai.types.LiveClientMessage`` s, collected with :meth:`data_to_send`; the asyncio
+    shell (:mod:`s2s.gemini_live.session`) sends each through the SDK session and touches nothing
+    else. What to send, and when, is decided here, so it is tested without sockets."""
+
+    def __init__(self, config: GeminiLiveConfig, ctx: SessionContext, item_prefix: str | None = None) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.model = ctx.model or config.model
+        self.mapper = LiveEventMapper(item_prefix)
+        self._events: list[ProviderEvent] = []
+        self._outbox: list[types.LiveClientMessage] = []
+        self._held_note: HeldNote | None = None
+
+    @property
+    def resume_handle(self) -> str | None:
+        return self.mapper.resume_handle
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def receive(self, message: types.LiveServerMessage | Mapping[str, Any]) -> None:
+        """One server message; raises :class:`GeminiProtocolError` for audio it must not play."""
+        self._events.extend(self.mapper.feed(message))
+
+    def events_received(self) -> list[ProviderEvent]:
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[types.LiveClientMessage]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def end(self) -> None:
+        """The session ended: final transcripts still held back become events."""
+        self._events.extend(self.mapper.flush())
+
+    def _realtime(self, **fields: Any) -> None:
+        self._outbox.append(types.LiveClientMessage(realtime_input=types.LiveClientRealtimeInput(**fields)))
+
+    # -- client side ------------------------------------------------------------------------
+
+    def open(self, plan: Opening) -> None:
+        """Replay history / ask for the greeting (:func:`~s2s.gemini_live.setup.opening`)."""
+        if plan.seed:
+            content = types.LiveClientContent(turns=plan.seed, turn_complete=plan.complete)
+            self._outbox.append(types.LiveClientMessage(client_content=content))
+        if plan.prompt:
+            self._realtime(text=plan.prompt)
+
+    def send_audio(self, pcm16: bytes) -> None:
+        """Caller audio (16 kHz PCM16); a held barge-in note goes out when the caller is quiet."""
+        if not pcm16:
+            return
+        self._realtime(audio=types.Blob(data=pcm16, mime_type=INPUT_MIME))
+        held = self._held_note
+        if held is None:
+            return
+        if self.mapper.bot_turns != held.bot_turns:
+            self._held_note = None  # the model answered without it; too late now
+            log.info("gemini: barge-in note for %s dropped: the model answered first", self.ctx.call_sid)
+        elif held.caller_audio(pcm16, PCM16_16K.sample_rate):
+            self._held_note = None
+            self._realtime(text=held.text)
+
+    def send_text(self, text: str) -> None:
+        """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
+        and interruption semantics of ``clientContent`` (https://ai.google.dev/api/live)."""
+        if text:
+            self._realtime(text=text)
+
+    def truncate(self, item_id: str, heard_ms: int) -> None:
+        """Tell the model what the caller heard of its interrupted answer.
+
+        Gemini has no truncate call and keeps in its context everything it *sent*, which
+        streams faster than real time, so after a barge-in it believes the caller heard the
+        whole answer. The correction is a one-line note quoting the heard part of the answer's
+        output transcription, cut at ``heard_ms / total audio ms`` (:func:`heard_prefix`).
+
+        The bridge calls this right after ``interrupted``, while the caller is talking, and the
+        note must never start an answer over the caller:
+
+        - gemini-3.8-live documents ``clientContent`` for the whole session, and that content
+          without ``turnComplete`` waits for what follows instead of starting an answer
+          (https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live). The note goes at once,
+          as a user turn with ``turnComplete=false``, and joins the caller's turn.
+        - Earlier models: an incomplete ``clientContent`` stops answers to later realtime audio
+          on 2.5 (google-gemini/live-api-web-console#60) and 3.1 closes the socket on it
+          (1007); whether realtime text during caller activity starts an answer is not
+          documented. So the note is held (:class:`HeldNote`) and sent as realtime text when
+          the caller goes quiet, just before the service's own end of turn, or dropped if the
+          model answers first.
+
+        Caveats: the cut assumes an even speaking rate; without output transcription the note
+        can only give the seconds heard."""
+        note, events = self.mapper.truncate(item_id, heard_ms, has_transcript=self.config.output_transcription)
+        self._events.extend(events)
+        if note is None:
+            return
+        log.info("gemini: caller heard %d of %.0f ms of %s; telling the model", note.heard_ms, note.total_ms, item_id)
+        if client_content_waits(self.model):
+            content = types.LiveClientContent(turns=[text_turn("user", note.text)], turn_complete=False)
+            self._outbox.append(types.LiveClientMessage(client_content=content))
+            return
+        quiet_ms = 200.0
+        if self.config.silence_duration_ms:
+            quiet_ms = min(quiet_ms, self.config.silence_duration_ms / 2)
+        self._held_note = HeldNote(note.text, self.mapper.bot_turns, quiet_ms=quiet_ms)
+
+    def send_tool_result(self, call_id: str, output: str) -> None:
+        name = self.mapper.pending_tool_calls.pop(call_id, None)
+        if name is None:
+            log.warning("gemini: result for unknown or cancelled tool call %s dropped", call_id)
+            return
+        try:
+            parsed = json.loads(output)
+        except ValueError:
+            parsed = output
+        # FunctionResponse.response must be an object; the id and name tie it to the call.
+        response = parsed if isinstance(parsed, dict) else {"output": parsed}
+        function_response = types.FunctionResponse(
+            id=call_id, name=name, response=response, scheduling=tool_result_scheduling(self.model)
+        )
+        tool_response = types.LiveClientToolResponse(function_responses=[function_response])
+        self._outbox.append(types.LiveClientMessage(tool_response=tool_response))

@@ -1,6 +1,6 @@
 """What voicebot sends Gemini Live besides audio: the setup config and the opening (history
 replay as ``clientContent``, greeting request). Pure builders of SDK types; the session sends
-them (reference sections 2 and 4)."""
+them (https://ai.google.dev/api/live: ``BidiGenerateContentSetup``, ``BidiGenerateContentClientContent``)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ CALL_NOTES = (
     "caller. Follow it without mentioning it and never read it aloud."
 )
 
-# Seeded history must end with a user turn for 2.5 models (section 4). When the call is
+# Seeded history must end with a user turn for 2.5 models
+# (https://ai.google.dev/gemini-api/docs/live-guide, incremental content updates). When the call is
 # reopened right after the bot spoke, this closes the seed.
 _CONTINUE_NOTE = (
     "[Call note: the call continues on a new connection. If your last answer was cut off, finish it "
@@ -71,8 +72,9 @@ def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening)
         realtime_input_config=types.RealtimeInputConfig(
             automatic_activity_detection=detection,
             # Barge-in is the point of a phone bot: caller speech cuts the answer (the default,
-            # stated so a service default change cannot silently turn it off).
-            activity_handling=types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS,
+            # stated so a service default change cannot silently turn it off). A route that must
+            # not be interrupted (a legal notice) uses a provider table with "no_interruption".
+            activity_handling=_ACTIVITY_HANDLING[config.activity_handling],
         ),
         input_audio_transcription=types.AudioTranscriptionConfig() if config.input_transcription else None,
         output_audio_transcription=types.AudioTranscriptionConfig() if config.output_transcription else None,
@@ -150,6 +152,27 @@ def client_content_waits(model: str) -> bool:
     return model_version(model) >= (3, 8)
 
 
+_ACTIVITY_HANDLING = {
+    "interrupts": types.ActivityHandling.START_OF_ACTIVITY_INTERRUPTS,
+    "no_interruption": types.ActivityHandling.NO_INTERRUPTION,
+}
+
+
+def tool_result_scheduling(model: str) -> types.FunctionResponseScheduling | None:
+    """gemini-3.8-live runs function calls NON_BLOCKING by default: the model may go on talking
+    (a "one moment") while the tool runs. Its result is then spoken ``WHEN_IDLE``, after what
+    the model is saying, rather than cutting it off mid-word; while the caller talks, 3.8 waits
+    for them either way (https://ai.google.dev/gemini-api/docs/models/gemini-3.8-live,
+    "Asynchronous function calling"). Blocking calls (earlier models) take no scheduling."""
+    return types.FunctionResponseScheduling.WHEN_IDLE if model_version(model) >= (3, 8) else None
+
+
+def resume_needs_closed_socket(model: str) -> bool:
+    """gemini-3.8-live refuses (close code 1011) a ``sessionResumption`` handle while the
+    session that issued it still has its socket open; resume only after that socket closed."""
+    return model_version(model) >= (3, 8)
+
+
 @dataclass(frozen=True, slots=True)
 class Opening:
     """What to send right after setup. ``seed`` goes as one ``clientContent`` with
@@ -157,6 +180,7 @@ class Opening:
 
     seed: list[types.Content]
     prompt: str | None = None
+    complete: bool = True  # turnComplete of the seed: False lets it wait for the caller (3.8)
     declare_history: bool = False  # historyConfig.initialHistoryInClientContent (3.1 only)
     history_in_instruction: str | None = None  # the conversation so far, where no seed is possible
 
@@ -173,7 +197,7 @@ def opening(ctx: SessionContext, model: str, *, vertex: bool = False) -> Opening
     repeated. Otherwise the seed is always completed (``turnComplete=true``): a
     ``clientContent`` left incomplete stops the model from answering later realtime audio
     (google-gemini/live-api-web-console#60), and 3.x closes the socket on an incomplete seed.
-    On 2.5 the seed must end with a user turn (reference section 4) and is answered at once,
+    On 2.5 the seed must end with a user turn (Live guide, incremental content updates) and is answered at once,
     so the greeting request is its last turn; a seed ending with the bot gets a closing note,
     which the model may answer briefly (after a reconnect, a short "where were we" is fine).
     3.1 waits for fresh input after a seed, so its greeting request goes as realtime text.
@@ -190,6 +214,10 @@ def opening(ctx: SessionContext, model: str, *, vertex: bool = False) -> Opening
         return Opening(seed, prompt, declare_history=bool(seed))
     if ctx.greeting:
         seed.append(text_turn("user", greeting_text(ctx.greeting)))
+    elif seed and client_content_waits(model):
+        # 3.8: history without turnComplete waits for the caller's next words, so a renewed
+        # session does not speak up on its own between turns.
+        return Opening(seed, complete=False)
     elif seed and seed[-1].role != "user":
         seed.append(text_turn("user", _CONTINUE_NOTE))
     return Opening(seed)

@@ -91,6 +91,8 @@ CALLER_QUIET_MS = 700  # no caller transcript for this long ends the caller's tu
 HEARD_ALL_SLACK_MS = 200
 # Appended notes are limited to 500 tokens (CommentaryAppendEvent.content); ~4 chars a token.
 MAX_NOTE_CHARS = 1800
+# Ended utterances kept for a late heard-note (the bridge reports within one barge-in).
+KEPT_UTTERANCES = 8
 # SessionConfig.input: "at most 128 messages".
 MAX_HISTORY_ITEMS = 128
 
@@ -113,6 +115,23 @@ class HandshakeState(Enum):
     AWAIT_STARTED = "awaiting session.started"
     READY = "ready"
     FAILED = "failed"
+
+
+VALIDATED_SERVER_EVENTS = (
+    SessionStartedEvent,
+    DelegationCreatedEvent,
+    SessionUsageUpdatedEvent,
+    SessionClosedEvent,
+    ErrorEvent,
+)
+
+
+def warm_up_models() -> None:
+    """Build the SDK models' validators now (config load), not on a call's first events:
+    pydantic builds them lazily, and for these nested models that took ~0.6 s on the first
+    ``session.started`` of a process, which a caller would hear as a slow first answer."""
+    for model in VALIDATED_SERVER_EVENTS:
+        model.model_rebuild()
 
 
 def initial_item(turn: Turn) -> InitialItemParam:
@@ -462,7 +481,7 @@ class GptLiveProtocol:
         if bot is None:
             return
         self._said[bot.item_id] = bot
-        while len(self._said) > 8:
+        while len(self._said) > KEPT_UTTERANCES:
             self._said.pop(next(iter(self._said)))
         text = "".join(bot.text).strip()
         if text:

@@ -10,7 +10,7 @@ from s2s.realtime_protocol import RealtimeProviderConfig
 
 
 class GrokServerVad(BaseModel):
-    """Grok's server VAD (reference §3; no semantic VAD). Unset options keep xAI's defaults,
+    """Grok's server VAD (xAI Voice Agent API ``turn_detection``; no semantic VAD). Unset options keep xAI's defaults,
     which the sources disagree on, rather than us guessing them."""
 
     model_config = ConfigDict(extra="forbid")

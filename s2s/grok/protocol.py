@@ -1,10 +1,14 @@
 """Everything in which xAI's Grok Voice Agent differs from OpenAI Realtime GA.
 
 - ``session.update`` layout: ``voice`` and ``turn_detection`` at the top of ``session``, no
-  ``type:"realtime"``/``output_modalities``; formats stay nested under ``audio`` (xai §3, §7).
+  ``type:"realtime"``/``output_modalities``; formats stay nested under ``audio``.
 - The server opens with ``conversation.created`` (and ``session.created``); the update goes out
-  on whichever comes first (xai §4).
-- ``conversation.item.truncate`` is best effort: sent, and an error reply is ignored (xai §5).
+  on whichever comes first.
+- ``conversation.item.truncate`` is best effort: sent, and an error reply is ignored.
+
+Sources: xAI Voice Agent API (https://docs.x.ai/developers/models/grok-voice-3.0 and its
+realtime guide), pipecat's ``GrokRealtimeLLMService``
+(https://docs.pipecat.ai/api-reference/server/services/s2s/grok) and xAI's Twilio example.
 The remaining differences (``ping``, beta-named ``response.text.delta``, ``…transcription.updated``,
 ``status:"in_progress"`` transcripts) are tolerated by the shared protocol for both providers.
 """

@@ -1,6 +1,7 @@
 """Shape a call's transcript into the history Nova accepts when a stream is (re)opened.
 
-Nova's rules (reference §3 step 5b, §5; AWS "sonic-chat-history"): history is sent once,
+Nova's rules (AWS, https://docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-chat-history.html):
+history is sent once,
 after the system prompt and before the audio content; roles are USER/ASSISTANT; the first
 message must be USER; each ``textInput`` holds at most 1 KB and the whole history at most
 40 KB. Same-role runs are merged (a turn split by a renewal or a barge-in is one message to the

@@ -4,13 +4,15 @@
 in the order the model requires and turns output events into the neutral vocabulary of
 :mod:`s2s.events`. It never touches a stream: :mod:`s2s.nova_sonic.session` moves the dicts.
 
-Input order (reference §3; AWS "sonic-input-events"): ``sessionStart`` -> ``promptStart`` ->
+Input order (AWS, https://docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-input-events.html):
+``sessionStart`` -> ``promptStart`` ->
 SYSTEM text content -> history contents -> the one interactive USER AUDIO content, fed by
 ``audioInput`` for the whole call; while it is open, TOOL result contents and (Nova 2 only)
 interactive USER TEXT contents may be interleaved; the close is ``contentEnd`` (audio) ->
 ``promptEnd`` -> ``sessionEnd``.
 
-Output (reference §4; AWS "sonic-output-events"): every block is ``contentStart`` / payload /
+Output (AWS, https://docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-output-events.html):
+every block is ``contentStart`` / payload /
 ``contentEnd`` keyed by ``contentId``. A bot answer is: USER TEXT FINAL (the caller's ASR
 transcript), ASSISTANT TEXT SPECULATIVE (planned speech), ASSISTANT AUDIO (``audioOutput``
 chunks, faster than real time), ASSISTANT TEXT FINAL (what was actually spoken). ``audioOutput``

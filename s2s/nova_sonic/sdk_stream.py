@@ -3,11 +3,12 @@
 boto3/botocore cannot call ``InvokeModelWithBidirectionalStream`` (botocore removes it for
 lack of HTTP/2), so the stream uses the experimental AWS SDK for Python v4 with the awscrt
 HTTP/2 transport; the SDK's default aiohttp transport raises ``UnsupportedTransportError``
-for duplex streams (reference §2). Credentials still come from boto3's provider chain, which
+for duplex streams (aws-sdk-bedrock-runtime ``invoke_model_with_bidirectional_stream``).
+Credentials still come from boto3's provider chain, which
 covers SSO, assume-role and credential_process profiles that the SDK's own chain only
 handles with extra packages.
 
-Failure behaviour this module relies on (reference Addenda, checked against 0.12 + awscrt):
+Failure behaviour this module relies on (checked against aws-sdk-bedrock-runtime 0.12 + awscrt):
 an HTTP refusal (403/429/503) is raised by ``await_output()``, not by the first ``send``; an
 untrusted TLS certificate fails only after ~23 s, so :meth:`SdkNovaStream.open` is bounded by
 the session's connect timeout; a reset stream makes ``receive()`` return ``None`` with no

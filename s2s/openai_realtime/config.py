@@ -10,7 +10,8 @@ from s2s.realtime_protocol import RealtimeProviderConfig
 
 
 class ServerVad(BaseModel):
-    """Silence-based turn detection (reference §2 defaults)."""
+    """Silence-based turn detection; defaults as openai
+    ``types/realtime/realtime_audio_input_turn_detection.py`` documents them."""
 
     model_config = ConfigDict(extra="forbid")
 

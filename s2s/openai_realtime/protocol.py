@@ -17,7 +17,8 @@ class OpenAIRealtimeProtocol(RealtimeProtocol):
         self.config = config
 
     def session_config(self) -> dict[str, Any]:
-        """GA shape (reference §2): ``type:"realtime"``, format/turn detection/transcription
+        """GA shape (openai ``types/realtime/realtime_session_create_request_param.py``):
+        ``type:"realtime"``, format/turn detection/transcription
         under ``audio.input``, format/voice under ``audio.output``. The bridge relies on
         ``create_response`` (answer at speech stop) and ``interrupt_response`` (stop at barge-in)."""
         cfg, ctx = self.config, self.ctx

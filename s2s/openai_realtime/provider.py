@@ -61,7 +61,7 @@ class OpenAIRealtimeProvider(RealtimeProvider):
 
     def __init__(self, name: str, config: OpenAIRealtimeConfig) -> None:
         super().__init__(name, config)
-        # websocket_base_url is used verbatim: {base_url}/realtime?model=... (reference §7).
+        # websocket_base_url is used verbatim: {base_url}/realtime?model=... (openai resources/realtime/realtime.py).
         self._client = AsyncOpenAI(
             api_key=config.api_key.get_secret_value(), websocket_base_url=config.base_url, max_retries=0
         )

@@ -1,7 +1,8 @@
 """The OpenAI-Realtime-style wire protocol as a plain object (sans I/O).
 
 OpenAI Realtime GA and xAI's Grok Voice Agent speak nearly the same JSON-over-WebSocket
-protocol (reference: ``openai-realtime.md``, ``xai-grok-voice.md``). This module holds it once:
+protocol (openai ``types/realtime``; xAI's Voice Agent API is the same event set with the
+differences :mod:`s2s.grok.protocol` lists). This module holds it once:
 feed it every server frame with :meth:`RealtimeProtocol.receive`, collect neutral events with
 :meth:`events_received` and the client frames to send with :meth:`data_to_send` — the same
 shape as python-websockets' protocol objects. It never touches a socket, so it is tested with
@@ -44,17 +45,18 @@ log = logging.getLogger(__name__)
 _AUDIO_APPEND_HEAD = '{"type":"input_audio_buffer.append","audio":"'
 
 # Errors after which the server ends the session (or will refuse everything that follows):
-# the recovery layer must open a new one. Everything else leaves the session usable (§4).
+# the recovery layer must open a new one. Everything else leaves the session usable
+# (openai ``types/realtime/realtime_error.py``).
 FATAL_ERROR_CODES = frozenset(
     {
         "session_expired",  # "Your session hit the maximum duration of N minutes."
-        "beta_api_shape_disabled",  # beta-shaped session after the beta shutdown (§5)
+        "beta_api_shape_disabled",  # beta-shaped session after the beta shutdown
         "invalid_api_key",
         "insufficient_quota",
     }
 )
 FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error"})
-# A response.cancel that raced the end of the response (§4): expected, not worth a warning.
+# A response.cancel that raced the end of the response: expected, not worth a warning.
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 
 # Event types this client sends with an ``event_id`` so an ``error`` naming it can be traced
@@ -88,7 +90,8 @@ class HandshakeState(Enum):
 
 
 def wire_audio_format(fmt: AudioFormat) -> dict[str, Any]:
-    """``audio.{input,output}.format`` for a format; no ``rate`` on pcmu (rejected, §2)."""
+    """``audio.{input,output}.format`` for a format; no ``rate`` on pcmu
+    (openai ``types/realtime/realtime_audio_formats.py``)."""
     if fmt == MULAW_8K:
         return {"type": "audio/pcmu"}
     if fmt.encoding == "pcm16":
@@ -97,7 +100,8 @@ def wire_audio_format(fmt: AudioFormat) -> dict[str, Any]:
 
 
 def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
-    """Flat function tools: ``name`` at top level, not nested under ``function`` (§2)."""
+    """Flat function tools: ``name`` at top level, not nested under ``function``
+    (openai ``types/realtime/realtime_function_tool.py``)."""
     return [
         {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters} for t in tools
     ]
@@ -126,7 +130,7 @@ class RealtimeProtocol(ABC):
 
     Audio sent per bot item is counted in bytes of the session's output format, so
     :meth:`truncate` can cap ``audio_end_ms`` at what the server produced (OpenAI rejects a
-    larger value, §3): bytes/8 for pcmu, bytes/48 for PCM16 at 24 kHz."""
+    larger value: ``conversation_item_truncate_event.py``): bytes/8 for pcmu, bytes/48 for PCM16 at 24 kHz."""
 
     provider_name = "realtime"
     # Server events that open the handshake; the session.update goes out on the first one.
@@ -228,7 +232,7 @@ class RealtimeProtocol(ABC):
 
     def send_tool_result(self, call_id: str, output: str) -> None:
         """A ``function_call_output`` item; the follow-up ``response.create`` goes out once every
-        call of that response is answered and the response itself is done (§6)."""
+        call of that response is answered and the response itself is done."""
         self._send(
             "conversation.item.create",
             item={"type": "function_call_output", "call_id": call_id, "output": output},
@@ -325,7 +329,7 @@ class RealtimeProtocol(ABC):
                 # Grok (grok-transcribe): cumulative partial transcript.
                 self._caller_text(m.get("transcript", ""), final=False, item_id=m.get("item_id"))
             case "conversation.item.input_audio_transcription.completed":
-                # Grok also sends partials here with status "in_progress" (xai §4).
+                # Grok also sends partials here with status "in_progress".
                 final = m.get("status", "completed") != "in_progress"
                 self._caller_text(m.get("transcript", ""), final=final, item_id=m.get("item_id"))
             case "conversation.item.input_audio_transcription.failed":

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from s2s.closing import CLOSE_TIMEOUT_S
+
 
 @dataclass(frozen=True, slots=True)
 class RecoveryPolicy:
@@ -14,7 +16,7 @@ class RecoveryPolicy:
     backoff_s: float = 0.1
     watchdog_s: float = 8.0
     buffer_ms: int = 3000
-    close_timeout_s: float = 2.0
+    close_timeout_s: float = CLOSE_TIMEOUT_S
 
 
 class SessionSlots(Protocol):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from s2s.errors import VoicebotError
+
 
 class SessionState(enum.Enum):
     OPENING = "opening"
@@ -36,7 +38,7 @@ _ALLOWED: dict[SessionState, frozenset[SessionState]] = {
 }
 
 
-class IllegalSessionMove(RuntimeError):
+class IllegalSessionMove(VoicebotError, RuntimeError):
     """A move the recovery layer's lifecycle does not allow; names the call and both states."""
 
     def __init__(self, call_sid: str, current: SessionState, wanted: SessionState) -> None:

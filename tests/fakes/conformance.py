@@ -19,6 +19,8 @@ import typing
 from typing import Any
 
 from google.genai import types as genai_types
+from openai.types.live import ClientEvent as LiveClientEvent
+from openai.types.live import ServerEvent as LiveServerEvent
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
 from pydantic import BaseModel, ValidationError
 
@@ -37,6 +39,8 @@ def _by_type(union: Any) -> dict[str, type[BaseModel]]:
 
 _OPENAI_CLIENT = _by_type(RealtimeClientEvent)
 _OPENAI_SERVER = _by_type(RealtimeServerEvent)
+_LIVE_CLIENT = _by_type(LiveClientEvent)
+_LIVE_SERVER = _by_type(LiveServerEvent)
 
 
 def unknown_keys(model: Any, path: str = "") -> list[str]:
@@ -79,6 +83,16 @@ def openai_client_frame(frame: dict[str, Any]) -> str | None:
 def openai_server_event(event: dict[str, Any]) -> str | None:
     """A server event as ``openai.types.realtime.RealtimeServerEvent`` defines it."""
     return _check(_OPENAI_SERVER, event, "server event")
+
+
+def live_client_frame(frame: dict[str, Any]) -> str | None:
+    """A GPT-Live client event as ``openai.types.live.ClientEvent`` defines it."""
+    return _check(_LIVE_CLIENT, frame, "Live client event")
+
+
+def live_server_event(event: dict[str, Any]) -> str | None:
+    """A GPT-Live server event as ``openai.types.live.ServerEvent`` defines it."""
+    return _check(_LIVE_SERVER, event, "Live server event")
 
 
 def _gemini_check(model_type: type[BaseModel], message: dict[str, Any], what: str) -> str | None:

@@ -39,7 +39,7 @@ from websockets.http11 import Request, Response
 from s2s.echo.engine import EchoEngine, VadSettings
 from s2s.events import AudioOut, ProviderEvent, SessionExpiring, SpeechStarted, SpeechStopped, Transcript, TurnDone
 from s2s.provider import Provider, ProviderConfig, ProviderConnectError, ProviderSession, QueuedSession, SessionContext
-from s2s.registry import ProviderSpec, register
+from s2s.registry import ProviderSpec
 from transcoding.formats import MULAW_8K
 
 Mode = Literal["ok", "refuse", "silent", "mute"]
@@ -140,7 +140,7 @@ def _create(name: str, config: ProviderConfig) -> Provider:
     return LoopbackProvider(name, config)
 
 
-register("loopback", ProviderSpec(LoopbackConfig, _create))
+SPEC = ProviderSpec(LoopbackConfig, _create)
 
 
 # -- the server ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """A protocol-faithful fake of the Gemini Live WebSocket service, on 127.0.0.1 with TLS.
 
-It speaks the wire format of /work/shared/reference/gemini-live.md so the real google-genai
+It speaks the Live API wire format (https://ai.google.dev/api/live) so the real google-genai
 SDK can be pointed at it (``HttpOptions(base_url="https://127.0.0.1:PORT")``; the SDK always
 uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveFake.ca_file`):
 
@@ -28,7 +28,8 @@ uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveF
 - faults: :attr:`refuse_status` (HTTP error at the upgrade), :attr:`close_on_setup`
   (close code + reason instead of ``setupComplete``), :attr:`hang` (never answer setup);
 - a setup carrying ``sessionResumption.handle`` continues the conversation the handle names
-  (:class:`Conversation`), so tests can check that a renewed session kept its context.
+  (:class:`Conversation`), so tests can check that a renewed session kept its context; a 3.8
+  model refuses (1011) a handle whose session still has its socket open.
 
 Conformance (``tests.fakes.conformance``): every client message received (setup included) must
 validate as ``google.genai.types.LiveClientMessage`` and every server message the fake sends as
@@ -80,7 +81,7 @@ def decode_b64(text: str) -> bytes:
 
 
 def pick(obj: dict[str, Any], camel: str, snake: str) -> Any:
-    """The service accepts both key casings (reference section 4); so does the fake."""
+    """The service accepts both key casings (proto3 JSON mapping); so does the fake."""
     return obj[camel] if camel in obj else obj.get(snake)
 
 
@@ -110,7 +111,10 @@ class FakeConnection:
     resumed_from: str | None = None
     audio_in: bytearray = field(default_factory=bytearray)
     audio_in_at: list[float] = field(default_factory=list)  # time.monotonic() of each audio message
+    audio_in_ends: list[int] = field(default_factory=list)  # len(audio_in) after it
     audio_out_at: list[float] = field(default_factory=list)  # ... of each modelTurn audio chunk sent
+    audio_out_starts: list[int] = field(default_factory=list)  # bytes of audio sent before it
+    audio_out_bytes: int = 0
     audio_mime_types: set[str] = field(default_factory=set)
     realtime_keys: set[str] = field(default_factory=set)
     client_contents: list[dict[str, Any]] = field(default_factory=list)
@@ -206,6 +210,7 @@ class GeminiLiveFake:
         self.handles: dict[str, str] = {}  # handle -> conversation id
         self.replies = 0
         self.conformance_errors: list[str] = []
+        self.refused_resumptions = 0
         self._ids = itertools.count(1)
         self._ca = trustme.CA()
         self._cert = self._ca.issue_cert("127.0.0.1", "localhost")
@@ -337,6 +342,15 @@ class GeminiLiveFake:
             if conversation_id is None:
                 await ws.close(1008, "session resumption handle is invalid")
                 return
+            if (
+                handle
+                and conn.version >= (3, 8)
+                and any(c.open and c is not conn and c.conversation is conn.conversation for c in self.connections)
+            ):
+                # 3.8 resumes a session only once its old socket has closed.
+                self.refused_resumptions += 1
+                await ws.close(1011, "The session to resume is still connected.")
+                return
             await self._send(conn, {"setupComplete": {}})
             async for raw in ws:
                 message = json.loads(raw)
@@ -398,6 +412,7 @@ class GeminiLiveFake:
             pcm = decode_b64(blob["data"])
             conn.audio_in_at.append(time.monotonic())
             conn.audio_in.extend(pcm)
+            conn.audio_in_ends.append(len(conn.audio_in))
             await self._vad(conn, pcm)
         text = realtime.get("text")
         if text:
@@ -498,6 +513,8 @@ class GeminiLiveFake:
                 content["outputTranscription"] = {"text": " " + " ".join(words[said:upto])}
                 said = upto
             conn.audio_out_at.append(time.monotonic())
+            conn.audio_out_starts.append(conn.audio_out_bytes)
+            conn.audio_out_bytes += len(chunk)
             await self._send(conn, {"serverContent": content})
             await asyncio.sleep(self.chunk_interval_s)
         await self._send(conn, {"serverContent": {"generationComplete": True}})

@@ -96,6 +96,10 @@ class FakeNovaModel:
     audio_in_at: list[float] = field(default_factory=list)
     audio_out_at: list[float] = field(default_factory=list)
     """Monotonic times of each ``audioInput`` received / ``audioOutput`` emitted (bench)."""
+    audio_in_ends: list[int] = field(default_factory=list)
+    audio_out_starts: list[int] = field(default_factory=list)
+    """Where each of those starts/ends in its direction's audio stream, in bytes (bench)."""
+    audio_out_bytes: int = 0
     input_rate: int = 0
     output_rate: int = 0
     voice: str = ""
@@ -265,6 +269,7 @@ class FakeNovaModel:
         pcm = base64.b64decode(body["content"], validate=True)
         self.audio_in_at.append(time.monotonic())
         self.caller_audio += pcm
+        self.audio_in_ends.append(len(self.caller_audio))
         self._listen(pcm)
 
     def _in_contentEnd(self, body: Event) -> None:
@@ -419,14 +424,14 @@ class FakeNovaModel:
         chunk = int(self.output_rate * self.chunk_ms / 1000) * 2
         try:
             for offset in range(0, len(audio), chunk):
+                piece = audio[offset : offset + chunk]
                 self.audio_out_at.append(time.monotonic())
-                self._emit(
-                    "audioOutput",
-                    {"contentId": cid, "content": base64.b64encode(audio[offset : offset + chunk]).decode()},
-                )
+                self.audio_out_starts.append(self.audio_out_bytes)
+                self.audio_out_bytes += len(piece)
+                self._emit("audioOutput", {"contentId": cid, "content": base64.b64encode(piece).decode()})
                 await asyncio.sleep(self.chunk_ms / 1000 / self.speed)
         except asyncio.CancelledError:
-            # Barge-in: Nova stops generating and says so (reference §4).
+            # Barge-in: Nova stops generating and says so (AWS sonic-output-events: "interrupted").
             self._emit("contentEnd", {"contentId": cid, "type": "AUDIO", "stopReason": "INTERRUPTED"})
             self._text_block("ASSISTANT", "FINAL", '{ "interrupted" : true }', stop="INTERRUPTED")
             raise

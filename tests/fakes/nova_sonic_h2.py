@@ -1,7 +1,7 @@
 """Bedrock's ``InvokeModelWithBidirectionalStream`` wire format on loopback, for the real SDK.
 
 HTTP/2 over TLS with ALPN ``h2`` (awscrt only speaks duplex HTTP/2 over TLS; over plain
-``http://`` it falls back to HTTP/1.1, buffers the whole body and hangs — reference §6).
+``http://`` it falls back to HTTP/1.1, buffers the whole body and hangs).
 Each request stream gets its own :class:`~tests.fakes.nova_sonic_fake.FakeNovaModel`:
 
 * request: ``POST /model/<url-encoded id>/invoke-with-bidirectional-stream``; the response

@@ -87,6 +87,7 @@ class TranscriptionConnection:
     audio_in: bytearray = field(default_factory=bytearray)
     sent: list[dict[str, Any]] = field(default_factory=list)
     speech_started_at: list[float] = field(default_factory=list)
+    completed_at: list[float] = field(default_factory=list)  # when each turn's transcript went out
     ws: ServerConnection | None = None
 
 
@@ -179,6 +180,7 @@ class FakeTranscription:
         else:
             pcm = np.frombuffer(mulaw_to_pcm16(utterance), dtype="<i2")
             text = f"tone {round(dominant_frequency(pcm, 8000) / 10) * 10} hertz"
+        conn.completed_at.append(time.monotonic())
         await self._send(
             conn,
             {
@@ -201,22 +203,33 @@ class ChatReply:
     text: str = ""
     tool: tuple[str, dict[str, Any]] | None = None
     delay_s: float = 0.0  # "thinking" before the first chunk
+    chunk_gap_s: float = 0.005  # between content chunks of 7 characters
+
+
+@dataclass
+class ChatStream:
+    received_at: float
+    chunks: list[tuple[float, str]] = field(default_factory=list)  # (sent at, content)
 
 
 @dataclass
 class SpeechStream:
     text: str
+    received_at: float = field(default_factory=time.monotonic)
     chunks_sent: int = 0
     completed: bool = False
     abandoned_at: float | None = None
     chunk_times: list[float] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)  # completed or abandoned
 
 
 class FakeOpenAIHttp:
     def __init__(self, replies: list[ChatReply] | None = None, *, speedup: float = 4.0) -> None:
         self.replies = list(replies or [])
         self.speedup = speedup
+        self.fail_status: int | None = None  # chat requests answered with this HTTP error
         self.chat_requests: list[dict[str, Any]] = []
+        self.chat_streams: list[ChatStream] = []
         self.speech_requests: list[dict[str, Any]] = []
         self.speech_streams: list[SpeechStream] = []
         self.base_url = ""
@@ -242,13 +255,19 @@ class FakeOpenAIHttp:
     async def _chat(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, 401)
+        received_at = time.monotonic()
         body = await request.json()
         _chat_request.validate_python(body)
         self.chat_requests.append(body)
+        if self.fail_status is not None:
+            error = {"message": "the fake failed", "type": "server_error", "code": None, "param": None}
+            return JSONResponse({"error": error}, self.fail_status)
+        stream = ChatStream(received_at)
+        self.chat_streams.append(stream)
         reply = self.replies.pop(0) if self.replies else ChatReply(f"You said {_last_user(body)}.")
-        return StreamingResponse(self._chat_stream(reply), media_type="text/event-stream")
+        return StreamingResponse(self._chat_stream(reply, stream), media_type="text/event-stream")
 
-    async def _chat_stream(self, reply: ChatReply) -> AsyncIterator[bytes]:
+    async def _chat_stream(self, reply: ChatReply, log: ChatStream) -> AsyncIterator[bytes]:
         ident, created = f"chatcmpl-{next(self._ids)}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -265,8 +284,9 @@ class FakeOpenAIHttp:
         await asyncio.sleep(reply.delay_s)
         yield chunk({"role": "assistant", "content": ""})
         for start in range(0, len(reply.text), 7):
+            log.chunks.append((time.monotonic(), reply.text[start : start + 7]))
             yield chunk({"content": reply.text[start : start + 7]})
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(reply.chunk_gap_s)
         if reply.tool is not None:
             name, arguments = reply.tool
             raw = json.dumps(arguments)
@@ -280,11 +300,12 @@ class FakeOpenAIHttp:
     async def _speech(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, 401)
+        received_at = time.monotonic()
         body = await request.json()
         _speech_request.validate_python(body)
         assert body["response_format"] == "pcm", body
         self.speech_requests.append(body)
-        stream = SpeechStream(body["input"])
+        stream = SpeechStream(body["input"], received_at)
         self.speech_streams.append(stream)
         return StreamingResponse(self._speech_stream(stream), media_type="application/octet-stream")
 
@@ -301,6 +322,7 @@ class FakeOpenAIHttp:
         finally:
             if not stream.completed:
                 stream.abandoned_at = time.monotonic()
+            stream.ended.set()
 
 
 def _last_user(body: dict[str, Any]) -> str:

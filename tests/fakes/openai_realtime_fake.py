@@ -118,6 +118,13 @@ class FakeConnection:
     session_updates: list[dict[str, Any]] = field(default_factory=list)
     received: list[dict[str, Any]] = field(default_factory=list)  # all but appends
     audio_in: bytearray = field(default_factory=bytearray)
+    # time.monotonic() of each audio append received / delta sent, and where its audio starts
+    # and ends in the stream (bytes), so a benchmark can pair them with the caller's frames
+    audio_in_at: list[float] = field(default_factory=list)
+    audio_in_ends: list[int] = field(default_factory=list)
+    audio_out_at: list[float] = field(default_factory=list)
+    audio_out_starts: list[int] = field(default_factory=list)
+    audio_out_bytes: int = 0
     input_format: str = "pcm"
     output_format: str = "pcm"
     truncates: list[TruncateRecord] = field(default_factory=list)
@@ -311,7 +318,7 @@ class _FakeCall:
 
     async def run(self) -> None:
         if self.opts.dialect == "openai" and "openai-beta" in self.conn.headers:
-            # The beta shape is shut down (reference §5).
+            # The beta shape is shut down (error code beta_api_shape_disabled).
             await self.error("beta_api_shape_disabled", "The Realtime Beta API is no longer supported.")
             await self.ws.close(1008, "beta_api_shape_disabled")
             return
@@ -348,7 +355,9 @@ class _FakeCall:
                 except (binascii.Error, ValueError, KeyError):
                     await self.error("invalid_value", "Invalid base64 audio.", eid)
                     return
+                self.conn.audio_in_at.append(time.monotonic())
                 self.conn.audio_in.extend(audio)
+                self.conn.audio_in_ends.append(len(self.conn.audio_in))
                 await self.vad(audio)
             case "conversation.item.create":
                 await self.on_item_create(msg.get("item") or {}, eid)
@@ -547,6 +556,9 @@ class _FakeCall:
         for n in range(chunks):
             pcm = _tone(opts.tone_hz, opts.tone_dbfs, rate, n * opts.chunk_ms, opts.chunk_ms)
             payload = pcm16_to_mulaw(pcm) if self.conn.output_format == "pcmu" else pcm
+            self.conn.audio_out_at.append(time.monotonic())
+            self.conn.audio_out_starts.append(self.conn.audio_out_bytes)
+            self.conn.audio_out_bytes += len(payload)
             await self.send({"type": "response.output_audio.delta", **ids, "delta": base64.b64encode(payload).decode()})
             rec.produced_ms += opts.chunk_ms
             if n < len(words):

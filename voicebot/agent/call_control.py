@@ -6,8 +6,8 @@ reaches us while that audio is still queued at Twilio (providers send faster tha
 time). The tool result goes back at once (so a model that speaks *after* the result can
 still say its sentence) and the action waits in the background until playout is quiet:
 no bot audio pending — every mark echoed — and none for ``QUIET_S`` (awaited as an event:
-:meth:`telephony.call_handle.CallHandle.heard`). A call
-whose audio never drains is acted on after ``max_goodbye_wait_s`` anyway. If the caller talks
+:meth:`telephony.call_handle.CallHandle.heard`). A call whose audio never drains is acted on
+after ``max_goodbye_wait_s`` anyway. If the caller talks
 over those last words (a barge-in), the action is cancelled and the model told so: they
 did not hear the goodbye and have something to say.
 
@@ -16,7 +16,8 @@ Transfers go through one of two paths (``transfer_method``):
   api_base_url`` points it elsewhere, e.g. a local fake). Twilio ends the stream itself.
 - ``stream``: remember ``<Dial>`` as the call's next TwiML and close the stream; Twilio then
   fetches the TwiML after ``<Connect>`` (``/twilio/stream-ended``) and dials. Needs no REST
-  credentials. A failed REST update falls back to this path.
+  credentials. A failed REST update (or one slower than ``telephony.twilio_rest.REST_TIMEOUT_S``)
+  falls back to this path; both are :meth:`voicebot.calls.next_twiml.NextTwiml.deliver`.
 Destinations come only from the route's allow-list (name -> number); the model names one.
 """
 
@@ -34,7 +35,6 @@ from s2s.events import ToolCall
 from s2s.tools import ToolSpec
 from telephony.call_handle import CallHandle, Heard
 from telephony.call_state import CallOutcome
-from telephony.twilio_rest import update_call_twiml
 from voicebot.agent.config import CallControl
 
 if TYPE_CHECKING:
@@ -49,8 +49,6 @@ INTERRUPTED_NOTE = (
     "(Note from the system: the caller spoke before the call could end or be transferred, so it "
     "stays open. Listen to them; call the tool again if it is still wanted.)"
 )
-# A REST update that takes longer than this is abandoned for the stream path.
-REST_TIMEOUT_S = 5.0
 
 END_CALL = ToolSpec(
     name="end_call",
@@ -102,18 +100,23 @@ def transfer_twiml(destination: str) -> str:
     return str(response)
 
 
+# Makes TwiML what Twilio runs once the call's stream ends: (call_sid, twiml, use_rest) -> True
+# when Twilio already has it through the REST API (voicebot.calls.next_twiml.NextTwiml.deliver).
+DeliverTwiml = Callable[[str, str, bool], Awaitable[bool]]
+
+
 class CallControlTools:
     def __init__(
         self,
         settings: CallControl,
         twilio: TwilioConfig,
         call_sid: str,
-        set_next_twiml: Callable[[str, str], None],
+        deliver_twiml: DeliverTwiml,
     ) -> None:
         self.settings = settings
         self.twilio = twilio
         self.call_sid = call_sid
-        self.set_next_twiml = set_next_twiml
+        self.deliver_twiml = deliver_twiml
         self.pending: asyncio.Task[None] | None = None
 
     def specs(self) -> list[ToolSpec]:
@@ -186,31 +189,13 @@ class CallControlTools:
         return json.dumps({"ok": True, "note": f"Transferring to {to} after your sentence. Say nothing more."})
 
     async def _transfer(self, number: str, call: CallHandle) -> None:
-        twiml = transfer_twiml(number)
-        if self.uses_rest:
-            try:
-                await self._rest_update(twiml)
-                log.info("call %s: transferred to %s via the REST API", self.call_sid, number)
-                # The call now runs the new TwiML; closing our end of the abandoned stream is
-                # harmless and frees the provider session at once.
-                await call.hang_up(CallOutcome.TRANSFERRED)
-                return
-            except Exception as exc:  # refused, unreachable, timed out: the stream path needs no REST
-                log.error("call %s: REST transfer failed (%r); transferring by ending the stream", self.call_sid, exc)
-        self.set_next_twiml(self.call_sid, twiml)
+        """The ``<Dial>`` goes to Twilio by REST when configured (a failed update falls back),
+        else it waits for the fetch after ``<Connect>``; either way our end of the stream
+        closes: the REST path has abandoned it, the other needs it closed."""
+        via_rest = await self.deliver_twiml(self.call_sid, transfer_twiml(number), self.uses_rest)
         await call.hang_up(CallOutcome.TRANSFERRED)
-        log.info("call %s: transferred to %s via the TwiML after <Connect>", self.call_sid, number)
-
-    async def _rest_update(self, twiml: str) -> None:
-        token = self.twilio.auth_token.get_secret_value() if self.twilio.auth_token else None
-        await update_call_twiml(
-            self.twilio.account_sid or "",
-            token,
-            self.call_sid,
-            twiml,
-            api_base_url=self.twilio.api_base_url,
-            timeout_s=REST_TIMEOUT_S,
-        )
+        how = "the REST API" if via_rest else "the TwiML after <Connect>"
+        log.info("call %s: transferred to %s via %s", self.call_sid, number, how)
 
     def cancel(self) -> None:
         if self.pending is not None and not self.pending.done():

@@ -20,7 +20,7 @@ from s2s.events import ToolCall
 from s2s.tools import ToolSpec
 from telephony.call_handle import CallHandle
 from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
-from voicebot.agent.call_control import CallControlTools, call_control_instructions
+from voicebot.agent.call_control import CallControlTools, DeliverTwiml, call_control_instructions
 from voicebot.agent.config import RouteTool
 from voicebot.agent.dtmf import DigitCollector
 from voicebot.agent.memory import CallerMemory
@@ -71,12 +71,12 @@ class CallTools:
         config: AppConfig,
         call_sid: str,
         caller: str,
-        set_next_twiml: Callable[[str, str], None],
+        deliver_twiml: DeliverTwiml,
     ) -> None:
         self.route = route
         self.call_sid = call_sid
         self.caller = caller
-        self.call_control = CallControlTools(route.call_control, config.twilio, call_sid, set_next_twiml)
+        self.call_control = CallControlTools(route.call_control, config.twilio, call_sid, deliver_twiml)
         self.memory = CallerMemory(config.memory) if route.memory else None
         self.memory_block: str | None = None
         self._prepared = False

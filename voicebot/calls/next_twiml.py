@@ -35,14 +35,14 @@ class NextTwiml:
     def take(self, call_sid: str) -> str | None:
         return self._by_call.pop(call_sid, None)
 
-    async def deliver(self, twilio: TwilioConfig, call_sid: str, twiml: str) -> bool:
+    async def deliver(self, twilio: TwilioConfig, call_sid: str, twiml: str, use_rest: bool = True) -> bool:
         """Make ``twiml`` what Twilio runs once the stream ends; True if Twilio already has it.
 
         With REST credentials (``[twilio] account_sid`` + ``auth_token``) the call's TwiML is
         replaced through the REST API (on a fleet, ``/twilio/stream-ended`` may land on an
         instance that knows nothing of this call). Without credentials, or if the update
         fails, the TwiML waits here for ``/twilio/stream-ended``. Call before closing the stream."""
-        if twilio.account_sid and twilio.auth_token:
+        if use_rest and twilio.account_sid and twilio.auth_token:
             try:
                 await update_call_twiml(
                     twilio.account_sid,

@@ -4,6 +4,7 @@ cannot take."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -51,6 +52,9 @@ class CallPlan:
     # the provider slot the call holds (voicebot.calls.admission) and its session once open
     lease: SlotLease | None = None
     session: ResilientSession | None = None
+    # the route's max_call_seconds timer, armed once the session is open; it belongs to this
+    # plan, so nothing done to another plan of the same CallSid can cancel it
+    time_limit: asyncio.TimerHandle | None = None
     # when the voice webhook request arrived (the call span starts here)
     received_at: float | None = None
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from s2s.call_context import logged_number, set_personal_data_in_logs
@@ -28,9 +28,11 @@ from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
 from telephony.twiml import say_and_hangup
+from voicebot.agent.call_control import DeliverTwiml
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.adoption import adopt_plan
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
@@ -65,8 +67,11 @@ class Runtime:
         # Admission and circuit state outlive config reloads (keyed by provider name).
         self.slots: SlotStore = slot_store(config.admission)
         self.circuits = CircuitBoard(on_open=record_circuit_open)
-        self._time_limits: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # One plan and one media stream per CallSid (see plan_call and adopt_stream): webhooks
+        # being planned, and CallSids whose stream is being set up or running here.
+        self._planning: dict[str, asyncio.Task[CallPlan | Declined]] = {}
+        self._streams: set[str] = set()
         self._process_key = secrets.token_bytes(32)  # only when no key is configured; kept over reloads
         self.apply(config)
 
@@ -106,11 +111,39 @@ class Runtime:
     def select_route(self, params: Mapping[str, str]) -> RouteConfig | None:
         return routing.select_route(self.config.routes, params.get("To", ""), params.get("From", ""))
 
+    def plan_of(self, call_sid: str) -> CallPlan | None:
+        """The plan of ``call_sid`` if it is waiting for its stream or live here."""
+        plan = next((p for p in self.handoff.pending.values() if p.call_sid == call_sid), None)
+        if plan is None and (bridge := self.active.get(call_sid)) is not None:
+            plan = self._plans.get(bridge)
+        return plan
+
     async def plan_call(self, params: Mapping[str, str], received_at: float | None = None) -> CallPlan | Declined:
-        """Pick the route and take a slot on the first provider of its chain that can take
-        the call (circuit closed, room left), or say why the call is declined.
-        ``received_at``: when the webhook request arrived (monotonic), where the call's span starts."""
+        """The plan of the call: its route, and a slot on the first provider of the route's
+        chain that can take it (circuit closed, room left); or why the call is declined.
+        ``received_at``: when the webhook request arrived (monotonic), where the call's span starts.
+
+        One CallSid has one plan: Twilio retries a webhook it got no answer to, and a captured
+        webhook can be replayed (signatures carry no nonce), so a webhook for a call that is
+        pending or live here gets that call's plan back (same stream token, same slot), and
+        concurrent ones for a new call share one planning."""
         self.handoff.expire()
+        call_sid = params.get("CallSid", "")
+        existing = self.plan_of(call_sid)
+        if existing is not None:
+            log.info("call %s: repeated voice webhook; answering with the call's plan", call_sid)
+            return existing
+        planning = self._planning.get(call_sid)
+        if planning is None:
+            planning = asyncio.ensure_future(self._plan_new(params, received_at))
+            self._planning[call_sid] = planning
+            planning.add_done_callback(lambda _: self._planning.pop(call_sid, None))
+        else:
+            log.info("call %s: repeated voice webhook while the first is planned; sharing its plan", call_sid)
+        # shield: a webhook whose client left does not cancel the planning the others wait on
+        return await asyncio.shield(planning)
+
+    async def _plan_new(self, params: Mapping[str, str], received_at: float | None) -> CallPlan | Declined:
         route = self.select_route(params)
         if route is None:
             return Declined(params.get("CallSid", ""), None, say_and_hangup(NO_ROUTE_MESSAGE), "no route matches")
@@ -123,7 +156,7 @@ class Runtime:
             caller=caller,
             called=params.get("To", ""),
             config=self.config,
-            tools=CallTools(route, self.config, call_sid, caller, self.next_twiml.set),
+            tools=CallTools(route, self.config, call_sid, caller, self._twiml_deliverer(self.config)),
         )
         lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
         ttl_s = self.config.server.stream_connect_timeout_s + 5.0
@@ -161,7 +194,8 @@ class Runtime:
 
         Fast path: this instance answered the webhook, the plan and its lease are in the
         handoff. Otherwise another instance did: the signed token
-        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
+        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here
+        (:func:`voicebot.calls.adoption.adopt_plan`).
         A token is accepted once per instance; a replay to *another* instance within the
         expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
         so it cannot start a call Twilio did not place."""
@@ -183,63 +217,47 @@ class Runtime:
             log.warning("call %s: stream token refused: %s", call_sid, exc)
             return None
         self._remember_claimed(token)  # before any await: a concurrent replay sees it
-        return await self._adopt(token, ticket)
+        return await adopt_plan(
+            token, ticket, self.config, self.providers, self.slots, self._twiml_deliverer(self.config)
+        )
 
     def _remember_claimed(self, token: str) -> None:
         self.handoff.remember(token, self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S)
 
-    async def _adopt(self, token: str, ticket: StreamTicket) -> CallPlan | None:
-        """Rebuild on this instance the plan another instance's webhook made, from this
-        instance's config: the route by name (re-selected from called/caller if a reload
-        removed it), the providers by name in the webhook's order (unknown ones skipped).
-
-        The slot: with a shared store (Redis) the webhook's instance took it under this
-        CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
-        it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
-        releases it (:meth:`StreamHandoff.expire`). With the in-process store this is a fresh
-        acquisition; if the provider is full, the session's fallback tries the rest."""
-        call_sid = ticket.call_sid
-        route = next((r for r in self.config.routes if r.name == ticket.route), None)
-        if route is None:
-            route = routing.select_route(self.config.routes, ticket.called, ticket.caller)
-            log.warning(
-                "call %s: route %r no longer exists; re-selected %r",
-                call_sid,
-                ticket.route,
-                route.name if route else None,
-            )
-        if route is None:
-            return None
-        providers = [self.providers[name] for name in ticket.providers if name in self.providers]
-        if not providers:
-            log.warning("call %s: none of providers %s is configured here", call_sid, list(ticket.providers))
-            return None
-        plan = CallPlan(
-            token=token,
-            call_sid=call_sid,
-            route=route,
-            providers=providers,
-            caller=ticket.caller,
-            called=ticket.called,
-            config=self.config,
-            tools=CallTools(route, self.config, call_sid, ticket.caller, self.next_twiml.set),
-        )
-        lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
-        if not await lease.move_to(providers[0].name, HELD_TTL_S):
-            log.info("call %s: no slot on %s here; the session falls back along the chain", call_sid, providers[0].name)
-        plan.lease = lease
-        lease.hold(HELD_TTL_S)
-        log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
-        return plan
+    def withdraw_pending(self) -> list[CallPlan]:
+        """Take back every reservation still waiting for its stream (the drain deadline): its
+        slot is released, and its token counts as used, so a stream that still comes is
+        refused and Twilio goes on to ``/twilio/stream-ended``."""
+        plans = list(self.handoff.pending.values())
+        self.handoff.pending.clear()
+        for plan in plans:
+            self._remember_claimed(plan.token)
+            if self.slots.shared:
+                plan.lease = None  # its stream may be live on another instance (StreamHandoff.expire)
+            self._release(plan)
+        return plans
 
     async def adopt_stream(
         self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
     ) -> CallBridge | None:
         """The bridge for the media stream that presented ``token`` (:meth:`claim`), built from
-        the call's plan, or None when the stream must be refused."""
-        plan = await self.claim(token, start.call_sid)
-        if plan is None:
+        the call's plan, or None when the stream must be refused: also when the call already
+        has a stream here (a replayed or duplicated stream must not open a second provider
+        session for one call, nor take over its bookkeeping)."""
+        call_sid = start.call_sid
+        if call_sid in self._streams:
+            log.warning("call %s: refused a second media stream while the call has one", call_sid)
             return None
+        self._streams.add(call_sid)  # before any await: a concurrent duplicate sees it
+        try:
+            plan = await self.claim(token, call_sid)
+            bridge = None if plan is None else self._bridge(plan, start, socket, protocol)
+        finally:
+            if call_sid not in self.active:
+                self._streams.discard(call_sid)  # refused (or failed): the CallSid is free again
+        return bridge
+
+    def _bridge(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
         info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
         server = plan.config.server
         bridge = CallBridge(
@@ -281,19 +299,19 @@ class Runtime:
         await session.open()
         limit = plan.route.max_call_seconds
         if limit is not None:
-            self._time_limits[plan.call_sid] = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
+            plan.time_limit = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
         return session
 
     def _time_up(self, plan: CallPlan) -> None:
         bridge = self.active.get(plan.call_sid)
-        if bridge is not None:
+        if bridge is not None and self._plans.get(bridge) is plan:
             log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
             self._spawn(bridge.hang_up(CallOutcome.MAX_DURATION))
 
     def _release(self, plan: CallPlan) -> None:
-        timer = self._time_limits.pop(plan.call_sid, None)
-        if timer is not None:
-            timer.cancel()
+        if plan.time_limit is not None:
+            plan.time_limit.cancel()
+            plan.time_limit = None
         if plan.lease is not None:
             self._spawn(plan.lease.release())
 
@@ -314,6 +332,7 @@ class Runtime:
         call_sid = bridge.info.call_sid
         if self.active.get(call_sid) is bridge:
             del self.active[call_sid]
+            self._streams.discard(call_sid)
         plan = self._plans.pop(bridge)
         self._release(plan)
         plan.tools.call_ended(summary)
@@ -330,6 +349,14 @@ class Runtime:
         await self.next_twiml.deliver(
             self.config.twilio, plan.call_sid, unavailable_twiml(plan.route.on_unavailable, apology)
         )
+
+    def _twiml_deliverer(self, config: AppConfig) -> DeliverTwiml:
+        """How a call's tools hand Twilio its next TwiML, with the config the call started on."""
+
+        def deliver(call_sid: str, twiml: str, use_rest: bool) -> Awaitable[bool]:
+            return self.next_twiml.deliver(config.twilio, call_sid, twiml, use_rest)
+
+        return deliver
 
     def take_next_twiml(self, call_sid: str) -> str | None:
         return self.next_twiml.take(call_sid)

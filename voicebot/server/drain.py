@@ -65,19 +65,39 @@ class Drainer:
         runtime.draining = True
         deadline_s = runtime.config.server.drain_seconds
         log.warning(
-            "draining: refusing new calls (webhook 503, readyz 503); %d call(s) in progress may go on for up to %.0f s",
+            "draining: refusing new calls (webhook 503, readyz 503); %d call(s) in progress and %d answered "
+            "call(s) whose media stream has yet to come may go on for up to %.0f s",
             len(runtime.active),
+            len(runtime.handoff.pending),
             deadline_s,
         )
-        if await self._wait(lambda: not runtime.active, deadline_s):
+        # A call answered just before the signal has no stream yet: it is waited for as a call
+        # in progress (its stream is accepted while draining), until it connects or its
+        # reservation expires (server.stream_connect_timeout_s).
+        if await self._wait(lambda: not runtime.active and not runtime.handoff.pending, deadline_s):
             log.info("draining: every call finished on its own")
             return
         ended = list(runtime.active.items())
-        log.warning("draining: deadline passed; ending %d call(s) with an apology", len(ended))
+        waiting = runtime.withdraw_pending()
+        log.warning(
+            "draining: deadline passed; ending %d call(s) with an apology (%d still without a stream)",
+            len(ended) + len(waiting),
+            len(waiting),
+        )
         via_stream = await asyncio.gather(*(self._end_call(sid, bridge) for sid, bridge in ended))
+        for plan in waiting:
+            # Not through REST: on a fleet its stream may be live on another instance. Its late
+            # stream is refused here, and Twilio's <Redirect> fetches this from stream-ended.
+            runtime.next_twiml.set(
+                plan.call_sid, say_and_hangup(runtime.config.server.drain_message, plan.route.language)
+            )
         if not await self._wait(lambda: not runtime.active, HANGUP_TIMEOUT_S):
             log.error("draining: %d call(s) did not tear down in %.0f s", len(runtime.active), HANGUP_TIMEOUT_S)
         sids = [sid for (sid, _), stream in zip(ended, via_stream, strict=True) if stream]
+        sids += [plan.call_sid for plan in waiting]
+        if not sids:
+            return
+        log.info("draining: lingering up to %.0f s for Twilio to fetch %d apology(ies)", LINGER_S, len(sids))
         if not await self._wait(lambda: all(sid not in runtime.next_twiml for sid in sids), LINGER_S):
             log.warning("draining: Twilio did not fetch the apology for every call within %.0f s", LINGER_S)
 
@@ -119,6 +139,11 @@ class DrainingServer(uvicorn.Server):
             # schedule; the drain itself runs as a task.
             self._loop.call_soon_threadsafe(self._start_drain)
             return
+        # Stopping now (a second SIGTERM, SIGINT): uvicorn closes every media stream next, which
+        # a call would take for the caller hanging up. Say first why they end (a plain
+        # attribute write, safe between bytecodes).
+        for bridge in list(self.drainer.runtime.active.values()):
+            bridge.ending(SHUTDOWN_OUTCOME)
         super().handle_exit(sig, frame)
 
     def _start_drain(self) -> None:

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from voicebot.calls.runtime import Runtime
 from voicebot.config import AppConfig
 from voicebot.server.app import create_app
+from voicebot.server.slow_clients import SlowClientLimits, guarded_h11
 
 # The transport-level cap on one WebSocket frame. The Media Streams protocol enforces its own
 # smaller limit per frame (server.max_message_bytes) and drops offenders with a log line; this
@@ -26,10 +27,13 @@ WS_MAX_FRAME_BYTES = 1024 * 1024
 
 
 def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "info") -> uvicorn.Config:
+    server = app.state.runtime.config.server
+    limits = SlowClientLimits(server.header_timeout_s, server.body_timeout_s, server.max_unauthenticated_connections)
     return uvicorn.Config(
         app,
         host=host,
         port=port,
+        http=guarded_h11(limits),
         ws="websockets-sansio",
         ws_max_size=WS_MAX_FRAME_BYTES,
         # Twilio does not compress; deflate would only cost CPU per frame.

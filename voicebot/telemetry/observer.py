@@ -39,6 +39,7 @@ from s2s.events import (
     SpeechStarted,
     SpeechStopped,
     TurnDone,
+    Usage,
 )
 from telephony.media_stream import Media, TwilioEvent
 from telephony.observer import CallObserver, ToProvider, ToTwilio
@@ -119,6 +120,8 @@ class CallTelemetry(CallObserver):
         self._session: ProviderSession | None = None
         self._turn_item: str | None = None
         self._turns = 0
+        # Billable provider time per provider session (Usage is cumulative per session).
+        self._billable_s: dict[str, float] = {}
 
     # -- hot path ------------------------------------------------------------------------
 
@@ -206,6 +209,8 @@ class CallTelemetry(CallObserver):
             self.span.add_event("session_expiring", {"reason": event.reason})
         elif isinstance(event, Closed):
             self.span.add_event("provider_closed", {"reason": event.reason[:200], "error": event.error})
+        elif isinstance(event, Usage):
+            self._billable_s[event.session_id] = event.billable_s
 
     def _start_turn(self, item_id: str) -> None:
         """Bot audio of a new item: the turn opened at SpeechStopped now has its item, or
@@ -296,6 +301,8 @@ class CallTelemetry(CallObserver):
                 "voicebot.bad_frames": summary.bad_frames,
             }
         )
+        if self._billable_s:
+            self.span.set_attribute("voicebot.provider_billable_s", sum(self._billable_s.values()))
         self._resilience_story()
         if summary.outcome.failed:
             self.span.set_status(Status(StatusCode.ERROR, summary.outcome.value))

@@ -80,6 +80,7 @@ class SessionOpened:
     t: float
     input_format: AudioFormat
     output_format: AudioFormat
+    playout_lead_ms: int | None = None  # a full-duplex session's paced playout (ProviderSession)
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +221,8 @@ def encode_record(record: Record) -> dict[str, Any]:
             out["raw"] = record.frame
     elif isinstance(record, SessionOpened):
         out.update(k="session", input=format_name(record.input_format), output=format_name(record.output_format))
+        if record.playout_lead_ms is not None:
+            out["lead_ms"] = record.playout_lead_ms
     elif isinstance(record, ProviderIn):
         out["k"] = "provider_in"
         out["event"] = type(record.event).__name__
@@ -332,7 +335,10 @@ def decode_record(obj: Any) -> Record:
         return TwilioFrame(t, direction, _get(obj, "raw", str))
     if kind == "session":
         try:
-            return SessionOpened(t, parse_format(_get(obj, "input", str)), parse_format(_get(obj, "output", str)))
+            lead = obj.get("lead_ms")
+            if lead is not None and (not isinstance(lead, int) or isinstance(lead, bool)):
+                raise _Bad("session record: 'lead_ms' is not an integer")
+            return SessionOpened(t, parse_format(_get(obj, "input", str)), parse_format(_get(obj, "output", str)), lead)
         except ValueError as exc:
             raise _Bad(str(exc)) from None
     if kind == "provider_in":

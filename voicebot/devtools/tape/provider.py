@@ -111,6 +111,7 @@ class ReplaySession(QueuedSession):
         self.ctx = ctx
         self.input_format = script.opened.input_format
         self.output_format = script.opened.output_format
+        self.playout_lead_ms = script.opened.playout_lead_ms  # a full-duplex call replays paced
         self.got = _Need()
         self.received_text: list[str] = []
         self.truncations: list[tuple[str, int]] = []

@@ -93,7 +93,7 @@ class TapeRecorder(CallObserver):
         self._t0 = clock()
         self._pending: deque[Record] = deque()
         self._session: ProviderSession | None = None
-        self._formats: tuple[AudioFormat, AudioFormat] | None = None
+        self._formats: tuple[AudioFormat, AudioFormat, int | None] | None = None
         self._ended = False
         self._writer = writer or tape_writer()
         self._writer.add(self)
@@ -129,9 +129,12 @@ class TapeRecorder(CallObserver):
         """A ``session`` record whenever the session's formats change: a recovering session
         (s2s.resilience) can move to a provider with other formats in the middle of a call."""
         session = self._session
-        if session is not None and (session.input_format, session.output_format) != self._formats:
-            self._formats = (session.input_format, session.output_format)
-            self._add(SessionOpened(self._now(), session.input_format, session.output_format))
+        if session is None:
+            return
+        shape = (session.input_format, session.output_format, session.playout_lead_ms)
+        if shape != self._formats:
+            self._formats = shape
+            self._add(SessionOpened(self._now(), *shape))
 
     def provider_in(self, event: ProviderEvent) -> None:
         self._note_formats()
