@@ -32,6 +32,7 @@ from voicebot.agent.call_control import DeliverTwiml
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.adoption import adopt_plan
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
@@ -193,7 +194,8 @@ class Runtime:
 
         Fast path: this instance answered the webhook, the plan and its lease are in the
         handoff. Otherwise another instance did: the signed token
-        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here (:meth:`_adopt`).
+        (:mod:`voicebot.calls.stream_token`) is checked and the plan rebuilt here
+        (:func:`voicebot.calls.adoption.adopt_plan`).
         A token is accepted once per instance; a replay to *another* instance within the
         expiry can only open a stream for the signed CallSid, whose upgrade Twilio signed,
         so it cannot start a call Twilio did not place."""
@@ -215,54 +217,12 @@ class Runtime:
             log.warning("call %s: stream token refused: %s", call_sid, exc)
             return None
         self._remember_claimed(token)  # before any await: a concurrent replay sees it
-        return await self._adopt(token, ticket)
+        return await adopt_plan(
+            token, ticket, self.config, self.providers, self.slots, self._twiml_deliverer(self.config)
+        )
 
     def _remember_claimed(self, token: str) -> None:
         self.handoff.remember(token, self.config.server.stream_connect_timeout_s + 2 * CLOCK_SKEW_S)
-
-    async def _adopt(self, token: str, ticket: StreamTicket) -> CallPlan | None:
-        """Rebuild on this instance the plan another instance's webhook made, from this
-        instance's config: the route by name (re-selected from called/caller if a reload
-        removed it), the providers by name in the webhook's order (unknown ones skipped).
-
-        The slot: with a shared store (Redis) the webhook's instance took it under this
-        CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
-        it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
-        releases it (:meth:`StreamHandoff.expire`). With the in-process store this is a fresh
-        acquisition; if the provider is full, the session's fallback tries the rest."""
-        call_sid = ticket.call_sid
-        route = next((r for r in self.config.routes if r.name == ticket.route), None)
-        if route is None:
-            route = routing.select_route(self.config.routes, ticket.called, ticket.caller)
-            log.warning(
-                "call %s: route %r no longer exists; re-selected %r",
-                call_sid,
-                ticket.route,
-                route.name if route else None,
-            )
-        if route is None:
-            return None
-        providers = [self.providers[name] for name in ticket.providers if name in self.providers]
-        if not providers:
-            log.warning("call %s: none of providers %s is configured here", call_sid, list(ticket.providers))
-            return None
-        plan = CallPlan(
-            token=token,
-            call_sid=call_sid,
-            route=route,
-            providers=providers,
-            caller=ticket.caller,
-            called=ticket.called,
-            config=self.config,
-            tools=CallTools(route, self.config, call_sid, ticket.caller, self._twiml_deliverer(self.config)),
-        )
-        lease = SlotLease(self.slots, call_sid, {p.name: p.max_sessions for p in providers})
-        if not await lease.move_to(providers[0].name, HELD_TTL_S):
-            log.info("call %s: no slot on %s here; the session falls back along the chain", call_sid, providers[0].name)
-        plan.lease = lease
-        lease.hold(HELD_TTL_S)
-        log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
-        return plan
 
     def withdraw_pending(self) -> list[CallPlan]:
         """Take back every reservation still waiting for its stream (the drain deadline): its
