@@ -383,3 +383,24 @@ async def test_a_gpt_live_call_is_taped_with_its_lead_and_replays_paced_without_
     heard = active_segments(result.heard_pcm(), 8000, threshold_dbfs=-35)
     start, end = heard[0][0], heard[-1][1]
     assert end - start == pytest.approx(800, abs=60)
+
+
+async def test_a_dropped_live_session_is_recovered_with_the_conversation_and_the_call_goes_on() -> None:
+    options = LiveFakeOptions(response_ms=400)
+    async with (
+        FakeLiveServer(options) as fake,
+        running_server(call_config(fake)) as server,
+        server.twilio().call() as call,
+    ):
+        await call.pause(200)
+        await call.say(to_mulaw(tone(1000, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= 400, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        await call.pause(800)  # the utterance has ended (transcripts final) before the loss
+        await fake.drop()
+        await fake.wait_for(lambda: len(fake.connections) == 2 and bool(fake.last.session), timeout=10)
+        texts = [(i["role"], i["content"][0]["text"]) for i in fake.last.session.get("input") or []]
+        assert texts == [("user", "caller 1000 hertz"), ("assistant", "you played 1000 hertz")]
+        await call.say(to_mulaw(tone(1000, 400)))  # the caller goes on talking to the new session
+        await call.wait_for(lambda: call.received_media_ms() >= 800, timeout=8)
+        assert not call.closed.is_set()

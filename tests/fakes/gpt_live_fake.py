@@ -200,6 +200,12 @@ class FakeLiveServer:
                 raise AssertionError("fake: condition not reached in time")
             await asyncio.sleep(0.01)
 
+    async def drop(self, code: int = 1011) -> None:
+        """The service loses the latest connection (no ``session.closed``)."""
+        ws = self.last.ws
+        assert ws is not None
+        await ws.close(code, "fake dropped the connection")
+
     def new_id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):04d}"
 
