@@ -316,6 +316,27 @@ def _add_calls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--json", action="store_true", help="print the JSON document as the server sent it")
 
 
+def _add_call(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _command(
+        sub,
+        "call",
+        "place an outbound call through a running server (POST /calls)",
+        "  voicebot call +15551234567 --route reminders --var name=Ada\n"
+        "  VOICEBOT_OPS_TOKEN=... voicebot call +15551234567 --route reminders --url https://voice.example.com",
+        "voicebot.devtools.calls:call_command",
+    )
+    p.add_argument("to", metavar="NUMBER", help="the number to call (E.164, e.g. +15551234567)")
+    p.add_argument("--route", required=True, metavar="NAME", help="the route that talks to the callee")
+    p.add_argument("--from", dest="from_", metavar="NUMBER", help="caller id (default: the route's outbound.caller_id)")
+    p.add_argument(
+        "--var", action="append", default=[], metavar="KEY=VALUE", help="fills {KEY} in the route's texts; repeatable"
+    )
+    p.add_argument("--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL")
+    p.add_argument(
+        "--token", metavar="TOKEN", help="bearer token, [ops] token of the server (default: $VOICEBOT_OPS_TOKEN)"
+    )
+
+
 def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "providers",
@@ -350,7 +371,7 @@ def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
 
 
-COMMANDS = (_add_serve, _add_config, _add_dial, _add_replay, _add_tape, _add_calls, _add_providers)
+COMMANDS = (_add_serve, _add_config, _add_dial, _add_replay, _add_tape, _add_calls, _add_call, _add_providers)
 
 
 def build_parser() -> argparse.ArgumentParser:
