@@ -32,6 +32,7 @@ examples:
   voicebot replay tapes/20260124T221530123Z_CA123.jsonl --html call.html
   voicebot tape view tapes/20260124T221530123Z_CA123.jsonl --html call.html
   voicebot calls --url http://127.0.0.1:8080
+  voicebot call +15551234567 --route reminders --var name=Ada
 
 `voicebot COMMAND --help` describes each command."""
 
