@@ -625,6 +625,9 @@ class _FakeCall:
             }
         )
         done_item = {**item, "status": "completed", "arguments": args}
+        if self.opts.dialect == "grok":
+            # xAI's examples show no item status here and run tools on arguments.done.
+            done_item = {k: v for k, v in done_item.items() if k != "status"}
         await self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done_item})
         await self.finish(rec, "completed", output=[done_item])
 
