@@ -20,7 +20,7 @@ import contextlib
 import os
 import ssl
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,9 +161,78 @@ async def nova_fake() -> AsyncIterator[ProviderFake]:
 
 
 @contextlib.asynccontextmanager
+async def cascade_fake() -> AsyncIterator[ProviderFake]:
+    """A cascade through the official ``openai`` package: the realtime transcription session
+    (mu-law in, the provider connection), then a streamed chat completion and the speech
+    endpoint (24 kHz PCM out) over loopback HTTP. Each turn's transcript names its call, the
+    chat fake answers with 8 words, and the speech fake speaks them (250 ms a word: a 2 s
+    reply) 8x faster than real time, so the reply's audio is traced back to its call."""
+    from tests.fakes.openai_cascade_fake import SPEECH_RATE, FakeOpenAIHttp, FakeTranscription
+
+    async with (
+        FakeTranscription(label_calls=True) as stt,
+        FakeOpenAIHttp(speedup=SPEEDUP, default_reply="{user}: one two three four five six.") as http,
+    ):
+
+        def sessions() -> list[SessionLog]:
+            logs = []
+            for index, conn in enumerate(stt.connections):
+                streams = [s for s in http.speech_streams if s.text.startswith(f"call {index}:")]
+                out_at: list[float] = []
+                out_starts: list[int] = []
+                offset = 0
+                for stream in streams:
+                    out_at += stream.chunk_times
+                    out_starts += [offset + start for start in stream.chunk_starts]
+                    offset += stream.bytes_sent
+                logs.append(SessionLog(conn.audio_in, conn.audio_in_at, conn.audio_in_ends, out_at, out_starts))
+            return logs
+
+        parts = (
+            f'stt = {{ type = "openai_realtime", api_key = "test-key", base_url = "{stt.base_url}" }}\n'
+            f'llm = {{ type = "openai_chat", api_key = "test-key", base_url = "{http.base_url}" }}\n'
+            f'tts = {{ type = "openai_speech", api_key = "test-key", base_url = "{http.base_url}" }}'
+        )
+        yield ProviderFake(
+            provider_toml=f'type = "cascade"\n{parts}', out_bytes_per_s=SPEECH_RATE * 2, sessions=sessions
+        )
+
+
+@contextlib.asynccontextmanager
 async def echo_line() -> AsyncIterator[ProviderFake]:
     """The built-in echo line: no provider socket (so no provider latencies and no floor)."""
     yield ProviderFake(provider_toml='type = "echo"', reply_ms=1000, provider_socket=False)  # repeats the tone
+
+
+_CHECKS = (
+    "openai_client_frame",
+    "openai_server_event",
+    "live_client_frame",
+    "live_server_event",
+    "gemini_client_message",
+    "gemini_server_message",
+)
+
+
+@contextlib.contextmanager
+def without_frame_validation() -> Iterator[None]:
+    """The fakes validate every frame against the SDKs' pydantic models (``tests/fakes/
+    conformance.py``): that is the tests' job, and at 150 calls it alone would take the client
+    process off real time. Under the benchmark the checks pass everything."""
+    from tests.fakes import conformance
+
+    saved = {name: getattr(conformance, name) for name in _CHECKS}
+    for name in _CHECKS:
+        setattr(conformance, name, _no_problem)
+    try:
+        yield
+    finally:
+        for name, check in saved.items():
+            setattr(conformance, name, check)
+
+
+def _no_problem(frame: object) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -177,5 +246,6 @@ MODES: dict[str, Mode] = {
     "gpt_live": Mode(gpt_live_fake, floor=False),
     "gemini": Mode(gemini_fake, floor=True),
     "nova": Mode(nova_fake, floor=True),
+    "cascade": Mode(cascade_fake, floor=False),
     "echo": Mode(echo_line, floor=False),
 }

@@ -235,7 +235,7 @@ class CallBridge:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
         self._end(outcome)
-        await self.socket.close(1000, outcome)
+        await self.socket.close(1000, outcome.value)
 
     async def _teardown(self, inbound: asyncio.Task[None], outbound: asyncio.Task[None] | None) -> None:
         self.state.close()
@@ -255,7 +255,7 @@ class CallBridge:
             except Exception as exc:
                 log.error("call %s: deciding what Twilio does next failed: %r", self.info.call_sid, exc)
         with contextlib.suppress(Exception):  # already closed by Twilio
-            await self.socket.close(1000, self.summary.outcome)
+            await self.socket.close(1000, self.summary.outcome.value)
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(

@@ -143,3 +143,22 @@ def test_an_unwritable_tape_directory_leaves_the_call_alone(tmp_path: Path) -> N
     rec.end("caller-hangup")
     assert rec.done.wait(5)
     assert rec.error is not None and "cannot write tape" in rec.error
+
+
+async def test_an_oversized_or_deeply_nested_bad_frame_is_taped_cut_and_the_tape_goes_on(tmp_path: Path) -> None:
+    """The protocol refuses a 70 KB frame and a 20,000-deep one; the tape keeps 1 KiB of each
+    (still bad when replayed), and the writer thread survives them for this tape and others."""
+    oversized = '{"event": "media", "media": {"payload": "' + "A" * 70_000 + '"}}'
+    nested = "[" * 20_000
+    async with running_server(recording_config(tmp_path)) as server, server.twilio().call() as call:
+        await call.send_raw(oversized)
+        await call.send_raw(nested)
+        await call.say(to_mulaw(tone(700, 300)))
+        await call.wait_for(lambda: call.received_media_ms() >= 280, timeout=8)
+    tape = await finished_tape(tmp_path, call.call_sid)
+    bad = [r for r in tape.records if isinstance(r, TwilioFrame) and r.direction == "in" and r.message() is None]
+    assert [len(r.frame) for r in bad] == [1024, 1024]
+    assert bad[0].frame == oversized[:1024] and bad[1].frame == nested[:1024]
+    end = tape.end
+    assert isinstance(end, CallEnd) and end.bad_frames == 2
+    assert len(await asyncio.to_thread(Path(tape.path).read_bytes)) < 200_000

@@ -249,7 +249,7 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
         "--timing-tolerance-ms",
         type=float,
         metavar="MS",
-        help="allowed shift of a turn start or barge-in (default: 150)",
+        help="allowed shift of a turn start or barge-in, in real-time ms (x --speed on the tape clock; default: 150)",
     )
     p.add_argument(
         "--audio-tolerance-ms",

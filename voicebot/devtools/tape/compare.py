@@ -52,9 +52,11 @@ def compare(expected: CallView, got: CallView, tolerance: Tolerance | None = Non
     for i, (a, b) in enumerate(zip(expected.turns, got.turns, strict=False), start=1):
         if abs(a.sent_ms - b.sent_ms) > tol.audio_ms:
             out.append(Divergence(f"turn {i} bot audio sent", _ms(a.sent_ms), _ms(b.sent_ms), at_ms=a.start_ms))
-        # How much of an interrupted answer was heard depends on when the caller cut in, a
-        # timing; how much of a whole answer was heard is an amount of audio.
-        heard_tol = tol.timing_ms if a.interrupted or b.interrupted else tol.audio_ms
+        # How much of an interrupted answer was heard depends on when the caller cut in (by
+        # talking over it or by hanging up), a timing; how much of a whole answer was heard is
+        # an amount of audio.
+        cut_short = min(a.heard_ms, b.heard_ms) < min(a.sent_ms, b.sent_ms) - tol.audio_ms
+        heard_tol = tol.timing_ms if a.interrupted or b.interrupted or cut_short else tol.audio_ms
         if abs(a.heard_ms - b.heard_ms) > heard_tol:
             out.append(Divergence(f"turn {i} bot audio heard", _ms(a.heard_ms), _ms(b.heard_ms), at_ms=a.start_ms))
         if a.interrupted != b.interrupted:

@@ -24,7 +24,7 @@ import asyncio
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +168,13 @@ async def replay_call(
         raise ReplayTimeout(f"replay of {tape_path} did not finish within {limit:.0f} s; gave up") from None
 
 
+def in_tape_time(tolerance: Tolerance, speed: float) -> Tolerance:
+    """Timing tolerances are what a loaded machine's lateness allows, in real time; a replay
+    at ``speed`` N compares on the tape's clock, where that lateness counts N times (a server
+    77 ms late at 2x is 154 ms late in tape time). Never narrower than given."""
+    return replace(tolerance, timing_ms=tolerance.timing_ms * max(1.0, speed))
+
+
 async def _replay(
     tape: Tape,
     speed: float,
@@ -216,7 +223,7 @@ async def _replay(
             tape=tape,
             expected=expected,
             got=got,
-            divergences=compare(expected, got, tolerance),
+            divergences=compare(expected, got, in_tape_time(tolerance or Tolerance(), speed)),
             mode=mode,
             speed=speed,
             missed_triggers=missed,
