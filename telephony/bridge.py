@@ -9,6 +9,11 @@ transcodes bot audio and sends it to Twilio as media + mark pairs, so that the
 Barge-in: on ``SpeechStarted`` while bot audio is queued or playing, ``clear`` goes to
 Twilio first, in the same event-loop turn, before anything else is awaited; the interrupted
 items' remaining audio is dropped and the provider is told how much was heard.
+
+Full duplex: a session that declares ``playout_lead_ms`` (the model owns turn-taking and
+cannot be truncated) gets its bot audio through :class:`~telephony.pacing.PacedPlayout`, a
+third task that holds it back so Twilio never queues more than the lead; barge-in drops what
+it holds along with Twilio's buffer.
 """
 
 from __future__ import annotations
