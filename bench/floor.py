@@ -139,7 +139,8 @@ async def nova_relay(relay: Relay) -> None:
     factory = _nova_factories.setdefault(relay.url, SdkStreamFactory(config))
     protocol = NovaProtocol(PromptSettings("You relay audio.", "tiffany", 8000, 8000))
     stream = factory()
-    await stream.open(config.model_id, protocol.opening_events())
+    protocol.open()
+    await stream.open(config.model_id, protocol.data_to_send())
 
     async def from_provider() -> None:
         while (event := await stream.receive()) is not None:
@@ -149,7 +150,9 @@ async def nova_relay(relay: Relay) -> None:
                 await relay.to_twilio(base64.b64encode(mulaw).decode())
 
     async def to_provider(payload: str) -> None:
-        await stream.send(protocol.audio_input(mulaw_to_pcm16(base64.b64decode(payload))))
+        protocol.send_audio(mulaw_to_pcm16(base64.b64decode(payload)))
+        for event in protocol.data_to_send():
+            await stream.send(event)
 
     try:
         await relay.pump(from_provider, to_provider)

@@ -51,12 +51,14 @@ async def cpu_figures(frames: int, in_rate: int, out_rate: int) -> list[tuple[st
     from aws_sdk_bedrock_runtime import models as m
 
     proto = NovaProtocol(PromptSettings("bench", "matthew", in_rate, out_rate))
-    proto.opening_events()
+    proto.open()
+    proto.data_to_send()
     caller = pcm16_to_mulaw(tone(440, FRAME_MS, 8000))
     inbound_tc = make_transcoder(MULAW_8K, AudioFormat("pcm16", in_rate))
 
     async def inbound() -> None:
-        event = proto.audio_input(inbound_tc.convert(caller))
+        proto.send_audio(inbound_tc.convert(caller))
+        [event] = proto.data_to_send()
         m.InvokeModelWithBidirectionalStreamInputChunk(
             value=m.BidirectionalInputPayloadPart(bytes_=json.dumps(event).encode())
         )
@@ -69,7 +71,8 @@ async def cpu_figures(frames: int, in_rate: int, out_rate: int) -> list[tuple[st
     outbound_tc = make_transcoder(AudioFormat("pcm16", out_rate), MULAW_8K)
 
     async def outbound() -> None:
-        for event in proto.receive(json.loads(wire)):
+        proto.receive(json.loads(wire))
+        for event in proto.events_received():
             if isinstance(event, AudioOut):
                 outbound_tc.convert(event.audio)
 

@@ -36,7 +36,8 @@ def body(event: dict) -> dict:
 def test_opening_sequence_declares_rates_voice_tools_and_ends_with_the_audio_content() -> None:
     proto = make_protocol(tools=(WEATHER,), endpointing_sensitivity="HIGH")
     history = shape_history([Turn("caller", "Hi"), Turn("bot", "Hello, how can I help?")])
-    events = proto.opening_events(history)
+    proto.open(history)
+    events = proto.data_to_send()
     assert names(events) == [
         "sessionStart", "promptStart",
         "contentStart", "textInput", "contentEnd",  # SYSTEM
@@ -62,30 +63,38 @@ def test_opening_sequence_declares_rates_voice_tools_and_ends_with_the_audio_con
 
 def test_v1_gets_no_turn_detection_and_no_text_input_mid_session() -> None:
     proto = make_protocol(nova2=False, endpointing_sensitivity="LOW")
-    events = proto.opening_events()
+    proto.open()
+    events = proto.data_to_send()
     assert "turnDetectionConfiguration" not in body(events[0])
     assert "toolConfiguration" not in body(events[1])
     with pytest.raises(ProtocolStateError, match="v1"):
-        proto.user_text("1 2 3")
+        proto.send_text("1 2 3")
 
 
 def test_events_in_the_wrong_state_raise_naming_the_state() -> None:
     proto = make_protocol()
     with pytest.raises(ProtocolStateError, match="'new'"):
-        proto.audio_input(b"\0\0")
-    proto.opening_events()
-    assert names(proto.closing_events()) == ["contentEnd", "promptEnd", "sessionEnd"]
-    assert proto.closing_events() == []
+        proto.send_audio(b"\0\0")
+    proto.open()
+    proto.data_to_send()
+    proto.end()
+    assert names(proto.data_to_send()) == ["contentEnd", "promptEnd", "sessionEnd"]
+    proto.end()
+    assert proto.data_to_send() == []
     with pytest.raises(ProtocolStateError, match="'closed'"):
-        proto.tool_result("t1", "{}")
+        proto.send_tool_result("t1", "{}")
 
 
 def test_audio_and_tool_result_events_carry_the_audio_and_tool_ids() -> None:
     proto = make_protocol()
-    proto.opening_events()
-    audio = body(proto.audio_input(b"\x01\x02"))
+    proto.open()
+    proto.data_to_send()
+    proto.send_audio(b"\x01\x02")
+    [audio_event] = proto.data_to_send()
+    audio = body(audio_event)
     assert audio["contentName"] == proto.audio_content_name and base64.b64decode(audio["content"]) == b"\x01\x02"
-    start, result, end = proto.tool_result("tooluse-9", '{"temp": 21}')
+    proto.send_tool_result("tooluse-9", '{"temp": 21}')
+    start, result, end = proto.data_to_send()
     assert body(start)["toolResultInputConfiguration"]["toolUseId"] == "tooluse-9"
     assert body(start)["role"] == "TOOL" and body(result)["content"] == '{"temp": 21}'
     assert body(start)["contentName"] == body(result)["contentName"] == body(end)["contentName"]
@@ -131,7 +140,8 @@ def content_start(cid: str, kind: str, role: str, stage: str | None = None) -> d
 def feed(proto: NovaProtocol, *messages: dict) -> list:
     events = []
     for message in messages:
-        events += proto.receive(message)
+        proto.receive(message)
+        events += proto.events_received()
     return events
 
 
@@ -227,11 +237,11 @@ def test_tool_call_is_emitted_after_the_tool_content_ends() -> None:
 
 def test_malformed_output_is_a_non_fatal_error() -> None:
     proto = make_protocol()
-    assert proto.receive({"nope": 1})[0].code == "bad_event"
-    assert proto.receive(out("contentStart", contentId="x"))[0].code == "bad_event"  # no type/role
-    bad_audio = proto.receive(out("audioOutput", contentId="a", content="!!not base64!!"))
+    assert feed(proto, {"nope": 1})[0].code == "bad_event"
+    assert feed(proto, out("contentStart", contentId="x"))[0].code == "bad_event"  # no type/role
+    bad_audio = feed(proto, out("audioOutput", contentId="a", content="!!not base64!!"))
     assert bad_audio[0] == ProviderError("bad_audio", bad_audio[0].message, fatal=False)
-    assert proto.receive(out("someFutureEvent", x=1)) == []
+    assert feed(proto, out("someFutureEvent", x=1)) == []
     feed(proto, out("contentStart", contentId="t1", type="TOOL", role="TOOL"))
     feed(proto, out("toolUse", contentId="t1", toolName="f", toolUseId="tu", content="{broken"))
     events = feed(proto, out("contentEnd", contentId="t1", type="TOOL", stopReason="TOOL_USE"))

@@ -126,7 +126,7 @@ class ServerConfig(_Strict):
     @field_validator("public_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
+        if not value:  # empty = unset, so a config can say "${VOICEBOT_PUBLIC_URL:-}"
             return None
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an absolute http(s):// URL")

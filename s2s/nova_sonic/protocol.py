@@ -98,7 +98,11 @@ def is_interruption_marker(text: str) -> bool:
 
 
 class NovaProtocol:
-    """One stream's worth of Nova protocol state (a new stream gets a new instance)."""
+    """One stream's worth of Nova protocol state (a new stream gets a new instance), in
+    python-websockets' shape: requests (:meth:`open`, :meth:`send_audio`, :meth:`send_text`,
+    :meth:`send_tool_result`, :meth:`end`) queue input events for :meth:`data_to_send`; output
+    events go in with :meth:`receive` and come out as neutral events from
+    :meth:`events_received`. The session shell only moves them to and from the stream."""
 
     def __init__(self, settings: PromptSettings, *, new_id: Callable[[], str] | None = None) -> None:
         self.settings = settings
@@ -115,10 +119,20 @@ class NovaProtocol:
         # SPECULATIVE text of the answer in progress: Nova's FINAL text of an interrupted answer
         # is only the interruption marker, so this is the only record of what it was saying.
         self._planned: list[str] = []
+        self._outbox: list[Event] = []
+        self._events: list[ProviderEvent] = []
+
+    def data_to_send(self) -> list[Event]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def events_received(self) -> list[ProviderEvent]:
+        events, self._events = self._events, []
+        return events
 
     # ----------------------------------------------------------------- input events
 
-    def opening_events(self, history: Iterable[HistoryMessage] = ()) -> list[Event]:
+    def open(self, history: Iterable[HistoryMessage] = ()) -> None:
         """Everything up to and including the audio ``contentStart``; after these the
         stream accepts ``audioInput``."""
         if self.state != "new":
@@ -174,31 +188,33 @@ class NovaProtocol:
             )
         )
         self.state = "streaming"
-        return events
+        self._outbox += events
 
-    def audio_input(self, pcm: bytes) -> Event:
+    def send_audio(self, pcm: bytes) -> None:
         self._require_streaming("audioInput")
-        return _ev(
-            "audioInput",
-            {
-                "promptName": self.prompt_name,
-                "contentName": self.audio_content_name,
-                "content": base64.b64encode(pcm).decode("ascii"),
-            },
+        self._outbox.append(
+            _ev(
+                "audioInput",
+                {
+                    "promptName": self.prompt_name,
+                    "contentName": self.audio_content_name,
+                    "content": base64.b64encode(pcm).decode("ascii"),
+                },
+            )
         )
 
-    def user_text(self, text: str) -> list[Event]:
+    def send_text(self, text: str) -> None:
         """A caller-side text turn the model answers (Nova 2 cross-modal input: an interactive
         USER TEXT content while the audio content stays open)."""
         self._require_streaming("user text")
         if not self.settings.nova2:
             raise ProtocolStateError("Nova Sonic v1 accepts no text input once audio has started")
-        return self._text_content("USER", split_utf8(text, MAX_TEXT_INPUT_BYTES), interactive=True)
+        self._outbox += self._text_content("USER", split_utf8(text, MAX_TEXT_INPUT_BYTES), interactive=True)
 
-    def tool_result(self, tool_use_id: str, output: str) -> list[Event]:
+    def send_tool_result(self, tool_use_id: str, output: str) -> None:
         self._require_streaming("toolResult")
         name = self._new_id()
-        return [
+        self._outbox += [
             _ev(
                 "contentStart",
                 {
@@ -218,17 +234,17 @@ class NovaProtocol:
             _ev("contentEnd", {"promptName": self.prompt_name, "contentName": name}),
         ]
 
-    def closing_events(self) -> list[Event]:
+    def end(self) -> None:
         """The goodbye AWS asks for even after errors (it frees server resources)."""
         if self.state == "closed":
-            return []
+            return
         events: list[Event] = []
         if self.state == "streaming":
             events.append(_ev("contentEnd", {"promptName": self.prompt_name, "contentName": self.audio_content_name}))
             events.append(_ev("promptEnd", {"promptName": self.prompt_name}))
         events.append(_ev("sessionEnd", {}))
         self.state = "closed"
-        return events
+        self._outbox += events
 
     def _text_content(self, role: TextRole, chunks: Iterable[str], *, interactive: bool) -> list[Event]:
         name = self._new_id()
@@ -258,7 +274,11 @@ class NovaProtocol:
 
     # ---------------------------------------------------------------- output events
 
-    def receive(self, message: object) -> list[ProviderEvent]:
+    def receive(self, message: object) -> None:
+        """Take one output event; what it means comes out of :meth:`events_received`."""
+        self._events += self._translate(message)
+
+    def _translate(self, message: object) -> list[ProviderEvent]:
         """Translate one output event. Malformed input yields a non-fatal ProviderError; unknown
         event names are ignored (Nova adds fields and events over time)."""
         if not isinstance(message, dict) or not isinstance(message.get("event"), dict) or not message["event"]:

@@ -99,19 +99,22 @@ class NovaSonicSession(QueuedSession):
                     self.emit(ProviderError("stream_dropped", "stream ended unexpectedly", fatal=True))
                     self._release_stream()
                 return
-            for event in self.protocol.receive(message):
+            self.protocol.receive(message)
+            for event in self.protocol.events_received():
                 if isinstance(event, ProviderError):
                     log.warning("nova_sonic %s: %s: %s (ignored)", self.call_sid, event.code, event.message)
                 self.emit(event)
 
     # ------------------------------------------------------------------- sending
 
-    async def _send(self, *events: dict[str, object]) -> None:
+    async def _flush(self) -> None:
+        """Send the input events the protocol queued, in order."""
         if self.closed:
+            self.protocol.data_to_send()  # the stream is gone: nothing queued can matter now
             return
         try:
             async with self._send_lock:
-                for event in events:
+                for event in self.protocol.data_to_send():
                     await self._stream.send(event)
         except NovaStreamError as exc:
             self._fail(exc)
@@ -145,18 +148,19 @@ class NovaSonicSession(QueuedSession):
     async def send_audio(self, audio: bytes) -> None:
         if self.closed or (self._cue is not None and not self._cue.done()):
             return  # during the v1 greeting cue the caller is listening, not talking
-        await self._send(self.protocol.audio_input(audio))
+        self.protocol.send_audio(audio)
+        await self._flush()
 
     async def send_text(self, text: str) -> None:
         if self.closed:
             return
         try:
-            events = self.protocol.user_text(text)
+            self.protocol.send_text(text)
         except ProtocolStateError as exc:
             log.warning("nova_sonic %s: text %r not sent: %s", self.call_sid, text, exc)
             self.emit(ProviderError("unsupported", f"text input: {exc}"))
             return
-        await self._send(*events)
+        await self._flush()
 
     async def truncate(self, item_id: str, heard_ms: int) -> None:
         """Nothing to send. Nova's own barge-in already stopped generation where the caller
@@ -173,7 +177,8 @@ class NovaSonicSession(QueuedSession):
     async def send_tool_result(self, call_id: str, output: str) -> None:
         if self.closed:
             return
-        await self._send(*self.protocol.tool_result(call_id, output))
+        self.protocol.send_tool_result(call_id, output)
+        await self._flush()
 
     def start_greeting_cue(self, pcm: bytes) -> None:
         self._cue = asyncio.ensure_future(self.play_cue(pcm))
@@ -186,7 +191,10 @@ class NovaSonicSession(QueuedSession):
         loop = asyncio.get_running_loop()
         start = loop.time()
         for i, offset in enumerate(range(0, len(data), chunk)):
-            await self._send(self.protocol.audio_input(data[offset : offset + chunk]))
+            if self.closed:
+                return
+            self.protocol.send_audio(data[offset : offset + chunk])
+            await self._flush()
             await asyncio.sleep(max(0.0, start + (i + 1) * CUE_CHUNK_S - loop.time()))
 
     # ------------------------------------------------------------------- closing
@@ -201,7 +209,8 @@ class NovaSonicSession(QueuedSession):
         self._stop_timers()
         try:
             async with self._send_lock:
-                for event in self.protocol.closing_events():
+                self.protocol.end()
+                for event in self.protocol.data_to_send():
                     if self._stream_ended:
                         break
                     await self._stream.send(event)
@@ -262,7 +271,8 @@ class NovaSonicProvider(Provider):
                 nova2=nova2,
             )
         )
-        opening = protocol.opening_events(shape_history(ctx.history))
+        protocol.open(shape_history(ctx.history))
+        opening = protocol.data_to_send()
         if self._factory is None:
             # One factory per provider, so every call (and every renewal) shares one SDK
             # client and its HTTP/2 connections.
