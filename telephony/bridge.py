@@ -9,6 +9,11 @@ transcodes bot audio and sends it to Twilio as media + mark pairs, so that the
 Barge-in: on ``SpeechStarted`` while bot audio is queued or playing, ``clear`` goes to
 Twilio first, in the same event-loop turn, before anything else is awaited; the interrupted
 items' remaining audio is dropped and the provider is told how much was heard.
+
+Full duplex: a session that declares ``playout_lead_ms`` (the model owns turn-taking and
+cannot be truncated) gets its bot audio through :class:`~telephony.pacing.PacedPlayout`, a
+third task that holds it back so Twilio never queues more than the lead; barge-in drops what
+it holds along with Twilio's buffer.
 """
 
 from __future__ import annotations
@@ -230,7 +235,7 @@ class CallBridge:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
         self._end(outcome)
-        await self.socket.close(1000, outcome)
+        await self.socket.close(1000, outcome.value)
 
     async def _teardown(self, inbound: asyncio.Task[None], outbound: asyncio.Task[None] | None) -> None:
         self.state.close()
@@ -250,7 +255,7 @@ class CallBridge:
             except Exception as exc:
                 log.error("call %s: deciding what Twilio does next failed: %r", self.info.call_sid, exc)
         with contextlib.suppress(Exception):  # already closed by Twilio
-            await self.socket.close(1000, self.summary.outcome)
+            await self.socket.close(1000, self.summary.outcome.value)
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(
