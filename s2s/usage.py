@@ -15,24 +15,34 @@ class TokenTally:
     session_id: str
     text_in: int = 0
     audio_in: int = 0
-    cached_in: int = 0
+    cached_text_in: int = 0
+    cached_audio_in: int = 0
     text_out: int = 0
     audio_out: int = 0
 
     def add(
-        self, *, text_in: int = 0, audio_in: int = 0, cached_in: int = 0, text_out: int = 0, audio_out: int = 0
+        self,
+        *,
+        text_in: int = 0,
+        audio_in: int = 0,
+        cached_text_in: int = 0,
+        cached_audio_in: int = 0,
+        text_out: int = 0,
+        audio_out: int = 0,
     ) -> Usage:
         """Add one report; the session's totals so far."""
         self.text_in += text_in
         self.audio_in += audio_in
-        self.cached_in += cached_in
+        self.cached_text_in += cached_text_in
+        self.cached_audio_in += cached_audio_in
         self.text_out += text_out
         self.audio_out += audio_out
         return Usage(
             self.session_id,
             text_in_tokens=self.text_in,
             audio_in_tokens=self.audio_in,
-            cached_in_tokens=self.cached_in,
+            cached_text_in_tokens=self.cached_text_in,
+            cached_audio_in_tokens=self.cached_audio_in,
             text_out_tokens=self.text_out,
             audio_out_tokens=self.audio_out,
         )

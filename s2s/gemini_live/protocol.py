@@ -356,10 +356,12 @@ class LiveEventMapper:
         response = _by_modality(usage.response_tokens_details)
         prompt_audio = prompt.get(types.MediaModality.AUDIO, 0)
         response_audio = response.get(types.MediaModality.AUDIO, 0)
+        cached_audio = _by_modality(usage.cache_tokens_details).get(types.MediaModality.AUDIO, 0)
         event = self.tokens.add(
             text_in=max(0, (usage.prompt_token_count or 0) - prompt_audio),
             audio_in=prompt_audio,
-            cached_in=usage.cached_content_token_count or 0,
+            cached_text_in=max(0, (usage.cached_content_token_count or 0) - cached_audio),
+            cached_audio_in=cached_audio,
             text_out=max(0, (usage.response_token_count or 0) - response_audio) + (usage.thoughts_token_count or 0),
             audio_out=response_audio,
         )

@@ -579,13 +579,16 @@ class RealtimeProtocol(ABC):
     def _add_usage(self, usage: dict[str, Any]) -> Usage:
         """One response's tokens by modality (``openai.types.realtime.RealtimeResponseUsage``:
         ``input_token_details`` text/audio/cached, ``output_token_details`` text/audio) added
-        to the session's totals. Cached tokens are a subset of the input tokens."""
+        to the session's totals. Cached tokens are a subset of the input tokens; those
+        ``cached_tokens_details`` does not split by modality count as text."""
         given = usage.get("input_token_details") or {}
         made = usage.get("output_token_details") or {}
+        cached_audio = int((given.get("cached_tokens_details") or {}).get("audio_tokens") or 0)
         return self._usage.add(
             text_in=int(given.get("text_tokens") or 0),
             audio_in=int(given.get("audio_tokens") or 0),
-            cached_in=int(given.get("cached_tokens") or 0),
+            cached_text_in=max(0, int(given.get("cached_tokens") or 0) - cached_audio),
+            cached_audio_in=cached_audio,
             text_out=int(made.get("text_tokens") or 0),
             audio_out=int(made.get("audio_tokens") or 0),
         )
