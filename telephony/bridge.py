@@ -333,6 +333,13 @@ class CallBridge:
                 observer.provider_out(ToProvider.AUDIO, audio)
             await session.send_caller_frame(audio, level)
 
+    def drop_pre_session_audio(self) -> None:
+        """Forget the caller audio kept while the session opens: an outbound call's is the
+        callee's "Hello?" that answering-machine detection listened to, which the greeting
+        answers; sent late it would only interrupt the greeting."""
+        self._pre_session.clear()
+        self._pre_session_bytes = 0
+
     async def _flush_pre_session_audio(self) -> None:
         """Send the kept audio in order. Frames that arrive meanwhile queue behind it: sent
         straight away they would overtake it (each send awaits), and the provider would hear
