@@ -9,6 +9,11 @@ transcodes bot audio and sends it to Twilio as media + mark pairs, so that the
 Barge-in: on ``SpeechStarted`` while bot audio is queued or playing, ``clear`` goes to
 Twilio first, in the same event-loop turn, before anything else is awaited; the interrupted
 items' remaining audio is dropped and the provider is told how much was heard.
+
+Full duplex: a session that declares ``playout_lead_ms`` (the model owns turn-taking and
+cannot be truncated) gets its bot audio through :class:`~telephony.pacing.PacedPlayout`, a
+third task that holds it back so Twilio never queues more than the lead; barge-in drops what
+it holds along with Twilio's buffer.
 """
 
 from __future__ import annotations
@@ -327,6 +332,13 @@ class CallBridge:
             for observer in self.observers:
                 observer.provider_out(ToProvider.AUDIO, audio)
             await session.send_caller_frame(audio, level)
+
+    def drop_pre_session_audio(self) -> None:
+        """Forget the caller audio kept while the session opens: an outbound call's is the
+        callee's "Hello?" that answering-machine detection listened to, which the greeting
+        answers; sent late it would only interrupt the greeting."""
+        self._pre_session.clear()
+        self._pre_session_bytes = 0
 
     async def _flush_pre_session_audio(self) -> None:
         """Send the kept audio in order. Frames that arrive meanwhile queue behind it: sent

@@ -4,12 +4,14 @@ guide's event shapes), without a fake in between; and the checks themselves can 
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 from s2s.gemini_live import GeminiLiveConfig
 from s2s.gemini_live.protocol import GeminiProtocol
 from s2s.gemini_live.setup import opening
+from s2s.gpt_live import GptLiveConfig, GptLiveProtocol
 from s2s.nova_sonic.history import shape_history
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings
 from s2s.openai_realtime import OpenAIRealtimeConfig, OpenAIRealtimeProtocol
@@ -42,6 +44,68 @@ def test_every_openai_client_frame_is_a_realtime_client_event() -> None:
         assert len(frames) >= 8
         for frame in frames:
             assert conformance.openai_client_frame(json.loads(frame)) is None, frame
+
+
+def test_every_gpt_live_client_frame_is_a_live_client_event() -> None:
+    agent = ToolSpec("ask_agent", "Ask the agent", {"type": "object", "properties": {}})
+    for delegation, tools in (("client", (agent,)), ("responses", (TOOL,))):
+        ctx = SessionContext("CA1", tools=tools, history=HISTORY, greeting="Hello!")
+        config = GptLiveConfig(api_key="k", delegation=delegation, acknowledgement_delay_ms=400)  # type: ignore[arg-type]
+        p = GptLiveProtocol(ctx, config)
+        p.start()
+        p.receive(
+            json.dumps(
+                {
+                    "type": "session.started",
+                    "event_id": "e1",
+                    "session": {"id": "s1", "expires_at": 2_000_000_000, "model": "gpt-live-1.1", "status": "active"},
+                }
+            )
+        )
+        p.send_audio(b"\xff" * 160)
+        p.send_text("1234#")
+        p.receive(
+            json.dumps({"type": "session.output_audio.delta", "delta": base64.b64encode(b"\xff" * 4000).decode()})
+        )
+        p.receive(
+            json.dumps(
+                {
+                    "type": "session.output_transcript.delta",
+                    "event_id": "e2",
+                    "delta": "hi there",
+                    "start_ms": 0,
+                    "end_ms": 0,
+                }
+            )
+        )
+        p.receive(
+            json.dumps(
+                {
+                    "type": "session.input_transcript.delta",
+                    "event_id": "e3",
+                    "delta": "wait",
+                    "start_ms": 0,
+                    "end_ms": 0,
+                }
+            )
+        )
+        p.truncate("live-1", 0)
+        p.receive(
+            json.dumps(
+                {
+                    "type": "session.delegation.created",
+                    "event_id": "e4",
+                    "offset_ms": 10,
+                    "delegation": {"id": "d1", "target": "client", "type": "delegation"},
+                }
+            )
+        )
+        p.send_tool_result("d1" if delegation == "client" else "call-1", '{"answer": "Shipped."}')
+        p.close()
+        frames = p.data_to_send()
+        assert len(frames) >= 7
+        for frame in frames:
+            assert conformance.live_client_frame(json.loads(frame)) is None, frame
 
 
 def test_every_nova_input_event_has_the_documented_shape() -> None:

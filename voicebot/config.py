@@ -173,6 +173,28 @@ class ResilienceConfig(_Strict):
     )
 
 
+class OutboundSettings(_Strict):
+    """How the route places calls (``POST /calls``, ``voicebot call``; voicebot.calls.outbound).
+    Answering-machine detection is Twilio's asynchronous AMD
+    (https://www.twilio.com/docs/voice/answering-machine-detection)."""
+
+    caller_id: str | None = Field(default=None, description="From number of the route's calls (a Twilio number)")
+    ring_timeout_s: int = Field(default=30, ge=5, le=600, description="ring this long before giving up (no-answer)")
+    machine_detection: bool = Field(default=True, description="ask Twilio whether a human or a machine answered")
+    on_machine: Literal["message", "hangup"] = Field(
+        default="hangup", description="a machine answered: leave voicemail_message after the beep, or hang up"
+    )
+    voicemail_message: str | None = Field(
+        default=None, description="spoken by Twilio after the beep (on_machine = 'message'); {name} variables apply"
+    )
+    amd_hold_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="the bot waits this long for the AMD verdict before speaking (never talks over a voicemail "
+        "greeting); a human verdict ends the wait at once",
+    )
+
+
 class RouteConfig(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -211,6 +233,7 @@ class RouteConfig(_Strict):
     call_control: CallControl = Field(default_factory=CallControl)
     dtmf: DtmfSettings = Field(default_factory=DtmfSettings)
     memory: bool = Field(default=False, description="per-caller memory keyed by From ([memory] table)")
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
 
 
 class RecordingConfig(_Strict):

@@ -59,6 +59,10 @@ FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error"})
 # A response.cancel that raced the end of the response: expected, not worth a warning.
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 
+# Bot audio is sniffed in windows of this many bytes, for at most this many windows.
+_SNIFF_BYTES = 4800
+_SNIFF_WINDOWS = 8
+
 # Event types this client sends with an ``event_id`` so an ``error`` naming it can be traced
 # back to the request (appends are left anonymous: there are 50 of them a second).
 _TRACKED_EVENT_LIMIT = 256
@@ -146,6 +150,7 @@ class RealtimeProtocol(ABC):
         self.output_format = audio_format  # what the server confirmed it sends
         self._format_checked = False
         self._format_sample = bytearray()
+        self._format_windows = 0
         self.state = HandshakeState.AWAIT_CREATED
         self.failure: ProviderError | None = None
         self._events: list[ProviderEvent] = []
@@ -444,14 +449,21 @@ class RealtimeProtocol(ABC):
 
     def _audio_fits(self, audio: bytes) -> bool:
         """Whether the first bot audio looks like the confirmed format (:mod:`transcoding.sniff`).
-        Audio that clearly is the other kind ends the session loudly instead of reaching the
-        caller as noise or at the wrong speed; checking stops at the first clear verdict."""
+        Each delta is judged before it is passed on, on what has arrived so far, so the usual
+        case (PCM16 on a mu-law session) is caught on the first delta and never played. Audio
+        that clearly is the other kind ends the session loudly; checking stops at the first
+        clear verdict, or after :data:`_SNIFF_WINDOWS` windows that stayed unclear."""
         self._format_sample += audio
-        verdict = sniff_encoding(bytes(self._format_sample[:4800]))
-        if verdict is None:
-            if len(self._format_sample) >= 4800:
-                self._format_checked = True  # never clear (loud or silent): nothing to go on
+        verdict = sniff_encoding(bytes(self._format_sample[:_SNIFF_BYTES]))
+        while verdict is None and len(self._format_sample) >= _SNIFF_BYTES:
+            del self._format_sample[:_SNIFF_BYTES]  # an unclear window: judge the next one
+            self._format_windows += 1
+            if self._format_windows >= _SNIFF_WINDOWS:
+                self._format_checked = True
                 self._format_sample.clear()
+                return True
+            verdict = sniff_encoding(bytes(self._format_sample[:_SNIFF_BYTES]))
+        if verdict is None:
             return True
         self._format_checked = True
         self._format_sample.clear()

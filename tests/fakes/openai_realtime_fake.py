@@ -88,6 +88,9 @@ class FakeOptions:
     truncate_supported: bool = True  # Grok: False answers truncate with an error
     ping_interval_s: float = 0.25  # Grok only
     tool_call: ToolCue | None = None
+    # Third-party reports: PCM16 24 kHz sent although mu-law was asked for. "confirmed": the
+    # session.updated says so; "silent": it confirms what was asked and sends PCM anyway.
+    pcm_anyway: Literal["confirmed", "silent"] | None = None
 
 
 @dataclass
@@ -420,7 +423,16 @@ class _FakeCall:
         self.session.update(session)
         if self.opts.never_update:
             return
-        await self.send({"type": "session.updated", "session": self.session})
+        confirmed = self.session
+        if self.opts.pcm_anyway is not None:
+            self.conn.output_format = "pcm"
+            if self.opts.pcm_anyway == "confirmed":
+                audio_out = {
+                    **(self.session.get("audio") or {}).get("output", {}),
+                    "format": {"type": "audio/pcm", "rate": 24000},
+                }
+                confirmed = {**self.session, "audio": {**(self.session.get("audio") or {}), "output": audio_out}}
+        await self.send({"type": "session.updated", "session": confirmed})
 
     def layout_problem(self, session: dict[str, Any]) -> str | None:
         audio = session.get("audio") or {}
@@ -625,6 +637,9 @@ class _FakeCall:
             }
         )
         done_item = {**item, "status": "completed", "arguments": args}
+        if self.opts.dialect == "grok":
+            # xAI's examples show no item status here and run tools on arguments.done.
+            done_item = {k: v for k, v in done_item.items() if k != "status"}
         await self.send({"type": "response.output_item.done", "response_id": rid, "output_index": 0, "item": done_item})
         await self.finish(rec, "completed", output=[done_item])
 

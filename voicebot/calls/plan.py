@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from s2s.provider import Provider, SessionContext
@@ -57,6 +58,8 @@ class CallPlan:
     time_limit: asyncio.TimerHandle | None = None
     # when the voice webhook request arrived (the call span starts here)
     received_at: float | None = None
+    # awaited before the provider session opens (voicebot.calls.outbound: the AMD verdict)
+    before_session: Callable[[], Awaitable[None]] | None = None
 
     def session_context(self) -> SessionContext:
         """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""

@@ -147,9 +147,21 @@ class Runtime:
         route = self.select_route(params)
         if route is None:
             return Declined(params.get("CallSid", ""), None, say_and_hangup(NO_ROUTE_MESSAGE), "no route matches")
+        plan = self.new_plan(params, route)
+        lease = self.new_lease(plan.call_sid, route)
+        ttl_s = self.config.server.stream_connect_timeout_s + 5.0
+        admitted = await admit(route.providers, lease, self.circuits, ttl_s)
+        if admitted is None:
+            twiml = unavailable_twiml(route.on_unavailable)
+            return Declined(plan.call_sid, route.name, twiml, "every provider of the route is full or failing")
+        self.hold_plan(plan, lease, admitted, received_at)
+        return plan
+
+    def new_plan(self, params: Mapping[str, str], route: RouteConfig) -> CallPlan:
+        """The plan of a call to ``route``, before admission (no lease, no token yet)."""
         call_sid, caller = params.get("CallSid", ""), params.get("From", "")
-        plan = CallPlan(
-            token="",  # signed below, once the admitted provider order is known
+        return CallPlan(
+            token="",  # signed by hold_plan, once the admitted provider order is known
             call_sid=call_sid,
             route=route,
             providers=[self.providers[name] for name in route.providers],
@@ -158,12 +170,15 @@ class Runtime:
             config=self.config,
             tools=CallTools(route, self.config, call_sid, caller, self._twiml_deliverer(self.config)),
         )
-        lease = SlotLease(self.slots, plan.call_sid, {p.name: p.max_sessions for p in plan.providers})
-        ttl_s = self.config.server.stream_connect_timeout_s + 5.0
-        admitted = await admit(route.providers, lease, self.circuits, ttl_s)
-        if admitted is None:
-            twiml = unavailable_twiml(route.on_unavailable)
-            return Declined(plan.call_sid, route.name, twiml, "every provider of the route is full or failing")
+
+    def new_lease(self, key: str, route: RouteConfig) -> SlotLease:
+        """An empty lease over ``route``'s providers, keyed ``key`` (the CallSid, or an outbound
+        call's reservation id before Twilio has named the call)."""
+        return SlotLease(self.slots, key, {name: self.providers[name].max_sessions for name in route.providers})
+
+    def hold_plan(self, plan: CallPlan, lease: SlotLease, admitted: str, received_at: float | None) -> None:
+        """The admitted plan (slot held on ``admitted``) waits in the handoff for its stream."""
+        route, call_sid, caller = plan.route, plan.call_sid, plan.caller
         plan.lease = lease
         plan.received_at = received_at
         plan.providers.sort(key=lambda p: p.name != admitted)  # admitted first, then route order
@@ -186,7 +201,6 @@ class Runtime:
             route.name,
             [p.name for p in plan.providers],
         )
-        return plan
 
     async def claim(self, token: str, call_sid: str) -> CallPlan | None:
         """The plan for the media stream of ``call_sid`` (the ``start`` frame's callSid) that
@@ -285,6 +299,8 @@ class Runtime:
         the provider the webhook admitted; it raises ProviderConnectError if none connects.
         ``history``: the call's transcript so far, which a recovered session is given."""
         await plan.tools.prepare()
+        if plan.before_session is not None:
+            await plan.before_session()  # an outbound call holds its greeting for the AMD verdict
         session = ResilientSession(
             plan.providers,
             plan.session_context(),

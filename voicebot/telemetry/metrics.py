@@ -101,6 +101,15 @@ class Instruments:
             description="a mid-call recovery: provider lost -> replacement session serving (the caller's pause)",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
+        self.outbound_calls = meter.create_counter(
+            "voicebot.outbound.calls",
+            unit="{call}",
+            description="outbound calls by route and result (completed, busy, no-answer, failed, canceled, "
+            "machine, provider-full, rejected)",
+        )
+        self.outbound_amd = meter.create_counter(
+            "voicebot.outbound.amd", unit="{call}", description="answering-machine detection verdicts (AnsweredBy)"
+        )
         self.errors = meter.create_counter(
             "voicebot.errors", unit="{error}", description="errors by code (provider errors, bad Twilio frames)"
         )
@@ -164,6 +173,15 @@ def record_error(code: str, provider: str = "none", count: int = 1) -> None:
 def record_webhook_rejected(reason: str) -> None:
     """The voice webhook refused a call (``draining``, ``capacity``, ...)."""
     _instruments().webhook_rejected.add(1, {"reason": reason})
+
+
+def record_outbound_result(route: str, result: str) -> None:
+    """An outbound call ended, or was never placed (``provider-full``, ``rejected``)."""
+    _instruments().outbound_calls.add(1, {"route": route, "result": result})
+
+
+def record_outbound_amd(route: str, answered_by: str) -> None:
+    _instruments().outbound_amd.add(1, {"route": route, "answered_by": answered_by})
 
 
 def _outcome(exc: BaseException | None) -> str:
