@@ -23,6 +23,7 @@ from typing import Any
 
 from google.genai import types
 
+from s2s.errors import VoicebotError
 from s2s.events import (
     AudioOut,
     ProviderEvent,
@@ -48,7 +49,7 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _KEPT_UTTERANCES = 4  # barge-in notes only ever concern the last utterance or two
 
 
-class GeminiProtocolError(Exception):
+class GeminiProtocolError(VoicebotError):
     """The service sent something this client cannot play or must not guess about."""
 
 

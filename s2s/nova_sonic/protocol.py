@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from s2s.errors import VoicebotError
 from s2s.events import (
     AudioOut,
     ProviderError,
@@ -51,7 +52,7 @@ Event = dict[str, Any]
 TextRole = Literal["SYSTEM", "USER", "ASSISTANT"]
 
 
-class ProtocolStateError(RuntimeError):
+class ProtocolStateError(VoicebotError, RuntimeError):
     """An input event was requested in a state where Nova would reject it (h11 style: names
     the state and the event rather than letting the service answer with a ValidationException)."""
 
