@@ -160,3 +160,24 @@ async def test_the_responses_part_streams_text_and_makes_the_tool_round_trip_as_
         spoken = [s.text for s in http.speech_streams]
         assert spoken == ["Let me look.", "We open at nine."]
         assert [t.text for t in log.of(Transcript) if t.role == "bot"] == spoken
+
+
+async def test_a_truncate_from_the_bridges_own_detector_stops_the_answer_being_generated() -> None:
+    reply = "One two three. Four five six seven eight nine ten eleven twelve."
+    async with cascade_session([ChatReply(reply), ChatReply("Yes?")], speedup=1.0) as (session, log, http):
+        await say(session, 700, 400)
+        first = await log.wait_for(lambda e: isinstance(e, AudioOut), timeout=10)
+        await log.until(lambda events: len(http.speech_streams) == 2, timeout=10)
+        # No speech-started from the recogniser: the bridge's local detector heard the caller.
+        await session.truncate(first.item_id, 500)
+        done = TurnDone(first.item_id, interrupted=True)
+        await log.wait_for(lambda e: e == done, timeout=5)
+        await asyncio.wait_for(http.speech_streams[1].ended.wait(), 5)
+        assert not http.speech_streams[1].completed
+        assert len(http.speech_streams) == 2  # nothing more of that answer was synthesised
+        await say(session, 900, 300)
+        await log.until(lambda events: len(http.chat_requests) == 2, timeout=10)
+        assistant = [m for m in http.chat_requests[1]["messages"] if m["role"] == "assistant"]
+        assert assistant == [{"role": "assistant", "content": "One two" + CUT_OFF_MARK}]
+        after = log.events[log.events.index(done) + 1 :]
+        assert not [e for e in after if isinstance(e, AudioOut) and e.item_id == first.item_id]

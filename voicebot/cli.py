@@ -395,14 +395,29 @@ def _add_call(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "voicebot.devtools.calls:call_command",
     )
     p.add_argument("to", metavar="NUMBER", help="the number to call (E.164, e.g. +15551234567)")
-    p.add_argument("--route", required=True, metavar="NAME", help="the route that talks to the callee")
-    p.add_argument("--from", dest="from_", metavar="NUMBER", help="caller id (default: the route's outbound.caller_id)")
     p.add_argument(
-        "--var", action="append", default=[], metavar="KEY=VALUE", help="fills {KEY} in the route's texts; repeatable"
+        "--route", required=True, metavar="NAME", help="the route that talks to the callee, e.g. --route reminders"
     )
-    p.add_argument("--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL")
     p.add_argument(
-        "--token", metavar="TOKEN", help="bearer token, [ops] token of the server (default: $VOICEBOT_OPS_TOKEN)"
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="caller id, e.g. --from +15550001111 (default: the route's outbound.caller_id)",
+    )
+    p.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fills {KEY} in the route's texts, e.g. --var name=Ada; repeatable",
+    )
+    p.add_argument(
+        "--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL, e.g. --url http://10.0.0.5:8080"
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help='bearer token, the server\'s [ops] token, e.g. --token "$OPS_TOKEN" (default: $VOICEBOT_OPS_TOKEN)',
     )
 
 
