@@ -14,6 +14,7 @@ from s2s.resilience import RecoveryPolicy, ResilientSession
 from telephony.twiml import dial, say_and_hangup
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import SlotLease
+from voicebot.calls.cost import CallCost
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
 
 NO_ROUTE_MESSAGE = "Sorry, this number cannot take calls right now. Goodbye."
@@ -61,6 +62,8 @@ class CallPlan:
     received_at: float | None = None
     # awaited before the provider session opens (voicebot.calls.outbound: the AMD verdict)
     before_session: Callable[[], Awaitable[None]] | None = None
+    # the call's provider usage and cost (voicebot.calls.cost), from its stream on
+    cost: CallCost | None = None
 
     def session_context(self) -> SessionContext:
         """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""

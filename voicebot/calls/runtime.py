@@ -33,6 +33,7 @@ from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
 from voicebot.calls.adoption import adopt_plan
+from voicebot.calls.cost import CallCost
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
@@ -353,10 +354,26 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
-        observers = [factory(plan) for factory in self.observer_factories]
+        plan.cost = CallCost(plan.config, plan.route.max_cost_usd, lambda cost: self._over_budget(plan, cost))
+        observers: list[CallObserver] = [plan.cost]
+        observers += [factory(plan) for factory in self.observer_factories]
         if wants_recording(plan.config, plan.route):
-            observers.append(recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers)))
+            recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers))
+            recorder.usage = plan.cost.summary
+            observers.append(recorder)
         return observers
+
+    def _over_budget(self, plan: CallPlan, cost: float) -> None:
+        bridge = self.active.get(plan.call_sid)
+        if bridge is not None and self._plans.get(bridge) is plan:
+            log.info(
+                "call %s: route %r max_cost_usd %.4f reached ($%.4f); saying goodbye",
+                plan.call_sid,
+                plan.route.name,
+                plan.route.max_cost_usd,
+                cost,
+            )
+            self._spawn(bridge.hang_up(CallOutcome.MAX_COST))
 
     # -- after the stream ---------------------------------------------------------------
 
@@ -367,6 +384,8 @@ class Runtime:
             self._streams.discard(call_sid)
         plan = self._plans.pop(bridge)
         self._release(plan)
+        if plan.cost is not None:
+            log.info("call %s cost $%.6f: %s", call_sid, plan.cost.cost_usd, plan.cost.summary())
         plan.tools.call_ended(summary)
 
     async def before_stream_close(self, plan: CallPlan, summary: CallSummary) -> None:
@@ -374,6 +393,10 @@ class Runtime:
 
         No provider at stream start: the route's on_unavailable, as the webhook would have
         answered; lost mid-call: the apology. Then a human, if the route names one."""
+        if summary.outcome is CallOutcome.MAX_COST and plan.call_sid not in self.next_twiml:
+            goodbye = say_and_hangup(plan.route.max_cost_goodbye, plan.route.on_unavailable.language)
+            await self.next_twiml.deliver(self.config.twilio, plan.call_sid, goodbye)
+            return
         lost = summary.outcome is CallOutcome.PROVIDER_LOST
         if not (lost or summary.outcome is CallOutcome.PROVIDER_UNAVAILABLE) or plan.call_sid in self.next_twiml:
             return
