@@ -196,6 +196,22 @@ class OutboundSettings(_Strict):
     )
 
 
+class SilenceSettings(_Strict):
+    """A silent caller (voicebot.calls.silence): after ``idle_after_s`` with nobody speaking and
+    nothing pending, the model says the next of ``prompts``; after the last one, ``goodbye``,
+    and the call hangs up once it has been heard. Caller speech starts the list over."""
+
+    idle_after_s: float = Field(gt=0, description="quiet this long (bot heard out, caller silent) before a step")
+    prompts: list[str] = Field(
+        default_factory=lambda: ["Are you still there?"],
+        description="said in turn, one per silence, by the model",
+    )
+    goodbye: str = Field(
+        default="I haven't heard from you, so I'll end the call now. Goodbye!",
+        description="said after the last prompt went unanswered; then the bot hangs up",
+    )
+
+
 class RouteConfig(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -209,6 +225,14 @@ class RouteConfig(_Strict):
     model: str | None = None
     language: str | None = None
     max_call_seconds: float | None = Field(default=None, gt=0, description="hang up after this long")
+    time_warning_s: float = Field(
+        default=60.0, ge=0, description="with max_call_seconds: tell the model this long before the end (0: never)"
+    )
+    time_warning: str = Field(
+        default="Note: this call will be cut off in one minute. Wrap up the conversation with the caller now.",
+        description="the system note sent time_warning_s before max_call_seconds",
+    )
+    silence: SilenceSettings | None = Field(default=None, description="re-prompt a silent caller, then hang up")
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="say goodbye and hang up once the call's provider cost reaches this ([pricing])"
     )

@@ -57,6 +57,7 @@ class CallPlan:
     # the route's max_call_seconds timer, armed once the session is open; it belongs to this
     # plan, so nothing done to another plan of the same CallSid can cancel it
     time_limit: asyncio.TimerHandle | None = None
+    time_warning: asyncio.TimerHandle | None = None  # time_warning_s before time_limit
     # when the voice webhook request arrived (the call span starts here)
     received_at: float | None = None
     # awaited before the provider session opens (voicebot.calls.outbound: the AMD verdict)

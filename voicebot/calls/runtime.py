@@ -37,6 +37,7 @@ from voicebot.calls.cost import CallCost
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
+from voicebot.calls.silence import silence_watch
 from voicebot.calls.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
 from voicebot.config import AppConfig, RouteConfig
 from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
@@ -286,7 +287,7 @@ class Runtime:
                 if server.local_barge_in_ms
                 else None
             ),
-            observers=self.observers(plan),
+            observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle)],
             before_close=lambda summary: self.before_stream_close(plan, summary),
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
@@ -316,19 +317,34 @@ class Runtime:
         await session.open()
         limit = plan.route.max_call_seconds
         if limit is not None:
-            plan.time_limit = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
+            loop = asyncio.get_running_loop()
+            plan.time_limit = loop.call_later(limit, self._time_up, plan)
+            warn_at = limit - plan.route.time_warning_s
+            if plan.route.time_warning_s > 0 and warn_at > 0:
+                plan.time_warning = loop.call_later(warn_at, self._time_warning, plan)
         return session
 
-    def _time_up(self, plan: CallPlan) -> None:
+    def _bridge_of(self, plan: CallPlan) -> CallBridge | None:
         bridge = self.active.get(plan.call_sid)
-        if bridge is not None and self._plans.get(bridge) is plan:
+        return bridge if bridge is not None and self._plans.get(bridge) is plan else None
+
+    def _time_warning(self, plan: CallPlan) -> None:
+        """The model is told the call is about to be cut, so it can wrap up."""
+        if (bridge := self._bridge_of(plan)) is not None:
+            left_s = plan.route.time_warning_s
+            log.info("call %s: %.0f s left of max_call_seconds; telling the model", plan.call_sid, left_s)
+            self._spawn(bridge.handle.say(plan.route.time_warning))
+
+    def _time_up(self, plan: CallPlan) -> None:
+        if (bridge := self._bridge_of(plan)) is not None:
             log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
             self._spawn(bridge.hang_up(CallOutcome.MAX_DURATION))
 
     def _release(self, plan: CallPlan) -> None:
-        if plan.time_limit is not None:
-            plan.time_limit.cancel()
-            plan.time_limit = None
+        for timer in (plan.time_limit, plan.time_warning):
+            if timer is not None:
+                timer.cancel()
+        plan.time_limit = plan.time_warning = None
         if plan.lease is not None:
             self._spawn(plan.lease.release())
 

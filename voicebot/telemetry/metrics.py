@@ -111,6 +111,11 @@ class Instruments:
         self.outbound_amd = meter.create_counter(
             "voicebot.outbound.amd", unit="{call}", description="answering-machine detection verdicts (AnsweredBy)"
         )
+        self.silence_steps = meter.create_counter(
+            "voicebot.silence.steps",
+            unit="{event}",
+            description="what the bot did about a silent caller, by route and step (prompt, goodbye)",
+        )
         self.call_cost = meter.create_histogram(
             "voicebot.call.cost",
             unit="usd",
@@ -191,6 +196,12 @@ def record_webhook_rejected(reason: str) -> None:
 def record_outbound_result(route: str, result: str) -> None:
     """An outbound call ended, or was never placed (``provider-full``, ``rejected``)."""
     _instruments().outbound_calls.add(1, {"route": route, "result": result})
+
+
+def record_silence_step(route: str, step: str) -> None:
+    """The caller was silent for the route's ``idle_after_s``: the bot re-prompts or says goodbye."""
+    _instruments().silence_steps.add(1, {"route": route, "step": step})
+    _event("silence", {"step": step})
 
 
 def record_outbound_amd(route: str, answered_by: str) -> None:
