@@ -161,6 +161,44 @@ async def nova_fake() -> AsyncIterator[ProviderFake]:
 
 
 @contextlib.asynccontextmanager
+async def cascade_fake() -> AsyncIterator[ProviderFake]:
+    """A cascade through the official ``openai`` package: the realtime transcription session
+    (mu-law in, the provider connection), then a streamed chat completion and the speech
+    endpoint (24 kHz PCM out) over loopback HTTP. Each turn's transcript names its call, the
+    chat fake answers with 8 words, and the speech fake speaks them (250 ms a word: a 2 s
+    reply) 8x faster than real time, so the reply's audio is traced back to its call."""
+    from tests.fakes.openai_cascade_fake import SPEECH_RATE, FakeOpenAIHttp, FakeTranscription
+
+    async with (
+        FakeTranscription(label_calls=True) as stt,
+        FakeOpenAIHttp(speedup=SPEEDUP, default_reply="{user}: one two three four five six.") as http,
+    ):
+
+        def sessions() -> list[SessionLog]:
+            logs = []
+            for index, conn in enumerate(stt.connections):
+                streams = [s for s in http.speech_streams if s.text.startswith(f"call {index}:")]
+                out_at: list[float] = []
+                out_starts: list[int] = []
+                offset = 0
+                for stream in streams:
+                    out_at += stream.chunk_times
+                    out_starts += [offset + start for start in stream.chunk_starts]
+                    offset += stream.bytes_sent
+                logs.append(SessionLog(conn.audio_in, conn.audio_in_at, conn.audio_in_ends, out_at, out_starts))
+            return logs
+
+        parts = (
+            f'stt = {{ type = "openai_realtime", api_key = "test-key", base_url = "{stt.base_url}" }}\n'
+            f'llm = {{ type = "openai_chat", api_key = "test-key", base_url = "{http.base_url}" }}\n'
+            f'tts = {{ type = "openai_speech", api_key = "test-key", base_url = "{http.base_url}" }}'
+        )
+        yield ProviderFake(
+            provider_toml=f'type = "cascade"\n{parts}', out_bytes_per_s=SPEECH_RATE * 2, sessions=sessions
+        )
+
+
+@contextlib.asynccontextmanager
 async def echo_line() -> AsyncIterator[ProviderFake]:
     """The built-in echo line: no provider socket (so no provider latencies and no floor)."""
     yield ProviderFake(provider_toml='type = "echo"', reply_ms=1000, provider_socket=False)  # repeats the tone
@@ -208,5 +246,6 @@ MODES: dict[str, Mode] = {
     "gpt_live": Mode(gpt_live_fake, floor=False),
     "gemini": Mode(gemini_fake, floor=True),
     "nova": Mode(nova_fake, floor=True),
+    "cascade": Mode(cascade_fake, floor=False),
     "echo": Mode(echo_line, floor=False),
 }

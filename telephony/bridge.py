@@ -9,6 +9,11 @@ transcodes bot audio and sends it to Twilio as media + mark pairs, so that the
 Barge-in: on ``SpeechStarted`` while bot audio is queued or playing, ``clear`` goes to
 Twilio first, in the same event-loop turn, before anything else is awaited; the interrupted
 items' remaining audio is dropped and the provider is told how much was heard.
+
+Full duplex: a session that declares ``playout_lead_ms`` (the model owns turn-taking and
+cannot be truncated) gets its bot audio through :class:`~telephony.pacing.PacedPlayout`, a
+third task that holds it back so Twilio never queues more than the lead; barge-in drops what
+it holds along with Twilio's buffer.
 """
 
 from __future__ import annotations
@@ -230,7 +235,7 @@ class CallBridge:
         """End the call from our side: closing the stream makes Twilio run the TwiML after
         ``<Connect>``, which asks the server what to do next (see telephony.webhook)."""
         self._end(outcome)
-        await self.socket.close(1000, outcome)
+        await self.socket.close(1000, outcome.value)
 
     async def _teardown(self, inbound: asyncio.Task[None], outbound: asyncio.Task[None] | None) -> None:
         self.state.close()
@@ -250,7 +255,7 @@ class CallBridge:
             except Exception as exc:
                 log.error("call %s: deciding what Twilio does next failed: %r", self.info.call_sid, exc)
         with contextlib.suppress(Exception):  # already closed by Twilio
-            await self.socket.close(1000, self.summary.outcome)
+            await self.socket.close(1000, self.summary.outcome.value)
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(
@@ -327,6 +332,13 @@ class CallBridge:
             for observer in self.observers:
                 observer.provider_out(ToProvider.AUDIO, audio)
             await session.send_caller_frame(audio, level)
+
+    def drop_pre_session_audio(self) -> None:
+        """Forget the caller audio kept while the session opens: an outbound call's is the
+        callee's "Hello?" that answering-machine detection listened to, which the greeting
+        answers; sent late it would only interrupt the greeting."""
+        self._pre_session.clear()
+        self._pre_session_bytes = 0
 
     async def _flush_pre_session_audio(self) -> None:
         """Send the kept audio in order. Frames that arrive meanwhile queue behind it: sent

@@ -9,6 +9,8 @@ client elsewhere (a local fake in tests)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
@@ -33,3 +35,25 @@ async def update_call_twiml(
         await client.calls(call_sid).update_async(twiml=twiml)
     finally:
         await http.close()
+
+
+async def create_call(
+    account_sid: str,
+    auth_token: str | None,
+    params: dict[str, Any],
+    *,
+    api_base_url: str | None = None,
+    timeout_s: float = REST_TIMEOUT_S,
+) -> tuple[str, str]:
+    """Place a call (``calls.create``, https://www.twilio.com/docs/voice/api/call-resource#create-a-call-resource);
+    ``params`` are ``create_async``'s keyword arguments. Returns the CallSid and Twilio's status
+    (``queued``). Raises the ``twilio`` client's errors."""
+    http = AsyncTwilioHttpClient(timeout=timeout_s)
+    client = Client(account_sid, auth_token, http_client=http)
+    if api_base_url:
+        client.api.base_url = api_base_url
+    try:
+        call = await client.calls.create_async(**params)
+    finally:
+        await http.close()
+    return str(call.sid), str(call.status)

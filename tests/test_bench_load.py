@@ -41,3 +41,11 @@ def test_the_echo_line_has_no_provider_socket_to_time() -> None:
     assert (figures.placed, figures.answered, figures.failures) == (2, 2, [])
     assert figures.cpu_pct_per_call > 0 and figures.loop_lag["count"] > 0
     assert figures.out_latency["count"] == 0 and figures.in_latency["count"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_the_cascade_path_is_answered_and_its_audio_paired_both_ways() -> None:
+    figures = asyncio.run(load.measure("cascade", "voicebot", 2, seconds=3, warmup=0.5, spread=0.1, profile=None))
+    assert (figures.placed, figures.answered, figures.failures) == (2, 2, [])
+    # caller audio reached the transcription session, and the speech endpoint's audio the caller
+    assert figures.out_latency["count"] > 0 and figures.in_latency["count"] > 0

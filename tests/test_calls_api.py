@@ -38,7 +38,7 @@ async def test_the_calls_in_progress_are_listed_with_their_barge_ins(capsys: pyt
             assert row["route"] == "front-desk"
             assert row["provider"] == "parrot"
             assert row["state"] in ("streaming", "interrupted")
-            assert row["duration_s"] >= call.now_ms() / 1000 - 0.5
+            assert 0 < row["duration_s"] <= call.now_ms() / 1000 + 1
             assert row["barge_ins"] == 1
             # The command line shows the same call.
             code = await asyncio.to_thread(main, ["calls", "--url", server.url, "--token", OPS_TOKEN])

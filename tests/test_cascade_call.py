@@ -7,7 +7,6 @@ The fake speech endpoint speaks every word as a tone of its own frequency (200 m
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import itertools
 import json
@@ -163,13 +162,11 @@ async def test_barge_in_stops_the_speech_stream_and_history_keeps_only_the_heard
         await call.wait_for(lambda: len(http.chat_requests) == 2, timeout=10)
         await call.wait_for(lambda: http.speech_streams[-1].text == "Okay." and call.queued_ms == 0, timeout=10)
 
-        # The sentence being synthesised was abandoned, and no later sentence of that answer was
-        # asked for (test_cascade_session checks that no audio of it follows speech-started).
+        # The rest of the answer was never synthesised (test_cascade_session checks that the
+        # sentence in progress is abandoned and no audio of it follows speech-started).
+        sentences = long_reply.replace(". ", ".|").split("|")
         texts = [stream.text for stream in http.speech_streams]
-        story = http.speech_streams[-2]
-        assert texts[:-1] == long_reply.replace(". ", ".|").split("|")[: len(texts) - 1]
-        await asyncio.wait_for(story.ended.wait(), 5)
-        assert not story.completed and story.abandoned_at is not None
+        assert texts[:-1] == sentences[: len(texts) - 1] and len(texts) - 1 < len(sentences)
         # Twilio was cleared and nothing of the story played after the caller spoke.
         bridge = await live_bridge(server, call)
         assert len(bridge.summary.barge_ins) == 1

@@ -12,6 +12,7 @@ from s2s.cascade import CascadeConfig, CascadeProvider
 from s2s.cascade.conversation import CUT_OFF_MARK
 from s2s.events import AudioOut, Closed, ProviderError, SpeechStarted, ToolCall, Transcript, TurnDone
 from s2s.provider import ProviderSession, SessionContext, Turn
+from s2s.tools import ToolSpec
 from tests.fakes.openai_cascade_fake import ChatReply, FakeOpenAIHttp, FakeTranscription
 from tests.support.audio import to_mulaw, tone
 from tests.support.session_events import EventLog
@@ -21,17 +22,22 @@ SILENCE = b"\xff" * 8 * 400  # 400 ms of mu-law silence: ends a turn at the fake
 
 @contextlib.asynccontextmanager
 async def cascade_session(
-    replies: list[ChatReply], *, speedup: float = 4.0, history: tuple[Turn, ...] = ()
+    replies: list[ChatReply],
+    *,
+    speedup: float = 4.0,
+    history: tuple[Turn, ...] = (),
+    llm: str = "openai_chat",
+    tools: tuple[ToolSpec, ...] = (),
 ) -> AsyncIterator[tuple[ProviderSession, EventLog, FakeOpenAIHttp]]:
     async with FakeTranscription() as stt, FakeOpenAIHttp(replies, speedup=speedup) as http:
         config = CascadeConfig.model_validate(
             {
                 "stt": {"type": "openai_realtime", "api_key": "test-key", "base_url": stt.base_url},
-                "llm": {"type": "openai_chat", "api_key": "test-key", "base_url": http.base_url},
+                "llm": {"type": llm, "api_key": "test-key", "base_url": http.base_url},
                 "tts": {"type": "openai_speech", "api_key": "test-key", "base_url": http.base_url},
             }
         )
-        ctx = SessionContext("CAsession", instructions="Be brief.", history=history)
+        ctx = SessionContext("CAsession", instructions="Be brief.", history=history, tools=tools)
         session = await CascadeProvider("cascade", config).open_session(ctx)
         log = EventLog(session)
         try:
@@ -113,3 +119,65 @@ async def test_a_chat_endpoint_that_fails_mid_call_loses_the_session_for_the_rec
         (error,) = log.of(ProviderError)
         assert error.fatal and "HTTP 500" in error.message
         assert log.of(Closed) == [Closed("cascade ended the session", error=True)]
+
+
+async def test_the_responses_part_streams_text_and_makes_the_tool_round_trip_as_input_items() -> None:
+    replies = [ChatReply("Let me look.", tool=("lookup", {"q": "hours"})), ChatReply("We open at nine.")]
+    history = (Turn("caller", "Hi"), Turn("bot", "Hello!"))
+    lookup = ToolSpec("lookup", "Looks things up.", {"type": "object", "properties": {"q": {"type": "string"}}})
+    async with cascade_session(replies, history=history, llm="openai_responses", tools=(lookup,)) as (
+        session,
+        log,
+        http,
+    ):
+        await say(session, 800, 400)
+        (call,) = await log.wait(ToolCall, timeout=10)
+        assert (call.name, call.arguments) == ("lookup", {"q": "hours"})
+        await session.send_tool_result(call.call_id, '{"hours": "9-5"}')
+        await log.until(lambda events: len(log.of(TurnDone)) == 2, timeout=10)
+
+        first, second = http.responses_requests
+        assert first["instructions"] == "Be brief." and first["store"] is False and first["stream"] is True
+        assert first["tools"] == [
+            {
+                "type": "function",
+                "name": "lookup",
+                "description": "Looks things up.",
+                "parameters": lookup.parameters,
+                "strict": False,
+            }
+        ]
+        assert first["input"] == [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "tone 800 hertz"},
+        ]
+        assert second["input"][3:] == [
+            {"role": "assistant", "content": "Let me look."},
+            {"type": "function_call", "call_id": call.call_id, "name": "lookup", "arguments": '{"q": "hours"}'},
+            {"type": "function_call_output", "call_id": call.call_id, "output": '{"hours": "9-5"}'},
+        ]
+        spoken = [s.text for s in http.speech_streams]
+        assert spoken == ["Let me look.", "We open at nine."]
+        assert [t.text for t in log.of(Transcript) if t.role == "bot"] == spoken
+
+
+async def test_a_truncate_from_the_bridges_own_detector_stops_the_answer_being_generated() -> None:
+    reply = "One two three. Four five six seven eight nine ten eleven twelve."
+    async with cascade_session([ChatReply(reply), ChatReply("Yes?")], speedup=1.0) as (session, log, http):
+        await say(session, 700, 400)
+        first = await log.wait_for(lambda e: isinstance(e, AudioOut), timeout=10)
+        await log.until(lambda events: len(http.speech_streams) == 2, timeout=10)
+        # No speech-started from the recogniser: the bridge's local detector heard the caller.
+        await session.truncate(first.item_id, 500)
+        done = TurnDone(first.item_id, interrupted=True)
+        await log.wait_for(lambda e: e == done, timeout=5)
+        await asyncio.wait_for(http.speech_streams[1].ended.wait(), 5)
+        assert not http.speech_streams[1].completed
+        assert len(http.speech_streams) == 2  # nothing more of that answer was synthesised
+        await say(session, 900, 300)
+        await log.until(lambda events: len(http.chat_requests) == 2, timeout=10)
+        assistant = [m for m in http.chat_requests[1]["messages"] if m["role"] == "assistant"]
+        assert assistant == [{"role": "assistant", "content": "One two" + CUT_OFF_MARK}]
+        after = log.events[log.events.index(done) + 1 :]
+        assert not [e for e in after if isinstance(e, AudioOut) and e.item_id == first.item_id]

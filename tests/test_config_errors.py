@@ -172,3 +172,28 @@ def test_dotenv_is_read_at_startup_and_empty_variables_are_unset(tmp_path: Path)
     env["TWILIO_AUTH_TOKEN"] = "from-the-environment"
     result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert result.stdout.splitlines()[0] == "from-dotenv from-the-environment True"
+
+
+def test_serve_warns_about_a_shadowed_route_as_config_check_does(tmp_path: Path) -> None:
+    config = tmp_path / "shadow.toml"
+    config.write_text(
+        ECHO
+        + '[[routes]]\nname = "all"\nproviders = ["parrot"]\n'
+        + '[[routes]]\nname = "uk"\nto = "+44*"\nproviders = ["parrot"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VOICEBOT_", "OTEL_", "TWILIO_"))}
+    command = [sys.executable, "-m", "voicebot.cli", "serve", "--config", str(config), "--host", "127.0.0.1"]
+    with subprocess.Popen(
+        [*command, "--port", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    ) as server:
+        try:
+            assert server.stderr is not None
+            lines = []
+            for line in server.stderr:  # until the server is up: the warnings come before
+                lines.append(line)
+                if "Uvicorn running" in line:
+                    break
+        finally:
+            server.terminate()
+    warning = "config: route 2 'uk' is unreachable: it is shadowed by the earlier route 'all'"
+    assert any("WARNING" in line and warning in line for line in lines), "".join(lines)

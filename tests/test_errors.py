@@ -6,6 +6,9 @@ from __future__ import annotations
 import pytest
 
 from s2s.errors import VoicebotError
+from s2s.gemini_live.protocol import GeminiProtocolError
+from s2s.nova_sonic.protocol import ProtocolStateError
+from s2s.nova_sonic.transport import NovaStreamError
 from s2s.provider import ProviderConnectError
 from s2s.registry import UnknownProviderType
 from s2s.resilience import IllegalSessionMove
@@ -35,6 +38,9 @@ from voicebot.telemetry.setup import TelemetryConfigError
         (ConfigError, Exception),
         (ReplayError, Exception),
         (NoStream, Exception),
+        (GeminiProtocolError, Exception),
+        (ProtocolStateError, RuntimeError),
+        (NovaStreamError, Exception),
     ],
 )
 def test_errors_share_one_base_and_keep_their_builtin_one(error: type[Exception], builtin: type[Exception]) -> None:

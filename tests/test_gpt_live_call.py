@@ -259,7 +259,7 @@ async def test_the_model_keeps_hearing_time_pass_while_the_callers_stream_stalls
         # 800 ms went by; the model heard silence for all but the input gap (100 ms) and what
         # it had already been sent ahead of real time (the caller audio buffered at connect).
         assert len(during) / 8 >= 500 and set(during) == {0xFF}
-        assert conn.appends - appends_before >= 20  # as time passed, not in one lump
+        assert conn.appends - appends_before >= 8  # as time passed, not in one lump
         await call.say(to_mulaw(tone(1000, 300)))  # the line is back: the caller's audio follows
         await fake.wait_for(lambda: to_mulaw(tone(1000, 300)) in bytes(conn.audio_in), timeout=5)
 

@@ -131,3 +131,29 @@ async def test_drop_mid_call_gives_closed_error() -> None:
         await speak(session, caller_tone())
         await log.ended(timeout=3)
         assert isinstance(log.events[-1], Closed) and log.events[-1].error
+
+
+async def test_a_grok_tool_call_runs_once_and_its_result_gets_the_answer() -> None:
+    """Grok's shape: the call completes with function_call_arguments.done and an item without a
+    status; the tool runs once and one response.create follows its output."""
+    import json
+
+    from s2s.events import ToolCall
+    from tests.fakes.openai_realtime_fake import ToolCue
+
+    async with fake_grok(tool_call=ToolCue("get_time", {"zone": "UTC"}), response_ms=200) as fake:
+        tools = (ToolSpec("get_time", "Current time", {"type": "object", "properties": {"zone": {"type": "string"}}}),)
+        session = await provider_for(fake).open_session(SessionContext("CG9", tools=tools))
+        log = EventLog(session)
+        await session.send_text("what time is it?")
+        call = await log.wait_for(lambda e: isinstance(e, ToolCall))
+        assert (call.name, call.arguments) == ("get_time", {"zone": "UTC"})
+        await log.wait_for(lambda e: isinstance(e, TurnDone))
+        assert len([e for e in log.events if isinstance(e, ToolCall)]) == 1
+        await session.send_tool_result(call.call_id, json.dumps({"time": "12:00"}))
+        bot = await log.wait_for(lambda e: isinstance(e, Transcript) and e.role == "bot" and e.final)
+        assert bot.text == 'the tool said {"time": "12:00"}'
+        types = fake.last.types()
+        after_output = types[types.index("conversation.item.create", types.index("response.create") + 1) :]
+        assert after_output.count("response.create") == 1
+        await session.close()

@@ -382,3 +382,30 @@ async def test_session_expiring_is_announced_before_the_session_limit() -> None:
 def test_renewal_must_come_before_the_limit() -> None:
     with pytest.raises(ValueError, match="renew_after_s"):
         OpenAIRealtimeConfig(type="openai_realtime", api_key="k", session_limit_s=60, renew_after_s=60)
+
+
+async def test_pcm_confirmed_instead_of_mulaw_is_adopted_and_plays_at_the_right_rate() -> None:
+    from transcoding.formats import PCM16_24K
+
+    async with FakeRealtimeServer(FakeOptions(pcm_anyway="confirmed", tone_dbfs=-24.0, response_ms=300)) as fake:
+        session = await provider_for(fake).open_session(SessionContext("CA-fmt1"))
+        assert session.input_format == MULAW_8K and session.output_format == PCM16_24K
+        log = EventLog(session)
+        await session.send_text("hello")
+        await log.wait_for(lambda e: isinstance(e, TurnDone))
+        pcm = b"".join(e.audio for e in log.events if isinstance(e, AudioOut))
+        assert dominant_hz(pcm, 24000) == pytest.approx(440, abs=5)
+        assert not [e for e in log.events if isinstance(e, ProviderError)]
+        await session.close()
+
+
+async def test_pcm_sent_on_a_mulaw_session_without_a_word_ends_it_loudly_and_never_plays() -> None:
+    async with FakeRealtimeServer(FakeOptions(pcm_anyway="silent", tone_dbfs=-24.0, response_ms=300)) as fake:
+        session = await provider_for(fake).open_session(SessionContext("CA-fmt2"))
+        assert session.output_format == MULAW_8K  # what the server confirmed
+        log = EventLog(session)
+        await session.send_text("hello")
+        closed = await log.wait_for(lambda e: isinstance(e, Closed))
+        assert closed.error
+        assert [e.code for e in log.events if isinstance(e, ProviderError)] == ["audio_format_mismatch"]
+        assert not [e for e in log.events if isinstance(e, AudioOut)]

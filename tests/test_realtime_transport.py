@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from s2s.openai_realtime import OpenAIRealtimeConfig, OpenAIRealtimeProvider
-from s2s.openai_realtime.provider import SdkTransport
+from s2s.openai_realtime.session import SdkTransport
 from s2s.provider import SessionContext
 from s2s.realtime_protocol.session import RealtimeSession
 from s2s.realtime_protocol.transport import FrameWriter

@@ -32,6 +32,8 @@ examples:
   voicebot replay tapes/20260124T221530123Z_CA123.jsonl --html call.html
   voicebot tape view tapes/20260124T221530123Z_CA123.jsonl --html call.html
   voicebot calls --url http://127.0.0.1:8080
+  voicebot call +15551234567 --route reminders --var name=Ada
+  voicebot campaign reminders.csv --route reminders --cps 2 --concurrency 10
 
 `voicebot COMMAND --help` describes each command."""
 
@@ -135,7 +137,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--json-logs",
         action="store_true",
         default=os.environ.get("VOICEBOT_JSON_LOGS") == "1",
-        help="one JSON object per log line ($VOICEBOT_JSON_LOGS=1)",
+        help="one JSON object per log line, e.g. for a log shipper ($VOICEBOT_JSON_LOGS=1)",
     )
 
 
@@ -201,20 +203,44 @@ def _add_dial(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="caller audio: PCM, mu-law or A-law WAV, any rate or channels, e.g. --wav hello.wav "
         "(default: espeak-ng if installed, else a tone pattern)",
     )
-    p.add_argument("--out", type=Path, metavar="FILE", help="write the call as a stereo WAV (caller left, bot right)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="write the call as a stereo WAV (caller left, bot right), e.g. --out call.wav",
+    )
     p.add_argument("--record", type=Path, metavar="FILE", help="also write a caller-side call tape, e.g. call.jsonl")
-    p.add_argument("--auth-token", metavar="TOKEN", help="Twilio auth token to sign with (default: $TWILIO_AUTH_TOKEN)")
-    p.add_argument("--to", metavar="NUMBER", default="+15550001111", help="the called number (selects the route)")
-    p.add_argument("--from", dest="from_", metavar="NUMBER", default="+15557654321", help="the caller's number")
+    p.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="Twilio auth token to sign with, e.g. --auth-token dev-token (default: $TWILIO_AUTH_TOKEN)",
+    )
+    p.add_argument(
+        "--to",
+        metavar="NUMBER",
+        default="+15550001111",
+        help="the called number, which selects the route, e.g. --to +447700900123",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        default="+15557654321",
+        help="the caller's number, e.g. --from +15557654321",
+    )
     p.add_argument(
         "--answer-timeout",
         type=float,
         metavar="SECONDS",
         default=15.0,
-        help="longest wait for the bot to answer one utterance",
+        help="longest wait for the bot to answer one utterance, e.g. --answer-timeout 30",
     )
     p.add_argument(
-        "--max-seconds", type=float, metavar="SECONDS", default=120.0, help="hang up after this long in any case"
+        "--max-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=120.0,
+        help="hang up after this long in any case, e.g. --max-seconds 300",
     )
     p.add_argument(
         "--connect-wait",
@@ -230,38 +256,75 @@ def _replay_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "tape", type=Path, metavar="TAPE", help="call tape (.jsonl), e.g. tapes/20260124T221530123Z_CA1.jsonl"
     )
-    p.add_argument("--url", metavar="URL", help="replay against this running server instead of an in-process one")
     p.add_argument(
-        "--auth-token", metavar="TOKEN", help="Twilio auth token of the --url server (default: $TWILIO_AUTH_TOKEN)"
+        "--url",
+        metavar="URL",
+        help="replay against this running server instead of an in-process one, e.g. --url http://127.0.0.1:8080",
     )
-    p.add_argument("--speed", type=float, metavar="FACTOR", default=1.0, help="1 = real time, 4 = four times faster")
-    p.add_argument("--live", action="store_true", help="serve the provider side from --config, not from the tape")
+    p.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="Twilio auth token of the --url server, e.g. --auth-token dev-token (default: $TWILIO_AUTH_TOKEN)",
+    )
+    p.add_argument(
+        "--speed", type=float, metavar="FACTOR", default=1.0, help="1 = real time, e.g. --speed 4 for four times faster"
+    )
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="serve the provider side from --config, not from the tape, e.g. --live --config voicebot.toml",
+    )
     p.add_argument(
         "--config",
         metavar="FILE",
         default=os.environ.get("VOICEBOT_CONFIG"),
         help="config for --live, e.g. --config voicebot.toml (default: built-in echo)",
     )
-    p.add_argument("--wav", type=Path, metavar="FILE", help="write a stereo WAV: caller left, bot right as heard")
-    p.add_argument("--html", type=Path, metavar="FILE", help="write the call page with the replay's divergences marked")
+    p.add_argument(
+        "--wav",
+        type=Path,
+        metavar="FILE",
+        help="write a stereo WAV: caller left, bot right as heard, e.g. --wav replay.wav",
+    )
+    p.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the call page with the replay's divergences marked, e.g. --html replay.html",
+    )
     # Defaults: voicebot.devtools.tape.compare.Tolerance (not imported here: it loads numpy).
     p.add_argument(
         "--timing-tolerance-ms",
         type=float,
         metavar="MS",
-        help="allowed shift of a turn start or barge-in, in real-time ms (x --speed on the tape clock; default: 150)",
+        help="allowed shift of a turn start or barge-in, in real-time ms (x --speed on the tape clock), "
+        "e.g. --timing-tolerance-ms 250 (default: 150)",
     )
     p.add_argument(
         "--audio-tolerance-ms",
         type=float,
         metavar="MS",
-        help="allowed difference of bot audio per turn (default: 60)",
+        help="allowed difference of bot audio per turn, e.g. --audio-tolerance-ms 100 (default: 60)",
     )
     p.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="give up after this long (default: tape length + 30 s)"
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="give up after this long, e.g. --timeout 120 (default: tape length + 30 s)",
     )
-    p.add_argument("--to", metavar="NUMBER", default="+15550001111", help="called number of the replayed call")
-    p.add_argument("--from", dest="from_", metavar="NUMBER", default="+15557654321", help="caller of the replayed call")
+    p.add_argument(
+        "--to",
+        metavar="NUMBER",
+        default="+15550001111",
+        help="called number of the replayed call, e.g. --to +447700900123",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        default="+15557654321",
+        help="caller of the replayed call, e.g. --from +15557654321",
+    )
     _log_level(p, "WARNING")
 
 
@@ -296,7 +359,7 @@ def _add_tape(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "  voicebot tape view call.jsonl --html call.html   waveforms, turns, barge-ins, events; works offline",
         "voicebot.devtools.tape.cli:view_command",
     )
-    view.add_argument("tape", type=Path, metavar="TAPE", help="call tape (.jsonl)")
+    view.add_argument("tape", type=Path, metavar="TAPE", help="call tape (.jsonl), e.g. tapes/20260124T2215Z_CA1.jsonl")
     view.add_argument("--html", type=Path, metavar="FILE", help="write the page here, e.g. --html call.html")
 
 
@@ -309,11 +372,92 @@ def _add_calls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "  VOICEBOT_OPS_TOKEN=... voicebot calls --url https://voice.example.com --json",
         "voicebot.devtools.calls:calls_command",
     )
-    p.add_argument("--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL")
     p.add_argument(
-        "--token", metavar="TOKEN", help="bearer token, [ops] token of the server (default: $VOICEBOT_OPS_TOKEN)"
+        "--url",
+        metavar="URL",
+        default="http://127.0.0.1:8080",
+        help="server base URL, e.g. --url https://voice.example.com",
     )
-    p.add_argument("--json", action="store_true", help="print the JSON document as the server sent it")
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help='bearer token, the server\'s [ops] token, e.g. --token "$OPS_TOKEN" (default: $VOICEBOT_OPS_TOKEN)',
+    )
+    p.add_argument("--json", action="store_true", help="print the JSON document as the server sent it, e.g. for jq")
+
+
+def _add_call(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _command(
+        sub,
+        "call",
+        "place an outbound call through a running server (POST /calls)",
+        "  voicebot call +15551234567 --route reminders --var name=Ada\n"
+        "  VOICEBOT_OPS_TOKEN=... voicebot call +15551234567 --route reminders --url https://voice.example.com",
+        "voicebot.devtools.calls:call_command",
+    )
+    p.add_argument("to", metavar="NUMBER", help="the number to call (E.164, e.g. +15551234567)")
+    p.add_argument(
+        "--route", required=True, metavar="NAME", help="the route that talks to the callee, e.g. --route reminders"
+    )
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="NUMBER",
+        help="caller id, e.g. --from +15550001111 (default: the route's outbound.caller_id)",
+    )
+    p.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fills {KEY} in the route's texts, e.g. --var name=Ada; repeatable",
+    )
+    p.add_argument(
+        "--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL, e.g. --url http://10.0.0.5:8080"
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help='bearer token, the server\'s [ops] token, e.g. --token "$OPS_TOKEN" (default: $VOICEBOT_OPS_TOKEN)',
+    )
+
+
+def _add_campaign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _command(
+        sub,
+        "campaign",
+        "call every number of a CSV through a running server, paced, with retries; resumable",
+        "  voicebot campaign reminders.csv --route reminders --cps 2 --concurrency 10\n"
+        '  voicebot campaign reminders.csv --route reminders --quiet-hours 21:00-09:00 --timezone "Europe/London"',
+        "voicebot.campaign:campaign_command",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="CSV with a 'number' column, e.g. reminders.csv")
+    p.add_argument("--route", required=True, metavar="NAME", help="the route of the calls, e.g. --route reminders")
+    p.add_argument("--cps", type=float, default=1.0, metavar="N", help="calls placed per second at most, e.g. --cps 2")
+    p.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="calls in progress at most, e.g. --concurrency 10"
+    )
+    p.add_argument("--attempts", type=int, default=3, metavar="N", help="tries per number, e.g. --attempts 2")
+    p.add_argument(
+        "--backoff-s", type=float, default=300.0, metavar="S", help="first retry delay, doubling, e.g. --backoff-s 60"
+    )
+    p.add_argument(
+        "--quiet-hours", metavar="HH:MM-HH:MM", help="no calls in this local window, e.g. --quiet-hours 21:00-09:00"
+    )
+    p.add_argument(
+        "--timezone", default="UTC", metavar="ZONE", help="rows without a timezone column, e.g. --timezone Europe/Paris"
+    )
+    p.add_argument(
+        "--results", type=Path, metavar="FILE", help="results CSV and resume journal, e.g. --results out.csv"
+    )
+    p.add_argument(
+        "--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL, e.g. --url http://10.0.0.5:8080"
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help='bearer token, the server\'s [ops] token, e.g. --token "$OPS_TOKEN" (default: $VOICEBOT_OPS_TOKEN)',
+    )
 
 
 def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -346,11 +490,21 @@ def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         type=float,
         metavar="SECONDS",
         default=15.0,
-        help="longest wait for the bot's answer to the prompt",
+        help="longest wait for the bot's answer to the prompt, e.g. --answer-timeout 20",
     )
 
 
-COMMANDS = (_add_serve, _add_config, _add_dial, _add_replay, _add_tape, _add_calls, _add_providers)
+COMMANDS = (
+    _add_serve,
+    _add_config,
+    _add_dial,
+    _add_replay,
+    _add_tape,
+    _add_calls,
+    _add_call,
+    _add_campaign,
+    _add_providers,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

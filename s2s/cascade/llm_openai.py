@@ -32,8 +32,9 @@ from s2s.tools import ToolSpec
 log = logging.getLogger(__name__)
 
 
-class OpenAIChatConfig(PartConfig):
-    type: Literal["openai_chat"] = "openai_chat"
+class OpenAITextConfig(PartConfig):
+    """Keys shared by the Chat Completions and Responses parts."""
+
     # Local servers take any key; the SDK insists on one being set.
     api_key: SecretStr = Field(default=SecretStr("unused"), description="'${OPENAI_API_KEY}' for OpenAI")
     base_url: str = Field(default="https://api.openai.com/v1", description="any OpenAI-compatible server's /v1")
@@ -43,8 +44,12 @@ class OpenAIChatConfig(PartConfig):
     # that do not know the field may reject it).
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=300, ge=1, description="caps a spoken answer (max_completion_tokens)")
+    max_tokens: int | None = Field(default=300, ge=1, description="caps a spoken answer")
     timeout_s: float = Field(default=15.0, gt=0, description="per request, to the end of the stream")
+
+
+class OpenAIChatConfig(OpenAITextConfig):
+    type: Literal["openai_chat"] = "openai_chat"
 
 
 def chat_messages(instructions: str, messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
@@ -90,15 +95,39 @@ class _PartialCall:
     arguments: list[str] = field(default_factory=list)
 
     def complete(self) -> ToolCall:
-        raw = "".join(self.arguments)
-        try:
-            arguments = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError:
-            log.warning("model called %s with arguments that are not JSON: %.200r", self.name, raw)
-            arguments = {}
-        if not isinstance(arguments, dict):
-            arguments = {"value": arguments}
-        return ToolCall(self.call_id, self.name, arguments)
+        return tool_call(self.call_id, self.name, "".join(self.arguments))
+
+
+def tool_call(call_id: str, name: str, raw_arguments: str) -> ToolCall:
+    """A model's function call; arguments that are not a JSON object are logged, not fatal."""
+    try:
+        arguments = json.loads(raw_arguments) if raw_arguments.strip() else {}
+    except json.JSONDecodeError:
+        log.warning("model called %s with arguments that are not JSON: %.200r", name, raw_arguments)
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {"value": arguments}
+    return ToolCall(call_id, name, arguments)
+
+
+def api_error(model: str, exc: Exception) -> PartError:
+    """An SDK error as a :class:`PartError`; client errors (bad key, unknown model) are not
+    worth retrying."""
+    if isinstance(exc, APIStatusError):
+        return PartError(
+            f"model {model}: HTTP {exc.status_code}: {exc.message}",
+            retryable=exc.status_code not in (400, 401, 403, 404),
+        )
+    return PartError(f"model {model}: {type(exc).__name__}: {exc}")
+
+
+def make_client(config: OpenAITextConfig) -> AsyncOpenAI:
+    # One client (one HTTP connection pool) for all calls of a provider. SDK retries are off: a
+    # failed answer is the recovery layer's to handle, and a retry after seconds would only be
+    # heard as dead air.
+    return AsyncOpenAI(
+        api_key=config.api_key.get_secret_value(), base_url=config.base_url, timeout=config.timeout_s, max_retries=0
+    )
 
 
 class OpenAIChat(LanguageModel):
@@ -137,13 +166,8 @@ class OpenAIChat(LanguageModel):
                                 call.name = piece.function.name or call.name
                                 if piece.function.arguments:
                                     call.arguments.append(piece.function.arguments)
-        except APIStatusError as exc:
-            raise PartError(
-                f"chat model {self.model}: HTTP {exc.status_code}: {exc.message}",
-                retryable=exc.status_code not in (400, 401, 403, 404),
-            ) from exc
-        except (APIConnectionError, httpx.HTTPError) as exc:
-            raise PartError(f"chat model {self.model}: {type(exc).__name__}: {exc}") from exc
+        except (APIStatusError, APIConnectionError, httpx.HTTPError) as exc:
+            raise api_error(self.model, exc) from exc
         for index in sorted(calls):
             yield calls[index].complete()
 
@@ -151,15 +175,7 @@ class OpenAIChat(LanguageModel):
 class OpenAIChatOpener:
     def __init__(self, config: OpenAIChatConfig) -> None:
         self.config = config
-        # One client (one HTTP connection pool) for all calls of this provider. SDK retries are
-        # off: a failed answer is the recovery layer's to handle, and a retry after seconds
-        # would only be heard as dead air.
-        self._client = AsyncOpenAI(
-            api_key=config.api_key.get_secret_value(),
-            base_url=config.base_url,
-            timeout=config.timeout_s,
-            max_retries=0,
-        )
+        self._client = make_client(config)
 
     async def open(self, ctx: SessionContext) -> OpenAIChat:
         # A route's `model` names its speech-to-speech model; the chat model is this part's own.

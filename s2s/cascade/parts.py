@@ -133,7 +133,11 @@ class TextToSpeech(ABC):
 
 BUILTIN_PARTS: dict[PartKind, dict[str, str]] = {
     "stt": {"openai_realtime": "s2s.cascade.stt_openai", "pocketsphinx": "s2s.cascade.stt_pocketsphinx"},
-    "llm": {"openai_chat": "s2s.cascade.llm_openai", "responder": "s2s.cascade.llm_responder"},
+    "llm": {
+        "openai_chat": "s2s.cascade.llm_openai",
+        "openai_responses": "s2s.cascade.llm_responses",
+        "responder": "s2s.cascade.llm_responder",
+    },
     "tts": {"openai_speech": "s2s.cascade.tts_openai", "espeak": "s2s.cascade.tts_espeak"},
 }
 
@@ -151,6 +155,7 @@ class PartOpener[P](Protocol):
 PART_SDKS: dict[str, tuple[str, str]] = {
     "openai_realtime": ("openai", "openai"),
     "openai_chat": ("openai", "openai"),
+    "openai_responses": ("openai", "openai"),
     "openai_speech": ("openai", "openai"),
     "pocketsphinx": ("local", "pocketsphinx"),
 }

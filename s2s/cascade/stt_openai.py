@@ -2,7 +2,7 @@
 
 A Realtime WebSocket opened with ``intent=transcription`` over the same SDK transport the
 Realtime provider uses (``AsyncOpenAI(...).realtime.connect``, frames moved with
-``send_raw``/``recv_bytes``, SDK reconnects off; see :mod:`s2s.openai_realtime.provider`).
+``send_raw``/``recv_bytes``, SDK reconnects off; see :mod:`s2s.openai_realtime.session`).
 The wire protocol is :class:`TranscriptionProtocol`, a plain object: after ``session.created``
 one ``session.update`` with ``session.type = "transcription"`` (SDK type
 ``RealtimeTranscriptionSessionCreateRequest``), then ``session.updated``; audio goes up as
@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from s2s.cascade.parts import PartConfig, PartError, PartSpec, SpeechToText, SttEvent
 from s2s.events import SpeechStarted, SpeechStopped, Transcript
 from s2s.openai_realtime.config import ServerVad
-from s2s.openai_realtime.provider import SdkTransport
+from s2s.openai_realtime.session import SdkTransport
 from s2s.provider import SessionContext
 from s2s.realtime_protocol import RealtimeTransport
 from transcoding.formats import MULAW_8K

@@ -311,13 +311,7 @@ class GptLiveProtocol:
             f"The caller's phone played only the first {heard_ms / 1000:.1f} s of the "
             f"{utterance.said_ms / 1000:.1f} s you just said.{heard} Do not assume they heard the rest."
         )
-        event: ThinkingAppendEventParam = {
-            "type": "session.thinking.append",
-            "content": note[:MAX_NOTE_CHARS],
-            "delegation_id": None,
-            "event_id": self._event_id(),
-        }
-        self._outbox.append(dict(event))
+        self._thinking(note[:MAX_NOTE_CHARS], None)
 
     def send_tool_result(self, call_id: str, output: str) -> None:
         if call_id in self._client_delegations:

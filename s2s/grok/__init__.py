@@ -1,8 +1,11 @@
-"""xAI Grok Voice Agent provider: ``type = "grok"``."""
+"""xAI Grok Voice Agent provider: ``type = "grok"``.
+
+Layout as every vendor folder: ``config``, ``protocol`` (Grok's dialect of the shared
+:mod:`s2s.realtime_protocol`), ``session`` (the ``Provider``: how to connect)."""
 
 from s2s.grok.config import GrokConfig, GrokServerVad
 from s2s.grok.protocol import GrokProtocol
-from s2s.grok.provider import GrokProvider
+from s2s.grok.session import GrokProvider
 from s2s.provider import Provider, ProviderConfig
 from s2s.registry import ProviderSpec
 

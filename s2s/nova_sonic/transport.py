@@ -16,12 +16,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from s2s.errors import VoicebotError
 from s2s.nova_sonic.config import NovaSonicConfig
 
 MEMORY_SCHEME = "memory://"
 
 
-class NovaStreamError(Exception):
+class NovaStreamError(VoicebotError):
     """The stream failed. ``code`` is stable for logs and metrics: ``model_timeout`` (the ~8
     min limit), ``throttled``, ``validation``, ``unavailable``, ``internal``, ``model_stream``,
     ``refused`` (HTTP refusal on open), ``credentials``, ``transport``."""

@@ -19,6 +19,7 @@ import binascii
 import itertools
 import json
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -34,9 +35,11 @@ from s2s.events import (
     ToolCall,
     Transcript,
     TurnDone,
+    Usage,
 )
 from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
+from s2s.usage import TokenTally
 from transcoding.formats import MULAW_8K, PCM16_24K, AudioFormat
 from transcoding.sniff import sniff_encoding
 
@@ -58,6 +61,10 @@ FATAL_ERROR_CODES = frozenset(
 FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error"})
 # A response.cancel that raced the end of the response: expected, not worth a warning.
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
+
+# Bot audio is sniffed in windows of this many bytes, for at most this many windows.
+_SNIFF_BYTES = 4800
+_SNIFF_WINDOWS = 8
 
 # Event types this client sends with an ``event_id`` so an ``error`` naming it can be traced
 # back to the request (appends are left anonymous: there are 50 of them a second).
@@ -146,6 +153,7 @@ class RealtimeProtocol(ABC):
         self.output_format = audio_format  # what the server confirmed it sends
         self._format_checked = False
         self._format_sample = bytearray()
+        self._format_windows = 0
         self.state = HandshakeState.AWAIT_CREATED
         self.failure: ProviderError | None = None
         self._events: list[ProviderEvent] = []
@@ -158,6 +166,8 @@ class RealtimeProtocol(ABC):
         self._response_requested = False  # response.create sent, response.created not yet seen
         self._response_wanted = False  # a response.create is due once the active one is done
         self._cancel_sent_for: str | None = None
+        # tokens of every response.done so far; named by session.created's id when it has one
+        self._usage = TokenTally(f"{self.provider_name}-{uuid.uuid4().hex[:12]}")
         self._sent_bytes: dict[str, int] = {}  # bot item id -> output audio bytes received
         self._last_audio_item: str | None = None
         self._truncated: set[str] = set()
@@ -306,6 +316,9 @@ class RealtimeProtocol(ABC):
 
     def _dispatch(self, kind: str, m: dict[str, Any]) -> None:
         if kind in self.created_events:
+            session_id = (m.get("session") or {}).get("id")
+            if isinstance(session_id, str) and session_id:
+                self._usage.session_id = session_id
             if self.state is HandshakeState.AWAIT_CREATED:
                 self._send("session.update", session=self.session_config())
                 self.state = HandshakeState.AWAIT_UPDATED
@@ -444,14 +457,21 @@ class RealtimeProtocol(ABC):
 
     def _audio_fits(self, audio: bytes) -> bool:
         """Whether the first bot audio looks like the confirmed format (:mod:`transcoding.sniff`).
-        Audio that clearly is the other kind ends the session loudly instead of reaching the
-        caller as noise or at the wrong speed; checking stops at the first clear verdict."""
+        Each delta is judged before it is passed on, on what has arrived so far, so the usual
+        case (PCM16 on a mu-law session) is caught on the first delta and never played. Audio
+        that clearly is the other kind ends the session loudly; checking stops at the first
+        clear verdict, or after :data:`_SNIFF_WINDOWS` windows that stayed unclear."""
         self._format_sample += audio
-        verdict = sniff_encoding(bytes(self._format_sample[:4800]))
-        if verdict is None:
-            if len(self._format_sample) >= 4800:
-                self._format_checked = True  # never clear (loud or silent): nothing to go on
+        verdict = sniff_encoding(bytes(self._format_sample[:_SNIFF_BYTES]))
+        while verdict is None and len(self._format_sample) >= _SNIFF_BYTES:
+            del self._format_sample[:_SNIFF_BYTES]  # an unclear window: judge the next one
+            self._format_windows += 1
+            if self._format_windows >= _SNIFF_WINDOWS:
+                self._format_checked = True
                 self._format_sample.clear()
+                return True
+            verdict = sniff_encoding(bytes(self._format_sample[:_SNIFF_BYTES]))
+        if verdict is None:
             return True
         self._format_checked = True
         self._format_sample.clear()
@@ -545,6 +565,8 @@ class RealtimeProtocol(ABC):
             error = (response.get("status_details") or {}).get("error") or {}
             self._recoverable(error.get("code") or "response_failed", error.get("message") or "response failed")
         self._events.append(TurnDone(item_id=state.audio_item, interrupted=status == "cancelled"))
+        if isinstance(response.get("usage"), dict):
+            self._events.append(self._add_usage(response["usage"]))
         if state.pending_calls:
             return  # response.create follows the last tool output
         self._responses.pop(response_id, None)
@@ -553,6 +575,23 @@ class RealtimeProtocol(ABC):
         elif self._response_wanted:
             self._response_wanted = False
             self._request_response()
+
+    def _add_usage(self, usage: dict[str, Any]) -> Usage:
+        """One response's tokens by modality (``openai.types.realtime.RealtimeResponseUsage``:
+        ``input_token_details`` text/audio/cached, ``output_token_details`` text/audio) added
+        to the session's totals. Cached tokens are a subset of the input tokens; those
+        ``cached_tokens_details`` does not split by modality count as text."""
+        given = usage.get("input_token_details") or {}
+        made = usage.get("output_token_details") or {}
+        cached_audio = int((given.get("cached_tokens_details") or {}).get("audio_tokens") or 0)
+        return self._usage.add(
+            text_in=int(given.get("text_tokens") or 0),
+            audio_in=int(given.get("audio_tokens") or 0),
+            cached_text_in=max(0, int(given.get("cached_tokens") or 0) - cached_audio),
+            cached_audio_in=cached_audio,
+            text_out=int(made.get("text_tokens") or 0),
+            audio_out=int(made.get("audio_tokens") or 0),
+        )
 
     def _on_error(self, error: dict[str, Any]) -> None:
         code = error.get("code") or error.get("type") or "error"

@@ -16,13 +16,13 @@ published shape is found by walking the validated model for ``model_extra``.
 from __future__ import annotations
 
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from google.genai import types as genai_types
 from openai.types.live import ClientEvent as LiveClientEvent
 from openai.types.live import ServerEvent as LiveServerEvent
 from openai.types.realtime import RealtimeClientEvent, RealtimeServerEvent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 def _by_type(union: Any) -> dict[str, type[BaseModel]]:
@@ -131,3 +131,204 @@ def gemini_client_message(message: dict[str, Any]) -> str | None:
 def gemini_server_message(message: dict[str, Any]) -> str | None:
     """A server message as ``google.genai.types.LiveServerMessage`` defines it."""
     return _gemini_check(genai_types.LiveServerMessage, message, "server message")
+
+
+# -- Amazon Nova Sonic ----------------------------------------------------------------------
+# The AWS SDK (aws-sdk-bedrock-runtime) types only the envelope: each input event is the bytes of
+# a ``BidirectionalInputPayloadPart`` chunk, each output event one of a
+# ``BidirectionalOutputPayloadPart``. The JSON inside is defined by the Nova user guide
+# (https://docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-input-events.html and
+# .../sonic-output-events.html); these models hold the fields those pages list, strictly.
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")  # output: the service adds fields over time
+
+
+Role = Literal["SYSTEM", "USER", "ASSISTANT", "TOOL", "SYSTEM_SPEECH"]
+Rate = Literal[8000, 16000, 24000]
+
+
+class _MediaType(_Strict):
+    mediaType: str
+
+
+class _Inference(_Strict):
+    maxTokens: int
+    topP: float
+    temperature: float
+
+
+class _TurnDetection(_Strict):
+    endpointingSensitivity: Literal["HIGH", "MEDIUM", "LOW"]
+
+
+class _SessionStart(_Strict):
+    inferenceConfiguration: _Inference
+    turnDetectionConfiguration: _TurnDetection | None = None
+
+
+class _AudioOutputConfig(_Strict):
+    mediaType: Literal["audio/lpcm"]
+    sampleRateHertz: Rate
+    sampleSizeBits: Literal[16]
+    channelCount: Literal[1]
+    voiceId: str
+    encoding: Literal["base64"]
+    audioType: Literal["SPEECH"]
+
+
+class _InputSchema(_Strict):
+    json_: str = Field(alias="json")  # a JSON Schema as a string, not an object
+
+
+class _ToolSpecBody(_Strict):
+    name: str
+    description: str
+    inputSchema: _InputSchema
+
+
+class _Tool(_Strict):
+    toolSpec: _ToolSpecBody
+
+
+class _ToolConfiguration(_Strict):
+    tools: list[_Tool]
+
+
+class _PromptStart(_Strict):
+    promptName: str
+    textOutputConfiguration: _MediaType
+    audioOutputConfiguration: _AudioOutputConfig
+    toolUseOutputConfiguration: _MediaType | None = None
+    toolConfiguration: _ToolConfiguration | None = None
+
+
+class _AudioInputConfig(_Strict):
+    mediaType: Literal["audio/lpcm"]
+    sampleRateHertz: Rate
+    sampleSizeBits: Literal[16]
+    channelCount: Literal[1]
+    audioType: Literal["SPEECH"]
+    encoding: Literal["base64"]
+
+
+class _ToolResultConfig(_Strict):
+    toolUseId: str
+    type: Literal["TEXT"]
+    textInputConfiguration: _MediaType
+
+
+class _ContentStart(_Strict):
+    promptName: str
+    contentName: str
+    type: Literal["TEXT", "AUDIO", "TOOL"]
+    interactive: bool
+    role: Role
+    textInputConfiguration: _MediaType | None = None
+    audioInputConfiguration: _AudioInputConfig | None = None
+    toolResultInputConfiguration: _ToolResultConfig | None = None
+
+
+class _ContentPayload(_Strict):
+    promptName: str
+    contentName: str
+    content: str
+
+
+class _ContentEnd(_Strict):
+    promptName: str
+    contentName: str
+
+
+class _PromptEnd(_Strict):
+    promptName: str
+
+
+class _SessionEnd(_Strict):
+    pass
+
+
+_NOVA_INPUT: dict[str, type[BaseModel]] = {
+    "sessionStart": _SessionStart,
+    "promptStart": _PromptStart,
+    "contentStart": _ContentStart,
+    "textInput": _ContentPayload,
+    "audioInput": _ContentPayload,
+    "toolResult": _ContentPayload,
+    "contentEnd": _ContentEnd,
+    "promptEnd": _PromptEnd,
+    "sessionEnd": _SessionEnd,
+}
+
+
+class _OutContentStart(_Loose):
+    contentId: str
+    type: Literal["TEXT", "AUDIO", "TOOL"]
+    role: Role
+
+
+class _OutContent(_Loose):
+    contentId: str
+    content: str
+
+
+class _OutToolUse(_Loose):
+    contentId: str
+    toolName: str
+    toolUseId: str
+    content: str
+
+
+class _OutContentEnd(_Loose):
+    contentId: str
+    type: Literal["TEXT", "AUDIO", "TOOL"]
+    stopReason: str
+
+
+class _OutCompletion(_Loose):
+    completionId: str
+
+
+_NOVA_OUTPUT: dict[str, type[BaseModel]] = {
+    "completionStart": _OutCompletion,
+    "contentStart": _OutContentStart,
+    "textOutput": _OutContent,
+    "audioOutput": _OutContent,
+    "toolUse": _OutToolUse,
+    "contentEnd": _OutContentEnd,
+    "completionEnd": _OutCompletion,
+    "usageEvent": _OutCompletion,
+}
+
+
+def _nova_check(models: dict[str, type[BaseModel]], event: Any, what: str) -> str | None:
+    if not isinstance(event, dict) or set(event) != {"event"} or not isinstance(event["event"], dict):
+        return f"{what} is not {{'event': {{NAME: BODY}}}}: {str(event)[:120]}"
+    if len(event["event"]) != 1:
+        return f"{what} names {len(event['event'])} events in one"
+    ((name, body),) = event["event"].items()
+    model_type = models.get(name)
+    if model_type is None:
+        return f"{what} {name!r} is not an event the Nova user guide defines"
+    try:
+        model_type.model_validate(body)
+    except ValidationError as exc:
+        return (
+            f"{what} {name!r} does not match the documented shape: {[(e['loc'], e['msg']) for e in exc.errors()[:4]]}"
+        )
+    return None
+
+
+def nova_input_event(event: Any) -> str | None:
+    """An input event as the Nova user guide's sonic-input-events page defines it."""
+    return _nova_check(_NOVA_INPUT, event, "input event")
+
+
+def nova_output_event(event: Any) -> str | None:
+    """An output event as the sonic-output-events page defines it."""
+    return _nova_check(_NOVA_OUTPUT, event, "output event")

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from s2s.nova_sonic.transport import NovaStreamError
+from tests.fakes import conformance
 
 Event = dict[str, Any]
 _ids = itertools.count(1)
@@ -160,6 +161,10 @@ class FakeNovaModel:
 
     def feed(self, event: Event) -> None:
         self.inputs.append(event)
+        problem = conformance.nova_input_event(event)
+        if problem is not None:
+            self._violation(problem)
+            return
         if not isinstance(event, dict) or not isinstance(event.get("event"), dict) or len(event["event"]) != 1:
             self._violation(f"malformed input event {event!r:.200}")
             return
@@ -351,7 +356,11 @@ class FakeNovaModel:
 
     def _emit(self, name: str, body: Event) -> None:
         base = {"sessionId": self._session_id, "promptName": self._prompt}
-        self.output.put_nowait({"event": {name: {**base, **body}}})
+        event = {"event": {name: {**base, **body}}}
+        problem = conformance.nova_output_event(event)
+        if problem is not None:
+            self.errors.append(f"the fake sent {problem}")  # a bug in the fake
+        self.output.put_nowait(event)
 
     def _block(self, kind: str, role: str, payload: list[tuple[str, Event]], stop: str, **start: Any) -> str:
         cid = _new_id("content")

@@ -38,6 +38,8 @@ from openai.types.realtime import RealtimeServerEvent, SessionUpdateEvent
 from openai.types.realtime.realtime_transcription_session_create_request import (
     RealtimeTranscriptionSessionCreateRequest,
 )
+from openai.types.responses import ResponseStreamEvent
+from openai.types.responses.response_create_params import ResponseCreateParamsStreaming
 from pydantic import TypeAdapter
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,6 +61,8 @@ SPEECH_CHUNK_MS = 40
 _server_events: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
 _chat_request: TypeAdapter[Any] = TypeAdapter(CompletionCreateParamsStreaming)
 _speech_request: TypeAdapter[Any] = TypeAdapter(SpeechCreateParams)
+_responses_request: TypeAdapter[Any] = TypeAdapter(ResponseCreateParamsStreaming)
+_responses_event: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 
 
 def word_hz(word: str) -> float:
@@ -88,13 +92,20 @@ class TranscriptionConnection:
     sent: list[dict[str, Any]] = field(default_factory=list)
     speech_started_at: list[float] = field(default_factory=list)
     completed_at: list[float] = field(default_factory=list)  # when each turn's transcript went out
+    audio_in_at: list[float] = field(default_factory=list)  # arrival of each append (bench)
+    audio_in_ends: list[int] = field(default_factory=list)  # bytes received up to each append
     ws: ServerConnection | None = None
 
 
 class FakeTranscription:
-    def __init__(self, transcripts: list[str] | None = None, *, refuse_status: int | None = None) -> None:
+    def __init__(
+        self, transcripts: list[str] | None = None, *, refuse_status: int | None = None, label_calls: bool = False
+    ) -> None:
         self.transcripts = list(transcripts or [])
         self.refuse_status = refuse_status
+        # Transcripts name the connection ("call 3"), so the answer's speech can be traced back
+        # to its call (the load benchmark pairs audio per call).
+        self.label_calls = label_calls
         self.connections: list[TranscriptionConnection] = []
         self._server: Server | None = None
         self._ids = itertools.count(1)
@@ -152,6 +163,8 @@ class FakeTranscription:
                 assert conn.session is not None, "audio before session.update"
                 audio = base64.b64decode(msg["audio"], validate=True)
                 conn.audio_in += audio
+                conn.audio_in_at.append(time.monotonic())
+                conn.audio_in_ends.append(len(conn.audio_in))
                 frame += audio
                 while len(frame) >= 160:  # 20 ms of mu-law
                     chunk, frame = frame[:160], frame[160:]
@@ -175,7 +188,9 @@ class FakeTranscription:
         item = f"item_{next(self._ids)}"
         await self._send(conn, {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 0, "item_id": item})
         await self._send(conn, {"type": "input_audio_buffer.committed", "item_id": item, "previous_item_id": None})
-        if self.transcripts:
+        if self.label_calls:
+            text = f"call {self.connections.index(conn)}"
+        elif self.transcripts:
             text = self.transcripts.pop(0)
         else:
             pcm = np.frombuffer(mulaw_to_pcm16(utterance), dtype="<i2")
@@ -220,15 +235,21 @@ class SpeechStream:
     completed: bool = False
     abandoned_at: float | None = None
     chunk_times: list[float] = field(default_factory=list)
+    chunk_starts: list[int] = field(default_factory=list)  # bytes of this stream before each chunk
+    bytes_sent: int = 0
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # completed or abandoned
 
 
 class FakeOpenAIHttp:
-    def __init__(self, replies: list[ChatReply] | None = None, *, speedup: float = 4.0) -> None:
+    def __init__(
+        self, replies: list[ChatReply] | None = None, *, speedup: float = 4.0, default_reply: str = "You said {user}."
+    ) -> None:
         self.replies = list(replies or [])
         self.speedup = speedup
+        self.default_reply = default_reply  # once the scripted replies are used up
         self.fail_status: int | None = None  # chat requests answered with this HTTP error
         self.chat_requests: list[dict[str, Any]] = []
+        self.responses_requests: list[dict[str, Any]] = []
         self.chat_streams: list[ChatStream] = []
         self.speech_requests: list[dict[str, Any]] = []
         self.speech_streams: list[SpeechStream] = []
@@ -240,6 +261,7 @@ class FakeOpenAIHttp:
         app = Starlette(
             routes=[
                 Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                Route("/v1/responses", self._responses, methods=["POST"]),
                 Route("/v1/audio/speech", self._speech, methods=["POST"]),
             ]
         )
@@ -264,7 +286,7 @@ class FakeOpenAIHttp:
             return JSONResponse({"error": error}, self.fail_status)
         stream = ChatStream(received_at)
         self.chat_streams.append(stream)
-        reply = self.replies.pop(0) if self.replies else ChatReply(f"You said {_last_user(body)}.")
+        reply = self.replies.pop(0) if self.replies else ChatReply(self.default_reply.format(user=_last_user(body)))
         return StreamingResponse(self._chat_stream(reply, stream), media_type="text/event-stream")
 
     async def _chat_stream(self, reply: ChatReply, log: ChatStream) -> AsyncIterator[bytes]:
@@ -297,6 +319,77 @@ class FakeOpenAIHttp:
         yield chunk({}, "tool_calls" if reply.tool else "stop")
         yield b"data: [DONE]\n\n"
 
+    async def _responses(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, 401)
+        body = await request.json()
+        _responses_request.validate_python(body)
+        self.responses_requests.append(body)
+        users = [i["content"] for i in body["input"] if i.get("role") == "user"]
+        reply = self.replies.pop(0) if self.replies else ChatReply(self.default_reply.format(user=users[-1]))
+        return StreamingResponse(self._responses_stream(reply, body), media_type="text/event-stream")
+
+    async def _responses_stream(self, reply: ChatReply, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        ident, sequence = f"resp_{next(self._ids)}", itertools.count()
+        response = {
+            "id": ident,
+            "object": "response",
+            "created_at": time.time(),
+            "model": body["model"],
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": body.get("tools", []),
+            "status": "in_progress",
+        }
+
+        def event(kind: str, **fields: Any) -> bytes:
+            data = {"type": kind, "sequence_number": next(sequence), **fields}
+            _responses_event.validate_python(data)
+            return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+        await asyncio.sleep(reply.delay_s)
+        yield event("response.created", response=response)
+        output: list[dict[str, Any]] = []
+        if reply.text:
+            item = f"msg_{next(self._ids)}"
+            message: dict[str, Any] = {
+                "id": item,
+                "type": "message",
+                "role": "assistant",
+                "status": "in_progress",
+                "content": [],
+            }
+            yield event("response.output_item.added", output_index=0, item=message)
+            for start in range(0, len(reply.text), 7):
+                delta = reply.text[start : start + 7]
+                yield event(
+                    "response.output_text.delta",
+                    item_id=item,
+                    output_index=0,
+                    content_index=0,
+                    delta=delta,
+                    logprobs=[],
+                )
+                await asyncio.sleep(reply.chunk_gap_s)
+            text = {"type": "output_text", "text": reply.text, "annotations": []}
+            message = {**message, "status": "completed", "content": [text]}
+            yield event("response.output_item.done", output_index=0, item=message)
+            output.append(message)
+        if reply.tool is not None:
+            name, arguments = reply.tool
+            call = {
+                "type": "function_call",
+                "id": f"fc_{next(self._ids)}",
+                "call_id": f"call_{next(self._ids)}",
+                "name": name,
+                "arguments": json.dumps(arguments),
+                "status": "completed",
+            }
+            yield event("response.output_item.done", output_index=len(output), item=call)
+            output.append(call)
+        yield event("response.completed", response={**response, "status": "completed", "output": output})
+
     async def _speech(self, request: Request) -> Response:
         if not self._authorized(request):
             return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, 401)
@@ -316,6 +409,8 @@ class FakeOpenAIHttp:
             for start in range(0, len(pcm), step):
                 stream.chunks_sent += 1
                 stream.chunk_times.append(time.monotonic())
+                stream.chunk_starts.append(start)
+                stream.bytes_sent += len(pcm[start : start + step])
                 yield pcm[start : start + step]
                 await asyncio.sleep(SPEECH_CHUNK_MS / 1000 / self.speedup)
             stream.completed = True

@@ -1,4 +1,13 @@
-"""A local fake of the Twilio REST API's Call update, for the real ``twilio`` client.
+"""A local fake of the Twilio REST API's Call create and update, for the real ``twilio`` client.
+
+``POST /2010-04-01/Accounts/{AccountSid}/Calls.json`` creates a call (``To``, ``From``,
+``Url``, ``StatusCallback``, ``MachineDetection``, ``AsyncAmd``, …) and answers 201 with a
+queued Call resource; the created call is recorded (:class:`CreatedCall`). Twilio's side of
+the call's life is then driven by the test, signed with the account's auth token as Twilio
+signs: :meth:`TwilioRestFake.status` (``ringing``, ``in-progress``, ``no-answer``, …),
+:meth:`TwilioRestFake.answer` (fetches the call's ``Url``; its TwiML is returned, and the test
+opens the media stream it names with ``voicebot.devtools.twilio_sim``) and
+:meth:`TwilioRestFake.amd` (the ``AsyncAmdStatusCallback`` with ``AnsweredBy``).
 
 ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json`` with HTTP basic auth
 (AccountSid:AuthToken) and a form body (``Twiml``, ``Url``, ``Status``, …), as the client
@@ -18,16 +27,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
+from twilio.request_validator import RequestValidator
 
 
 @contextlib.asynccontextmanager
@@ -56,6 +68,14 @@ class CallUpdate:
     params: dict[str, str]
 
 
+@dataclass
+class CreatedCall:
+    at: float  # time.monotonic() when the request arrived
+    sid: str
+    params: dict[str, str]  # the form as sent (a repeated field keeps its last value)
+    status_events: list[str]  # every StatusCallbackEvent
+
+
 def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse(
         {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
@@ -69,6 +89,8 @@ class TwilioRestFake:
     auth_token: str = "rest-fake-token"
     fail_status: int | None = None
     updates: list[CallUpdate] = field(default_factory=list)
+    created: list[CreatedCall] = field(default_factory=list)
+    _created: asyncio.Event = field(default_factory=asyncio.Event)
     rejected: list[str] = field(default_factory=list)  # why each refused request was refused
     base_url: str = ""
     _updated: asyncio.Event = field(default_factory=asyncio.Event)
@@ -112,13 +134,97 @@ class TwilioRestFake:
             }
         )
 
+    async def _create_call(self, request: Request) -> JSONResponse:
+        account = request.path_params["account"]
+        if not self._authorized(request):
+            self.rejected.append("auth")
+            return _error(401, 20003, "Authenticate")
+        if account != self.account_sid:
+            self.rejected.append("account")
+            return _error(404, 20404, f"The requested resource /2010-04-01/Accounts/{account}.json was not found")
+        form = await request.form()
+        params = {k: str(v) for k, v in form.items()}
+        if self.fail_status is not None:
+            self.rejected.append(f"fail_status {self.fail_status}")
+            return _error(self.fail_status, 20500, "Internal Server Error")
+        if not params.get("To") or not params.get("From") or not (params.get("Url") or params.get("Twiml")):
+            self.rejected.append("incomplete")
+            return _error(400, 21201, "To, From and Url (or Twiml) are required")
+        sid = "CA" + secrets.token_hex(16)
+        events = [str(v) for k, v in form.multi_items() if k == "StatusCallbackEvent"]
+        self.created.append(CreatedCall(time.monotonic(), sid, params, events))
+        self._created.set()
+        return JSONResponse(
+            {
+                "sid": sid,
+                "account_sid": account,
+                "to": params["To"],
+                "from": params["From"],
+                "status": "queued",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "uri": f"/2010-04-01/Accounts/{account}/Calls/{sid}.json",
+            },
+            status_code=201,
+        )
+
+    async def wait_for_create(self, timeout: float = 10.0) -> CreatedCall:
+        await asyncio.wait_for(self._created.wait(), timeout)
+        self._created.clear()
+        return self.created[-1]
+
+    async def created_after(self, seen: int) -> list[CreatedCall]:
+        """The calls created after the first ``seen``, waiting for at least one."""
+        while len(self.created) <= seen:
+            self._created.clear()
+            await self._created.wait()
+        return self.created[seen:]
+
+    async def _callback(self, url: str, params: dict[str, str]) -> httpx.Response:
+        """POST ``params`` to ``url`` signed as Twilio signs (X-Twilio-Signature)."""
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+
+    def _call_params(self, call: CreatedCall, status: str) -> dict[str, str]:
+        return {
+            "CallSid": call.sid,
+            "AccountSid": self.account_sid,
+            "From": call.params["From"],
+            "To": call.params["To"],
+            "CallStatus": status,
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+        }
+
+    async def status(self, call: CreatedCall, status: str) -> httpx.Response:
+        """The call's ``StatusCallback`` with ``CallStatus=status``."""
+        return await self._callback(call.params["StatusCallback"], self._call_params(call, status))
+
+    async def answer(self, call: CreatedCall) -> httpx.Response:
+        """The callee picked up: Twilio fetches the call's ``Url`` for its TwiML."""
+        return await self._callback(call.params["Url"], self._call_params(call, "in-progress"))
+
+    async def amd(self, call: CreatedCall, answered_by: str, duration_ms: int = 2500) -> httpx.Response:
+        """The ``AsyncAmdStatusCallback`` with the verdict ``answered_by``."""
+        params = {
+            "CallSid": call.sid,
+            "AccountSid": self.account_sid,
+            "AnsweredBy": answered_by,
+            "MachineDetectionDuration": str(duration_ms),
+        }
+        return await self._callback(call.params["AsyncAmdStatusCallback"], params)
+
     async def wait_for_update(self, timeout: float = 10.0) -> CallUpdate:
         await asyncio.wait_for(self._updated.wait(), timeout)
         return self.updates[-1]
 
     async def __aenter__(self) -> TwilioRestFake:
         app = Starlette(
-            routes=[Route("/2010-04-01/Accounts/{account}/Calls/{call}.json", self._update_call, methods=["POST"])]
+            routes=[
+                Route("/2010-04-01/Accounts/{account}/Calls.json", self._create_call, methods=["POST"]),
+                Route("/2010-04-01/Accounts/{account}/Calls/{call}.json", self._update_call, methods=["POST"]),
+            ]
         )
         self.base_url = await self._stack.enter_async_context(loopback_server(app))
         return self

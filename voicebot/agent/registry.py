@@ -159,5 +159,5 @@ class CallTools:
                 log.debug("call %s: closing a tool client: %r", self.call_sid, exc)
         if self.memory is not None:
             await self.memory.remember(
-                self.caller, self.call_sid, self.route.name, summary.outcome, list(summary.transcript)
+                self.caller, self.call_sid, self.route.name, summary.outcome.value, list(summary.transcript)
             )

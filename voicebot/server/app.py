@@ -11,8 +11,9 @@ from telephony import webhook
 from telephony.application import CallApplication
 from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
+from voicebot.calls.outbound import OutboundCalls
 from voicebot.calls.runtime import Runtime
-from voicebot.server import calls_api
+from voicebot.server import calls_api, outbound_hooks
 from voicebot.server.health import readiness
 from voicebot.telemetry.install import install as install_telemetry
 from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
@@ -46,10 +47,12 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            *outbound_hooks.routes(),
             *calls_api.routes(),
         ]
     )
     app.state.runtime = runtime
+    app.state.outbound = OutboundCalls(runtime)
     calls: CallApplication = runtime  # what telephony's endpoints see of it
     app.state.calls = calls
     install_telemetry(runtime)

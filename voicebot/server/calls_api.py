@@ -1,11 +1,15 @@
 """The operators' API: ``/calls``, behind a bearer token (``[ops] token``).
 
 ``GET /calls`` lists the calls this instance is bridging right now: CallSid, route, the
-provider currently serving it, call state, duration and barge-ins so far. It reads the
+provider currently serving it, call state, duration, barge-ins and provider cost so far
+(``cost_usd``, ``usage``: voicebot.calls.cost). It reads the
 runtime's live bridges and changes nothing.
 
-Every route here goes through :func:`require_token`; issue 16's ``POST /calls`` (placing an
-outbound call) belongs in :func:`routes` beside ``GET``, with the same guard. With no token
+``POST /calls`` places an outbound call (voicebot.calls.outbound): JSON ``{"to", "route",
+"from"?, "variables"?}`` in; ``201 {"call_sid", "status", ...}`` out, or the reason it was not
+placed (``503`` when the route's providers are full). ``GET /calls/{sid}`` shows one call.
+
+Every route here goes through :func:`require_token`. With no token
 configured the API is off and answers 404, so an instance never exposes it by accident.
 """
 
@@ -15,10 +19,13 @@ import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from telephony.signature import external_base_url
+from voicebot.calls.outbound import NotPlaced, OutboundCalls
 from voicebot.calls.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -51,6 +58,8 @@ def call_rows(runtime: Runtime) -> list[dict[str, Any]]:
     rows = []
     for call_sid, bridge in list(runtime.active.items()):
         summary = bridge.summary
+        plan = runtime.plan_of(call_sid)
+        cost = plan.cost if plan is not None else None
         rows.append(
             {
                 "call_sid": call_sid,
@@ -59,6 +68,9 @@ def call_rows(runtime: Runtime) -> list[dict[str, Any]]:
                 "state": bridge.state.state.value,
                 "duration_s": round(bridge.clock() - summary.started_at, 1),
                 "barge_ins": len(summary.barge_ins),
+                # provider use so far, priced by [pricing] (voicebot.calls.cost)
+                "cost_usd": round(cost.cost_usd, 6) if cost is not None else None,
+                "usage": cost.total().row() if cost is not None else {},
             }
         )
     return sorted(rows, key=lambda row: -row["duration_s"])
@@ -69,5 +81,50 @@ async def list_calls(request: Request) -> Response:
     return JSONResponse({"calls": call_rows(runtime), "draining": runtime.draining})
 
 
+class PlaceCall(BaseModel):
+    """The body of ``POST /calls``."""
+
+    model_config = {"extra": "forbid", "populate_by_name": True}
+
+    to: str = Field(pattern=r"^(\+[1-9][0-9]{6,14}|sip:\S+|client:\S+)$", description="E.164, sip: or client:")
+    route: str = Field(min_length=1, max_length=200)
+    from_: str | None = Field(default=None, alias="from", pattern=r"^(\+[1-9][0-9]{6,14}|client:\S+)$")
+    variables: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+async def place_call(request: Request) -> Response:
+    try:
+        body = PlaceCall.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"error": "bad request", "problems": problems}, status_code=400)
+    runtime: Runtime = request.app.state.runtime
+    outbound: OutboundCalls = request.app.state.outbound
+    base = external_base_url(runtime.config.server.public_url, request.headers, request.url.scheme)
+    try:
+        call = await outbound.place(body.route, body.to, body.from_, body.variables, base)
+    except NotPlaced as exc:
+        return JSONResponse({"error": exc.reason, "placed": False}, status_code=exc.status)
+    return JSONResponse(call.row(), status_code=201)
+
+
+async def show_call(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    outbound: OutboundCalls = request.app.state.outbound
+    sid = request.path_params["sid"]
+    live = next((row for row in call_rows(runtime) if row["call_sid"] == sid), None)
+    call = outbound.get(sid)
+    if call is None and live is None:
+        return JSONResponse({"error": f"no call {sid[:40]!r} here"}, status_code=404)
+    row = call.row() if call is not None else {"call_sid": sid, "direction": "inbound"}
+    if live is not None:
+        row |= {key: live[key] for key in ("state", "duration_s", "barge_ins", "cost_usd", "usage")}
+    return JSONResponse(row)
+
+
 def routes() -> list[Route]:
-    return [Route("/calls", require_token(list_calls), methods=["GET"])]
+    return [
+        Route("/calls", require_token(list_calls), methods=["GET"]),
+        Route("/calls", require_token(place_call), methods=["POST"]),
+        Route("/calls/{sid}", require_token(show_call), methods=["GET"]),
+    ]
