@@ -131,11 +131,27 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"server exited:\n{self.log_tail()}")
                 with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(self.url + "/healthz")).status_code == 200:
+                    # the port was free when picked; on a shared machine another process may
+                    # have taken it since, so the answer must come from our server's socket
+                    if (await client.get(self.url + "/healthz")).status_code == 200 and self._listening():
                         return
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"server not ready after {timeout} s:\n{self.log_tail()}")
                 await asyncio.sleep(0.05)
+
+    def _listening(self) -> bool:
+        """Whether this process holds the listening socket on ``port`` (/proc/net/tcp*)."""
+        inodes = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == self.port:
+                    inodes.add(f"socket:[{fields[9]}]")
+        for fd in Path(f"/proc/{self.proc.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return True
+        return False
 
     def cpu_s(self) -> float:
         """utime + stime of every thread (fields 14 and 15 of /proc/<pid>/stat)."""
