@@ -87,6 +87,9 @@ class SimulatedCall:
         self.speed = speed
         self.log: list[LogEntry] = []
         self.heard = bytearray()  # mu-law, one byte per 1/8 ms of stream time
+        # The bot audio as it arrived, in order, without the timeline: what the server sent,
+        # apart from when (a starved process plays a frame of it late, which ``heard`` shows).
+        self.received = bytearray()
         self.caller_track = bytearray()  # what the caller sent, same clock
         self.clear_times: list[float] = []
         self.marks_echoed: list[str] = []
@@ -213,6 +216,7 @@ class SimulatedCall:
         if event == "media":
             audio = base64.b64decode(msg["media"]["payload"])
             self.log.append(LogEntry(t, "out", "media", len(audio)))
+            self.received += audio
             self._playout.append(_Queued(audio=audio))
         elif event == "mark":
             name = msg["mark"]["name"]
@@ -325,6 +329,9 @@ class SimulatedCall:
     def heard_pcm(self, start_ms: float = 0.0, end_ms: float | None = None) -> np.ndarray:
         data = bytes(self.heard[int(start_ms * 8) : None if end_ms is None else int(end_ms * 8)])
         return np.frombuffer(mulaw_to_pcm16(data), dtype="<i2")
+
+    def received_pcm(self) -> np.ndarray:
+        return np.frombuffer(mulaw_to_pcm16(bytes(self.received)), dtype="<i2")
 
     def caller_pcm(self) -> np.ndarray:
         return np.frombuffer(mulaw_to_pcm16(bytes(self.caller_track)), dtype="<i2")
