@@ -47,6 +47,7 @@ def test_every_command_and_option_has_help_with_an_example() -> None:
         "voicebot tape view",
         "voicebot calls",
         "voicebot call",
+        "voicebot campaign",
         "voicebot providers check",
     }
     for name, parser in found.items():

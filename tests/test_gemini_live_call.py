@@ -78,8 +78,9 @@ async def test_tone_reaches_gemini_at_16k_and_its_24k_reply_reaches_the_caller(
         start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
         assert end - start == pytest.approx(800, abs=60)
         assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
-        # The reply follows the caller's speech end (fake VAD: 300 ms of silence) promptly.
-        assert 200 + 600 + 300 <= start <= 200 + 600 + 1000
+        # The reply follows the caller's speech end (fake VAD: 300 ms of silence), never before
+        # it; how promptly is bench's business, not something a loaded machine should fail.
+        assert 200 + 600 + 300 <= start <= 200 + 600 + 5000
 
         summary = server.runtime.active[call.call_sid].summary
         await call.wait_for(lambda: len(summary.transcript) == 2, timeout=2)  # bot's at turnComplete

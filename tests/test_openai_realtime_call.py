@@ -166,8 +166,11 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_the_caller_heard(dia
     print(f"[{dialect}] heard {heard_ms:.0f} ms, audio_end_ms {truncate.audio_end_ms}, error {error_ms:+.0f} ms")
     assert abs(error_ms) <= MARK_INTERVAL_MS + FRAME_MS
     if speedup >= 4:
-        # The answer had finished generating (streamed faster than real time): no cancel.
-        assert "response.cancel" not in conn.types()
+        # The answer had finished generating (streamed faster than real time) before the caller
+        # spoke: the barge-in did not cut the response, and a cancel that a loaded client sends
+        # before it has read response.done only gets the benign error.
+        assert conn.responses[0].status == "completed"
+        assert {e["code"] for e in conn.errors_sent} <= {"response_cancel_not_active"}
     else:
         # Still generating: the server's interrupt_response and our cancel race; whoever
         # loses, the only error allowed is the benign response_cancel_not_active.

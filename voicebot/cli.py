@@ -33,6 +33,7 @@ examples:
   voicebot tape view tapes/20260124T221530123Z_CA123.jsonl --html call.html
   voicebot calls --url http://127.0.0.1:8080
   voicebot call +15551234567 --route reminders --var name=Ada
+  voicebot campaign reminders.csv --route reminders --cps 2 --concurrency 10
 
 `voicebot COMMAND --help` describes each command."""
 
@@ -421,6 +422,44 @@ def _add_call(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
+def _add_campaign(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = _command(
+        sub,
+        "campaign",
+        "call every number of a CSV through a running server, paced, with retries; resumable",
+        "  voicebot campaign reminders.csv --route reminders --cps 2 --concurrency 10\n"
+        '  voicebot campaign reminders.csv --route reminders --quiet-hours 21:00-09:00 --timezone "Europe/London"',
+        "voicebot.campaign:campaign_command",
+    )
+    p.add_argument("file", type=Path, metavar="FILE", help="CSV with a 'number' column, e.g. reminders.csv")
+    p.add_argument("--route", required=True, metavar="NAME", help="the route of the calls, e.g. --route reminders")
+    p.add_argument("--cps", type=float, default=1.0, metavar="N", help="calls placed per second at most, e.g. --cps 2")
+    p.add_argument(
+        "--concurrency", type=int, default=1, metavar="N", help="calls in progress at most, e.g. --concurrency 10"
+    )
+    p.add_argument("--attempts", type=int, default=3, metavar="N", help="tries per number, e.g. --attempts 2")
+    p.add_argument(
+        "--backoff-s", type=float, default=300.0, metavar="S", help="first retry delay, doubling, e.g. --backoff-s 60"
+    )
+    p.add_argument(
+        "--quiet-hours", metavar="HH:MM-HH:MM", help="no calls in this local window, e.g. --quiet-hours 21:00-09:00"
+    )
+    p.add_argument(
+        "--timezone", default="UTC", metavar="ZONE", help="rows without a timezone column, e.g. --timezone Europe/Paris"
+    )
+    p.add_argument(
+        "--results", type=Path, metavar="FILE", help="results CSV and resume journal, e.g. --results out.csv"
+    )
+    p.add_argument(
+        "--url", metavar="URL", default="http://127.0.0.1:8080", help="server base URL, e.g. --url http://10.0.0.5:8080"
+    )
+    p.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help='bearer token, the server\'s [ops] token, e.g. --token "$OPS_TOKEN" (default: $VOICEBOT_OPS_TOKEN)',
+    )
+
+
 def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "providers",
@@ -455,7 +494,17 @@ def _add_providers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
 
 
-COMMANDS = (_add_serve, _add_config, _add_dial, _add_replay, _add_tape, _add_calls, _add_call, _add_providers)
+COMMANDS = (
+    _add_serve,
+    _add_config,
+    _add_dial,
+    _add_replay,
+    _add_tape,
+    _add_calls,
+    _add_call,
+    _add_campaign,
+    _add_providers,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -173,6 +173,13 @@ class TwilioRestFake:
         self._created.clear()
         return self.created[-1]
 
+    async def created_after(self, seen: int) -> list[CreatedCall]:
+        """The calls created after the first ``seen``, waiting for at least one."""
+        while len(self.created) <= seen:
+            self._created.clear()
+            await self._created.wait()
+        return self.created[seen:]
+
     async def _callback(self, url: str, params: dict[str, str]) -> httpx.Response:
         """POST ``params`` to ``url`` signed as Twilio signs (X-Twilio-Signature)."""
         signature = RequestValidator(self.auth_token).compute_signature(url, params)

@@ -113,6 +113,7 @@ class OutboundCall:
     created_at: float = field(default_factory=time.time)
     verdict: asyncio.Event = field(default_factory=asyncio.Event)
     expiry: asyncio.TimerHandle | None = None
+    answered: bool = False  # Twilio fetched the answer: the plan (then the stream) owns the slot
 
     @property
     def machine(self) -> bool:
@@ -234,7 +235,7 @@ class OutboundCalls:
     def _expire(self, call: OutboundCall) -> None:
         """No answer and no final status within the reservation's TTL: let the slot go."""
         call.expiry = None
-        if call.status not in FINAL and call.status != "in-progress":
+        if call.status not in FINAL and not call.answered:
             log.warning("outbound call %s: no answer and no final status; slot released", call.call_sid)
             self._release(call)
 
@@ -259,6 +260,7 @@ class OutboundCalls:
             log.warning("outbound call %s: its slot was lost before the answer; hanging up", call_sid)
             return Declined(call_sid, call.route.name, hangup(), "slot lost")
         call.status = "in-progress"
+        call.answered = True
         # The far end is the person this call is about (memory, logs): it is the plan's caller.
         plan = runtime.new_plan({"CallSid": call_sid, "From": call.to, "To": call.from_}, call.route)
         if call.route.outbound.machine_detection:
@@ -331,6 +333,7 @@ class OutboundCalls:
             result = "machine" if call.machine and status == "completed" else status
             record_outbound_result(call.route.name, result)
             log.info("outbound call %s: %s", call.call_sid, status)
-        if status in UNANSWERED:
+        if status in UNANSWERED or (status in FINAL and not call.answered):
+            # never answered: no plan or stream holds the slot (otherwise they release it)
             self._release(call)
         return True
