@@ -118,7 +118,7 @@ class Instruments:
         )
         self.call_cost = meter.create_histogram(
             "voicebot.call.cost",
-            unit="USD",
+            unit="usd",
             description="what a call's provider use cost, priced by [pricing] (voicebot.calls.cost), by route",
             explicit_bucket_boundaries_advisory=COST_BUCKETS_USD,
         )
