@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from telephony.call_state import CallOutcome
+from tests.fakes.gemini_live_fake import GeminiLiveFake
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
@@ -23,6 +24,7 @@ from tests.test_telemetry import scrape, value
 from voicebot.devtools.tape.replay import finished_tape
 
 OPS_TOKEN = "ops-" + "x" * 24
+GEMINI_ENV = {"GOOGLE_API_KEY": "test-key"}
 
 
 def config(fake: FakeRealtimeServer, route: str, tapes: Path, route_keys: str = "") -> str:
@@ -135,3 +137,38 @@ async def test_max_cost_usd_ends_the_call_with_a_goodbye(tmp_path: Path) -> None
     end = await end_record(tmp_path, call.call_sid)
     assert end["outcome"] == CallOutcome.MAX_COST.value
     assert end["usage"]["cost_usd"] >= 0.0001
+
+
+async def test_a_gemini_calls_cost_comes_from_its_usage_metadata(tmp_path: Path) -> None:
+    async with GeminiLiveFake() as fake:
+        config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[ops]
+token = "{OPS_TOKEN}"
+
+[providers.gemini]
+type = "gemini_live"
+api_key = "${{GOOGLE_API_KEY}}"
+base_url = "{fake.base_url}"
+ca_file = "{fake.ca_file}"
+
+[[routes]]
+name = "cost-gemini"
+providers = ["gemini"]
+"""
+        fake.reply_ms = 400.0
+        async with running_server(config, env=GEMINI_ENV) as server, server.twilio().call() as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(440, 600)))
+            await call.wait_for(lambda: fake.last is not None and fake.last.turns_completed == 1, timeout=8)
+            await call.wait_for(lambda: bool(server.runtime.active), timeout=5)
+            await call.pause(100)  # the usageMetadata message came with turnComplete
+            (row,) = await calls(server.url)
+    # USAGE_PER_TURN at the shipped gemini_live rates: 20 text tokens in at $0.50, 30 audio
+    # tokens in at $3, 25 audio tokens out at $12 (per million).
+    tokens = {k: v for k, v in row["usage"].items() if k.endswith("_tokens")}
+    assert tokens == {"text_in_tokens": 20, "audio_in_tokens": 30, "audio_out_tokens": 25}
+    assert row["cost_usd"] == pytest.approx((20 * 0.5 + 30 * 3.0 + 25 * 12.0) / 1e6, abs=1e-12)
