@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from s2s.nova_sonic.transport import register_stream_factory, unregister_stream_factory
 from telephony.call_state import CallOutcome
 from tests.fakes.gemini_live_fake import GeminiLiveFake
+from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
@@ -172,3 +174,44 @@ providers = ["gemini"]
     tokens = {k: v for k, v in row["usage"].items() if k.endswith("_tokens")}
     assert tokens == {"text_in_tokens": 20, "audio_in_tokens": 30, "audio_out_tokens": 25}
     assert row["cost_usd"] == pytest.approx((20 * 0.5 + 30 * 3.0 + 25 * 12.0) / 1e6, abs=1e-12)
+
+
+async def test_a_nova_calls_cost_comes_from_its_usage_events() -> None:
+    service = FakeNovaService(lambda: FakeNovaModel(reply_ms=400, speed=4.0))
+    register_stream_factory("cost-tests", service)
+    config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[ops]
+token = "{OPS_TOKEN}"
+
+[providers.nova]
+type = "nova_sonic"
+region = "us-east-1"
+endpoint_url = "memory://cost-tests"
+
+[[routes]]
+name = "cost-nova"
+providers = ["nova"]
+"""
+    try:
+        async with running_server(config) as server, server.twilio().call() as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(440, 600)))
+            plan = server.runtime.plan_of(call.call_sid)
+            assert plan is not None
+            await call.wait_for(lambda: plan.cost is not None and plan.cost.cost_usd > 0.0002, timeout=8)
+            (row,) = await calls(server.url)
+            assert plan.cost is not None
+            exact = plan.cost.cost_usd
+    finally:
+        unregister_stream_factory("cost-tests")
+        service.shutdown()
+    # The fake's usageEvent totals at the shipped nova_sonic rates: 5 text tokens in at $0.33,
+    # 10 speech tokens in at $3, 20 speech tokens out at $12 (per million).
+    tokens = {k: v for k, v in row["usage"].items() if k.endswith("_tokens")}
+    assert tokens == {"text_in_tokens": 5, "audio_in_tokens": 10, "audio_out_tokens": 20}
+    assert exact == pytest.approx((5 * 0.33 + 10 * 3.0 + 20 * 12.0) / 1e6, abs=1e-15)
+    assert row["cost_usd"] == round(exact, 6)
