@@ -1,8 +1,8 @@
-"""What a call cost, end to end: a phone call through the running server to the OpenAI
-Realtime fake, which reports each response's tokens in ``response.done`` as OpenAI does. The
-cost is priced from the shipped ``[pricing.openai_realtime]`` table and shows up on
-``GET /calls``, in the tape's end record and on ``GET /metrics``; ``max_cost_usd`` ends a call
-with a goodbye."""
+"""What a call cost, end to end: phone calls through the running server to the provider
+fakes, each reporting usage in its provider's own format (OpenAI Realtime ``response.done``
+tokens, Gemini ``usageMetadata``, Nova ``usageEvent``, GPT-Live ``session.usage.updated``
+seconds). The cost is priced from the ``[pricing]`` tables and shows up on ``GET /calls``, in
+the tape's end record and on ``GET /metrics``; ``max_cost_usd`` ends a call with a goodbye."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import pytest
 from s2s.nova_sonic.transport import register_stream_factory, unregister_stream_factory
 from telephony.call_state import CallOutcome
 from tests.fakes.gemini_live_fake import GeminiLiveFake
+from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
 from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
@@ -215,3 +216,35 @@ providers = ["nova"]
     assert tokens == {"text_in_tokens": 5, "audio_in_tokens": 10, "audio_out_tokens": 20}
     assert exact == pytest.approx((5 * 0.33 + 10 * 3.0 + 20 * 12.0) / 1e6, abs=1e-15)
     assert row["cost_usd"] == round(exact, 6)
+
+
+async def test_a_gpt_live_call_is_billed_for_the_seconds_it_reports() -> None:
+    async with FakeLiveServer(LiveFakeOptions(response_ms=400)) as fake:
+        config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[pricing.gpt_live]
+session_per_minute = 0.06
+
+[providers.live]
+type = "gpt_live"
+api_key = "test-key"
+base_url = "{fake.base_url}"
+
+[[routes]]
+name = "cost-live"
+providers = ["live"]
+"""
+        async with running_server(config) as server, server.twilio().call() as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(440, 2500)))
+            plan = server.runtime.plan_of(call.call_sid)
+            assert plan is not None
+            # session.usage.updated comes every second of caller audio the service took in
+            await call.wait_for(lambda: plan.cost is not None and plan.cost.total().billable_s >= 2, timeout=8)
+            assert plan.cost is not None
+            total = plan.cost.total()
+    assert total.billable_s == int(total.billable_s)  # whole seconds, as the fake reports them
+    assert total.cost_usd == pytest.approx(total.billable_s / 60 * 0.06, abs=1e-15)
