@@ -221,6 +221,9 @@ class RouteConfig(_Strict):
     providers: list[str] = Field(min_length=1, description="preference / fallback order")
     instructions: str = "You are a helpful voice assistant on a phone call. Keep answers short."
     greeting: str | None = None
+    greeting_uninterruptible: bool = Field(
+        default=False, description="the caller cannot barge in until the greeting has been heard in full"
+    )
     voice: str | None = None
     model: str | None = None
     language: str | None = None
