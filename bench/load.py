@@ -70,6 +70,7 @@ CLIENT_LATE_LIMIT_MS = FRAME_S * 1000.0  # p99 above one frame: the client is no
 IDLE_S = 1.0
 GRACE_S = 0.5  # after the window, for audio sent in it to arrive
 CONTENDED_WAIT_PCT = 5.0
+STARVED_WAIT_PCT = 25.0
 TICKS_PER_S = 96_000  # stream positions in 1/96000 s: every byte rate used divides it
 ONSET_LEVEL = 2000  # |sample| marking the start of the caller's tone
 
@@ -319,6 +320,9 @@ class RunFigures:
             found.append(f"{len(self.failures)} failure(s), first: {self.failures[0]}")
         if self.lateness["count"] and self.lateness["p99_us"] / 1000.0 >= CLIENT_LATE_LIMIT_MS:
             found.append(f"client lateness p99 {self.lateness['p99_us'] / 1000.0:.1f} ms")
+        if self.server_wait_pct >= STARVED_WAIT_PCT:
+            # its CPU figure is then what the machine gave it, not what it needed
+            found.append(f"the server waited for a CPU {self.server_wait_pct:.0f}% of the window")
         return found
 
 

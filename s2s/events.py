@@ -86,12 +86,22 @@ class SessionExpiring:
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Billable use the provider reported for one session, cumulative: a later report of the
-    same ``session_id`` replaces the earlier one (GPT-Live ``session.usage.updated``, billed
-    by active audio time). ``final`` marks the provider's last word on the session."""
+    same ``session_id`` replaces the earlier one. Providers fill what they report: seconds
+    (GPT-Live ``session.usage.updated``, billed by active audio time) or tokens by modality
+    (OpenAI Realtime ``response.done``, Gemini ``usageMetadata``, Nova ``usageEvent``),
+    summed over the session by the protocol. ``cached_*_in_tokens`` are the part of the
+    input tokens served from the provider's cache, by modality. ``final`` marks the
+    provider's last word on the session."""
 
     session_id: str
-    billable_s: float
+    billable_s: float = 0.0
     final: bool = False
+    text_in_tokens: int = 0
+    audio_in_tokens: int = 0
+    cached_text_in_tokens: int = 0
+    cached_audio_in_tokens: int = 0
+    text_out_tokens: int = 0
+    audio_out_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

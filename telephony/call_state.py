@@ -22,6 +22,8 @@ class CallOutcome(enum.StrEnum):
     BOT_HANGUP = "bot-hangup"  # the model's end_call tool
     TRANSFERRED = "transferred"
     MAX_DURATION = "max-duration"  # the route's max_call_seconds
+    CALLER_SILENT = "caller-silent"  # the route's silence prompts went unanswered
+    MAX_COST = "max-cost"  # the route's max_cost_usd
     SERVER_SHUTDOWN = "server-shutdown"  # drained past its deadline
     PROVIDER_UNAVAILABLE = "provider-unavailable"  # no provider session could be opened
     PROVIDER_LOST = "provider-lost"  # the session failed mid-call and could not be recovered

@@ -8,7 +8,7 @@ from itertools import count
 
 import pytest
 
-from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone
+from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone, Usage
 from s2s.nova_sonic.config import NOVA_SONIC_V1, NovaSonicConfig
 from s2s.nova_sonic.history import MAX_HISTORY_BYTES, shape_history, split_utf8
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings, ProtocolStateError, is_interruption_marker
@@ -175,6 +175,7 @@ def test_a_bot_answer_maps_to_transcripts_audio_and_turn_done() -> None:
         AudioOut(pcm, "au1"),
         TurnDone("au1", interrupted=False),
         Transcript("bot", "It is noon.", final=True, item_id="au1"),
+        Usage("s", audio_out_tokens=7),  # the session's running total
     ]
     assert proto.usage == {"output": {"speechTokens": 7}}
 

@@ -23,6 +23,7 @@ from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec, register
 from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
 from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
+from voicebot.pricing import PricingTable, merged_pricing, shipped_tables
 
 # The application's own provider types, beside s2s's built-ins (s2s.registry).
 register("tape", "voicebot.devtools.tape.provider")
@@ -200,6 +201,22 @@ class OutboundSettings(_Strict):
     )
 
 
+class SilenceSettings(_Strict):
+    """A silent caller (voicebot.calls.silence): after ``idle_after_s`` with nobody speaking and
+    nothing pending, the model says the next of ``prompts``; after the last one, ``goodbye``,
+    and the call hangs up once it has been heard. Caller speech starts the list over."""
+
+    idle_after_s: float = Field(gt=0, description="quiet this long (bot heard out, caller silent) before a step")
+    prompts: list[str] = Field(
+        default_factory=lambda: ["Are you still there?"],
+        description="said in turn, one per silence, by the model",
+    )
+    goodbye: str = Field(
+        default="I haven't heard from you, so I'll end the call now. Goodbye!",
+        description="said after the last prompt went unanswered; then the bot hangs up",
+    )
+
+
 class RouteConfig(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -209,10 +226,28 @@ class RouteConfig(_Strict):
     providers: list[str] = Field(min_length=1, description="preference / fallback order")
     instructions: str = "You are a helpful voice assistant on a phone call. Keep answers short."
     greeting: str | None = None
+    greeting_uninterruptible: bool = Field(
+        default=False, description="the caller cannot barge in until the greeting has been heard in full"
+    )
     voice: str | None = None
     model: str | None = None
     language: str | None = None
     max_call_seconds: float | None = Field(default=None, gt=0, description="hang up after this long")
+    time_warning_s: float = Field(
+        default=60.0, ge=0, description="with max_call_seconds: tell the model this long before the end (0: never)"
+    )
+    time_warning: str = Field(
+        default="Note: this call will be cut off in one minute. Wrap up the conversation with the caller now.",
+        description="the system note sent time_warning_s before max_call_seconds",
+    )
+    silence: SilenceSettings | None = Field(default=None, description="re-prompt a silent caller, then hang up")
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="say goodbye and hang up once the call's provider cost reaches this ([pricing])"
+    )
+    max_cost_goodbye: str = Field(
+        default="I'm sorry, we have to end the call here. Thank you for calling, goodbye.",
+        description="spoken when max_cost_usd ends the call",
+    )
     recording: bool = Field(default=False, description="record this route's calls to tapes")
     retry_budget_s: float = Field(default=1.5, gt=0, description="time spent on one provider before the next")
     on_unavailable: OnUnavailable = Field(default_factory=OnUnavailable)
@@ -313,6 +348,13 @@ class AppConfig(_Strict):
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     ops: OpsConfig = Field(default_factory=OpsConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
+    # USD rates by provider type (voicebot.pricing): the shipped tables, overridden key by key
+    pricing: dict[str, PricingTable] = Field(default_factory=shipped_tables)
+
+    @field_validator("pricing", mode="before")
+    @classmethod
+    def _shipped_prices_under(cls, value: Any) -> Any:
+        return merged_pricing(value)
 
 
 DEFAULT_CONFIG_TOML = """

@@ -37,6 +37,7 @@ from s2s.events import (
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, text_turn, tool_result_scheduling
 from s2s.provider import SessionContext
+from s2s.usage import TokenTally
 from transcoding.formats import PCM16_16K, PCM16_24K
 from transcoding.levels import frame_dbfs
 
@@ -143,6 +144,14 @@ class _CallerTurn:
     final: bool = True
 
 
+def _by_modality(details: list[types.ModalityTokenCount] | None) -> dict[types.MediaModality, int]:
+    counts: dict[types.MediaModality, int] = {}
+    for detail in details or []:
+        if detail.modality is not None:
+            counts[detail.modality] = counts.get(detail.modality, 0) + (detail.token_count or 0)
+    return counts
+
+
 @dataclass(slots=True)
 class Usage:
     """Running token totals of the session (``usageMetadata``, https://ai.google.dev/api/live)."""
@@ -173,6 +182,7 @@ class LiveEventMapper:
         self.resume_handle: str | None = None
         self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
         self.usage = Usage()
+        self.tokens = TokenTally(self._prefix)
 
     @property
     def bot_turns(self) -> int:
@@ -201,7 +211,7 @@ class LiveEventMapper:
             if update.resumable and update.new_handle:
                 self.resume_handle = update.new_handle
         if msg.usage_metadata is not None:
-            self._usage(msg.usage_metadata)
+            events.append(self._usage(msg.usage_metadata))
         activity = msg.voice_activity
         if activity is not None and activity.voice_activity_type == types.VoiceActivityType.ACTIVITY_END:
             self._speech_stopped(events)
@@ -337,7 +347,25 @@ class LiveEventMapper:
             name = self.pending_tool_calls.pop(call_id, None)
             log.info("gemini cancelled tool call %s (%s); its result will not be sent", call_id, name)
 
-    def _usage(self, usage: types.UsageMetadata) -> None:
+    def _usage(self, usage: types.UsageMetadata) -> ProviderEvent:
+        """Adds one ``usageMetadata`` (``google.genai.types.UsageMetadata``) to the session's
+        totals and returns them as the neutral event. Tokens are split by modality from
+        ``prompt_tokens_details`` / ``response_tokens_details``; what those leave uncovered
+        (some prompt tokens carry no modality) and thinking tokens count as text, which is
+        how they are billed."""
+        prompt = _by_modality(usage.prompt_tokens_details)
+        response = _by_modality(usage.response_tokens_details)
+        prompt_audio = prompt.get(types.MediaModality.AUDIO, 0)
+        response_audio = response.get(types.MediaModality.AUDIO, 0)
+        cached_audio = _by_modality(usage.cache_tokens_details).get(types.MediaModality.AUDIO, 0)
+        event = self.tokens.add(
+            text_in=max(0, (usage.prompt_token_count or 0) - prompt_audio),
+            audio_in=prompt_audio,
+            cached_text_in=max(0, (usage.cached_content_token_count or 0) - cached_audio),
+            cached_audio_in=cached_audio,
+            text_out=max(0, (usage.response_token_count or 0) - response_audio) + (usage.thoughts_token_count or 0),
+            audio_out=response_audio,
+        )
         self.usage.prompt_tokens += usage.prompt_token_count or 0
         self.usage.response_tokens += usage.response_token_count or 0
         self.usage.total_tokens += usage.total_token_count or 0
@@ -349,6 +377,7 @@ class LiveEventMapper:
             usage.total_token_count,
             self.usage.total_tokens,
         )
+        return event
 
     # -- barge-in ------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from s2s.events import (
     ToolCall,
     Transcript,
     TurnDone,
+    Usage,
 )
 from s2s.nova_sonic.history import MAX_TEXT_INPUT_BYTES, HistoryMessage, split_utf8
 from s2s.tools import ToolSpec
@@ -112,6 +113,7 @@ class NovaProtocol:
         self.audio_content_name = self._new_id()
         self.state: Literal["new", "streaming", "closed"] = "new"
         self.usage: Event = {}
+        self._usage_session = f"nova-{uuid.uuid4().hex[:12]}"  # when usageEvent names none
         self._contents: dict[str, _Content] = {}
         self._bot_item: str | None = None  # contentId of the latest ASSISTANT AUDIO block
         self._responding = False  # bot audio started and no TurnDone yet
@@ -374,10 +376,23 @@ class NovaProtocol:
         return self._turn_done()
 
     def _on_usage(self, body: Event) -> list[ProviderEvent]:
+        """``usageEvent`` carries the session's running totals in ``details.total``
+        (``input``/``output`` ``speechTokens``/``textTokens``; the ``delta`` beside it is the
+        change), https://docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-output-events.html"""
         details = body.get("details")
-        if isinstance(details, dict) and isinstance(details.get("total"), dict):
-            self.usage = details["total"]
-        return []
+        if not (isinstance(details, dict) and isinstance(details.get("total"), dict)):
+            return []
+        self.usage = details["total"]
+        given, made = self.usage.get("input") or {}, self.usage.get("output") or {}
+        return [
+            Usage(
+                str(body.get("sessionId") or self._usage_session),
+                text_in_tokens=int(given.get("textTokens") or 0),
+                audio_in_tokens=int(given.get("speechTokens") or 0),
+                text_out_tokens=int(made.get("textTokens") or 0),
+                audio_out_tokens=int(made.get("speechTokens") or 0),
+            )
+        ]
 
     def _barge_in(self) -> list[ProviderEvent]:
         if self._interrupted:

@@ -19,6 +19,7 @@ import binascii
 import itertools
 import json
 import logging
+import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -34,9 +35,11 @@ from s2s.events import (
     ToolCall,
     Transcript,
     TurnDone,
+    Usage,
 )
 from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
+from s2s.usage import TokenTally
 from transcoding.formats import MULAW_8K, PCM16_24K, AudioFormat
 from transcoding.sniff import sniff_encoding
 
@@ -163,6 +166,8 @@ class RealtimeProtocol(ABC):
         self._response_requested = False  # response.create sent, response.created not yet seen
         self._response_wanted = False  # a response.create is due once the active one is done
         self._cancel_sent_for: str | None = None
+        # tokens of every response.done so far; named by session.created's id when it has one
+        self._usage = TokenTally(f"{self.provider_name}-{uuid.uuid4().hex[:12]}")
         self._sent_bytes: dict[str, int] = {}  # bot item id -> output audio bytes received
         self._last_audio_item: str | None = None
         self._truncated: set[str] = set()
@@ -311,6 +316,9 @@ class RealtimeProtocol(ABC):
 
     def _dispatch(self, kind: str, m: dict[str, Any]) -> None:
         if kind in self.created_events:
+            session_id = (m.get("session") or {}).get("id")
+            if isinstance(session_id, str) and session_id:
+                self._usage.session_id = session_id
             if self.state is HandshakeState.AWAIT_CREATED:
                 self._send("session.update", session=self.session_config())
                 self.state = HandshakeState.AWAIT_UPDATED
@@ -557,6 +565,8 @@ class RealtimeProtocol(ABC):
             error = (response.get("status_details") or {}).get("error") or {}
             self._recoverable(error.get("code") or "response_failed", error.get("message") or "response failed")
         self._events.append(TurnDone(item_id=state.audio_item, interrupted=status == "cancelled"))
+        if isinstance(response.get("usage"), dict):
+            self._events.append(self._add_usage(response["usage"]))
         if state.pending_calls:
             return  # response.create follows the last tool output
         self._responses.pop(response_id, None)
@@ -565,6 +575,23 @@ class RealtimeProtocol(ABC):
         elif self._response_wanted:
             self._response_wanted = False
             self._request_response()
+
+    def _add_usage(self, usage: dict[str, Any]) -> Usage:
+        """One response's tokens by modality (``openai.types.realtime.RealtimeResponseUsage``:
+        ``input_token_details`` text/audio/cached, ``output_token_details`` text/audio) added
+        to the session's totals. Cached tokens are a subset of the input tokens; those
+        ``cached_tokens_details`` does not split by modality count as text."""
+        given = usage.get("input_token_details") or {}
+        made = usage.get("output_token_details") or {}
+        cached_audio = int((given.get("cached_tokens_details") or {}).get("audio_tokens") or 0)
+        return self._usage.add(
+            text_in=int(given.get("text_tokens") or 0),
+            audio_in=int(given.get("audio_tokens") or 0),
+            cached_text_in=max(0, int(given.get("cached_tokens") or 0) - cached_audio),
+            cached_audio_in=cached_audio,
+            text_out=int(made.get("text_tokens") or 0),
+            audio_out=int(made.get("audio_tokens") or 0),
+        )
 
     def _on_error(self, error: dict[str, Any]) -> None:
         code = error.get("code") or error.get("type") or "error"

@@ -90,6 +90,16 @@ def tone_pcm(freq_hz: float, ms: float, rate: int, amplitude: float = 8000.0) ->
     return np.rint(amplitude * np.sin(2 * np.pi * freq_hz * n / rate)).astype("<i2").tobytes()
 
 
+# What each completed turn reports (fixed figures, so a test can price them by hand).
+USAGE_PER_TURN = {
+    "promptTokenCount": 50,
+    "responseTokenCount": 25,
+    "totalTokenCount": 75,
+    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 20}, {"modality": "AUDIO", "tokenCount": 30}],
+    "responseTokensDetails": [{"modality": "AUDIO", "tokenCount": 25}],
+}
+
+
 @dataclass
 class Conversation:
     """What one logical Gemini session remembers; resumption handles point at it."""
@@ -526,7 +536,8 @@ class GeminiLiveFake:
             conn,
             {
                 "serverContent": {"turnComplete": True},
-                "usageMetadata": {"promptTokenCount": 50, "responseTokenCount": 25, "totalTokenCount": 75},
+                # google.genai.types.UsageMetadata, split by modality (ModalityTokenCount)
+                "usageMetadata": USAGE_PER_TURN,
             },
         )
         if conn.wants_resumption:

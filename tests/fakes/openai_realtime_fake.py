@@ -135,6 +135,7 @@ class FakeConnection:
     tool_outputs: list[dict[str, Any]] = field(default_factory=list)
     items_created: list[dict[str, Any]] = field(default_factory=list)
     errors_sent: list[dict[str, Any]] = field(default_factory=list)
+    usage_sent: list[dict[str, Any]] = field(default_factory=list)  # each response.done's usage
     speech_started_at: list[float] = field(default_factory=list)
     closed: bool = False
     ws: ServerConnection | None = None
@@ -648,17 +649,38 @@ class _FakeCall:
         if self.active is rec:
             self.active = None
         details = {"type": status, "reason": reason} if reason else None
-        await self.send(
-            {
-                "type": "response.done",
-                "response": {
-                    "id": rec.response_id,
-                    "status": status,
-                    "status_details": details,
-                    "output": output or [],
-                },
-            }
-        )
+        response: dict[str, Any] = {
+            "id": rec.response_id,
+            "status": status,
+            "status_details": details,
+            "output": output or [],
+        }
+        if self.opts.dialect == "openai":
+            response["usage"] = self.usage(rec)
+        await self.send({"type": "response.done", "response": response})
+
+    def usage(self, rec: ResponseRecord) -> dict[str, Any]:
+        """The response's tokens as OpenAI counts them (https://platform.openai.com/docs/guides/
+        realtime-costs): 1 audio token per 100 ms of caller audio, 1 per 50 ms of bot audio;
+        40 text tokens of instructions, 32 of them cached after the first response."""
+        audio_in = int(len(self.turn_audio) / 2 / self.conn.input_rate * 10)
+        audio_out = rec.produced_ms // 50
+        text_out = len(rec.transcript.split())
+        cached = 32 if len(self.conn.usage_sent) else 0
+        usage = {
+            "total_tokens": 40 + audio_in + text_out + audio_out,
+            "input_tokens": 40 + audio_in,
+            "output_tokens": text_out + audio_out,
+            "input_token_details": {
+                "text_tokens": 40,
+                "audio_tokens": audio_in,
+                "cached_tokens": cached,
+                "cached_tokens_details": {"text_tokens": cached, "audio_tokens": 0},
+            },
+            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+        }
+        self.conn.usage_sent.append(usage)
+        return usage
 
     async def cancel_active(self, reason: str) -> None:
         rec = self.active

@@ -14,6 +14,7 @@ from s2s.resilience import RecoveryPolicy, ResilientSession
 from telephony.twiml import dial, say_and_hangup
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import SlotLease
+from voicebot.calls.cost import CallCost
 from voicebot.config import AppConfig, OnUnavailable, RouteConfig
 
 NO_ROUTE_MESSAGE = "Sorry, this number cannot take calls right now. Goodbye."
@@ -56,10 +57,13 @@ class CallPlan:
     # the route's max_call_seconds timer, armed once the session is open; it belongs to this
     # plan, so nothing done to another plan of the same CallSid can cancel it
     time_limit: asyncio.TimerHandle | None = None
+    time_warning: asyncio.TimerHandle | None = None  # time_warning_s before time_limit
     # when the voice webhook request arrived (the call span starts here)
     received_at: float | None = None
     # awaited before the provider session opens (voicebot.calls.outbound: the AMD verdict)
     before_session: Callable[[], Awaitable[None]] | None = None
+    # the call's provider usage and cost (voicebot.calls.cost), from its stream on
+    cost: CallCost | None = None
 
     def session_context(self) -> SessionContext:
         """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""

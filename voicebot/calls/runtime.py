@@ -33,9 +33,12 @@ from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
 from voicebot.calls.adoption import adopt_plan
+from voicebot.calls.cost import CallCost
+from voicebot.calls.greeting_guard import greeting_guard
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
+from voicebot.calls.silence import silence_watch
 from voicebot.calls.stream_token import CLOCK_SKEW_S, BadStreamToken, StreamTicket, StreamTokens, derived_key
 from voicebot.config import AppConfig, RouteConfig
 from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
@@ -274,6 +277,7 @@ class Runtime:
     def _bridge(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
         info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
         server = plan.config.server
+        guards = greeting_guard(plan.route, lambda: bridge.handle.bot_audio_pending)
         bridge = CallBridge(
             socket,
             protocol,
@@ -285,10 +289,11 @@ class Runtime:
                 if server.local_barge_in_ms
                 else None
             ),
-            observers=self.observers(plan),
+            observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle), *guards],
             before_close=lambda summary: self.before_stream_close(plan, summary),
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
+            barge_in_held=guards[0].holds if guards else None,
         )
         self.active[info.call_sid] = bridge
         self._plans[bridge] = plan
@@ -315,19 +320,34 @@ class Runtime:
         await session.open()
         limit = plan.route.max_call_seconds
         if limit is not None:
-            plan.time_limit = asyncio.get_running_loop().call_later(limit, self._time_up, plan)
+            loop = asyncio.get_running_loop()
+            plan.time_limit = loop.call_later(limit, self._time_up, plan)
+            warn_at = limit - plan.route.time_warning_s
+            if plan.route.time_warning_s > 0 and warn_at > 0:
+                plan.time_warning = loop.call_later(warn_at, self._time_warning, plan)
         return session
 
-    def _time_up(self, plan: CallPlan) -> None:
+    def _bridge_of(self, plan: CallPlan) -> CallBridge | None:
         bridge = self.active.get(plan.call_sid)
-        if bridge is not None and self._plans.get(bridge) is plan:
+        return bridge if bridge is not None and self._plans.get(bridge) is plan else None
+
+    def _time_warning(self, plan: CallPlan) -> None:
+        """The model is told the call is about to be cut, so it can wrap up."""
+        if (bridge := self._bridge_of(plan)) is not None:
+            left_s = plan.route.time_warning_s
+            log.info("call %s: %.0f s left of max_call_seconds; telling the model", plan.call_sid, left_s)
+            self._spawn(bridge.handle.say(plan.route.time_warning))
+
+    def _time_up(self, plan: CallPlan) -> None:
+        if (bridge := self._bridge_of(plan)) is not None:
             log.info("call %s: route %r max_call_seconds reached; hanging up", plan.call_sid, plan.route.name)
             self._spawn(bridge.hang_up(CallOutcome.MAX_DURATION))
 
     def _release(self, plan: CallPlan) -> None:
-        if plan.time_limit is not None:
-            plan.time_limit.cancel()
-            plan.time_limit = None
+        for timer in (plan.time_limit, plan.time_warning):
+            if timer is not None:
+                timer.cancel()
+        plan.time_limit = plan.time_warning = None
         if plan.lease is not None:
             self._spawn(plan.lease.release())
 
@@ -337,10 +357,26 @@ class Runtime:
         task.add_done_callback(self._tasks.discard)
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
-        observers = [factory(plan) for factory in self.observer_factories]
+        plan.cost = CallCost(plan.config, plan.route.max_cost_usd, lambda cost: self._over_budget(plan, cost))
+        observers: list[CallObserver] = [plan.cost]
+        observers += [factory(plan) for factory in self.observer_factories]
         if wants_recording(plan.config, plan.route):
-            observers.append(recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers)))
+            recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers))
+            recorder.usage = plan.cost.summary
+            observers.append(recorder)
         return observers
+
+    def _over_budget(self, plan: CallPlan, cost: float) -> None:
+        bridge = self.active.get(plan.call_sid)
+        if bridge is not None and self._plans.get(bridge) is plan:
+            log.info(
+                "call %s: route %r max_cost_usd %.4f reached ($%.4f); saying goodbye",
+                plan.call_sid,
+                plan.route.name,
+                plan.route.max_cost_usd,
+                cost,
+            )
+            self._spawn(bridge.hang_up(CallOutcome.MAX_COST))
 
     # -- after the stream ---------------------------------------------------------------
 
@@ -351,6 +387,8 @@ class Runtime:
             self._streams.discard(call_sid)
         plan = self._plans.pop(bridge)
         self._release(plan)
+        if plan.cost is not None:
+            log.info("call %s cost $%.6f: %s", call_sid, plan.cost.cost_usd, plan.cost.summary())
         plan.tools.call_ended(summary)
 
     async def before_stream_close(self, plan: CallPlan, summary: CallSummary) -> None:
@@ -358,6 +396,10 @@ class Runtime:
 
         No provider at stream start: the route's on_unavailable, as the webhook would have
         answered; lost mid-call: the apology. Then a human, if the route names one."""
+        if summary.outcome is CallOutcome.MAX_COST and plan.call_sid not in self.next_twiml:
+            goodbye = say_and_hangup(plan.route.max_cost_goodbye, plan.route.on_unavailable.language)
+            await self.next_twiml.deliver(self.config.twilio, plan.call_sid, goodbye)
+            return
         lost = summary.outcome is CallOutcome.PROVIDER_LOST
         if not (lost or summary.outcome is CallOutcome.PROVIDER_UNAVAILABLE) or plan.call_sid in self.next_twiml:
             return

@@ -66,7 +66,7 @@ def calls_command(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
         return 0
     calls = body.get("calls", [])
-    columns = ("call_sid", "route", "provider", "state", "duration_s", "barge_ins")
+    columns = ("call_sid", "route", "provider", "state", "duration_s", "barge_ins", "cost_usd")
     rows = [[str(call.get(c) if call.get(c) is not None else "-") for c in columns] for call in calls]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())

@@ -1,7 +1,8 @@
 """The operators' API: ``/calls``, behind a bearer token (``[ops] token``).
 
 ``GET /calls`` lists the calls this instance is bridging right now: CallSid, route, the
-provider currently serving it, call state, duration and barge-ins so far. It reads the
+provider currently serving it, call state, duration, barge-ins and provider cost so far
+(``cost_usd``, ``usage``: voicebot.calls.cost). It reads the
 runtime's live bridges and changes nothing.
 
 ``POST /calls`` places an outbound call (voicebot.calls.outbound): JSON ``{"to", "route",
@@ -57,6 +58,8 @@ def call_rows(runtime: Runtime) -> list[dict[str, Any]]:
     rows = []
     for call_sid, bridge in list(runtime.active.items()):
         summary = bridge.summary
+        plan = runtime.plan_of(call_sid)
+        cost = plan.cost if plan is not None else None
         rows.append(
             {
                 "call_sid": call_sid,
@@ -65,6 +68,9 @@ def call_rows(runtime: Runtime) -> list[dict[str, Any]]:
                 "state": bridge.state.state.value,
                 "duration_s": round(bridge.clock() - summary.started_at, 1),
                 "barge_ins": len(summary.barge_ins),
+                # provider use so far, priced by [pricing] (voicebot.calls.cost)
+                "cost_usd": round(cost.cost_usd, 6) if cost is not None else None,
+                "usage": cost.total().row() if cost is not None else {},
             }
         )
     return sorted(rows, key=lambda row: -row["duration_s"])
@@ -112,7 +118,7 @@ async def show_call(request: Request) -> Response:
         return JSONResponse({"error": f"no call {sid[:40]!r} here"}, status_code=404)
     row = call.row() if call is not None else {"call_sid": sid, "direction": "inbound"}
     if live is not None:
-        row |= {"state": live["state"], "duration_s": live["duration_s"], "barge_ins": live["barge_ins"]}
+        row |= {key: live[key] for key in ("state", "duration_s", "barge_ins", "cost_usd", "usage")}
     return JSONResponse(row)
 
 

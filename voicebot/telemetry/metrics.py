@@ -30,6 +30,7 @@ LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.
 # Work inside the bridge per frame: microseconds to a few ms.
 FRAME_BUCKETS_S = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025)
 # Audio the caller was sent but never heard when they talked over the bot.
+COST_BUCKETS_USD = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNHEARD_BUCKETS_S = (0.0, 0.02, 0.04, 0.08, 0.12, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -110,6 +111,23 @@ class Instruments:
         self.outbound_amd = meter.create_counter(
             "voicebot.outbound.amd", unit="{call}", description="answering-machine detection verdicts (AnsweredBy)"
         )
+        self.silence_steps = meter.create_counter(
+            "voicebot.silence.steps",
+            unit="{event}",
+            description="what the bot did about a silent caller, by route and step (prompt, goodbye)",
+        )
+        self.call_cost = meter.create_histogram(
+            "voicebot.call.cost",
+            unit="usd",
+            description="what a call's provider use cost, priced by [pricing] (voicebot.calls.cost), by route",
+            explicit_bucket_boundaries_advisory=COST_BUCKETS_USD,
+        )
+        self.usage = meter.create_counter(
+            "voicebot.usage",
+            unit="1",
+            description="provider use by provider type and kind: seconds (audio_in_s, audio_out_s, session_s, "
+            "billable_s) or tokens (text_in_tokens, audio_out_tokens, ...)",
+        )
         self.errors = meter.create_counter(
             "voicebot.errors", unit="{error}", description="errors by code (provider errors, bad Twilio frames)"
         )
@@ -178,6 +196,12 @@ def record_webhook_rejected(reason: str) -> None:
 def record_outbound_result(route: str, result: str) -> None:
     """An outbound call ended, or was never placed (``provider-full``, ``rejected``)."""
     _instruments().outbound_calls.add(1, {"route": route, "result": result})
+
+
+def record_silence_step(route: str, step: str) -> None:
+    """The caller was silent for the route's ``idle_after_s``: the bot re-prompts or says goodbye."""
+    _instruments().silence_steps.add(1, {"route": route, "step": step})
+    _event("silence", {"step": step})
 
 
 def record_outbound_amd(route: str, answered_by: str) -> None:

@@ -284,6 +284,21 @@ class CallTelemetry(CallObserver):
                 }
             )
 
+    def _cost(self) -> None:
+        """The call's usage and cost (voicebot.calls.cost) on the span and the metrics."""
+        cost = getattr(self._plan, "cost", None)
+        if cost is None:
+            return
+        by_type = cost.by_provider()
+        total = cost.total()
+        self._m.call_cost.record(total.cost_usd, {"route": self._plan.route.name})
+        for provider_type, record in by_type.items():
+            for kind, value in record.row().items():
+                if kind != "cost_usd":
+                    self._m.usage.add(value, {"provider": provider_type, "kind": kind})
+        self.span.set_attribute("voicebot.cost_usd", round(total.cost_usd, 6))
+        self.span.set_attributes({f"voicebot.usage.{kind}": value for kind, value in total.row().items()})
+
     def call_ended(self, summary: CallSummary) -> None:
         if self._ended:
             return
@@ -303,6 +318,7 @@ class CallTelemetry(CallObserver):
         )
         if self._billable_s:
             self.span.set_attribute("voicebot.provider_billable_s", sum(self._billable_s.values()))
+        self._cost()
         self._resilience_story()
         if summary.outcome.failed:
             self.span.set_status(Status(StatusCode.ERROR, summary.outcome.value))

@@ -122,6 +122,9 @@ class CallEnd:
     transcript: tuple[Turn, ...] = ()
     bad_frames: int = 0
     dropped_records: int = 0
+    # what the call's providers were used for and what it cost (voicebot.calls.cost); a
+    # tape from before cost accounting, or from the simulated caller, has none
+    usage: dict[str, Any] | None = None
 
 
 Record = TwilioFrame | SessionOpened | ProviderIn | ProviderOut | BargeInRecord | CallEnd
@@ -255,6 +258,8 @@ def encode_record(record: Record) -> dict[str, Any]:
             bad_frames=record.bad_frames,
             dropped_records=record.dropped_records,
         )
+        if record.usage is not None:
+            out["usage"] = record.usage
     return out
 
 
@@ -374,6 +379,7 @@ def decode_record(obj: Any) -> Record:
             tuple(Turn(role, text) for role, text in turns),
             int(obj.get("bad_frames", 0)),
             int(obj.get("dropped_records", 0)),
+            obj["usage"] if isinstance(obj.get("usage"), dict) else None,
         )
     raise _Bad(f"unknown record kind {kind!r}")
 

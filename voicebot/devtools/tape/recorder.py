@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import logging
@@ -25,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from s2s.events import ProviderEvent
 from s2s.provider import ProviderSession, Turn
@@ -84,6 +85,7 @@ class TapeRecorder(CallObserver):
     ) -> None:
         self.path = Path(path)
         self.header = header
+        self.usage: Callable[[], dict[str, Any]] | None = None  # the call's cost, for the end record
         self.max_bytes = max_bytes
         self.done = threading.Event()
         self.error: str | None = None
@@ -160,16 +162,19 @@ class TapeRecorder(CallObserver):
         self._add(BargeInRecord(self._now(), item_id, heard_ms, sent_ms, latency_ms))
 
     def call_ended(self, summary: CallSummary) -> None:
-        self.end(summary.outcome.value, tuple(summary.transcript), summary.bad_frames)
+        usage = self.usage() if self.usage is not None else None
+        self.end(summary.outcome.value, tuple(summary.transcript), summary.bad_frames, usage)
 
-    def end(self, outcome: str, transcript: Sequence[Turn] = (), bad_frames: int = 0) -> None:
+    def end(
+        self, outcome: str, transcript: Sequence[Turn] = (), bad_frames: int = 0, usage: dict[str, Any] | None = None
+    ) -> None:
         """Close the tape (also used by the simulated caller, which has no CallSummary)."""
         if self._ended:
             return
         # The end record bypasses the size cap so a capped tape still says how the call ended.
         # It is queued before ``_ended`` is set: the writer closes a tape once it sees
         # ``ended`` and an empty queue, so the record must already be there.
-        self._pending.append(CallEnd(self._now(), outcome, tuple(transcript), bad_frames))
+        self._pending.append(CallEnd(self._now(), outcome, tuple(transcript), bad_frames, usage=usage))
         self._ended = True
         self._writer.wake()
 
@@ -268,7 +273,7 @@ class TapeWriterThread:
         lines: list[str] = []
         for record in records:
             if isinstance(record, CallEnd):
-                record = CallEnd(record.t, record.outcome, record.transcript, record.bad_frames, recorder.dropped)
+                record = dataclasses.replace(record, dropped_records=recorder.dropped)
             elif recorder.full:
                 recorder.dropped += 1
                 continue
