@@ -188,6 +188,11 @@ class OutboundSettings(_Strict):
     voicemail_message: str | None = Field(
         default=None, description="spoken by Twilio after the beep (on_machine = 'message'); {name} variables apply"
     )
+    voicemail_recording: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="played after the beep instead of voicemail_message (on_machine = 'message'): an audio URL",
+    )
     amd_hold_s: float = Field(
         default=5.0,
         gt=0,
