@@ -113,6 +113,7 @@ class OutboundCall:
     created_at: float = field(default_factory=time.time)
     verdict: asyncio.Event = field(default_factory=asyncio.Event)
     expiry: asyncio.TimerHandle | None = None
+    duration_s: int | None = None  # CallDuration of the final status callback
     answered: bool = False  # Twilio fetched the answer: the plan (then the stream) owns the slot
 
     @property
@@ -129,6 +130,7 @@ class OutboundCall:
             "status": self.status,
             "answered_by": self.answered_by,
             "provider": self.provider,
+            "duration_s": self.duration_s,
         }
 
 
@@ -333,6 +335,8 @@ class OutboundCalls:
             return True
         call.status = status
         if status in FINAL:
+            duration = params.get("CallDuration", "")
+            call.duration_s = int(duration) if duration.isdigit() else None
             if call.expiry is not None:
                 call.expiry.cancel()
                 call.expiry = None
