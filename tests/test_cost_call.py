@@ -6,7 +6,10 @@ the tape's end record and on ``GET /metrics``; ``max_cost_usd`` ends a call with
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import io
 import json
 import secrets
 from pathlib import Path
@@ -24,6 +27,7 @@ from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
 from tests.test_telemetry import scrape, value
+from voicebot.devtools.calls import calls_command
 from voicebot.devtools.tape.replay import finished_tape
 
 OPS_TOKEN = "ops-" + "x" * 24
@@ -77,6 +81,14 @@ async def end_record(tapes: Path, call_sid: str) -> dict[str, Any]:
     return end
 
 
+def voicebot_calls(url: str) -> str:
+    """What ``voicebot calls --url URL`` prints."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert calls_command(argparse.Namespace(url=url, token=OPS_TOKEN, json=False)) == 0
+    return out.getvalue()
+
+
 async def calls(url: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=5.0) as client:
         response = await client.get(url + "/calls", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
@@ -103,6 +115,9 @@ async def test_a_calls_cost_is_priced_from_the_providers_usage_and_shown_everywh
             assert row["usage"]["audio_out_tokens"] == sum(
                 u["output_token_details"]["audio_tokens"] for u in conn.usage_sent
             )
+            table = await asyncio.to_thread(voicebot_calls, server.url)
+            assert "COST_USD" in table.splitlines()[0]
+            assert f"{row['cost_usd']}" in table.splitlines()[1]
         await call.wait_for(lambda: not server.runtime.active, timeout=5)
         expected = hand_priced(conn.usage_sent)
         assert expected > 0 and conn.usage_sent[1]["input_token_details"]["cached_tokens"] == 32
