@@ -41,7 +41,10 @@ async def greeting_talked_over(uninterruptible: bool) -> tuple[list[float], floa
 async def test_the_caller_cannot_talk_over_an_uninterruptible_greeting() -> None:
     clears, heard = await greeting_talked_over(uninterruptible=True)
     assert clears == []
-    assert abs(heard - GREETING_MS) <= 4 * TICK_MS  # the level-based edges of two answers
+    # Heard whole: never more than was sent, and far more than the cut greeting of the test below
+    # (< GREETING_MS - 300). The lower margin absorbs the level-based edges of two back-to-back
+    # answers and a late frame or two on a loaded machine; a cut greeting loses at least 800 ms.
+    assert GREETING_MS - 250 <= heard <= GREETING_MS + 4 * TICK_MS
 
 
 async def test_without_the_flag_the_same_speech_cuts_the_greeting() -> None:
