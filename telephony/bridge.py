@@ -145,6 +145,7 @@ class CallBridge:
         resampler: str = "polyphase",
         before_close: Callable[[CallSummary], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        barge_in_held: Callable[[], bool] | None = None,
     ) -> None:
         self.socket = socket
         self.protocol = protocol
@@ -157,6 +158,9 @@ class CallBridge:
         # Runs before our side closes the stream, while Twilio still runs <Connect>: the last
         # moment a REST update of the call can replace what Twilio does next.
         self.before_close = before_close
+        # True while the caller must hear the bot out (an uninterruptible greeting): barge-ins
+        # are ignored, Twilio's buffer is not cleared, nothing is truncated.
+        self.barge_in_held = barge_in_held
         self.state = CallStateMachine(info.call_sid)
         self.summary = CallSummary(info.call_sid, info.route)
         self._bad_frames = BadFrames(f"call {info.call_sid}")
@@ -449,7 +453,7 @@ class CallBridge:
             await self._barge_in_locked()
 
     async def _barge_in_locked(self) -> None:
-        if self.session is None:
+        if self.session is None or (self.barge_in_held is not None and self.barge_in_held()):
             return
         started = self.clock()
         items = self.playout.pending_items()

@@ -41,6 +41,13 @@ def say_and_hangup(message: str, language: str | None = None) -> str:
     return str(response)
 
 
+def play_and_hangup(url: str) -> str:
+    response = VoiceResponse()
+    response.play(url)
+    response.hangup()
+    return str(response)
+
+
 def dial(number: str, message: str | None = None) -> str:
     response = VoiceResponse()
     if message:

@@ -1,12 +1,15 @@
-"""What a call cost, end to end: a phone call through the running server to the OpenAI
-Realtime fake, which reports each response's tokens in ``response.done`` as OpenAI does. The
-cost is priced from the shipped ``[pricing.openai_realtime]`` table and shows up on
-``GET /calls``, in the tape's end record and on ``GET /metrics``; ``max_cost_usd`` ends a call
-with a goodbye."""
+"""What a call cost, end to end: phone calls through the running server to the provider
+fakes, each reporting usage in its provider's own format (OpenAI Realtime ``response.done``
+tokens, Gemini ``usageMetadata``, Nova ``usageEvent``, GPT-Live ``session.usage.updated``
+seconds). The cost is priced from the ``[pricing]`` tables and shows up on ``GET /calls``, in
+the tape's end record and on ``GET /metrics``; ``max_cost_usd`` ends a call with a goodbye."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import io
 import json
 import secrets
 from pathlib import Path
@@ -15,14 +18,20 @@ from typing import Any
 import httpx
 import pytest
 
+from s2s.nova_sonic.transport import register_stream_factory, unregister_stream_factory
 from telephony.call_state import CallOutcome
+from tests.fakes.gemini_live_fake import GeminiLiveFake
+from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
+from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
 from tests.test_telemetry import scrape, value
+from voicebot.devtools.calls import calls_command
 from voicebot.devtools.tape.replay import finished_tape
 
 OPS_TOKEN = "ops-" + "x" * 24
+GEMINI_ENV = {"GOOGLE_API_KEY": "test-key"}
 
 
 def config(fake: FakeRealtimeServer, route: str, tapes: Path, route_keys: str = "") -> str:
@@ -72,6 +81,14 @@ async def end_record(tapes: Path, call_sid: str) -> dict[str, Any]:
     return end
 
 
+def voicebot_calls(url: str) -> str:
+    """What ``voicebot calls --url URL`` prints."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert calls_command(argparse.Namespace(url=url, token=OPS_TOKEN, json=False)) == 0
+    return out.getvalue()
+
+
 async def calls(url: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=5.0) as client:
         response = await client.get(url + "/calls", headers={"Authorization": f"Bearer {OPS_TOKEN}"})
@@ -98,6 +115,9 @@ async def test_a_calls_cost_is_priced_from_the_providers_usage_and_shown_everywh
             assert row["usage"]["audio_out_tokens"] == sum(
                 u["output_token_details"]["audio_tokens"] for u in conn.usage_sent
             )
+            table = await asyncio.to_thread(voicebot_calls, server.url)
+            assert "COST_USD" in table.splitlines()[0]
+            assert f"{row['cost_usd']}" in table.splitlines()[1]
         await call.wait_for(lambda: not server.runtime.active, timeout=5)
         expected = hand_priced(conn.usage_sent)
         assert expected > 0 and conn.usage_sent[1]["input_token_details"]["cached_tokens"] == 32
@@ -135,3 +155,111 @@ async def test_max_cost_usd_ends_the_call_with_a_goodbye(tmp_path: Path) -> None
     end = await end_record(tmp_path, call.call_sid)
     assert end["outcome"] == CallOutcome.MAX_COST.value
     assert end["usage"]["cost_usd"] >= 0.0001
+
+
+async def test_a_gemini_calls_cost_comes_from_its_usage_metadata(tmp_path: Path) -> None:
+    async with GeminiLiveFake() as fake:
+        config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[ops]
+token = "{OPS_TOKEN}"
+
+[providers.gemini]
+type = "gemini_live"
+api_key = "${{GOOGLE_API_KEY}}"
+base_url = "{fake.base_url}"
+ca_file = "{fake.ca_file}"
+
+[[routes]]
+name = "cost-gemini"
+providers = ["gemini"]
+"""
+        fake.reply_ms = 400.0
+        async with running_server(config, env=GEMINI_ENV) as server, server.twilio().call() as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(440, 600)))
+            await call.wait_for(lambda: fake.last is not None and fake.last.turns_completed == 1, timeout=8)
+            await call.wait_for(lambda: bool(server.runtime.active), timeout=5)
+            await call.pause(100)  # the usageMetadata message came with turnComplete
+            (row,) = await calls(server.url)
+    # USAGE_PER_TURN at the shipped gemini_live rates: 20 text tokens in at $0.50, 30 audio
+    # tokens in at $3, 25 audio tokens out at $12 (per million).
+    tokens = {k: v for k, v in row["usage"].items() if k.endswith("_tokens")}
+    assert tokens == {"text_in_tokens": 20, "audio_in_tokens": 30, "audio_out_tokens": 25}
+    assert row["cost_usd"] == pytest.approx((20 * 0.5 + 30 * 3.0 + 25 * 12.0) / 1e6, abs=1e-12)
+
+
+async def test_a_nova_calls_cost_comes_from_its_usage_events() -> None:
+    service = FakeNovaService(lambda: FakeNovaModel(reply_ms=400, speed=4.0))
+    register_stream_factory("cost-tests", service)
+    config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[ops]
+token = "{OPS_TOKEN}"
+
+[providers.nova]
+type = "nova_sonic"
+region = "us-east-1"
+endpoint_url = "memory://cost-tests"
+
+[[routes]]
+name = "cost-nova"
+providers = ["nova"]
+"""
+    try:
+        async with running_server(config) as server, server.twilio().call() as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(440, 600)))
+            plan = server.runtime.plan_of(call.call_sid)
+            assert plan is not None
+            await call.wait_for(lambda: plan.cost is not None and plan.cost.cost_usd > 0.0002, timeout=8)
+            (row,) = await calls(server.url)
+            assert plan.cost is not None
+            exact = plan.cost.cost_usd
+    finally:
+        unregister_stream_factory("cost-tests")
+        service.shutdown()
+    # The fake's usageEvent totals at the shipped nova_sonic rates: 5 text tokens in at $0.33,
+    # 10 speech tokens in at $3, 20 speech tokens out at $12 (per million).
+    tokens = {k: v for k, v in row["usage"].items() if k.endswith("_tokens")}
+    assert tokens == {"text_in_tokens": 5, "audio_in_tokens": 10, "audio_out_tokens": 20}
+    assert exact == pytest.approx((5 * 0.33 + 10 * 3.0 + 20 * 12.0) / 1e6, abs=1e-15)
+    assert row["cost_usd"] == round(exact, 6)
+
+
+async def test_a_gpt_live_call_is_billed_for_the_seconds_it_reports() -> None:
+    async with FakeLiveServer(LiveFakeOptions(response_ms=400)) as fake:
+        config = f"""
+[twilio]
+auth_token = "{AUTH_TOKEN}"
+validate_signatures = true
+
+[pricing.gpt_live]
+session_per_minute = 0.06
+
+[providers.live]
+type = "gpt_live"
+api_key = "test-key"
+base_url = "{fake.base_url}"
+
+[[routes]]
+name = "cost-live"
+providers = ["live"]
+"""
+        async with running_server(config) as server, server.twilio().call() as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(440, 2500)))
+            plan = server.runtime.plan_of(call.call_sid)
+            assert plan is not None
+            # session.usage.updated comes every second of caller audio the service took in
+            await call.wait_for(lambda: plan.cost is not None and plan.cost.total().billable_s >= 2, timeout=8)
+            assert plan.cost is not None
+            total = plan.cost.total()
+    assert total.billable_s == int(total.billable_s)  # whole seconds, as the fake reports them
+    assert total.cost_usd == pytest.approx(total.billable_s / 60 * 0.06, abs=1e-15)

@@ -179,6 +179,22 @@ async def test_on_a_machine_the_route_may_hang_up_at_once(rest: TwilioRestFake) 
             assert call.received_media_ms() == 0
 
 
+async def test_a_configured_recording_is_played_to_a_machine(rest: TwilioRestFake) -> None:
+    outbound = 'on_machine = "message"\nvoicemail_recording = "https://example.com/reminder.mp3"'
+    async with running_server(outbound_config(rest, outbound)) as server:
+        assert (await place(server)).status_code == 201
+        created = rest.created[-1]
+        assert created.params["MachineDetection"] == "DetectMessageEnd"
+        twilio = await answer_and_stream(server, rest, created)
+        parsed = parse_stream_twiml((await rest.answer(created)).text)
+        assert parsed is not None
+        async with twilio.stream(parsed[0], parsed[1], created.sid) as call:
+            assert (await rest.amd(created, "machine_end_silence")).status_code == 204
+            update = await rest.wait_for_update()
+            assert "<Play>https://example.com/reminder.mp3</Play>" in update.params["Twiml"]
+            assert call.received_media_ms() == 0
+
+
 async def test_a_full_provider_places_no_call_and_no_answer_frees_the_slot(rest: TwilioRestFake) -> None:
     async with running_server(outbound_config(rest, parrot="max_sessions = 1")) as server:
         first = await place(server)

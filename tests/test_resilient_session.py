@@ -33,6 +33,7 @@ class MemorySession(QueuedSession):
         self.handle = handle
         self.audio = bytearray()
         self.truncations: list[tuple[str, int]] = []
+        self.tool_results: list[tuple[str, str]] = []
         self._gone = asyncio.Event()
         self.start_reader(self._gone.wait())  # the "connection" lives until closed or crash()
 
@@ -54,7 +55,7 @@ class MemorySession(QueuedSession):
         self.truncations.append((item_id, heard_ms))
 
     async def send_tool_result(self, call_id: str, output: str) -> None:
-        pass
+        self.tool_results.append((call_id, output))
 
     async def _close_transport(self) -> None:
         pass
@@ -159,6 +160,28 @@ async def test_loss_falls_back_down_the_chain_without_a_foreign_resume_handle_an
         # Replayed in the new session's format: 100 ms at 16 kHz PCM16 (less the resampler's few ms).
         assert len(b.sessions[0].audio) == pytest.approx(3200, abs=160)
         assert session.input_format == PCM16_16K
+
+
+async def test_a_tool_result_during_recovery_reaches_the_resumed_session_but_not_a_fallback() -> None:
+    a, b = MemoryProvider("a", open_delay_s=0.1), MemoryProvider("b", open_delay_s=0.1)
+    session = ResilientSession([a, b], SessionContext("CA5"), POLICY, CircuitBoard())
+    async with running(session):
+        a.sessions[0].crash()
+        await until(lambda: session.state.state is SessionState.RECOVERING)
+        await session.send_tool_result("call_1", '{"ok": true}')  # the tool outlived the socket
+        await until(lambda: len(a.sessions) == 2 and session.state.state is SessionState.LIVE)
+        resumed = a.sessions[1]
+        assert resumed.ctx.resume_handle == "a-handle-1"
+        assert resumed.tool_results == [("call_1", '{"ok": true}')]
+        # Now the primary is gone for good: the fallback never saw call_2, so its result is dropped.
+        a.refuse = True
+        resumed.crash()
+        await until(lambda: session.state.state is SessionState.RECOVERING)
+        await session.send_tool_result("call_2", "{}")
+        await until(lambda: session.provider_name == "b" and session.state.state is SessionState.LIVE)
+        assert b.sessions[0].tool_results == []
+        await session.send_tool_result("call_3", "{}")  # after recovery: straight through
+        assert b.sessions[0].tool_results == [("call_3", "{}")]
 
 
 async def test_failed_recovery_ends_with_a_fatal_error_and_closed_error() -> None:

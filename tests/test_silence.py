@@ -10,6 +10,7 @@ import asyncio
 from tests.fakes.openai_realtime_fake import FakeConnection, FakeOptions, FakeRealtimeServer
 from tests.support.audio import active_segments, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
+from tests.test_telemetry import scrape, value
 from voicebot.calls.silence import SilencePolicy, Step
 from voicebot.devtools.twilio_sim import SimulatedCall
 
@@ -19,7 +20,7 @@ TICK_MS = 20  # the simulator plays out (and echoes marks) on 20 ms ticks
 UNDERRUN_MS = 300  # far below IDLE_MS: the gap between two answers is never this short
 
 
-def config(fake: FakeRealtimeServer, route_extra: str) -> str:
+def config(fake: FakeRealtimeServer, route_extra: str, route: str = "default") -> str:
     return f"""
 [twilio]
 auth_token = "{AUTH_TOKEN}"
@@ -34,7 +35,7 @@ api_key = "test-key"
 base_url = "{fake.base_url}"
 
 [[routes]]
-name = "default"
+name = "{route}"
 providers = ["s2s"]
 {route_extra}
 """
@@ -118,11 +119,12 @@ def test_caller_speech_and_pending_tools_hold_the_clock_and_speech_starts_the_li
 async def test_a_silent_caller_is_prompted_twice_then_hears_goodbye_and_the_bot_hangs_up() -> None:
     async with (
         FakeRealtimeServer(FakeOptions(tone_hz=440.0, response_ms=REPLY_MS)) as fake,
-        running_server(config(fake, SILENCE)) as server,
+        running_server(config(fake, SILENCE, route="silent-caller")) as server,
         server.twilio().call() as call,
     ):
         closing = asyncio.ensure_future(closed_at(call))
         end_ms, queued_ms = await asyncio.wait_for(closing, 20)
+        samples = await scrape(server.url)
         segments = bot_segments(call)
         heard = [voiced_ms(call, start, end) for start, end in segments]
         assert call.ws.close_reason == "caller-silent"
@@ -142,6 +144,10 @@ async def test_a_silent_caller_is_prompted_twice_then_hears_goodbye_and_the_bot_
     assert all(IDLE_MS - TICK_MS <= q <= IDLE_MS + 3000 for q in quiet_before), quiet_before
     # The hang-up came after the goodbye had been heard: nothing left queued at Twilio.
     assert end_ms >= segments[-1][1] and queued_ms == 0
+    # Counted (the telemetry is per process; this route is this test's only).
+    steps = "voicebot_silence_steps_total"
+    assert value(samples, steps, route="silent-caller", step="prompt") == 2
+    assert value(samples, steps, route="silent-caller", step="goodbye") == 1
 
 
 async def test_caller_speech_postpones_the_prompt_and_starts_the_list_over() -> None:

@@ -82,6 +82,7 @@ class Harness:
 
     server: RunningServer
     declared: Callable[[], list[tuple[str, str, dict[str, Any]]]]  # (name, description, parameters)
+    # [] until the call has reached the provider: tests poll it from the call's start.
     tool_outputs: Callable[[], list[str]]
 
 
@@ -101,7 +102,7 @@ async def harness(
                     lambda: [
                         (t["name"], t["description"], t["parameters"]) for t in fake.last.session_updates[0]["tools"]
                     ],
-                    lambda: [o["output"] for o in fake.last.tool_outputs],
+                    lambda: [o["output"] for conn in fake.connections[-1:] for o in conn.tool_outputs],
                 )
     elif provider == "gemini_live":
         async with GeminiLiveFake(reply_ms=500.0, reply_freqs=(500.0,)) as gemini:
@@ -119,7 +120,10 @@ async def harness(
                         for d in gemini.last.setup["tools"][0]["functionDeclarations"]
                     ],
                     lambda: [
-                        json.dumps(r["response"]) for t in gemini.last.tool_responses for r in t["functionResponses"]
+                        json.dumps(r["response"])
+                        for conn in gemini.connections[-1:]
+                        for t in conn.tool_responses
+                        for r in t["functionResponses"]
                     ],
                 )
     else:
@@ -142,7 +146,7 @@ async def harness(
                         )
                         for t in service.models[0].tools_declared
                     ],
-                    lambda: [output for _, output in service.models[0].tool_results],
+                    lambda: [output for model in service.models[:1] for _, output in model.tool_results],
                 )
         finally:
             unregister_stream_factory("tools-tests")

@@ -36,7 +36,7 @@ import httpx
 
 FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled", "not-placed", "unknown"})
 RETRY = frozenset({"busy", "no-answer", "failed"})
-RESULT_COLUMNS = ("row", "number", "attempt", "call_sid", "status", "answered_by", "at")
+RESULT_COLUMNS = ("row", "number", "attempt", "call_sid", "status", "answered_by", "duration_s", "at")
 
 
 @dataclass
@@ -135,9 +135,9 @@ class Journal:
                 row.done = True
         return in_flight
 
-    def write(self, row: Row, status: str, call_sid: str = "", answered_by: str = "") -> None:
+    def write(self, row: Row, status: str, call_sid: str = "", answered_by: str = "", duration: str = "") -> None:
         self._writer.writerow(
-            (row.index, row.number, row.attempts, call_sid, status, answered_by, f"{time.time():.3f}")
+            (row.index, row.number, row.attempts, call_sid, status, answered_by, duration, f"{time.time():.3f}")
         )
         self._flush()
 
@@ -228,8 +228,8 @@ class Campaign:
                 return
             sid = response.json()["call_sid"]
             self.journal.write(row, "queued", sid)
-            status, answered_by = await self._wait_final(client, sid)
-            self.journal.write(row, status, sid, answered_by or "")
+            status, answered_by, duration = await self._wait_final(client, sid)
+            self.journal.write(row, status, sid, answered_by or "", "" if duration is None else str(duration))
             if status in RETRY and row.attempts < s.attempts:
                 row.not_before = self.clock() + s.backoff_s * 2 ** (row.attempts - 1)
             else:
@@ -238,13 +238,13 @@ class Campaign:
             self._busy.discard(row.index)
             slots.release()
 
-    async def _wait_final(self, client: httpx.AsyncClient, sid: str) -> tuple[str, str | None]:
+    async def _wait_final(self, client: httpx.AsyncClient, sid: str) -> tuple[str, str | None, int | None]:
         while True:
             response = await client.get(f"/calls/{sid}")
             if response.status_code == 200:
                 call = response.json()
                 if call.get("status") in FINAL:
-                    return call["status"], call.get("answered_by")
+                    return call["status"], call.get("answered_by"), call.get("duration_s")
             await asyncio.sleep(self.settings.poll_s)
 
 

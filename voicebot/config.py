@@ -188,6 +188,11 @@ class OutboundSettings(_Strict):
     voicemail_message: str | None = Field(
         default=None, description="spoken by Twilio after the beep (on_machine = 'message'); {name} variables apply"
     )
+    voicemail_recording: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="played after the beep instead of voicemail_message (on_machine = 'message'): an audio URL",
+    )
     amd_hold_s: float = Field(
         default=5.0,
         gt=0,
@@ -221,6 +226,9 @@ class RouteConfig(_Strict):
     providers: list[str] = Field(min_length=1, description="preference / fallback order")
     instructions: str = "You are a helpful voice assistant on a phone call. Keep answers short."
     greeting: str | None = None
+    greeting_uninterruptible: bool = Field(
+        default=False, description="the caller cannot barge in until the greeting has been heard in full"
+    )
     voice: str | None = None
     model: str | None = None
     language: str | None = None

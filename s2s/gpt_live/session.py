@@ -28,11 +28,12 @@ import time
 from openai import AsyncOpenAI
 from openai.resources.live.live import AsyncLiveConnection
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from s2s.gpt_live.config import GptLiveConfig
 from s2s.gpt_live.protocol import GptLiveProtocol, warm_up_models
-from s2s.provider import Provider, ProviderConnectError, QueuedSession, SessionContext
+from s2s.provider import Provider, QueuedSession, SessionContext
+from s2s.realtime_protocol.handshake import close_quietly, connect_error, run_handshake
 from s2s.realtime_protocol.transport import FrameWriter
 from transcoding.formats import MULAW_8K
 
@@ -41,7 +42,6 @@ log = logging.getLogger(__name__)
 MULAW_SILENCE = b"\xff"
 INPUT_FRAME_MS = 20
 FINAL_USAGE_WAIT_S = 1.0
-_PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
 
 
 class GptLiveSession(QueuedSession):
@@ -181,12 +181,15 @@ class GptLiveProvider(Provider):
                     # base64 audio does not compress; deflate would only cost CPU per frame.
                     websocket_connection_options={"max_size": 16 * 2**20, "compression": None},
                 ).enter()
-                await self._handshake(connection, protocol)
+                protocol.start()
+                await run_handshake(self.name, protocol, connection.send_raw, connection.recv_bytes, "session.start")
         except BaseException as exc:
             if connection is not None:
-                await _close_quietly(connection)
+                await close_quietly(connection.close)
             if isinstance(exc, Exception):
-                raise self._connect_error(ctx, exc) from exc
+                raise connect_error(
+                    self.name, ctx.call_sid, exc, self.config.connect_timeout_s, "session.started"
+                ) from exc
             raise
         session = GptLiveSession(self.name, protocol, connection, self.config)
         session.start()
@@ -199,43 +202,3 @@ class GptLiveProvider(Provider):
             self.config.lead_ms,
         )
         return session
-
-    async def _handshake(self, connection: AsyncLiveConnection, protocol: GptLiveProtocol) -> None:
-        protocol.start()
-        while True:
-            for frame in protocol.data_to_send():  # session.start; then the greeting, if any
-                await connection.send_raw(frame)
-            if protocol.ready:
-                return
-            if protocol.failure is not None:
-                raise ProviderConnectError(
-                    self.name,
-                    f"session.start rejected: {protocol.failure.code}: {protocol.failure.message}",
-                    retryable=protocol.failure.code not in ("invalid_api_key", "model_not_found"),
-                )
-            protocol.receive(await connection.recv_bytes())
-            protocol.events_received()  # nothing before session.started concerns the bridge
-
-    def _connect_error(self, ctx: SessionContext, exc: Exception) -> ProviderConnectError:
-        if isinstance(exc, ProviderConnectError):
-            error = exc
-        elif isinstance(exc, TimeoutError):
-            error = ProviderConnectError(self.name, f"no session.started within {self.config.connect_timeout_s:g}s")
-        elif isinstance(exc, InvalidStatus):
-            status = exc.response.status_code
-            error = ProviderConnectError(
-                self.name, f"handshake refused: HTTP {status}", retryable=status not in _PERMANENT_STATUSES
-            )
-        elif isinstance(exc, ConnectionClosed):
-            error = ProviderConnectError(self.name, f"connection closed before session.started: {exc}")
-        else:
-            error = ProviderConnectError(self.name, f"connect failed: {type(exc).__name__}: {exc}")
-        log.warning("call %s: %s", ctx.call_sid, error)
-        return error
-
-
-async def _close_quietly(connection: AsyncLiveConnection) -> None:
-    try:
-        await asyncio.wait_for(connection.close(), timeout=1.0)
-    except Exception as exc:
-        log.debug("closing a failed Live connection: %r", exc)

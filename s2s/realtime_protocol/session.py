@@ -12,17 +12,15 @@ import asyncio
 import logging
 from abc import abstractmethod
 
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
-from s2s.provider import Provider, ProviderConnectError, QueuedSession, SessionContext
+from s2s.provider import Provider, QueuedSession, SessionContext
 from s2s.realtime_protocol.config import RealtimeProviderConfig
+from s2s.realtime_protocol.handshake import close_quietly, connect_error, run_handshake
 from s2s.realtime_protocol.protocol import RealtimeProtocol
 from s2s.realtime_protocol.transport import RealtimeTransport
 
 log = logging.getLogger(__name__)
-
-# HTTP statuses that will not change on retry: go straight to the next provider in the chain.
-_PERMANENT_STATUSES = frozenset({400, 401, 403, 404})
 
 
 class RealtimeSession(QueuedSession):
@@ -132,12 +130,14 @@ class RealtimeProvider(Provider):
         try:
             async with asyncio.timeout(self.config.connect_timeout_s):
                 transport = await self.connect(ctx)
-                await self._handshake(transport, protocol)
+                await run_handshake(self.name, protocol, transport.send, transport.recv, "session.update")
         except BaseException as exc:
             if transport is not None:
-                await _close_quietly(transport)
+                await close_quietly(transport.close)
             if isinstance(exc, Exception):
-                raise self._connect_error(ctx, exc) from exc
+                raise connect_error(
+                    self.name, ctx.call_sid, exc, self.config.connect_timeout_s, "session.updated"
+                ) from exc
             raise
         session = RealtimeSession(self.name, protocol, transport, self.config)
         session.start()
@@ -149,43 +149,3 @@ class RealtimeProvider(Provider):
             protocol.audio_format,
         )
         return session
-
-    async def _handshake(self, transport: RealtimeTransport, protocol: RealtimeProtocol) -> None:
-        while True:
-            for frame in protocol.data_to_send():
-                await transport.send(frame)
-            if protocol.ready:
-                return
-            if protocol.failure is not None:
-                raise ProviderConnectError(
-                    self.name,
-                    f"handshake rejected: {protocol.failure.code}: {protocol.failure.message}",
-                    retryable=protocol.failure.code not in ("invalid_api_key", "model_not_found"),
-                )
-            protocol.receive(await transport.recv())
-            protocol.events_received()  # nothing before session.updated concerns the bridge
-
-    def _connect_error(self, ctx: SessionContext, exc: Exception) -> ProviderConnectError:
-        """Name what failed for which call; the recovery layer decides what to do next."""
-        if isinstance(exc, ProviderConnectError):
-            error = exc
-        elif isinstance(exc, TimeoutError):
-            error = ProviderConnectError(self.name, f"no session.updated within {self.config.connect_timeout_s:g}s")
-        elif isinstance(exc, InvalidStatus):
-            status = exc.response.status_code
-            error = ProviderConnectError(
-                self.name, f"handshake refused: HTTP {status}", retryable=status not in _PERMANENT_STATUSES
-            )
-        elif isinstance(exc, ConnectionClosed):
-            error = ProviderConnectError(self.name, f"connection closed before the session was ready: {exc}")
-        else:
-            error = ProviderConnectError(self.name, f"connect failed: {type(exc).__name__}: {exc}")
-        log.warning("call %s: %s", ctx.call_sid, error)
-        return error
-
-
-async def _close_quietly(transport: RealtimeTransport) -> None:
-    try:
-        await asyncio.wait_for(transport.close(), timeout=1.0)
-    except Exception as exc:
-        log.debug("closing a failed transport: %r", exc)

@@ -99,6 +99,8 @@ class ResilientSession(ProviderSession):
         self._expiring: SessionExpiring | None = None
         self._renewal: _Renewal | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Tool results that came back while the session was being recovered: (call_id, output).
+        self._held_results: list[tuple[str, str]] = []
 
     @property
     def call_sid(self) -> str:
@@ -236,9 +238,28 @@ class ResilientSession(ProviderSession):
 
     async def send_tool_result(self, call_id: str, output: str) -> None:
         if self.state.state is SessionState.RECOVERING or self._live is None:
-            log.warning("call %s: result of tool call %s dropped during recovery", self.call_sid, call_id)
+            # A slow tool often outlives a dropped socket; its result is held for the next session.
+            log.info("call %s: result of tool call %s held until the session is recovered", self.call_sid, call_id)
+            self._held_results.append((call_id, output))
             return
         await self._live.session.send_tool_result(call_id, output)
+
+    async def _deliver_held_results(self, live: _Live, resumed: bool) -> None:
+        """Tool results held during recovery go to the new session only if it resumed the lost
+        one (e.g. Gemini session resumption keeps the pending function call in the model's
+        context). A fresh session never saw those calls, and an answer to an unknown call id is
+        an error on every provider, so there they are dropped, loudly."""
+        held, self._held_results = self._held_results, []
+        for call_id, output in held:
+            if resumed:
+                await live.session.send_tool_result(call_id, output)
+            else:
+                log.warning(
+                    "call %s: result of tool call %s dropped: %s did not resume the session that asked for it",
+                    self.call_sid,
+                    call_id,
+                    live.provider.name,
+                )
 
     # -- provider -> bridge ------------------------------------------------------------------
 
@@ -342,6 +363,8 @@ class ResilientSession(ProviderSession):
         self._adopt(replacement)
         self.recoveries += 1
         self.hooks.recovered(lost.provider.name, replacement.provider.name, kind, True, self.clock() - started)
+        resumed = replacement.provider.name == lost.provider.name and self.opened[-1][1].resume_handle is not None
+        await self._deliver_held_results(replacement, resumed)
         await self._replay(replacement)
         if self.state.ending:
             return False

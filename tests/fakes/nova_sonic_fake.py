@@ -122,6 +122,7 @@ class FakeNovaModel:
         self._tool_result: asyncio.Future[str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._history_done = False
+        self._turns_billed = 0  # usageEvent totals grow by USAGE_PER_TURN each answer
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -446,11 +447,19 @@ class FakeNovaModel:
             raise
         self._emit("contentEnd", {"contentId": cid, "type": "AUDIO", "stopReason": "END_TURN"})
         self._text_block("ASSISTANT", "FINAL", reply)
+        # AWS sonic-output-events: each usageEvent has the change (delta) and the running total.
+        self._turns_billed += 1
+        n = self._turns_billed
+        delta = {"input": {"speechTokens": 10, "textTokens": 5}, "output": {"speechTokens": 20, "textTokens": 0}}
+        total = {side: {kind: count * n for kind, count in counts.items()} for side, counts in delta.items()}
         self._emit(
             "usageEvent",
             {
                 "completionId": completion,
-                "details": {"total": {"input": {"speechTokens": 10, "textTokens": 5}, "output": {"speechTokens": 20}}},
+                "details": {"delta": delta, "total": total},
+                "totalInputTokens": 15 * n,
+                "totalOutputTokens": 20 * n,
+                "totalTokens": 35 * n,
             },
         )
 

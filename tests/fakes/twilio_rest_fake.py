@@ -197,9 +197,12 @@ class TwilioRestFake:
             "ApiVersion": "2010-04-01",
         }
 
-    async def status(self, call: CreatedCall, status: str) -> httpx.Response:
-        """The call's ``StatusCallback`` with ``CallStatus=status``."""
-        return await self._callback(call.params["StatusCallback"], self._call_params(call, status))
+    async def status(self, call: CreatedCall, status: str, duration_s: int | None = None) -> httpx.Response:
+        """The call's ``StatusCallback`` with ``CallStatus=status`` (and ``CallDuration``)."""
+        params = self._call_params(call, status)
+        if duration_s is not None:
+            params["CallDuration"] = str(duration_s)
+        return await self._callback(call.params["StatusCallback"], params)
 
     async def answer(self, call: CreatedCall) -> httpx.Response:
         """The callee picked up: Twilio fetches the call's ``Url`` for its TwiML."""

@@ -40,7 +40,7 @@ from s2s.call_context import logged_number
 from telephony.application import Declined
 from telephony.call_state import CallOutcome
 from telephony.twilio_rest import create_call
-from telephony.twiml import hangup, say_and_hangup
+from telephony.twiml import hangup, play_and_hangup, say_and_hangup
 from voicebot.calls.admission import SlotLease, admit
 from voicebot.calls.plan import CallPlan
 from voicebot.config import RouteConfig
@@ -113,6 +113,7 @@ class OutboundCall:
     created_at: float = field(default_factory=time.time)
     verdict: asyncio.Event = field(default_factory=asyncio.Event)
     expiry: asyncio.TimerHandle | None = None
+    duration_s: int | None = None  # CallDuration of the final status callback
     answered: bool = False  # Twilio fetched the answer: the plan (then the stream) owns the slot
 
     @property
@@ -129,6 +130,7 @@ class OutboundCall:
             "status": self.status,
             "answered_by": self.answered_by,
             "provider": self.provider,
+            "duration_s": self.duration_s,
         }
 
 
@@ -196,7 +198,9 @@ class OutboundCalls:
         if settings.machine_detection:
             # DetectMessageEnd waits for the beep before a machine verdict, which is when a
             # message must start; Enable answers as soon as it knows (hang-up case).
-            wants_message = settings.on_machine == "message" and bool(settings.voicemail_message)
+            wants_message = settings.on_machine == "message" and bool(
+                settings.voicemail_message or settings.voicemail_recording
+            )
             params |= {
                 "machine_detection": "DetectMessageEnd" if wants_message else "Enable",
                 "async_amd": "true",
@@ -306,9 +310,13 @@ class OutboundCalls:
 
     async def _on_machine(self, call: OutboundCall) -> None:
         settings = call.route.outbound
-        message = settings.voicemail_message
-        leave_message = settings.on_machine == "message" and message and call.answered_by != "fax"
-        twiml = say_and_hangup(message, call.route.language) if leave_message and message else hangup()
+        message, recording = settings.voicemail_message, settings.voicemail_recording
+        twiml = hangup()
+        if settings.on_machine == "message" and call.answered_by != "fax":
+            if recording:
+                twiml = play_and_hangup(recording)
+            elif message:
+                twiml = say_and_hangup(message, call.route.language)
         runtime = self.runtime
         assert call.call_sid is not None
         delivered = await runtime.next_twiml.deliver(runtime.config.twilio, call.call_sid, twiml)
@@ -327,6 +335,8 @@ class OutboundCalls:
             return True
         call.status = status
         if status in FINAL:
+            duration = params.get("CallDuration", "")
+            call.duration_s = int(duration) if duration.isdigit() else None
             if call.expiry is not None:
                 call.expiry.cancel()
                 call.expiry = None

@@ -34,6 +34,7 @@ from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
 from voicebot.calls.adoption import adopt_plan
 from voicebot.calls.cost import CallCost
+from voicebot.calls.greeting_guard import greeting_guard
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.next_twiml import NextTwiml
 from voicebot.calls.plan import NO_ROUTE_MESSAGE, CallPlan, recovery_policy, unavailable_twiml
@@ -276,6 +277,7 @@ class Runtime:
     def _bridge(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
         info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
         server = plan.config.server
+        guards = greeting_guard(plan.route, lambda: bridge.handle.bot_audio_pending)
         bridge = CallBridge(
             socket,
             protocol,
@@ -287,10 +289,11 @@ class Runtime:
                 if server.local_barge_in_ms
                 else None
             ),
-            observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle)],
+            observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle), *guards],
             before_close=lambda summary: self.before_stream_close(plan, summary),
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
+            barge_in_held=guards[0].holds if guards else None,
         )
         self.active[info.call_sid] = bridge
         self._plans[bridge] = plan

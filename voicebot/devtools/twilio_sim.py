@@ -37,6 +37,9 @@ from transcoding.mulaw import mulaw_to_pcm16
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.02
+# The longest the player waits, mid-answer, for bot audio whose slot passed while the
+# simulator itself was not running (see SimulatedCall._await_late_audio).
+LATE_AUDIO_WAIT_MS = 200.0
 MULAW_SILENCE = b"\xff"
 
 # Sees every frame of a simulated call as it crosses the socket: ("in", frame) for what the
@@ -65,6 +68,7 @@ class LogEntry:
 class _Queued:
     audio: bytes = b""
     mark: str | None = None
+    at_ms: float = 0.0  # when it arrived (stream clock)
 
 
 def parse_stream_twiml(twiml: str) -> tuple[str, dict[str, str]] | None:
@@ -87,6 +91,9 @@ class SimulatedCall:
         self.speed = speed
         self.log: list[LogEntry] = []
         self.heard = bytearray()  # mu-law, one byte per 1/8 ms of stream time
+        # The bot audio as it arrived, in order, without the timeline: what the server sent,
+        # apart from when (a starved process plays a frame of it late, which ``heard`` shows).
+        self.received = bytearray()
         self.caller_track = bytearray()  # what the caller sent, same clock
         self.clear_times: list[float] = []
         self.marks_echoed: list[str] = []
@@ -96,6 +103,8 @@ class SimulatedCall:
         self._drained = asyncio.Event()
         self._control: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._playout: deque[_Queued] = deque()
+        self._audio_arrived = asyncio.Event()
+        self._mid_answer = False  # the last frame played was bot audio, and no clear since
         self._t0 = 0.0
         self._seq = 0
         self._chunk = 0
@@ -213,7 +222,9 @@ class SimulatedCall:
         if event == "media":
             audio = base64.b64decode(msg["media"]["payload"])
             self.log.append(LogEntry(t, "out", "media", len(audio)))
-            self._playout.append(_Queued(audio=audio))
+            self.received += audio
+            self._playout.append(_Queued(audio=audio, at_ms=t))
+            self._audio_arrived.set()
         elif event == "mark":
             name = msg["mark"]["name"]
             self.log.append(LogEntry(t, "out", "mark", name))
@@ -224,6 +235,7 @@ class SimulatedCall:
             self.clear_times.append(t)
             pending = [q.mark for q in self._playout if q.mark is not None]
             self._playout.clear()
+            self._mid_answer = False
             for name in pending:
                 self._echo_mark(name)
         else:
@@ -256,22 +268,43 @@ class SimulatedCall:
         """Plays 20 ms of queued bot audio per tick into ``heard`` (silence when idle)."""
         tick = 0
         while not self._stopped:
-            await self._sleep_until(tick * FRAME_S * 1000.0)
+            slot_ms = tick * FRAME_S * 1000.0
+            await self._sleep_until(slot_ms)
+            if self._mid_answer and not self._playout:
+                await self._await_late_audio(slot_ms)
             frame = bytearray()
             while len(frame) < FRAME_BYTES and self._playout:
                 head = self._playout[0]
                 if head.mark is not None:
                     self._echo_mark(self._playout.popleft().mark or "")
                     continue
+                if not self._mid_answer and not frame and head.at_ms >= slot_ms + FRAME_S * 1000.0:
+                    # A player catching up on slots it reached late must not play an answer
+                    # in slots that had passed before the answer arrived.
+                    break
                 take = FRAME_BYTES - len(frame)
                 frame += head.audio[:take]
                 head.audio = head.audio[take:]
                 if not head.audio:
                     self._playout.popleft()
             self._echo_ready_marks()
+            self._mid_answer = bool(frame)
             frame += MULAW_SILENCE * (FRAME_BYTES - len(frame))
             self.heard += frame
             tick += 1
+
+    async def _await_late_audio(self, slot_ms: float) -> None:
+        """An answer's audio ran out at a slot the player reached late: the simulator's own
+        process was not running (a starved machine), and neither were the fake provider and
+        server beside it, whose next chunk may still be on its way. Real Twilio runs apart
+        from them, so the slot is judged silent only after as long again as the simulator
+        was away (bounded). On time, an empty buffer is an underrun the caller hears."""
+        late_ms = self.now_ms() - slot_ms
+        if late_ms <= FRAME_S * 1000.0:
+            return
+        self._audio_arrived.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._audio_arrived.wait(), min(late_ms, LATE_AUDIO_WAIT_MS) / 1000.0 / self.speed)
 
     # -- the test-facing API -------------------------------------------------------------
 
@@ -325,6 +358,9 @@ class SimulatedCall:
     def heard_pcm(self, start_ms: float = 0.0, end_ms: float | None = None) -> np.ndarray:
         data = bytes(self.heard[int(start_ms * 8) : None if end_ms is None else int(end_ms * 8)])
         return np.frombuffer(mulaw_to_pcm16(data), dtype="<i2")
+
+    def received_pcm(self) -> np.ndarray:
+        return np.frombuffer(mulaw_to_pcm16(bytes(self.received)), dtype="<i2")
 
     def caller_pcm(self) -> np.ndarray:
         return np.frombuffer(mulaw_to_pcm16(bytes(self.caller_track)), dtype="<i2")
