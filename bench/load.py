@@ -396,6 +396,20 @@ async def measure(
         return await _measure(figures, seconds, warmup, spread, profile)
 
 
+async def _started_server(target: str, fake: ProviderFake, workdir: Path) -> ServerProcess:
+    """A picked free port can be taken by another process before the server binds it (a busy
+    machine, parallel test workers): then the server exits at once and gets a fresh port."""
+    for attempt in range(3):
+        server = ServerProcess(target, fake, workdir)
+        try:
+            await server.wait_ready()
+            return server
+        except RuntimeError as exc:
+            if attempt == 2 or "address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
+
+
 async def _measure(
     figures: RunFigures, seconds: float, warmup: float, spread: float, profile: Path | None
 ) -> RunFigures:
@@ -403,9 +417,8 @@ async def _measure(
     async with MODES[provider].fake() as fake:
         reply_bytes = int(0.95 * 8 * fake.reply_ms)
         with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
-            server = ServerProcess(target, fake, Path(tmp))
+            server = await _started_server(target, fake, Path(tmp))
             try:
-                await server.wait_ready()
                 callers = Callers(SimulatedTwilio(server.url, AUTH_TOKEN), fake, spread)
                 await warm_up(callers, reply_bytes)
                 await asyncio.sleep(0.3)
