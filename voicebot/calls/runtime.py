@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from s2s.call_context import logged_number, set_personal_data_in_logs
+from s2s.call_context import call_redactor_var, logged_number, redact_log_records, set_personal_data_in_logs
 from s2s.circuit import CircuitBoard
 from s2s.provider import Provider, ProviderSession, Turn
 from s2s.registry import build_provider
@@ -76,6 +76,7 @@ class Runtime:
         self._planning: dict[str, asyncio.Task[CallPlan | Declined]] = {}
         self._streams: set[str] = set()
         self._process_key = secrets.token_bytes(32)  # only when no key is configured; kept over reloads
+        redact_log_records()  # each call's log lines masked as its route says ([[routes]] redact)
         self.apply(config)
 
     def apply(self, config: AppConfig) -> None:
@@ -297,6 +298,9 @@ class Runtime:
         )
         self.active[info.call_sid] = bridge
         self._plans[bridge] = plan
+        # The media endpoint runs this bridge next, in this task: the call's tasks and log
+        # lines inherit what its route masks (s2s.call_context).
+        call_redactor_var.set(plan.route.redactor if plan.route.redactor else None)
         return bridge
 
     async def open_session(self, plan: CallPlan, history: Callable[[], Sequence[Turn]] = tuple) -> ProviderSession:
