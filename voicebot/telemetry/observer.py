@@ -13,7 +13,7 @@ What is measured, at the phone edge:
 - first-audio latency: media stream start -> the first bot media frame handed to Twilio;
 - barge-in latency: provider ``SpeechStarted`` -> ``clear`` sent (the bridge's ``barge_in``
   hook fires after the clear frame was written);
-- bridge forwarding, sampled: inbound ``twilio_in`` -> ``provider_out("audio")`` (the
+- bridge forwarding, sampled: inbound ``twilio_in`` -> ``provider_out(AudioSent)`` (the
   bridge does nothing between those two but transcode, so this is the inbound transcoding
   time per frame), outbound ``AudioOut`` -> its first media frame to Twilio (transcoding +
   Twilio framing).
@@ -43,7 +43,7 @@ from s2s.events import (
     Usage,
 )
 from telephony.media_stream import Media, TwilioEvent
-from telephony.observer import CallObserver, ToProvider, ToTwilio
+from telephony.observer import AudioSent, CallObserver, SentToProvider, ToTwilio
 from voicebot.privacy.redaction import NO_REDACTION
 from voicebot.telemetry.setup import Telemetry, get_telemetry
 
@@ -136,8 +136,8 @@ class CallTelemetry(CallObserver):
             # session opens): it is dropped rather than timed across the wait.
             self._in_sample = time.perf_counter() if self._in_frames % SAMPLE_EVERY == 0 else 0.0
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
-        if self._in_sample and kind is ToProvider.AUDIO:
+    def provider_out(self, sent: SentToProvider) -> None:
+        if self._in_sample and type(sent) is AudioSent:
             self._m.forward.record(time.perf_counter() - self._in_sample, INBOUND)
             self._in_sample = 0.0
 

@@ -30,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from s2s.events import ProviderEvent
 from s2s.provider import ProviderSession, Turn
-from telephony.observer import CallObserver, ToProvider, ToTwilio
+from telephony.observer import AudioSent, CallObserver, SentToProvider, TextSent, ToolResultSent, ToTwilio, TruncateSent
 from transcoding.formats import AudioFormat
 from voicebot.devtools.tape.format import (
     KEEP_ALL,
@@ -147,21 +147,18 @@ class TapeRecorder(CallObserver):
         self._note_formats()
         self._add(ProviderIn(self._now(), event))
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
+    def provider_out(self, sent: SentToProvider) -> None:
         t = self._now()
-        if kind == "audio" and isinstance(payload, bytes):
-            self._note_formats()
-            self._add(ProviderOut(t, "audio", audio=payload))
-        elif kind == "text" and isinstance(payload, str):
-            self._add(ProviderOut(t, "text", text=payload))
-        elif kind == "truncate" and isinstance(payload, tuple):
-            item_id, heard_ms = payload
-            self._add(ProviderOut(t, "truncate", item_id=str(item_id), heard_ms=int(heard_ms)))
-        elif kind == "tool_result" and isinstance(payload, tuple):
-            call_id, output = payload
-            self._add(ProviderOut(t, "tool_result", call_id=str(call_id), output=str(output)))
-        else:
-            log.debug("call %s: tape ignores provider_out %r", self.header.call_sid, kind)
+        match sent:
+            case AudioSent(audio):
+                self._note_formats()
+                self._add(ProviderOut(t, "audio", audio=audio))
+            case TextSent(text):
+                self._add(ProviderOut(t, "text", text=text))
+            case TruncateSent(item_id, heard_ms):
+                self._add(ProviderOut(t, "truncate", item_id=item_id, heard_ms=heard_ms))
+            case ToolResultSent(call_id, output):
+                self._add(ProviderOut(t, "tool_result", call_id=call_id, output=output))
 
     def barge_in(self, item_id: str, heard_ms: float, sent_ms: float, latency_ms: float) -> None:
         self._add(BargeInRecord(self._now(), item_id, heard_ms, sent_ms, latency_ms))
