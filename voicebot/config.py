@@ -269,6 +269,11 @@ class RouteConfig(_Strict):
         default_factory=dict,
         description="the route's own patterns to mask, name -> regular expression; a match becomes [name]",
     )
+    provider_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per provider of the chain, settings laid over its table for this route's calls "
+        "(only the keys its type lets a route set, e.g. Gemini's activity_handling)",
+    )
     retry_budget_s: float = Field(default=1.5, gt=0, description="time spent on one provider before the next")
     on_unavailable: OnUnavailable = Field(default_factory=OnUnavailable)
     apology: str = Field(
@@ -533,6 +538,33 @@ def _check_references(
         )
 
 
+def _check_route_settings(
+    tree: dict[str, Any], providers: Mapping[str, ProviderConfig], issues: list[ConfigIssue]
+) -> None:
+    """Each route's ``provider_settings`` laid over the provider table it names and validated
+    there, so a bad value is reported at load with the route's path, never at call time."""
+    routes = tree.get("routes", [])
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
+        settings = route.get("provider_settings") if isinstance(route, dict) else None
+        if not isinstance(settings, dict):
+            continue  # absent, or not a table: the RouteConfig validation says so
+        chain = route.get("providers", [])
+        for name, table in settings.items():
+            path = f"routes[{i + 1}].provider_settings.{name}"
+            if not isinstance(chain, list) or name not in chain:
+                issues.append(ConfigIssue(path, f"provider {name!r} is not in this route's providers"))
+                continue
+            base = providers.get(name)
+            if base is None or not isinstance(table, dict):
+                continue  # the provider table's own issues are reported already
+            try:
+                base.for_route(table)
+            except ValidationError as exc:
+                issues.extend(_validation_issues(path, exc, type(base)))
+            except ValueError as exc:
+                issues.append(ConfigIssue(path, str(exc)))
+
+
 def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, source: str = "config") -> AppConfig:
     issues: list[ConfigIssue] = []
     env = os.environ if env is None else env
@@ -544,6 +576,7 @@ def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, sour
     raw_providers = tree.pop("providers", {})
     providers, unusable = _provider_configs(raw_providers, issues)
     _check_references(tree, set(raw_providers) if isinstance(raw_providers, dict) else set(), unusable, issues)
+    _check_route_settings(tree, providers, issues)
     issues.extend(_typed_issues("", AppConfig, tree))
     config: AppConfig | None = None
     try:

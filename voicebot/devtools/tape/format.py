@@ -366,7 +366,7 @@ def dumps_line(obj: dict[str, Any]) -> str:
 # -- decoding -----------------------------------------------------------------------------
 
 
-class _Bad(Exception):
+class _Bad(VoicebotError):
     """A problem inside one record; :func:`read_tape` adds the file and line."""
 
 
