@@ -21,7 +21,7 @@ from tests.fakes.gemini_live_fake import USAGE_PER_TURN
 from transcoding.formats import MULAW_8K, PCM16_24K
 from voicebot.calls.cost import CallCost, UsageRecord, price
 from voicebot.config import AppConfig
-from voicebot.pricing import PRICES_AS_OF, PricingTable
+from voicebot.pricing import PRICE_SOURCES, PRICES_AS_OF, PricingTable
 
 # -- provider reports -> Usage ------------------------------------------------------------
 
@@ -147,6 +147,7 @@ def test_shipped_tables_are_dated_and_a_config_overrides_them_key_by_key() -> No
     table = cfg.pricing["openai_realtime"]
     assert (table.audio_out_per_mtok, table.audio_in_per_mtok, table.as_of) == (50.0, 32.0, "2027-01-01")
     assert AppConfig().pricing["grok"].as_of == PRICES_AS_OF
+    assert set(PRICE_SOURCES) >= set(AppConfig().pricing)  # every shipped table says where it was read
     with pytest.raises(ValueError, match="per_token"):
         AppConfig.model_validate({"pricing": {"grok": {"per_token": 1}}})
 

@@ -38,7 +38,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -106,6 +106,7 @@ class OutboundCalls:
     def __init__(self, runtime: Runtime, store: OutboundStore | None = None) -> None:
         self.runtime = runtime
         self.store = store or outbound_store(runtime.slots, runtime.config.admission)
+        runtime.claims.tailor = self.tailored
 
     def _route(self, record: OutboundRecord) -> RouteConfig | None:
         """The call's route, with its variables filled in; None if a reload removed it."""
@@ -132,7 +133,7 @@ class OutboundCalls:
             raise NotPlaced(400, f"no caller id: pass 'from' or set route {route.name!r} outbound.caller_id")
         settings = route.outbound
         key = "OB" + secrets.token_hex(16)
-        lease = runtime.new_lease(key, route)
+        lease = runtime.planner.new_lease(key, route)
         # Held without a heartbeat while it rings: if no callback ever comes, the TTL frees it.
         ttl_s = settings.ring_timeout_s + config.server.stream_connect_timeout_s + 30.0
         provider = await admit(route.providers, lease, runtime.circuits, ttl_s)
@@ -205,17 +206,32 @@ class OutboundCalls:
         if route is None:
             log.warning("outbound call %s: route %r no longer exists; hanging up", call_sid, record.route)
             return Declined(call_sid, record.route, hangup(), "route removed")
-        lease = runtime.new_lease(call_sid, route)
+        lease = runtime.planner.new_lease(call_sid, route)
         ttl_s = runtime.config.server.stream_connect_timeout_s + 5.0
         if not await lease.take_over(record.provider, key, ttl_s):
             log.warning("outbound call %s: its slot was lost before the answer; hanging up", call_sid)
             return Declined(call_sid, route.name, hangup(), "slot lost")
         await self.store.answer(key)
         # The far end is the person this call is about (memory, logs): it is the plan's caller.
-        plan = runtime.new_plan({"CallSid": call_sid, "From": record.to, "To": record.from_}, route)
+        plan = runtime.planner.new_plan({"CallSid": call_sid, "From": record.to, "To": record.from_}, route)
         self.prepare(plan, record)
-        runtime.hold_plan(plan, lease, record.provider, received_at)
+        runtime.planner.hold_plan(plan, lease, record.provider, received_at)
         return plan
+
+    async def tailored(
+        self, call_sid: str, route: RouteConfig
+    ) -> tuple[RouteConfig, Callable[[CallPlan], None]] | None:
+        """A media stream reached this instance for a call another instance answered: if it is
+        an outbound call, its route with the call's variables, and :meth:`prepare` for its plan
+        (:data:`voicebot.calls.adoption.Tailor`)."""
+        try:
+            record = await self.store.find(call_sid)
+        except RedisError as exc:
+            log.error("call %s: the call store is unreachable (%r); taken for an inbound call", call_sid, exc)
+            return None
+        if record is None or record.route != route.name:
+            return None
+        return route_for_call(route, record.variables), lambda plan: self.prepare(plan, record)
 
     def prepare(self, plan: CallPlan, record: OutboundRecord) -> None:
         """What an outbound call's plan has beyond an inbound one's: the greeting held for the AMD verdict."""
