@@ -16,7 +16,7 @@ from s2s.gemini_live.protocol import LiveEventMapper
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings
 from s2s.openai_realtime import OpenAIRealtimeConfig, OpenAIRealtimeProtocol
 from s2s.provider import SessionContext
-from telephony.observer import ToProvider
+from telephony.observer import AudioSent
 from tests.fakes.gemini_live_fake import USAGE_PER_TURN
 from transcoding.formats import MULAW_8K, PCM16_24K
 from voicebot.calls.cost import CallCost, UsageRecord, price
@@ -156,7 +156,7 @@ def test_a_call_over_two_sessions_costs_exactly_what_the_table_says() -> None:
     clock = Clock()
     cost = CallCost(config(), clock=clock)
     cost.session_opened(FakeSession("oa"))  # type: ignore[arg-type]
-    cost.provider_out(ToProvider.AUDIO, b"\xff" * 8000)  # 1 s of mulaw 8 kHz
+    cost.provider_out(AudioSent(b"\xff" * 8000))  # 1 s of mulaw 8 kHz
     cost.provider_in(AudioOut(b"\xff" * 4000, "i1"))
     cost.provider_in(Usage("s1", text_in_tokens=1000, cached_text_in_tokens=400, audio_in_tokens=2000))
     cost.provider_in(

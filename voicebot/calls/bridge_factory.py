@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
+from s2s.call_context import call_redactor_var
 from s2s.provider import ProviderSession, Turn
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
 from telephony.local_vad import SpeechOnsetDetector
@@ -62,6 +63,9 @@ class BridgeFactory:
             dtmf_handler=plan.tools.dtmf,
             barge_in_held=guards[0].holds if guards else None,
         )
+        # The media endpoint runs this bridge next, in this task: the call's tasks and log
+        # lines inherit what its route masks (s2s.call_context.redact_log_records).
+        call_redactor_var.set(plan.route.redactor if plan.route.redactor else None)
         return bridge
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from s2s.call_context import logged_number
+from s2s.errors import VoicebotError
 from telephony.application import Declined
 from telephony.call_state import CallOutcome
 from telephony.twilio_rest import create_call
@@ -90,7 +91,7 @@ def route_for_call(route: RouteConfig, variables: Mapping[str, str]) -> RouteCon
     )
 
 
-class NotPlaced(Exception):
+class NotPlaced(VoicebotError):
     """The call was not placed; ``status`` is the HTTP status the API answers with."""
 
     def __init__(self, status: int, reason: str) -> None:
