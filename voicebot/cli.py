@@ -363,7 +363,10 @@ def _add_tape(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     view.add_argument("tape", type=Path, metavar="TAPE", help="call tape (.jsonl), e.g. tapes/20260124T2215Z_CA1.jsonl")
     view.add_argument("--html", type=Path, metavar="FILE", help="write the page here, e.g. --html call.html")
     view.add_argument(
-        "--wav", type=Path, metavar="FILE", help="write the call as a stereo WAV (caller left, bot right as heard)"
+        "--wav",
+        type=Path,
+        metavar="FILE",
+        help="write the call as a stereo WAV (caller left, bot right as heard), e.g. --wav call.wav",
     )
 
 
