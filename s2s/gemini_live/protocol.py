@@ -23,6 +23,7 @@ from typing import Any
 
 from google.genai import types
 
+from s2s.call_context import logged_text
 from s2s.errors import VoicebotError
 from s2s.events import (
     AudioOut,
@@ -334,7 +335,7 @@ class LiveEventMapper:
     def _tool_call(self, tool_call: types.LiveServerToolCall, events: list[ProviderEvent]) -> None:
         for call in tool_call.function_calls or []:
             if not call.name:
-                log.warning("gemini tool call without a function name ignored: %r", call)
+                log.warning("gemini tool call without a function name ignored: %r", logged_text(repr(call)))
                 continue
             # The Gemini API always sends an id and requires it back
             # (``FunctionResponse.id``, https://ai.google.dev/api/live); Vertex may

@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from s2s.call_context import logged_text
 from s2s.circuit import CircuitBoard
 from s2s.events import AudioOut, Closed, ProviderError, ProviderEvent, SessionExpiring
 from s2s.provider import Provider, ProviderConnectError, ProviderSession, QueuedSession, SessionContext, Turn
@@ -227,7 +228,9 @@ class ResilientSession(ProviderSession):
 
     async def send_text(self, text: str) -> None:
         if self.state.state is SessionState.RECOVERING or self._live is None:
-            log.warning("call %s: text %r dropped: provider session is being recovered", self.call_sid, text)
+            log.warning(
+                "call %s: text %r dropped: provider session is being recovered", self.call_sid, logged_text(text)
+            )
             return
         await self._live.session.send_text(text)
 

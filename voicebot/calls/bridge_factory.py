@@ -5,7 +5,9 @@ detector, the tools, and the session it opens."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
+from s2s.call_context import call_redactor_var
 from s2s.provider import ProviderSession, Turn
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
 from telephony.local_vad import SpeechOnsetDetector
@@ -38,6 +40,8 @@ class BridgeFactory:
         self._before_close = before_close
         # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
         self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
+        # handed each tape once it is closed (voicebot.recordings uploads it); on the writer thread
+        self.on_tape_closed: Callable[[Path], None] | None = None
 
     def build(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
         info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
@@ -60,6 +64,9 @@ class BridgeFactory:
             dtmf_handler=plan.tools.dtmf,
             barge_in_held=guards[0].holds if guards else None,
         )
+        # The media endpoint runs this bridge next, in this task: the call's tasks and log
+        # lines inherit what its route masks (s2s.call_context.redact_log_records).
+        call_redactor_var.set(plan.route.redactor if plan.route.redactor else None)
         return bridge
 
     def observers(self, plan: CallPlan) -> list[CallObserver]:
@@ -71,5 +78,6 @@ class BridgeFactory:
         if wants_recording(plan.config, plan.route):
             recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers))
             recorder.usage = plan.cost.summary
+            recorder.on_closed = self.on_tape_closed
             observers.append(recorder)
         return observers

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 
-from s2s.call_context import set_personal_data_in_logs
+from s2s.call_context import redact_log_records, set_personal_data_in_logs
 from s2s.provider import Provider
 from s2s.registry import build_provider
 from telephony.signature import SignatureChecker
@@ -28,6 +28,7 @@ class LoadedConfig:
         """Use ``config`` for new calls."""
         self.config = config
         set_personal_data_in_logs(config.logs.personal_data)
+        redact_log_records()  # each call's log lines are masked as its route says ([[routes]] redact)
         self.providers: dict[str, Provider] = {name: build_provider(name, c) for name, c in config.providers.items()}
         token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
         self.signatures = SignatureChecker(token, config.twilio.validate_signatures)
