@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
 from telephony.call_handle import CallHandle
-from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
+from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, while_waiting
 from voicebot.agent.call_control import CallControlTools, DeliverTwiml, call_control_instructions
-from voicebot.agent.config import RouteTool
+from voicebot.agent.config import RouteTool, WaitingSettings
 from voicebot.agent.dtmf import DigitCollector
 from voicebot.agent.memory import CallerMemory
 
@@ -42,8 +42,9 @@ class RouteToolRunner:
     """A ``[[routes.tools]]`` entry: POST/call ``{call_sid, caller, tool, arguments}``; the JSON
     reply goes back to the model as the tool result."""
 
-    def __init__(self, tool: RouteTool, call_sid: str, caller: str) -> None:
+    def __init__(self, tool: RouteTool, waiting: WaitingSettings, call_sid: str, caller: str) -> None:
         self.tool = tool
+        self.waiting = waiting
         self.call_sid = call_sid
         self.caller = caller
         self.endpoint = JsonEndpoint(url=tool.url, ref=tool.handler, headers=tool.headers)
@@ -55,8 +56,8 @@ class RouteToolRunner:
     async def __call__(self, call: ToolCall, handle: CallHandle) -> str:
         payload = {"call_sid": self.call_sid, "caller": self.caller, "tool": call.name, "arguments": call.arguments}
         try:
-            result = await with_filler(
-                handle, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
+            result = await while_waiting(
+                handle, self.waiting, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
             )
         except EndpointFailure as exc:
             log.error("call %s: tool %s failed: %s; the model is told so", self.call_sid, call.name, exc)
@@ -86,11 +87,11 @@ class CallTools:
         self._specs: list[ToolSpec] = []
         if route.reasoning == "builtin":
             for tool in route.tools:
-                runner = RouteToolRunner(tool, call_sid, caller)
+                runner = RouteToolRunner(tool, route.waiting, call_sid, caller)
                 self._add(runner.spec, runner)
                 self._closers.append(runner.endpoint.aclose)
         else:
-            agent = AgentTool(route.reasoning, call_sid, caller)
+            agent = AgentTool(route.reasoning, route.waiting, call_sid, caller)
             self._add(ASK_AGENT, agent)
             self._closers.append(agent.endpoint.aclose)
         handlers = {"transfer_call": self.call_control.transfer_call, "end_call": self.call_control.end_call}

@@ -294,6 +294,7 @@ class Runtime:
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
             barge_in_held=guards[0].holds if guards else None,
+            hold_audio=plan.route.waiting.hold_mulaw,
         )
         self.active[info.call_sid] = bridge
         self._plans[bridge] = plan
