@@ -212,7 +212,6 @@ async def test_a_tool_faster_than_hold_after_s_gets_no_hold_audio(hold_wav: Path
 
 async def test_caller_speech_stops_the_hold_for_the_rest_of_the_wait_and_truncates_nothing(hold_wav: Path) -> None:
     async with running_server(hold_config(hold_wav, delay_s=4.0)) as server, server.twilio().call() as call:
-        bridge = await live_bridge(server, call)
         session = await echo_of(server, call)
         await ask(call)
         await call.wait_for(lambda: len(frames_of(call, HOLD_HZ)) >= 20, timeout=8)  # 400 ms of hold heard
@@ -236,7 +235,6 @@ async def test_caller_speech_stops_the_hold_for_the_rest_of_the_wait_and_truncat
 async def test_a_barge_in_into_the_answer_after_hold_truncates_by_bot_audio_only(hold_wav: Path) -> None:
     config = hold_config(hold_wav, delay_s=2.2, reply_ms=2000)
     async with running_server(config) as server, server.twilio().call() as call:
-        bridge = await live_bridge(server, call)
         session = await echo_of(server, call)
         await ask(call)
         await call.wait_for(lambda: bool(session.tool_results), timeout=10)
