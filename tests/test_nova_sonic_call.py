@@ -29,6 +29,7 @@ from tests.support.audio import active_segments, dominant_frequency, longest, to
 from tests.support.barge_in import assert_cut_at_the_clear, talk_over_the_answer
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
 from tests.test_nova_sonic_sdk import tls  # noqa: F401 - fixture: trusted throwaway CA + dummy AWS keys
+from tests.test_openai_realtime_protocol import spoken_mulaw
 
 
 def nova_config(endpoint_url: str, extra: str = "", route_extra: str = "") -> str:
@@ -244,3 +245,53 @@ async def test_stream_renewal_between_turns_replays_history_and_the_call_goes_on
             "tone 700 Hz",
             "You said tone 700 Hz.",
         ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("fault", ["send_rate", "odd_chunks"])
+async def test_output_format_nova_announces_is_adopted_and_split_samples_are_rejoined(fault: str) -> None:
+    """Nova says its audio block is 24 kHz although 8 kHz was asked for (adopted: the bridge
+    resamples from 24 kHz), or cuts its chunks mid-sample (rejoined): either way the caller
+    hears the answer at its pitch and length, never noise."""
+
+    def model() -> FakeNovaModel:
+        fake = FakeNovaModel(reply_hz=1000, reply_ms=800)
+        if fault == "send_rate":
+            fake.send_rate = 24000
+        else:
+            fake.odd_chunks = True
+        return fake
+
+    async with memory_route(model) as (service, server), server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        # Played at the declared 8 kHz, 24 kHz audio would last 2.4 s at 333 Hz.
+        assert end - start == pytest.approx(800, abs=60)
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
+        # Nothing but the tone: a split sample played as is would be broadband noise.
+        pcm = call.heard_pcm(start + 40, end - 40).astype(np.float64)
+        spectrum = np.abs(np.fft.rfft(pcm * np.hanning(pcm.size))) ** 2
+        freqs = np.fft.rfftfreq(pcm.size, 1 / 8000)
+        assert spectrum[np.abs(freqs - 1000) < 60].sum() / spectrum.sum() > 0.95
+        assert service.models[0].errors == []
+        assert server.runtime.active[call.call_sid].summary.outcome == "in-progress"
+
+
+@pytest.mark.timeout(60)
+async def test_mulaw_bytes_sent_as_16_bit_pcm_end_the_session_loudly_and_never_play() -> None:
+    """Nova's audio block says 16-bit LPCM but the bytes are mu-law speech: played, that is
+    loud noise. The session ends on the first chunk and the caller hears none of it."""
+    speech = spoken_mulaw()
+    model = lambda: FakeNovaModel(reply_hz=1000, reply_ms=800, send_bytes=speech)  # noqa: E731
+    async with memory_route(model) as (service, server), server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 400)))
+        await call.wait_for(lambda: bool(service.models) and service.models[0].answers >= 1, timeout=8)
+        # Recovery opens a new stream, which answers the same way: give its audio time to arrive.
+        await call.wait_for(lambda: len(service.models) >= 2, timeout=8)
+        await call.pause(500)
+        assert not active_segments(call.heard_pcm(), 8000, threshold_dbfs=-45)  # nothing played
+        assert service.models[0].audio_out_bytes > 0  # it was sent, and refused

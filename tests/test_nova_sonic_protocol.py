@@ -298,3 +298,23 @@ def test_interrupted_answer_is_transcribed_from_its_planned_text() -> None:
         out("textOutput", contentId="f2", content='{ "interrupted" : true }'),
     )
     assert not any(isinstance(e, Transcript) for e in later)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"mediaType": "audio/pcmu", "sampleRateHertz": 8000},
+        {"mediaType": "audio/lpcm", "sampleRateHertz": 8000, "sampleSizeBits": 8},
+        {"mediaType": "audio/lpcm", "sampleRateHertz": 8000, "channelCount": 2},
+        {"mediaType": "audio/lpcm", "sampleRateHertz": 44100},
+    ],
+)
+def test_an_announced_output_format_that_cannot_be_played_fails_loudly_and_nothing_plays(config: dict) -> None:
+    proto = make_protocol()
+    start = content_start("a1", "AUDIO", "ASSISTANT")
+    start["event"]["contentStart"]["audioOutputConfiguration"] = config
+    loud = base64.b64encode(bytes(range(256)) * 4).decode()
+    events = feed(proto, start, out("audioOutput", contentId="a1", content=loud))
+    [error] = [e for e in events if isinstance(e, ProviderError)]
+    assert error.fatal and error.code == "audio_format_mismatch" and "cannot play" in error.message
+    assert not [e for e in events if isinstance(e, AudioOut)]

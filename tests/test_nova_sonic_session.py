@@ -30,6 +30,7 @@ from s2s.registry import build_provider, provider_spec
 from s2s.tools import ToolSpec
 from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService, ToolPlan, dominant_hz, sine_pcm16
 from tests.support.session_events import EventLog
+from tests.test_openai_realtime_protocol import spoken_mulaw
 
 
 @contextlib.asynccontextmanager
@@ -272,3 +273,35 @@ def test_fake_tone_helpers_are_accurate() -> None:
     assert abs(dominant_hz(tone, 8000) - 440) < 10
     assert abs(dominant_hz(sine_pcm16(700, 200, 8000), 8000) - 440) > 200
     assert np.frombuffer(tone, "<i2").max() > 10000
+
+
+async def test_announced_rate_is_adopted_and_mulaw_bytes_end_the_session_unplayed() -> None:
+    service = FakeNovaService(lambda: FakeNovaModel(reply_hz=1000, reply_ms=400, send_rate=16000))
+    async with nova_session(service) as (session, rec):
+        await speak(session, sine_pcm16(500, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
+        await rec.until(lambda ev: bool([e for e in ev if isinstance(e, TurnDone)]))
+        assert session.output_format.sample_rate == 16000  # what the audio contentStart said
+        assert len(rec.audio()) == 2 * 16000 * 400 // 1000
+        assert abs(dominant_hz(rec.audio(), 16000) - 1000) < 20
+        assert not rec.of(ProviderError)
+
+    speech = spoken_mulaw()  # the byte sniffer is tuned on speech, not on tones
+    service = FakeNovaService(lambda: FakeNovaModel(reply_hz=1000, reply_ms=400, send_bytes=speech))
+    async with nova_session(service) as (session, rec):
+        await speak(session, sine_pcm16(500, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
+        await rec.until(lambda ev: any(isinstance(e, Closed) for e in ev))
+        [error] = rec.of(ProviderError)
+        assert error.fatal and error.code == "audio_format_mismatch" and "8bit" in error.message
+        assert rec.of(Closed)[0].error
+        # Nothing audible went out: at most the utterance's leading silence, silent either way.
+        played = np.frombuffer(rec.audio(), dtype="<i2")
+        assert not np.any(np.abs(played) >= 64)
+
+
+async def test_samples_split_across_chunks_are_rejoined() -> None:
+    service = FakeNovaService(lambda: FakeNovaModel(reply_hz=1000, reply_ms=400, odd_chunks=True))
+    async with nova_session(service) as (session, rec):
+        await speak(session, sine_pcm16(500, 300, 8000) + bytes(2 * 8000 * 300 // 1000))
+        await rec.until(lambda ev: bool([e for e in ev if isinstance(e, TurnDone)]))
+        assert all(len(e.audio) % 2 == 0 for e in rec.of(AudioOut))
+        assert rec.audio() == sine_pcm16(1000, 400, 8000)  # byte for byte

@@ -56,3 +56,51 @@ def sniff_encoding(audio: bytes) -> Sniffed | None:
         if rough16 > 0.9 and rough8 < 0.8 * rough16:
             return "8bit"  # nonsense as PCM16, a signal as mu-law
     return None
+
+
+class EncodingCheck:
+    """Judges the first audio of a stream against the encoding it was declared in.
+
+    Audio is fed as it arrives and judged, on what has arrived so far, before it is passed on,
+    so a stream of the wrong kind is caught on its first chunk and never played. Checking stops
+    at the first clear verdict, or after ``max_windows`` windows of ``window_bytes`` that all
+    stayed unclear (silence, pure tones): a correct stream is never ended on a guess."""
+
+    def __init__(self, expected: Sniffed, *, window_bytes: int = 4800, max_windows: int = 8) -> None:
+        self.expected = expected
+        self.window_bytes = window_bytes
+        self.max_windows = max_windows
+        self.done = False
+        self._sample = bytearray()
+        self._windows = 0
+
+    def feed(self, audio: bytes) -> Sniffed | None:
+        """The encoding the audio clearly has when it is *not* the expected one; else None."""
+        if self.done:
+            return None
+        self._sample += audio
+        verdict = sniff_encoding(bytes(self._sample[: self.window_bytes]))
+        while verdict is None and len(self._sample) >= self.window_bytes:
+            del self._sample[: self.window_bytes]  # an unclear window: judge the next one
+            self._windows += 1
+            if self._windows >= self.max_windows:
+                self._finish()
+                return None
+            verdict = sniff_encoding(bytes(self._sample[: self.window_bytes]))
+        if verdict is None:
+            return None
+        self._finish()
+        return None if verdict == self.expected else verdict
+
+    def _finish(self) -> None:
+        self.done = True
+        self._sample.clear()
+
+
+def implausible_pcm16(audio: bytes) -> bool:
+    """Whether ``audio`` read as PCM16 has more than 5 % of its samples beyond half of full
+    scale: no voice does (that is clipping), but 8-bit codes paired into samples do (mu-law's
+    quiet codes 0xFF, 0x7E read as 0x7EFF). Such audio is worth holding back until the
+    sniffer has a verdict."""
+    samples = np.frombuffer(audio[: len(audio) // 2 * 2], dtype="<i2")
+    return samples.size > 0 and float(np.mean(np.abs(samples.astype(np.int32)) > 16384)) > 0.05

@@ -45,8 +45,13 @@ from s2s.events import (
 )
 from s2s.nova_sonic.history import MAX_TEXT_INPUT_BYTES, HistoryMessage, split_utf8
 from s2s.tools import ToolSpec
+from transcoding.formats import AudioFormat
+from transcoding.sniff import EncodingCheck, implausible_pcm16
 
 log = logging.getLogger(__name__)
+
+# The output rates Nova offers (``audioOutputConfiguration.sampleRateHertz``), all playable here.
+OUTPUT_RATES = (8000, 16000, 24000)
 
 Event = dict[str, Any]
 TextRole = Literal["SYSTEM", "USER", "ASSISTANT"]
@@ -124,6 +129,13 @@ class NovaProtocol:
         self._planned: list[str] = []
         self._outbox: list[Event] = []
         self._events: list[ProviderEvent] = []
+        # Output format guard: what the bot's audio is, per the service's own word (each
+        # ASSISTANT AUDIO contentStart's audioOutputConfiguration) and per its bytes.
+        self.output_format = AudioFormat("pcm16", settings.output_sample_rate)
+        self.format_failure: ProviderError | None = None
+        self._format_check = EncodingCheck("pcm16")
+        self._odd_byte = b""  # a sample split across audioOutput chunks
+        self._unchecked: list[AudioOut] = []  # held until the byte check has a verdict
 
     def data_to_send(self) -> list[Event]:
         out, self._outbox = self._outbox, []
@@ -308,6 +320,8 @@ class NovaProtocol:
         self._contents[body["contentId"]] = content
         out: list[ProviderEvent] = []
         if content.role == "ASSISTANT" and content.type == "AUDIO":
+            self._confirm_output_format(body.get("audioOutputConfiguration"))
+            self._odd_byte = b""
             self._bot_item = body["contentId"]
             if not self._responding:
                 self._responding = True
@@ -326,11 +340,73 @@ class NovaProtocol:
         return []
 
     def _on_audio_output(self, body: Event) -> list[ProviderEvent]:
+        if self.format_failure is not None:
+            return []  # never play what the guard refused
         try:
             audio = base64.b64decode(body["content"], validate=True)
         except (binascii.Error, ValueError) as exc:
             return [ProviderError("bad_audio", f"undecodable audioOutput: {exc}")]
-        return [AudioOut(audio, item_id=body["contentId"])] if audio else []
+        audio = self._odd_byte + audio
+        if len(audio) % 2:
+            # 16-bit samples split across chunks: hold the odd byte for the next chunk, so every
+            # sample keeps its two bytes in order (played shifted by a byte, PCM is loud noise).
+            audio, self._odd_byte = audio[:-1], audio[-1:]
+        else:
+            self._odd_byte = b""
+        if not audio:
+            return []
+        out = AudioOut(audio, item_id=body["contentId"])
+        check = self._format_check
+        if check.done:
+            return [out]
+        verdict = check.feed(audio)
+        if verdict is not None:
+            self._unchecked.clear()
+            return self._fail_format(
+                f"bot audio looks like {verdict} although Nova declared {self.output_format}; "
+                "ending the session rather than playing it"
+            )
+        if not check.done and (self._unchecked or implausible_pcm16(audio)):
+            # Louder than any voice and no verdict yet: likely 8-bit codes, which would play as
+            # noise. Hold it (and what follows) until the sniffer decides.
+            self._unchecked.append(out)
+            return []
+        held, self._unchecked = self._unchecked, []
+        return [*held, out]
+
+    def _confirm_output_format(self, config: object) -> None:
+        """Take the format Nova says its audio block is in (``audioOutputConfiguration`` of
+        the ASSISTANT AUDIO ``contentStart``: ``audio/lpcm``, ``sampleRateHertz``, 16 bits,
+        mono, base64; https://docs.aws.amazon.com/nova/latest/nova2-userguide/sonic-output-events.html).
+        Another offered rate than the one asked for is adopted, so the bridge resamples from
+        what arrives; anything else (another encoding, sample size, channel count or rate)
+        cannot be played and ends the session loudly. A block that states nothing keeps the
+        format asked for, which the bytes are then checked against."""
+        if not isinstance(config, dict) or self.format_failure is not None:
+            return
+        rate = config.get("sampleRateHertz")
+        playable = (
+            config.get("mediaType", "audio/lpcm") == "audio/lpcm"
+            and config.get("sampleSizeBits", 16) == 16
+            and config.get("channelCount", 1) == 1
+            and config.get("encoding", "base64") == "base64"
+            and (rate is None or rate in OUTPUT_RATES)
+        )
+        if not playable:
+            self._events += self._fail_format(f"Nova announced output audio {config}, which voicebot cannot play")
+            return
+        if rate is not None and rate != self.output_format.sample_rate:
+            log.warning(
+                "nova: asked for %s output audio, the service sends %s Hz; using what it sends",
+                self.output_format,
+                rate,
+            )
+            self.output_format = AudioFormat("pcm16", rate)
+
+    def _fail_format(self, message: str) -> list[ProviderEvent]:
+        log.error("nova: %s", message)
+        self.format_failure = ProviderError("audio_format_mismatch", message, fatal=True)
+        return [self.format_failure]
 
     def _on_tool_use(self, body: Event) -> list[ProviderEvent]:
         content = self._contents.get(body.get("contentId", ""))

@@ -101,10 +101,18 @@ class NovaSonicSession(QueuedSession):
                     self._release_stream()
                 return
             self.protocol.receive(message)
+            # The format Nova says its audio is in (s2s.nova_sonic.protocol): the bridge
+            # resamples from this one.
+            self.output_format = self.protocol.output_format
             for event in self.protocol.events_received():
-                if isinstance(event, ProviderError):
+                if isinstance(event, ProviderError) and not event.fatal:
                     log.warning("nova_sonic %s: %s: %s (ignored)", self.call_sid, event.code, event.message)
                 self.emit(event)
+            if self.protocol.format_failure is not None:
+                # Audio that cannot be played: end the session (Closed with error) and let the
+                # recovery layer decide, rather than play noise to the caller.
+                self._release_stream()
+                return
 
     # ------------------------------------------------------------------- sending
 

@@ -41,7 +41,7 @@ from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
 from s2s.usage import TokenTally
 from transcoding.formats import MULAW_8K, PCM16_24K, AudioFormat
-from transcoding.sniff import sniff_encoding
+from transcoding.sniff import EncodingCheck
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,6 @@ FATAL_ERROR_TYPES = frozenset({"authentication_error", "permission_error"})
 # A response.cancel that raced the end of the response: expected, not worth a warning.
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active"})
 
-# Bot audio is sniffed in windows of this many bytes, for at most this many windows.
-_SNIFF_BYTES = 4800
-_SNIFF_WINDOWS = 8
 
 # Event types this client sends with an ``event_id`` so an ``error`` naming it can be traced
 # back to the request (appends are left anonymous: there are 50 of them a second).
@@ -151,9 +148,7 @@ class RealtimeProtocol(ABC):
         self.ctx = ctx
         self.audio_format = audio_format  # what we send, and ask the server to send
         self.output_format = audio_format  # what the server confirmed it sends
-        self._format_checked = False
-        self._format_sample = bytearray()
-        self._format_windows = 0
+        self._format_check: EncodingCheck | None = None  # built for the confirmed format at the first audio
         self.state = HandshakeState.AWAIT_CREATED
         self.failure: ProviderError | None = None
         self._events: list[ProviderEvent] = []
@@ -419,7 +414,7 @@ class RealtimeProtocol(ABC):
         except (binascii.Error, ValueError) as exc:
             self._recoverable("bad_audio", f"audio delta for item {item_id} is not base64: {exc}")
             return
-        if not self._format_checked and not self._audio_fits(audio):
+        if not self._audio_fits(audio):
             return
         self._sent_bytes[item_id] = self._sent_bytes.get(item_id, 0) + len(audio)
         self._last_audio_item = item_id
@@ -456,27 +451,16 @@ class RealtimeProtocol(ABC):
         return True
 
     def _audio_fits(self, audio: bytes) -> bool:
-        """Whether the first bot audio looks like the confirmed format (:mod:`transcoding.sniff`).
-        Each delta is judged before it is passed on, on what has arrived so far, so the usual
-        case (PCM16 on a mu-law session) is caught on the first delta and never played. Audio
-        that clearly is the other kind ends the session loudly; checking stops at the first
-        clear verdict, or after :data:`_SNIFF_WINDOWS` windows that stayed unclear."""
-        self._format_sample += audio
-        verdict = sniff_encoding(bytes(self._format_sample[:_SNIFF_BYTES]))
-        while verdict is None and len(self._format_sample) >= _SNIFF_BYTES:
-            del self._format_sample[:_SNIFF_BYTES]  # an unclear window: judge the next one
-            self._format_windows += 1
-            if self._format_windows >= _SNIFF_WINDOWS:
-                self._format_checked = True
-                self._format_sample.clear()
-                return True
-            verdict = sniff_encoding(bytes(self._format_sample[:_SNIFF_BYTES]))
-        if verdict is None:
+        """Whether the first bot audio looks like the confirmed format
+        (:class:`transcoding.sniff.EncodingCheck`); audio that clearly is the other kind ends
+        the session loudly, before any of it is played."""
+        check = self._format_check
+        if check is None:
+            check = self._format_check = EncodingCheck("pcm16" if self.output_format.encoding == "pcm16" else "8bit")
+        if check.done:
             return True
-        self._format_checked = True
-        self._format_sample.clear()
-        expected = "pcm16" if self.output_format.encoding == "pcm16" else "8bit"
-        if verdict == expected:
+        verdict = check.feed(audio)
+        if verdict is None:
             return True
         self._fail_format(
             f"bot audio looks like {verdict} although the session declared {self.output_format}; "

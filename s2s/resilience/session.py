@@ -29,6 +29,7 @@ from s2s.resilience.kept_audio import KeptAudio
 from s2s.resilience.policy import NO_HOOKS, RecoveryPolicy, ResilienceHooks, SessionSlots
 from s2s.resilience.state import SessionState, SessionStateMachine
 from s2s.resilience.turns import VOICED_DBFS, TurnTracker, Watchdog, is_voiced
+from transcoding.formats import MULAW_8K, AudioFormat
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class ResilientSession(ProviderSession):
         self.renewed_at: list[float] = []  # clock() of each between-turn swap (tests, metrics)
         self._walk = ChainWalk(ctx.call_sid, policy, circuits, slots, attempt_context, hooks, rng, clock)
         self._live: _Live | None = None
+        self._output_format = MULAW_8K  # until the first session is adopted (nothing plays before)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tick: asyncio.TimerHandle | None = None
         self._kept = KeptAudio(policy.buffer_ms)
@@ -106,6 +108,16 @@ class ResilientSession(ProviderSession):
     @property
     def call_sid(self) -> str:
         return self.ctx.call_sid
+
+    @property
+    def output_format(self) -> AudioFormat:
+        """The current session's, read afresh: a provider may adopt mid-call the format its
+        service says it sends (Nova's audio ``contentStart``), and the bridge resamples from it."""
+        return self._live.session.output_format if self._live is not None else self._output_format
+
+    @output_format.setter
+    def output_format(self, fmt: AudioFormat) -> None:
+        self._output_format = fmt
 
     @property
     def opened(self) -> list[tuple[str, SessionContext]]:

@@ -82,6 +82,14 @@ class FakeNovaModel:
     tool: ToolPlan | None = None
     limit_s: float | None = None
     """Raise ``model_timeout`` (ModelTimeoutException) this long after the stream opened."""
+    send_rate: int | None = None
+    """Faults of the output format: send the bot's audio at this rate, not the one declared,
+    and say so in the audio ``contentStart`` (as a service that adapts would) ..."""
+    send_bytes: bytes | None = None
+    """... or send these bytes (e.g. mu-law speech) although ``audioOutputConfiguration`` says
+    16-bit LPCM ..."""
+    odd_chunks: bool = False
+    """... or cut ``audioOutput`` chunks at odd byte offsets (samples split across chunks)."""
 
     model_id: str = ""
     inputs: list[Event] = field(default_factory=list)
@@ -413,7 +421,10 @@ class FakeNovaModel:
         answer = self.answers
         self.answers += 1
         freq = self.reply_freqs[answer] if answer < len(self.reply_freqs) else self.reply_hz
-        audio = sine_pcm16(freq, self.reply_ms, self.output_rate)
+        rate = self.send_rate or self.output_rate
+        audio = sine_pcm16(freq, self.reply_ms, rate)
+        if self.send_bytes is not None:
+            audio = self.send_bytes
         cid = _new_id("content")
         self._emit(
             "contentStart",
@@ -423,7 +434,7 @@ class FakeNovaModel:
                 "role": "ASSISTANT",
                 "audioOutputConfiguration": {
                     "mediaType": "audio/lpcm",
-                    "sampleRateHertz": self.output_rate,
+                    "sampleRateHertz": rate,
                     "sampleSizeBits": 16,
                     "encoding": "base64",
                     "channelCount": 1,
@@ -431,7 +442,7 @@ class FakeNovaModel:
             },
         )
         self._bot_until = time.monotonic() + self.reply_ms / 1000
-        chunk = int(self.output_rate * self.chunk_ms / 1000) * 2
+        chunk = int(rate * self.chunk_ms / 1000) * 2 + (1 if self.odd_chunks else 0)
         try:
             for offset in range(0, len(audio), chunk):
                 piece = audio[offset : offset + chunk]
