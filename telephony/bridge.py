@@ -55,7 +55,7 @@ from telephony.media_stream import (
     StreamFrames,
     Unknown,
 )
-from telephony.observer import CallObserver, ToProvider, ToTwilio
+from telephony.observer import AudioSent, CallObserver, TextSent, ToolResultSent, ToTwilio, TruncateSent
 from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
@@ -135,7 +135,7 @@ class CallBridge:
         socket: TwilioSocket,
         protocol: MediaStreamProtocol,
         info: CallInfo,
-        open_session: Callable[[], Awaitable[ProviderSession]],
+        open_session: Callable[[Sequence[Turn]], Awaitable[ProviderSession]],
         *,
         outbound_chunk_ms: int = 40,
         local_barge_in: SpeechOnsetDetector | None = None,
@@ -150,6 +150,8 @@ class CallBridge:
         self.socket = socket
         self.protocol = protocol
         self.info = info
+        # given the call's transcript (the one copy, appended to as the call goes on), which a
+        # recovered session is reopened with
         self.open_session = open_session
         self.observers = tuple(observers)
         self.tool_handler = tool_handler
@@ -196,7 +198,7 @@ class CallBridge:
         inbound = asyncio.create_task(self._inbound(), name=f"inbound-{self.info.call_sid}")
         outbound: asyncio.Task[None] | None = None
         try:
-            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session())
+            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session(self.transcript.turns))
             await asyncio.wait([inbound, opener], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             if not opener.done():  # caller hung up while the provider was connecting
                 opener.cancel()
@@ -333,8 +335,10 @@ class CallBridge:
             tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
         audio = tc.convert(mulaw)
         if audio:
-            for observer in self.observers:
-                observer.provider_out(ToProvider.AUDIO, audio)
+            if self.observers:
+                sent = AudioSent(audio)
+                for observer in self.observers:
+                    observer.provider_out(sent)
             await session.send_caller_frame(audio, level)
 
     def drop_pre_session_audio(self) -> None:
@@ -361,7 +365,7 @@ class CallBridge:
     async def send_text(self, text: str) -> None:
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out(ToProvider.TEXT, text)
+                observer.provider_out(TextSent(text))
             await self.session.send_text(text)
 
     # -- provider -> Twilio ----------------------------------------------------------------
@@ -491,7 +495,7 @@ class CallBridge:
             )
             for observer in self.observers:
                 observer.barge_in(item, heard[item], sent[item], latency_ms)
-                observer.provider_out(ToProvider.TRUNCATE, (item, heard_ms))
+                observer.provider_out(TruncateSent(item, heard_ms))
             log.info(
                 "call %s: barge-in; caller heard %d of %.0f ms of %s", self.info.call_sid, heard_ms, sent[item], item
             )
@@ -505,7 +509,7 @@ class CallBridge:
             output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out(ToProvider.TOOL_RESULT, (call.call_id, output))
+                observer.provider_out(ToolResultSent(call.call_id, output))
             await self.session.send_tool_result(call.call_id, output)
 
     def _spawn(self, coro: Awaitable[None]) -> None:

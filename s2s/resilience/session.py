@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from s2s.call_context import logged_text
 from s2s.circuit import CircuitBoard
 from s2s.events import AudioOut, Closed, ProviderError, ProviderEvent, SessionExpiring
 from s2s.provider import Provider, ProviderConnectError, ProviderSession, QueuedSession, SessionContext, Turn
@@ -71,7 +72,7 @@ class ResilientSession(ProviderSession):
         circuits: CircuitBoard,
         *,
         slots: SessionSlots | None = None,
-        history: Callable[[], Sequence[Turn]] = lambda: (),
+        history: Sequence[Turn] = (),
         attempt_context: Callable[[str], AbstractContextManager[Any]] = lambda provider: nullcontext(),
         hooks: ResilienceHooks = NO_HOOKS,
         rng: Callable[[], float] = random.random,
@@ -147,7 +148,7 @@ class ResilientSession(ProviderSession):
 
         def context_for(provider: Provider) -> SessionContext:
             same = provider.name == current.provider.name
-            return reopen_context(self.ctx, self.history(), current.session.resume_handle if same else None)
+            return reopen_context(self.ctx, self.history, current.session.resume_handle if same else None)
 
         order = [current.provider, *(p for p in self.chain if p.name != current.provider.name)]
         return self._new_live(*await self._walk.open(order, context_for, "recovery"))
@@ -187,9 +188,9 @@ class ResilientSession(ProviderSession):
         await self._send(audio, is_voiced(audio, self.input_format))
 
     async def send_caller_frame(self, audio: bytes, level_dbfs: float) -> None:
-        await self._send(audio, level_dbfs > VOICED_DBFS)
+        await self._send(audio, level_dbfs > VOICED_DBFS, level_dbfs)
 
-    async def _send(self, audio: bytes, voiced: bool) -> None:
+    async def _send(self, audio: bytes, voiced: bool, level_dbfs: float | None = None) -> None:
         live = self._live
         if live is None or self.state.ending:
             return
@@ -202,7 +203,10 @@ class ResilientSession(ProviderSession):
             # Lost but not yet noticed by events(): keep the audio for the next session.
             self._kept.keep(now, self.input_format, audio)
             return
-        await session.send_audio(audio)
+        if level_dbfs is None:
+            await session.send_audio(audio)
+        else:  # the level the bridge measured goes on, for sessions that watch it too
+            await session.send_caller_frame(audio, level_dbfs)
 
     async def _replay(self, live: _Live) -> None:
         """Send kept caller audio to the new session, oldest first; audio arriving meanwhile
@@ -224,7 +228,9 @@ class ResilientSession(ProviderSession):
 
     async def send_text(self, text: str) -> None:
         if self.state.state is SessionState.RECOVERING or self._live is None:
-            log.warning("call %s: text %r dropped: provider session is being recovered", self.call_sid, text)
+            log.warning(
+                "call %s: text %r dropped: provider session is being recovered", self.call_sid, logged_text(text)
+            )
             return
         await self._live.session.send_text(text)
 
@@ -390,7 +396,7 @@ class ResilientSession(ProviderSession):
             live = await renewal.task
         except Exception:
             return None
-        if len(self.history()) == renewal.turns_at_open:
+        if len(self.history) == renewal.turns_at_open:
             return live
         self._spawn(self._close_quietly(live))
         return None
@@ -403,7 +409,7 @@ class ResilientSession(ProviderSession):
         renewal = self._renewal
         if renewal is None:
             if self._turns.between_turns(self.clock()):
-                self._renewal = _Renewal(asyncio.ensure_future(self._open_again()), len(self.history()))
+                self._renewal = _Renewal(asyncio.ensure_future(self._open_again()), len(self.history))
                 self.state.to(SessionState.RENEWING)
             return
         if not renewal.task.done():
@@ -415,7 +421,7 @@ class ResilientSession(ProviderSession):
             log.warning("call %s: renewal failed (%s); keeping the expiring session for now", self.call_sid, exc)
             self.state.to(SessionState.EXPIRING)  # tried again at the next gap
             return
-        if len(self.history()) != renewal.turns_at_open:
+        if len(self.history) != renewal.turns_at_open:
             log.info("call %s: a turn happened while renewing; reopening with the full history", self.call_sid)
             self._spawn(self._close_quietly(replacement))
             self.state.to(SessionState.EXPIRING)
