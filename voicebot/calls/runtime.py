@@ -23,7 +23,6 @@ from telephony import routing
 from telephony.application import Declined, HttpLimits
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
 from telephony.call_state import CallOutcome
-from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
 from telephony.signature import SignatureChecker
@@ -33,6 +32,7 @@ from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore, admit
 from voicebot.calls.admission_redis import slot_store
 from voicebot.calls.adoption import adopt_plan
+from voicebot.calls.barge_in import local_barge_in
 from voicebot.calls.cost import CallCost
 from voicebot.calls.greeting_guard import greeting_guard
 from voicebot.calls.handoff import StreamHandoff
@@ -284,11 +284,7 @@ class Runtime:
             info,
             lambda: self.open_session(plan, lambda: bridge.summary.transcript),
             outbound_chunk_ms=server.outbound_chunk_ms,
-            local_barge_in=(
-                SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
-                if server.local_barge_in_ms
-                else None
-            ),
+            local_barge_in=local_barge_in(plan.route, server),
             observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle), *guards],
             before_close=lambda summary: self.before_stream_close(plan, summary),
             tool_handler=plan.tools,
