@@ -7,9 +7,43 @@ the stack so every layer can read it without importing the application."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Any
 
 call_sid_var: ContextVar[str] = ContextVar("call_sid", default="-")
+
+# What the call's route masks in what was said (voicebot.privacy.redaction): set by the
+# application in the task that runs the call's bridge, so every task of the call sees it.
+call_redactor_var: ContextVar[Callable[[str], str] | None] = ContextVar("call_redactor", default=None)
+_log_redaction_installed = False
+
+
+def redact_log_records() -> None:
+    """Mask every log record made inside a call the way its route says, whoever logs it: our
+    lines, a provider's error message quoting the caller, a library's DEBUG dump of a wire
+    frame. Done once per process in the record factory, so every handler (stderr, JSON,
+    OpenTelemetry, pytest's capture) gets the masked text. Only records that are emitted
+    (enabled level) inside a call with a redactor pay for it."""
+    global _log_redaction_installed
+    if _log_redaction_installed:
+        return
+    _log_redaction_installed = True
+    make_record = logging.getLogRecordFactory()
+
+    def masked_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        redact = call_redactor_var.get()
+        if redact is not None:
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string is the logging module's to report
+                return record
+            record.msg, record.args = redact(message), None
+        return record
+
+    logging.setLogRecordFactory(masked_record)
 
 
 # Caller numbers and what was said are personal data: by default log lines carry a masked
@@ -36,7 +70,8 @@ def logged_number(number: str) -> str:
 
 
 def logged_text(text: str) -> str:
-    """What a caller or the bot said, as log lines show it: hidden unless personal data is on."""
+    """What a caller or the bot said, as log lines show it: hidden unless personal data is on
+    (and then masked as the call's route says, by :func:`redact_log_records`)."""
     if _personal_data_in_logs:
         return text
     return f"[{len(text)} characters hidden; [logs] personal_data = true shows them]" if text else text

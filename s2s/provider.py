@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +36,23 @@ class ProviderConfig(BaseModel):
     type: str
     max_sessions: int | None = Field(default=None, ge=1, description="concurrent sessions; none = unlimited")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="connect + handshake deadline")
+
+    # The keys a route may set for its own calls (``[routes.provider_settings.NAME]``): how the
+    # model behaves in the conversation. Credentials, endpoints and limits belong to the
+    # provider table and are shared by every route, so they are never listed here.
+    route_settings: ClassVar[frozenset[str]] = frozenset()
+
+    def for_route(self, settings: Mapping[str, Any]) -> Self:
+        """This table with a route's settings laid over it, validated as a whole (so a
+        cross-field rule sees the route's values too). Raises ``ValueError`` for a key a route
+        may not set and pydantic's ``ValidationError`` for a bad value."""
+        fixed = sorted(set(settings) - self.route_settings)
+        if fixed:
+            allowed = ", ".join(sorted(self.route_settings)) or "none"
+            raise ValueError(f"a route cannot set {', '.join(fixed)} of a {self.type} provider (it can set: {allowed})")
+        if not settings:
+            return self
+        return self.model_validate({**dict(self), **settings})
 
 
 class ProviderConnectError(VoicebotError):
@@ -74,6 +92,9 @@ class SessionContext:
     tools: tuple[ToolSpec, ...] = ()
     history: tuple[Turn, ...] = ()
     resume_handle: str | None = None
+    # A route's own settings for providers of its chain, by provider name, already laid over
+    # their tables (:meth:`ProviderConfig.for_route`); see :meth:`Provider.config_for`.
+    provider_configs: Mapping[str, ProviderConfig] = field(default_factory=dict)
 
 
 class ProviderSession(ABC):
@@ -232,6 +253,10 @@ class Provider(ABC):
     @property
     def max_sessions(self) -> int | None:
         return self.config.max_sessions
+
+    def config_for(self, ctx: SessionContext) -> ProviderConfig:
+        """The table this session runs with: the route's settings over the provider's."""
+        return ctx.provider_configs.get(self.name, self.config)
 
     @abstractmethod
     async def open_session(self, ctx: SessionContext) -> ProviderSession:

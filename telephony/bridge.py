@@ -55,7 +55,7 @@ from telephony.media_stream import (
     StreamFrames,
     Unknown,
 )
-from telephony.observer import CallObserver, ToProvider, ToTwilio
+from telephony.observer import AudioSent, CallObserver, TextSent, ToolResultSent, ToTwilio, TruncateSent
 from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
@@ -337,8 +337,10 @@ class CallBridge:
             tc = self._inbound_tc = make_transcoder(MULAW_8K, session.input_format, self._resampler)
         audio = tc.convert(mulaw)
         if audio:
-            for observer in self.observers:
-                observer.provider_out(ToProvider.AUDIO, audio)
+            if self.observers:
+                sent = AudioSent(audio)
+                for observer in self.observers:
+                    observer.provider_out(sent)
             await session.send_caller_frame(audio, level)
 
     def drop_pre_session_audio(self) -> None:
@@ -365,7 +367,7 @@ class CallBridge:
     async def send_text(self, text: str) -> None:
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out(ToProvider.TEXT, text)
+                observer.provider_out(TextSent(text))
             await self.session.send_text(text)
 
     # -- provider -> Twilio ----------------------------------------------------------------
@@ -495,7 +497,7 @@ class CallBridge:
             )
             for observer in self.observers:
                 observer.barge_in(item, heard[item], sent[item], latency_ms)
-                observer.provider_out(ToProvider.TRUNCATE, (item, heard_ms))
+                observer.provider_out(TruncateSent(item, heard_ms))
             log.info(
                 "call %s: barge-in; caller heard %d of %.0f ms of %s", self.info.call_sid, heard_ms, sent[item], item
             )
@@ -509,7 +511,7 @@ class CallBridge:
             output = json.dumps({"error": f"{type(exc).__name__}: {exc}"})
         if self.session is not None:
             for observer in self.observers:
-                observer.provider_out(ToProvider.TOOL_RESULT, (call.call_id, output))
+                observer.provider_out(ToolResultSent(call.call_id, output))
             await self.session.send_tool_result(call.call_id, output)
 
     def _spawn(self, coro: Awaitable[None]) -> None:

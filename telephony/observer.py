@@ -5,6 +5,7 @@ They run on the audio path, so they must not block or do I/O inline."""
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from s2s.events import ProviderEvent
@@ -23,13 +24,37 @@ class ToTwilio(enum.StrEnum):
     CLEAR = "clear"
 
 
-class ToProvider(enum.StrEnum):
-    """What the bridge sent the provider session; the payload's type follows from it."""
+@dataclass(frozen=True, slots=True)
+class AudioSent:
+    """Caller audio the bridge sent the provider session, in the session's input format."""
 
-    AUDIO = "audio"  # bytes, in the session's input format
-    TEXT = "text"  # str
-    TRUNCATE = "truncate"  # (item_id, heard_ms)
-    TOOL_RESULT = "tool_result"  # (call_id, output)
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TextSent:
+    """A note the bridge sent as text (a keypad digit, a tool's ``say``, a silence prompt)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class TruncateSent:
+    """The provider was told the caller heard only ``heard_ms`` of ``item_id`` (barge-in)."""
+
+    item_id: str
+    heard_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultSent:
+    """A tool's answer to the provider's call ``call_id``."""
+
+    call_id: str
+    output: str
+
+
+SentToProvider = AudioSent | TextSent | TruncateSent | ToolResultSent
 
 
 class CallObserver:
@@ -46,8 +71,8 @@ class CallObserver:
     def provider_in(self, event: ProviderEvent) -> None:
         """An event from the provider session."""
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
-        """Something we sent to the provider (see :class:`ToProvider` for the payloads)."""
+    def provider_out(self, sent: SentToProvider) -> None:
+        """Something we sent to the provider session; its type says what."""
 
     def barge_in(self, item_id: str, heard_ms: float, sent_ms: float, latency_ms: float) -> None:
         """Twilio's buffer was cleared after the caller spoke over ``item_id``."""

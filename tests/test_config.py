@@ -92,3 +92,84 @@ def test_config_check_command(
     bad.write_text(GOOD.replace('type = "echo"', 'type = "echo"\nspeed = -1'))
     assert main(["config", "check", str(bad)]) == 1
     assert "providers.parrot.speed" in capsys.readouterr().err
+
+
+ROUTE_SETTINGS = """
+[twilio]
+validate_signatures = false
+
+[providers.gemini]
+type = "gemini_live"
+api_key = "k"
+
+[providers.parrot]
+type = "echo"
+
+[[routes]]
+name = "notice"
+providers = ["gemini", "parrot"]
+[routes.provider_settings.gemini]
+activity_handling = "no_interruption"
+automatic_activity_detection = false
+silence_duration_ms = 700
+
+[[routes]]
+name = "default"
+providers = ["gemini"]
+"""
+
+
+def test_a_route_lays_its_provider_settings_over_the_table_for_its_calls_only() -> None:
+    from s2s.gemini_live import GeminiLiveConfig, GeminiLiveProvider
+    from s2s.gemini_live.setup import Opening, connect_config
+    from voicebot.agent.registry import CallTools
+    from voicebot.calls.plan import CallPlan
+
+    config = load_config_text(ROUTE_SETTINGS, env={})
+    base = config.providers["gemini"]
+    provider = GeminiLiveProvider("gemini", base)
+
+    async def never(twiml: str) -> None:
+        raise AssertionError(twiml)
+
+    contexts = [
+        CallPlan(
+            "t", "CA1", route, [provider], "+1", "+2", config, CallTools(route, config, "CA1", "+1", never)
+        ).session_context()
+        for route in config.routes
+    ]
+    notice, default = (provider.route_config(ctx) for ctx in contexts)
+    assert (notice.activity_handling, notice.automatic_activity_detection) == ("no_interruption", False)
+    assert notice.silence_duration_ms == 700 and notice.api_key == base.api_key
+    setup = connect_config(notice, contexts[0], Opening([])).realtime_input_config
+    assert setup is not None and setup.automatic_activity_detection is not None
+    assert setup.automatic_activity_detection.disabled is True
+    # The provider table itself, and the route without settings, are untouched.
+    assert default is base and isinstance(base, GeminiLiveConfig) and base.activity_handling == "interrupts"
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "text"),
+    [
+        (
+            '[routes.provider_settings.gemini]\nactivity_handling = "sometimes"',
+            ".gemini.activity_handling",
+            "sometimes",
+        ),
+        ('[routes.provider_settings.gemini]\napi_key = "other"', ".gemini", "cannot set api_key"),
+        ("[routes.provider_settings.parrot]\nsample_rate = 8000", ".parrot", "cannot set sample_rate"),
+        ("[routes.provider_settings.ghost]\nx = 1", ".ghost", "not in this route's providers"),
+        (
+            '[routes.provider_settings.gemini]\nautomatic_activity_detection = false\nstart_sensitivity = "high"',
+            ".gemini",
+            "tune the service's detector",
+        ),
+    ],
+)
+def test_route_provider_settings_are_checked_at_load_with_the_routes_path(settings: str, path: str, text: str) -> None:
+    base = ROUTE_SETTINGS.split("[routes.provider_settings.gemini]")[0]
+    source = base + settings + '\n\n[[routes]]\nname = "default"\nproviders = ["gemini"]\n'
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(source, env={})
+    issues = {issue.path: issue.message for issue in caught.value.issues}
+    assert text in issues[f"routes[1].provider_settings{path}"], issues

@@ -16,12 +16,12 @@ from s2s.gemini_live.protocol import LiveEventMapper
 from s2s.nova_sonic.protocol import NovaProtocol, PromptSettings
 from s2s.openai_realtime import OpenAIRealtimeConfig, OpenAIRealtimeProtocol
 from s2s.provider import SessionContext
-from telephony.observer import ToProvider
+from telephony.observer import AudioSent
 from tests.fakes.gemini_live_fake import USAGE_PER_TURN
 from transcoding.formats import MULAW_8K, PCM16_24K
 from voicebot.calls.cost import CallCost, UsageRecord, price
 from voicebot.config import AppConfig
-from voicebot.pricing import PRICES_AS_OF, PricingTable
+from voicebot.pricing import PRICE_SOURCES, PRICES_AS_OF, PricingTable
 
 # -- provider reports -> Usage ------------------------------------------------------------
 
@@ -147,6 +147,7 @@ def test_shipped_tables_are_dated_and_a_config_overrides_them_key_by_key() -> No
     table = cfg.pricing["openai_realtime"]
     assert (table.audio_out_per_mtok, table.audio_in_per_mtok, table.as_of) == (50.0, 32.0, "2027-01-01")
     assert AppConfig().pricing["grok"].as_of == PRICES_AS_OF
+    assert set(PRICE_SOURCES) >= set(AppConfig().pricing)  # every shipped table says where it was read
     with pytest.raises(ValueError, match="per_token"):
         AppConfig.model_validate({"pricing": {"grok": {"per_token": 1}}})
 
@@ -155,7 +156,7 @@ def test_a_call_over_two_sessions_costs_exactly_what_the_table_says() -> None:
     clock = Clock()
     cost = CallCost(config(), clock=clock)
     cost.session_opened(FakeSession("oa"))  # type: ignore[arg-type]
-    cost.provider_out(ToProvider.AUDIO, b"\xff" * 8000)  # 1 s of mulaw 8 kHz
+    cost.provider_out(AudioSent(b"\xff" * 8000))  # 1 s of mulaw 8 kHz
     cost.provider_in(AudioOut(b"\xff" * 4000, "i1"))
     cost.provider_in(Usage("s1", text_in_tokens=1000, cached_text_in_tokens=400, audio_in_tokens=2000))
     cost.provider_in(

@@ -60,15 +60,15 @@ recording = true
 
 
 def hand_priced(usage_sent: list[dict[str, Any]]) -> float:
-    """The shipped gpt-realtime list prices (USD per million tokens), applied by hand to every
-    usage report the fake sent: text in $4, audio in $32, cached $0.40, text out $16, audio
-    out $64."""
+    """The shipped gpt-realtime-2.1 list prices (USD per million tokens), applied by hand to
+    every usage report the fake sent: text in $4, audio in $32, cached $0.40, text out $24,
+    audio out $64."""
     usd = 0.0
     for u in usage_sent:
         given, made = u["input_token_details"], u["output_token_details"]
         cached = given["cached_tokens"]
         usd += (given["text_tokens"] - cached) * 4.0 + given["audio_tokens"] * 32.0 + cached * 0.4
-        usd += made["text_tokens"] * 16.0 + made["audio_tokens"] * 64.0
+        usd += made["text_tokens"] * 24.0 + made["audio_tokens"] * 64.0
     return usd / 1e6
 
 

@@ -242,3 +242,82 @@ async def test_a_dropped_connection_is_resumed_and_the_call_goes_on(
         start, end = await answered_turn(call, fake)
         assert dominant_frequency(call.heard_pcm(start + 20, end - 20), 8000) == pytest.approx(900, abs=10)
         assert second.replies_started == 1
+
+
+def route_settings(fake: GeminiLiveFake, settings: str, model: str | None = None) -> str:
+    """The default route with ``[routes.provider_settings.gemini]``; the provider table keeps
+    automatic activity detection on, so what changes comes from the route."""
+    config = gemini_config(fake) + f"\n[routes.provider_settings.gemini]\n{settings}\n"
+    if model is not None:
+        config = config.replace('type = "gemini_live"', f'type = "gemini_live"\nmodel = "{model}"')
+    return config
+
+
+async def test_route_turns_activity_detection_off_and_voicebot_marks_the_callers_turn(fake: GeminiLiveFake) -> None:
+    """The route switches the service's activity detection off: the fake runs no VAD and answers
+    only after activityEnd, so any answer at all proves voicebot marked the turn; the turn held
+    the caller's whole tone (its onset too) and the answer plays in full after the turn ended."""
+    fake.reply_ms = 800.0
+    fake.reply_freqs = (1000.0,)
+    config = route_settings(fake, "automatic_activity_detection = false\nsilence_duration_ms = 400")
+    async with running_server(config, env=ENV) as server, server.twilio().call() as call:
+        await call.pause(800)
+        await call.say(to_mulaw(tone(440, 600)))
+        await call.wait_for(lambda: call.received_media_ms() >= 790, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+
+        conn = fake.last
+        # The SDK passes realtimeInputConfig's inner keys through in snake case.
+        assert conn.setup["realtimeInputConfig"]["automatic_activity_detection"] == {"disabled": True}
+        assert conn.manual_activity
+        assert conn.activity == ["start", "audio", "end"]
+        # Only turns are sent: of the 800 ms of quiet before the caller spoke, just the
+        # pre-roll (at most 300 ms) went out, right after activityStart.
+        assert conn.outside_activity_bytes == 0 and len(conn.audio_in) == conn.active_bytes
+        assert conn.active_bytes <= 16000 * 2 * (300 + 600 + 400 + 60) // 1000
+        # Inside the turn: the whole 600 ms tone at 440 Hz, onset included (pre-roll), then the
+        # 400 ms of quiet that ended the turn.
+        received = np.frombuffer(bytes(conn.audio_in), dtype="<i2")
+        start, end = longest(active_segments(received, 16000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(600, abs=40)
+        assert dominant_frequency(received[int((start + 20) * 16) : int((end - 20) * 16)], 16000) == pytest.approx(
+            440, abs=5
+        )
+        assert conn.active_bytes >= 16000 * 2 * (600 + 400) // 1000 - 640 * 3
+
+        start, end = longest(active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35))
+        assert end - start == pytest.approx(800, abs=60)
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(1000, abs=10)
+        assert start >= 800 + 600 + 400  # after the turn ended (400 ms of quiet), never over the caller
+        summary = server.runtime.active[call.call_sid].summary
+        await call.wait_for(lambda: len(summary.transcript) == 2, timeout=2)
+        assert summary.transcript[0].text.startswith("caller spoke for")
+
+
+async def test_barge_in_with_voicebot_marked_turns_interrupts_and_the_note_rides_in_the_turn(
+    fake: GeminiLiveFake,
+) -> None:
+    """Activity detection off on a 2.5 model: the caller talking over the answer opens a turn
+    (activityStart interrupts the model), the barge-in note goes inside that turn just before
+    activityEnd, and the whole answer to the interruption is heard."""
+    fake.reply_ms = 2000.0
+    fake.reply_words = 20
+    fake.reply_freqs = (600.0, 900.0)
+    config = route_settings(
+        fake,
+        "automatic_activity_detection = false\nsilence_duration_ms = 300",
+        model="gemini-2.5-flash-native-audio-preview-12-2025",
+    )
+    async with running_server(config, env=ENV) as server, server.twilio().call() as call:
+        await call.pause(200)
+        await call.say(to_mulaw(tone(440, 500)))
+        reply_start, clear_at = await talk_over_the_answer(
+            call, answered=lambda: fake.wait_for(lambda: fake.replies == 2, timeout=5)
+        )
+        assert_cut_at_the_clear(call, reply_start, clear_at)
+        conn = fake.last
+        assert fake.replies == 2 and conn.interruptions == 1
+        assert conn.activity == ["start", "audio", "end", "start", "audio", "text", "end"]
+        [note] = conn.texts_during_speech
+        barge = server.runtime.active[call.call_sid].summary.barge_ins[0]
+        assert abs(len(note.split('"')[1].split()) - barge.heard_ms / 100) <= 1

@@ -350,3 +350,58 @@ def test_the_protocol_object_decides_what_to_send_without_a_socket() -> None:
     assert (response.id, response.name, response.response) == ("fc1", "lookup", {"found": True})
     assert response.scheduling == types.FunctionResponseScheduling.WHEN_IDLE
     assert p.data_to_send() == []
+
+
+def kinds(messages: list[types.LiveClientMessage]) -> list[str]:
+    """What each realtime message carries: activity_start / audio / text / activity_end."""
+    out = []
+    for message in messages:
+        assert message.realtime_input is not None
+        out.append(next(k for k, v in message.realtime_input.model_dump(exclude_none=True).items() if v is not None))
+    return out
+
+
+def test_with_activity_detection_off_the_protocol_marks_the_callers_turn_with_the_onset_kept() -> None:
+    """Quiet is held back (only the last 300 ms, as pre-roll); 100 ms of speech opens the turn
+    with activityStart and the pre-roll, 500 ms of quiet closes it with activityEnd; text
+    outside a turn makes a turn of its own, inside one it joins it."""
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    loud = np.full(320, 8000, dtype="<i2").tobytes()  # 20 ms at 16 kHz, about -12 dBFS
+    quiet = bytes(640)
+    p = GeminiProtocol(config(automatic_activity_detection=False), SessionContext(call_sid="CA1"))
+    for _ in range(50):
+        p.send_audio(quiet)
+    assert p.data_to_send() == []  # no turn, nothing sent
+    for _ in range(5):
+        p.send_audio(loud)
+    sent = p.data_to_send()
+    assert kinds(sent) == ["activity_start"] + ["audio"] * 15  # 200 ms of quiet + 100 ms of speech
+    chunks = [m.realtime_input.audio.data for m in sent[1:] if m.realtime_input and m.realtime_input.audio]
+    assert chunks[-5:] == [loud] * 5 and chunks[:10] == [quiet] * 10
+    p.send_text("5")  # a key pressed while the caller talks joins their turn
+    for _ in range(24):
+        p.send_audio(quiet)
+    assert kinds(p.data_to_send()) == ["text"] + ["audio"] * 24
+    p.send_audio(quiet)  # the 500th ms of quiet ends the turn
+    assert kinds(p.data_to_send()) == ["audio", "activity_end"]
+    p.send_text("1234#")
+    assert kinds(p.data_to_send()) == ["activity_start", "text", "activity_end"]
+    setup = connect_config(config(automatic_activity_detection=False), SessionContext("CA1"), opening_plan())
+    assert setup.realtime_input_config is not None
+    assert setup.realtime_input_config.automatic_activity_detection == types.AutomaticActivityDetection(disabled=True)
+
+
+def opening_plan() -> Any:
+    from s2s.gemini_live.setup import Opening
+
+    return Opening([])
+
+
+def test_proactive_audio_is_only_ever_sent_as_true_and_not_to_3_8() -> None:
+    on = config(proactive_audio=True)
+    assert connect_config(on, SessionContext("CA1", model=MODEL_25), opening_plan()).proactivity == (
+        types.ProactivityConfig(proactive_audio=True)
+    )
+    assert connect_config(on, SessionContext("CA1"), opening_plan()).proactivity is None  # 3.8: always on
+    assert connect_config(config(), SessionContext("CA1", model=MODEL_25), opening_plan()).proactivity is None

@@ -7,17 +7,25 @@ callee hears and when, admission (a full provider places nothing; no-answer free
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
+import io
 from collections.abc import AsyncIterator
 
 import httpx
+import numpy as np
 import pytest
+from scipy.io import wavfile
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from tests.fakes.twilio_rest_fake import CreatedCall, TwilioRestFake
+from tests.fakes.twilio_rest_fake import CreatedCall, TwilioRestFake, loopback_server
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, echo_line_config, running_server
 from voicebot.cli import main
 from voicebot.devtools.twilio_sim import SimulatedCall, SimulatedTwilio, parse_stream_twiml
+from voicebot.devtools.twiml_audio import SAY_CHARS_PER_S, SAY_TONE_HZ
 
 OPS = "ops-token-0123456789abcdef"
 CALLEE = "+15551234567"
@@ -139,7 +147,8 @@ async def test_without_a_verdict_the_bot_speaks_once_the_bound_passes(rest: Twil
             assert first_sound_ms(call) >= 1000  # held for the bound, then the greeting
 
 
-async def test_on_a_machine_the_message_is_left_after_the_beep_and_the_bot_never_talks(rest: TwilioRestFake) -> None:
+async def test_on_a_machine_the_message_is_heard_after_the_beep_and_the_bot_never_talks(rest: TwilioRestFake) -> None:
+    message = "Hi Ada, please call the clinic back."
     outbound = 'on_machine = "message"\nvoicemail_message = "Hi {name}, please call the clinic back."'
     async with running_server(outbound_config(rest, outbound)) as server:
         assert (await place(server, variables={"name": "Ada"})).status_code == 201
@@ -149,17 +158,28 @@ async def test_on_a_machine_the_message_is_left_after_the_beep_and_the_bot_never
         parsed = parse_stream_twiml((await rest.answer(created)).text)
         assert parsed is not None
         async with twilio.stream(parsed[0], parsed[1], created.sid) as call:
+            rest.connect(call)  # the REST update plays to this call, as Twilio would
             await call.say(to_mulaw(tone(500, 1500)))  # the mailbox's greeting...
             await call.say(to_mulaw(tone(1000, 300)))  # ...and its beep
-            beep_at = time.monotonic()
+            beep_end_ms = call.now_ms()
             assert (await rest.amd(created, "machine_end_beep", 1800)).status_code == 204
             update = await rest.wait_for_update()
-            assert update.call_sid == created.sid and update.at >= beep_at
+            assert update.call_sid == created.sid
             twiml = update.params["Twiml"]
-            assert "<Say>Hi Ada, please call the clinic back.</Say>" in twiml and "<Hangup" in twiml
-            await call.pause(300)
-            assert call.received_media_ms() == 0  # the bot never spoke over the greeting or the message
-        # Twilio ran the new TwiML (the stream ends), said the message and hung up.
+            assert f"<Say>{message}</Say>" in twiml and "<Hangup" in twiml
+            await asyncio.wait_for(call.twiml_done.wait(), 15)
+        assert call.received_media_ms() == 0  # the bot never spoke over the greeting or the message
+        # What the mailbox recorded: silence until the beep was over, then the message (the
+        # simulator's <Say> stand-in: a 300 Hz tone as long as the text takes to say).
+        [(verb, start_ms, end_ms)] = call.twiml_heard
+        assert verb == "Say" and start_ms >= beep_end_ms
+        assert end_ms - start_ms == pytest.approx(len(message) / SAY_CHARS_PER_S * 1000, abs=1)
+        assert active_segments(call.heard_pcm(0, start_ms), 8000) == []
+        [(heard_start, heard_end)] = active_segments(call.heard_pcm(start_ms), 8000)
+        assert heard_start <= 30 and heard_end - heard_start == pytest.approx(end_ms - start_ms, abs=60)
+        middle = call.heard_pcm(start_ms + 200, start_ms + 600)
+        assert dominant_frequency(middle, 8000) == pytest.approx(SAY_TONE_HZ, abs=10)
+        # Twilio ran the new TwiML (the stream ended), said the message and hung up.
         assert (await rest.status(created, "completed")).status_code == 204
         row = await show(server, created.sid)
         assert row["answered_by"] == "machine_end_beep" and row["status"] == "completed"
@@ -179,20 +199,45 @@ async def test_on_a_machine_the_route_may_hang_up_at_once(rest: TwilioRestFake) 
             assert call.received_media_ms() == 0
 
 
+@contextlib.asynccontextmanager
+async def recording_served(audio: np.ndarray, rate: int) -> AsyncIterator[str]:
+    """A WAV served on loopback, as a voicemail recording's URL."""
+    body = io.BytesIO()
+    wavfile.write(body, rate, audio)
+
+    async def wav(request: Request) -> Response:
+        return Response(body.getvalue(), media_type="audio/wav")
+
+    async with loopback_server(Starlette(routes=[Route("/reminder.wav", wav)])) as base:
+        yield base + "/reminder.wav"
+
+
 async def test_a_configured_recording_is_played_to_a_machine(rest: TwilioRestFake) -> None:
-    outbound = 'on_machine = "message"\nvoicemail_recording = "https://example.com/reminder.mp3"'
-    async with running_server(outbound_config(rest, outbound)) as server:
-        assert (await place(server)).status_code == 201
-        created = rest.created[-1]
-        assert created.params["MachineDetection"] == "DetectMessageEnd"
-        twilio = await answer_and_stream(server, rest, created)
-        parsed = parse_stream_twiml((await rest.answer(created)).text)
-        assert parsed is not None
-        async with twilio.stream(parsed[0], parsed[1], created.sid) as call:
-            assert (await rest.amd(created, "machine_end_silence")).status_code == 204
-            update = await rest.wait_for_update()
-            assert "<Play>https://example.com/reminder.mp3</Play>" in update.params["Twiml"]
+    recording = tone(880, 1200, rate=16000)  # the clinic's recorded message, 1.2 s at 16 kHz
+    async with recording_served(recording, 16000) as url:
+        outbound = f'on_machine = "message"\nvoicemail_recording = "{url}"'
+        async with running_server(outbound_config(rest, outbound)) as server:
+            assert (await place(server)).status_code == 201
+            created = rest.created[-1]
+            assert created.params["MachineDetection"] == "DetectMessageEnd"
+            twilio = await answer_and_stream(server, rest, created)
+            parsed = parse_stream_twiml((await rest.answer(created)).text)
+            assert parsed is not None
+            async with twilio.stream(parsed[0], parsed[1], created.sid) as call:
+                rest.connect(call)
+                await call.say(to_mulaw(tone(1000, 300)))  # the beep
+                beep_end_ms = call.now_ms()
+                assert (await rest.amd(created, "machine_end_silence")).status_code == 204
+                update = await rest.wait_for_update()
+                assert f"<Play>{url}</Play>" in update.params["Twiml"]
+                await asyncio.wait_for(call.twiml_done.wait(), 15)
             assert call.received_media_ms() == 0
+            [(verb, start_ms, end_ms)] = call.twiml_heard
+            assert verb == "Play" and start_ms >= beep_end_ms and end_ms - start_ms == pytest.approx(1200, abs=5)
+            [(heard_start, heard_end)] = active_segments(call.heard_pcm(start_ms), 8000)
+            assert heard_end - heard_start == pytest.approx(1200, abs=60)
+            middle = call.heard_pcm(start_ms + 300, start_ms + 900)
+            assert dominant_frequency(middle, 8000) == pytest.approx(880, abs=10)
 
 
 async def test_a_full_provider_places_no_call_and_no_answer_frees_the_slot(rest: TwilioRestFake) -> None:

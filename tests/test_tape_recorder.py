@@ -13,7 +13,7 @@ import pytest
 
 from s2s.events import AudioOut
 from telephony.media_stream import media_message
-from telephony.observer import ToProvider
+from telephony.observer import AudioSent
 from tests.support.audio import dominant_frequency, from_mulaw, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 from transcoding.formats import MULAW_8K
@@ -110,7 +110,7 @@ def test_hooks_only_queue_records_and_the_writer_thread_does_the_disk_io(
     frame = media_message("MZ1", b"\xff" * 160)
     for _ in range(500):
         rec.twilio_in(frame, None)
-        rec.provider_out(ToProvider.AUDIO, b"\xff" * 160)
+        rec.provider_out(AudioSent(b"\xff" * 160))
     assert not path.exists() and not opened_on
     rec.end("caller-hangup")
     assert rec.done.wait(5)

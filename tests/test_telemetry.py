@@ -20,7 +20,7 @@ from s2s.events import AudioOut, ProviderError, SpeechStarted, SpeechStopped, Tu
 from telephony.bridge import CallSummary
 from telephony.call_state import CallOutcome
 from telephony.media_stream import Media, media_message
-from telephony.observer import ToProvider, ToTwilio
+from telephony.observer import AudioSent, ToTwilio
 from tests.support.audio import active_segments, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, echo_line_config, running_server
 from voicebot.telemetry import metrics as api
@@ -213,14 +213,14 @@ def test_inbound_forwarding_is_sampled_not_timed_per_frame(tel: Telemetry) -> No
     frame = Media(b"\xff" * 160, 0, 0, "inbound")
     for _ in range(SAMPLE_EVERY * 4):
         observer.twilio_in("{}", frame)
-        observer.provider_out(ToProvider.AUDIO, b"\x00" * 320)
+        observer.provider_out(AudioSent(b"\x00" * 320))
     # Frames held while no session is open (no provider_out): their samples are not timed
     # across the wait when the held audio is finally sent.
     for _ in range(SAMPLE_EVERY * 2):
         observer.twilio_in("{}", frame)
     observer.session_opened(types.SimpleNamespace(input_format="mulaw@8000", output_format="mulaw@8000"))  # type: ignore[arg-type]
     for _ in range(SAMPLE_EVERY * 2):
-        observer.provider_out(ToProvider.AUDIO, b"\x00" * 320)
+        observer.provider_out(AudioSent(b"\x00" * 320))
     observer.call_ended(CallSummary("CAtest", "r2", outcome=CallOutcome.CALLER_HANGUP))
     samples = parse(tel.prometheus_text().decode())
     assert value(samples, "voicebot_bridge_forward_duration_seconds_count", direction="inbound") == 4

@@ -7,6 +7,7 @@ Errors are collected, not raised one at a time, and each names its key path
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -15,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
@@ -25,6 +35,7 @@ from transcoding.voice_activity import VadKind
 from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
 from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
 from voicebot.pricing import PricingTable, merged_pricing, shipped_tables
+from voicebot.privacy.redaction import RedactKind, Redactor, compile_pattern
 
 # The application's own provider types, beside s2s's built-ins (s2s.registry).
 register("tape", "voicebot.devtools.tape.provider")
@@ -113,6 +124,12 @@ class ServerConfig(_Strict):
         ge=1,
         description="connections still waiting for a complete (hence not yet signature-checked) request; "
         "a new one beyond this closes the oldest; read at startup",
+    )
+    retention_sweep_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how often the server deletes tapes and caller memory older than their retention_days "
+        "(also once at start; voicebot.privacy.retention)",
     )
 
     @field_validator("stream_token_secret")
@@ -256,12 +273,54 @@ class RouteConfig(_Strict):
         description="spoken when max_cost_usd ends the call",
     )
     recording: bool = Field(default=False, description="record this route's calls to tapes")
+    record_caller_audio: bool = Field(
+        default=True,
+        description="false: this route's tapes keep silence in place of the caller's audio ([recording] caller_audio)",
+    )
+    redact: list[RedactKind] = Field(
+        default_factory=list,
+        description="personal data masked in logs, traces, tapes and caller memory: card, phone, digits, email "
+        "(voicebot.privacy.redaction)",
+    )
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="the route's own patterns to mask, name -> regular expression; a match becomes [name]",
+    )
+    provider_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per provider of the chain, settings laid over its table for this route's calls "
+        "(only the keys its type lets a route set, e.g. Gemini's activity_handling)",
+    )
     retry_budget_s: float = Field(default=1.5, gt=0, description="time spent on one provider before the next")
     on_unavailable: OnUnavailable = Field(default_factory=OnUnavailable)
     apology: str = Field(
         default="Sorry, we are having technical difficulties. Please call again later.",
         description="spoken when the provider is lost mid-call and cannot be recovered",
     )
+
+    # built once when the config is loaded: the patterns are compiled here, not per call
+    _redactor: Redactor = PrivateAttr(default_factory=Redactor)
+
+    def model_post_init(self, context: Any) -> None:
+        self._redactor = Redactor(self.redact, self.redact_patterns)
+
+    @property
+    def redactor(self) -> Redactor:
+        """What this route masks in the words a call leaves behind (``redact``, ``redact_patterns``)."""
+        return self._redactor
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _redact_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        for name, pattern in value.items():
+            try:
+                compile_pattern(name, pattern)
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("to", "from_", mode="before")
     @classmethod
@@ -283,15 +342,74 @@ class RouteConfig(_Strict):
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
 
 
+class S3Store(_Strict):
+    """Where ``[recording] store = "s3"`` uploads finished tapes (voicebot.recordings). Credentials
+    never go here: boto3 reads them from the standard AWS chain (AWS_* variables, a profile, an
+    ECS/EKS/EC2 role)."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="the bucket's name")
+    prefix: str = Field(default="tapes/", description="key prefix; keys are PREFIX + YYYY-MM-DD/ + the tape's name")
+    endpoint_url: str | None = Field(
+        default=None, description="an S3-compatible service (MinIO, Ceph, R2...); unset: AWS S3 of the region"
+    )
+    region: str | None = Field(default=None, description="unset: AWS_REGION / the profile's")
+    profile: str | None = Field(default=None, description="AWS shared-config profile name (not a secret)")
+    server_side_encryption: Literal["AES256", "aws:kms", "aws:kms:dsse"] | None = Field(
+        default="AES256", description="x-amz-server-side-encryption of every object; unset: the bucket's default"
+    )
+    kms_key_id: str | None = Field(default=None, description="the KMS key for aws:kms / aws:kms:dsse (unset: AWS's)")
+    storage_class: Literal[
+        "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
+    ] = Field(default="STANDARD", description="the objects' storage class")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="per attempt; a hanging endpoint is given up")
+    read_timeout_s: float = Field(default=60.0, gt=0, description="per attempt")
+
+    @model_validator(mode="after")
+    def _kms_key(self) -> S3Store:
+        if self.kms_key_id and not (self.server_side_encryption or "").startswith("aws:kms"):
+            raise ValueError("kms_key_id needs server_side_encryption = 'aws:kms' or 'aws:kms:dsse'")
+        return self
+
+
 class RecordingConfig(_Strict):
     """Call tapes (voicebot.devtools.tape, docs/call-tape.md). A call is recorded when ``enabled`` is true
-    or its route says ``recording = true``."""
+    or its route says ``recording = true``. With ``store = "s3"`` each finished tape is uploaded
+    (voicebot.recordings); the store settings are read at start, not on reload."""
 
     enabled: bool = Field(default=False, description="record every call, whatever its route says")
     dir: str = Field(default="tapes", description="directory for tapes, one JSONL file per call")
     max_bytes: int = Field(
         default=20 * 1024 * 1024, ge=4096, description="per-tape size cap; later records are dropped and counted"
     )
+    caller_audio: bool = Field(
+        default=True,
+        description="false: tapes keep silence of the same length in place of the caller's audio (a route can "
+        "also say record_caller_audio = false)",
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="tapes older than this (by last write) are deleted by the server; unset: kept",
+    )
+    store: Literal["local", "s3"] = Field(
+        default="local", description="local: tapes stay in dir; s3: each finished tape is uploaded ([recording.s3])"
+    )
+    s3: S3Store | None = Field(default=None, description="the bucket, when store = 's3'")
+    upload_wav: bool = Field(
+        default=False, description="also upload the call as a stereo WAV (caller left, bot right, as heard)"
+    )
+    keep_local: bool = Field(default=False, description="keep a tape in dir after its upload (default: deleted)")
+    upload_workers: int = Field(default=2, ge=1, le=16, description="uploads at once (threads, off the event loop)")
+    retry_initial_s: float = Field(default=2.0, gt=0, description="first wait after a failed upload; doubles")
+    retry_max_s: float = Field(default=300.0, gt=0, description="longest wait between two tries of one upload")
+
+    @model_validator(mode="after")
+    def _s3_needed(self) -> RecordingConfig:
+        if self.store == "s3" and self.s3 is None:
+            raise ValueError("store = 's3' needs a [recording.s3] table with a bucket")
+        if self.store == "s3" and importlib.util.find_spec("boto3") is None:
+            raise ValueError("store = 's3' needs boto3: pip install 'voicebot[s3]'")
+        return self
 
 
 class AdmissionConfig(_Strict):
@@ -486,6 +604,33 @@ def _check_references(
         )
 
 
+def _check_route_settings(
+    tree: dict[str, Any], providers: Mapping[str, ProviderConfig], issues: list[ConfigIssue]
+) -> None:
+    """Each route's ``provider_settings`` laid over the provider table it names and validated
+    there, so a bad value is reported at load with the route's path, never at call time."""
+    routes = tree.get("routes", [])
+    for i, route in enumerate(routes if isinstance(routes, list) else []):
+        settings = route.get("provider_settings") if isinstance(route, dict) else None
+        if not isinstance(settings, dict):
+            continue  # absent, or not a table: the RouteConfig validation says so
+        chain = route.get("providers", [])
+        for name, table in settings.items():
+            path = f"routes[{i + 1}].provider_settings.{name}"
+            if not isinstance(chain, list) or name not in chain:
+                issues.append(ConfigIssue(path, f"provider {name!r} is not in this route's providers"))
+                continue
+            base = providers.get(name)
+            if base is None or not isinstance(table, dict):
+                continue  # the provider table's own issues are reported already
+            try:
+                base.for_route(table)
+            except ValidationError as exc:
+                issues.extend(_validation_issues(path, exc, type(base)))
+            except ValueError as exc:
+                issues.append(ConfigIssue(path, str(exc)))
+
+
 def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, source: str = "config") -> AppConfig:
     issues: list[ConfigIssue] = []
     env = os.environ if env is None else env
@@ -497,6 +642,7 @@ def parse_config(raw: dict[str, Any], env: Mapping[str, str] | None = None, sour
     raw_providers = tree.pop("providers", {})
     providers, unusable = _provider_configs(raw_providers, issues)
     _check_references(tree, set(raw_providers) if isinstance(raw_providers, dict) else set(), unusable, issues)
+    _check_route_settings(tree, providers, issues)
     issues.extend(_typed_issues("", AppConfig, tree))
     config: AppConfig | None = None
     try:

@@ -2,15 +2,13 @@
 
 A table prices what :class:`s2s.events.Usage` reports: tokens by modality (per million, the
 unit vendors publish) and session time (per minute, prorated to the second). The shipped
-defaults are list prices read from each vendor's public pricing page on :data:`PRICES_AS_OF`;
-prices change, so a deployment should check them and override what differs: a key set in a
+defaults are list prices for each provider's default model, read on :data:`PRICES_AS_OF`; prices change and
+differ by model, so a deployment should check them and override what differs: a key set in a
 ``[pricing.<type>]`` table replaces the shipped one, the others stay.
 
-Sources (read on the date below): OpenAI https://platform.openai.com/docs/pricing
-(gpt-realtime), Google https://ai.google.dev/gemini-api/docs/pricing (Live API native audio),
-AWS https://aws.amazon.com/bedrock/pricing/ (Nova 2 Sonic), xAI https://docs.x.ai/docs/models
-(Grok Voice Agent, per minute). GPT-Live bills active minutes at a rate not published when
-this table was written: its shipped rate is 0 until you set one."""
+:data:`PRICE_SOURCES` says where each shipped table was read, or that no public figure was
+found; those tables are placeholders, to be set before a budget (``max_cost_usd``) relies on
+them."""
 
 from __future__ import annotations
 
@@ -40,13 +38,22 @@ class PricingTable(BaseModel):
 
 
 SHIPPED_PRICING: dict[str, dict[str, Any]] = {
+    # gpt-realtime-2.1 (s2s.openai_realtime's default model); cached input is 0.40 for text and
+    # audio alike. gpt-realtime-1.5 differs only in text output (16.0); the -mini models are
+    # several times cheaper: set your model's rates.
     "openai_realtime": {
         "text_in_per_mtok": 4.0,
         "audio_in_per_mtok": 32.0,
         "cached_in_per_mtok": 0.4,
-        "text_out_per_mtok": 16.0,
+        "text_out_per_mtok": 24.0,
         "audio_out_per_mtok": 64.0,
     },
+    # Active session time; the lower standby rate applies only to WebRTC sessions, not to the
+    # WebSocket we use. Backend (delegated) model calls are billed apart, at their token rates.
+    "gpt_live": {"session_per_minute": 0.05},
+    # Flat rate per minute of connection; tool invocations are billed apart.
+    "grok": {"session_per_minute": 0.05},
+    # Placeholders (see PRICE_SOURCES): no public figure for the default models was found.
     "gemini_live": {
         "text_in_per_mtok": 0.5,
         "audio_in_per_mtok": 3.0,
@@ -59,8 +66,16 @@ SHIPPED_PRICING: dict[str, dict[str, Any]] = {
         "text_out_per_mtok": 2.75,
         "audio_out_per_mtok": 12.0,
     },
-    "grok": {"session_per_minute": 0.05},
-    "gpt_live": {"session_per_minute": 0.0},
+}
+
+PRICE_SOURCES: dict[str, str] = {
+    "openai_realtime": "https://developers.openai.com/api/docs/models/gpt-realtime-2.1 (read 2026-12-03)",
+    "gpt_live": "https://developers.openai.com/api/docs/models/gpt-live-1.1 (read 2026-12-03)",
+    "grok": "https://docs.x.ai/developers/models/voice-agent-api (read 2026-12-03; page dated 2026-04-04)",
+    "gemini_live": "unverified: no public price for gemini-3.8-live found on 2026-12-03 "
+    "(https://ai.google.dev/gemini-api/docs/pricing was not readable here); the shipped rates are placeholders",
+    "nova_sonic": "unverified: no public price for amazon.nova-2-sonic-v1:0 found on 2026-12-03 "
+    "(https://aws.amazon.com/bedrock/pricing/ lists it; not readable here); the shipped rates are placeholders",
 }
 
 

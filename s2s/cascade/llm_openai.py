@@ -24,6 +24,7 @@ from openai import APIConnectionError, APIStatusError, AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from pydantic import Field, SecretStr
 
+from s2s.call_context import logged_text
 from s2s.cascade.parts import LanguageModel, LlmEvent, Message, PartConfig, PartError, PartSpec, TextDelta
 from s2s.events import ToolCall
 from s2s.provider import SessionContext
@@ -103,7 +104,7 @@ def tool_call(call_id: str, name: str, raw_arguments: str) -> ToolCall:
     try:
         arguments = json.loads(raw_arguments) if raw_arguments.strip() else {}
     except json.JSONDecodeError:
-        log.warning("model called %s with arguments that are not JSON: %.200r", name, raw_arguments)
+        log.warning("model called %s with arguments that are not JSON: %.200r", name, logged_text(raw_arguments))
         arguments = {}
     if not isinstance(arguments, dict):
         arguments = {"value": arguments}

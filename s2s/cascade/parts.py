@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from s2s.errors import VoicebotError
 from s2s.events import SpeechStarted, SpeechStopped, ToolCall, Transcript
 from s2s.provider import SessionContext
 from s2s.tools import ToolSpec
@@ -41,7 +42,7 @@ class PartConfig(BaseModel):
     type: str
 
 
-class PartError(Exception):
+class PartError(VoicebotError):
     """A part failed to open or broke mid-call. ``retryable`` as for
     :class:`~s2s.provider.ProviderConnectError` (bad credentials are not)."""
 
@@ -174,7 +175,7 @@ class PartSpec:
 _registered: dict[tuple[PartKind, str], PartSpec] = {}
 
 
-class UnknownPartType(LookupError):
+class UnknownPartType(VoicebotError, LookupError):
     pass
 
 

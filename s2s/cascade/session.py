@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from s2s.call_context import logged_text
 from s2s.cascade.conversation import SentenceSplitter, SpokenAnswer, history_messages
 from s2s.cascade.parts import LanguageModel, Message, SpeechToText, TextDelta, TextToSpeech
 from s2s.events import AudioOut, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone
@@ -135,7 +136,7 @@ class CascadeSession(QueuedSession):
         if answer is None or index is None:
             return
         heard = answer.heard_text(heard_ms, self._call_ms_per_word())
-        log.info("%s: caller heard %d ms of %s: %r", self.provider_name, heard_ms, item_id, heard)
+        log.info("%s: caller heard %d ms of %s: %r", self.provider_name, heard_ms, item_id, logged_text(heard))
         self.messages[index] = replace(self.messages[index], text=heard)
         if item_id in self._untold:
             self._untold.discard(item_id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
@@ -36,17 +36,35 @@ class GeminiLiveConfig(ProviderConfig):
         description="system instruction when the route gives none",
     )
 
-    # Automatic activity detection (server VAD). None leaves the service default, which differs
-    # between the Gemini API and Vertex (``AutomaticActivityDetection``, https://ai.google.dev/api/live).
-    start_sensitivity: Sensitivity | None = None
-    end_sensitivity: Sensitivity | None = None
-    prefix_padding_ms: int | None = Field(default=None, ge=0)
-    silence_duration_ms: int | None = Field(default=None, ge=0)
+    # Activity detection (https://ai.google.dev/api/live, ``AutomaticActivityDetection``). On,
+    # the service finds the caller's turns; None leaves its defaults, which differ between the
+    # Gemini API and Vertex. Off, voicebot finds them from the caller's level and sends
+    # ``activityStart`` / ``activityEnd`` itself (s2s.gemini_live.activity).
+    automatic_activity_detection: bool = Field(
+        default=True,
+        description="the service detects the caller's turns; false: voicebot's level detector does and sends "
+        "activityStart/activityEnd",
+    )
+    start_sensitivity: Sensitivity | None = Field(default=None, description="service detector only")
+    end_sensitivity: Sensitivity | None = Field(default=None, description="service detector only")
+    prefix_padding_ms: int | None = Field(
+        default=None, ge=0, description="speech this long starts a turn (voicebot's detector: 100 when unset)"
+    )
+    silence_duration_ms: int | None = Field(
+        default=None, ge=0, description="quiet this long ends a turn (voicebot's detector: 500 when unset)"
+    )
+    activity_threshold_dbfs: float = Field(
+        default=-35.0, le=0, description="voicebot's detector: caller level that counts as speech"
+    )
 
     activity_handling: Literal["interrupts", "no_interruption"] = Field(
         default="interrupts",
-        description="whether caller speech cuts the bot's answer (realtimeInputConfig.activityHandling); "
-        "routes that need the other give it a provider table of their own",
+        description="whether caller speech cuts the bot's answer (realtimeInputConfig.activityHandling)",
+    )
+    proactive_audio: bool = Field(
+        default=False,
+        description="let the model stay silent when speech is not meant for it (proactivity.proactiveAudio); "
+        "always on for gemini-3.8-live, where nothing is sent",
     )
     input_transcription: bool = Field(default=True, description="caller transcript")
     output_transcription: bool = Field(
@@ -73,6 +91,22 @@ class GeminiLiveConfig(ProviderConfig):
     )
     ca_file: str | None = Field(default=None, description="PEM bundle to trust for a private endpoint")
 
+    # How a route may tune the conversation for its own calls ([routes.provider_settings.NAME]).
+    route_settings: ClassVar[frozenset[str]] = frozenset(
+        {
+            "automatic_activity_detection",
+            "start_sensitivity",
+            "end_sensitivity",
+            "prefix_padding_ms",
+            "silence_duration_ms",
+            "activity_threshold_dbfs",
+            "activity_handling",
+            "proactive_audio",
+            "input_transcription",
+            "output_transcription",
+        }
+    )
+
     @model_validator(mode="after")
     def _one_backend(self) -> GeminiLiveConfig:
         vertex = self.vertex_project is not None or self.vertex_location is not None
@@ -88,6 +122,11 @@ class GeminiLiveConfig(ProviderConfig):
             and self.compression_target_tokens >= self.compression_trigger_tokens
         ):
             raise ValueError("compression_target_tokens must be below compression_trigger_tokens")
+        if not self.automatic_activity_detection and (self.start_sensitivity or self.end_sensitivity):
+            raise ValueError(
+                "start_sensitivity/end_sensitivity tune the service's detector; with automatic_activity_detection "
+                "= false voicebot's detector uses activity_threshold_dbfs, prefix_padding_ms and silence_duration_ms"
+            )
         return self
 
     @property

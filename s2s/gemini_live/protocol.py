@@ -23,6 +23,7 @@ from typing import Any
 
 from google.genai import types
 
+from s2s.call_context import logged_text
 from s2s.errors import VoicebotError
 from s2s.events import (
     AudioOut,
@@ -34,6 +35,7 @@ from s2s.events import (
     Transcript,
     TurnDone,
 )
+from s2s.gemini_live.activity import END_MS, START_MS, CallerTurns, Edge
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, text_turn, tool_result_scheduling
 from s2s.provider import SessionContext
@@ -333,7 +335,7 @@ class LiveEventMapper:
     def _tool_call(self, tool_call: types.LiveServerToolCall, events: list[ProviderEvent]) -> None:
         for call in tool_call.function_calls or []:
             if not call.name:
-                log.warning("gemini tool call without a function name ignored: %r", call)
+                log.warning("gemini tool call without a function name ignored: %r", logged_text(repr(call)))
                 continue
             # The Gemini API always sends an id and requires it back
             # (``FunctionResponse.id``, https://ai.google.dev/api/live); Vertex may
@@ -453,6 +455,16 @@ class GeminiProtocol:
         self._events: list[ProviderEvent] = []
         self._outbox: list[types.LiveClientMessage] = []
         self._held_note: HeldNote | None = None
+        # Automatic activity detection off: voicebot marks the caller's turns
+        # (s2s.gemini_live.activity), and a barge-in note rides in the turn it concerns.
+        self.turns: CallerTurns | None = None
+        if not config.automatic_activity_detection:
+            self.turns = CallerTurns(
+                config.activity_threshold_dbfs,
+                START_MS if config.prefix_padding_ms is None else config.prefix_padding_ms,
+                END_MS if config.silence_duration_ms is None else config.silence_duration_ms,
+            )
+        self._turn_note: str | None = None
 
     @property
     def resume_handle(self) -> str | None:
@@ -487,11 +499,16 @@ class GeminiProtocol:
             content = types.LiveClientContent(turns=plan.seed, turn_complete=plan.complete)
             self._outbox.append(types.LiveClientMessage(client_content=content))
         if plan.prompt:
-            self._realtime(text=plan.prompt)
+            self.send_text(plan.prompt)
 
-    def send_audio(self, pcm16: bytes) -> None:
-        """Caller audio (16 kHz PCM16); a held barge-in note goes out when the caller is quiet."""
+    def send_audio(self, pcm16: bytes, level_dbfs: float | None = None) -> None:
+        """Caller audio (16 kHz PCM16); a held barge-in note goes out when the caller is quiet.
+        ``level_dbfs`` is the frame's level if the caller measured it already (the bridge
+        does, at the phone edge); voicebot's own turn detection uses it."""
         if not pcm16:
+            return
+        if self.turns is not None:
+            self._turn_audio(self.turns, pcm16, frame_dbfs(pcm16) if level_dbfs is None else level_dbfs)
             return
         self._realtime(audio=types.Blob(data=pcm16, mime_type=INPUT_MIME))
         held = self._held_note
@@ -504,11 +521,35 @@ class GeminiProtocol:
             self._held_note = None
             self._realtime(text=held.text)
 
+    def _turn_audio(self, turns: CallerTurns, pcm16: bytes, level_dbfs: float) -> None:
+        """Caller audio with activity detection off: ``activityStart`` when the caller starts
+        (with the speech that opened the turn), their audio, and ``activityEnd`` when they
+        stop, after which the model answers. A barge-in note waiting for this turn goes
+        just before its end, so the model reads it together with what the caller said."""
+        edge, audio = turns.feed(pcm16, PCM16_16K.duration_ms(len(pcm16)), level_dbfs)
+        if edge is Edge.START:
+            self._realtime(activity_start=types.ActivityStart())
+        for chunk in audio:
+            self._realtime(audio=types.Blob(data=chunk, mime_type=INPUT_MIME))
+        if edge is Edge.END:
+            if self._turn_note is not None:
+                self._realtime(text=self._turn_note)
+                self._turn_note = None
+            self._realtime(activity_end=types.ActivityEnd())
+
     def send_text(self, text: str) -> None:
         """Realtime text (DTMF digits, a note) is answered like speech, without the ordering
-        and interruption semantics of ``clientContent`` (https://ai.google.dev/api/live)."""
-        if text:
+        and interruption semantics of ``clientContent`` (https://ai.google.dev/api/live).
+        With activity detection off, text counts as a turn only inside activity signals: it
+        joins the caller's open turn, or makes a turn of its own."""
+        if not text:
+            return
+        if self.turns is None or self.turns.speaking:
             self._realtime(text=text)
+            return
+        self._realtime(activity_start=types.ActivityStart())
+        self._realtime(text=text)
+        self._realtime(activity_end=types.ActivityEnd())
 
     def truncate(self, item_id: str, heard_ms: int) -> None:
         """Tell the model what the caller heard of its interrupted answer.
@@ -542,6 +583,9 @@ class GeminiProtocol:
         if client_content_waits(self.model):
             content = types.LiveClientContent(turns=[text_turn("user", note.text)], turn_complete=False)
             self._outbox.append(types.LiveClientMessage(client_content=content))
+            return
+        if self.turns is not None:
+            self._turn_note = note.text  # voicebot ends the turn: the note goes just before
             return
         quiet_ms = 200.0
         if self.config.silence_duration_ms:

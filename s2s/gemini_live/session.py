@@ -223,6 +223,10 @@ class GeminiLiveSession(QueuedSession):
                 await self._live.send_realtime_input(audio=realtime.audio)
             elif realtime.text is not None:
                 await self._live.send_realtime_input(text=realtime.text)
+            elif realtime.activity_start is not None:
+                await self._live.send_realtime_input(activity_start=realtime.activity_start)
+            elif realtime.activity_end is not None:
+                await self._live.send_realtime_input(activity_end=realtime.activity_end)
         elif message.client_content is not None:
             content = message.client_content
             turns: list[types.Content | types.ContentDict] = [*(content.turns or [])]
@@ -233,6 +237,12 @@ class GeminiLiveSession(QueuedSession):
     async def send_audio(self, audio: bytes) -> None:
         if not self.closed:
             self.protocol.send_audio(audio)
+            await self._flush()
+
+    async def send_caller_frame(self, audio: bytes, level_dbfs: float) -> None:
+        """The bridge measured the frame's level once; the turn detection reuses it."""
+        if not self.closed:
+            self.protocol.send_audio(audio, level_dbfs)
             await self._flush()
 
     async def send_text(self, text: str) -> None:
@@ -301,16 +311,24 @@ class GeminiLiveProvider(Provider):
         self._sessions.add(session)
         return session
 
+    def route_config(self, ctx: SessionContext) -> GeminiLiveConfig:
+        """The provider table with the route's ``provider_settings`` laid over it."""
+        config = self.config_for(ctx)
+        if not isinstance(config, GeminiLiveConfig):
+            raise TypeError(f"{self.name}: route settings of type {type(config).__name__}")
+        return config
+
     async def _open(self, ctx: SessionContext) -> GeminiLiveSession:
         stack = contextlib.AsyncExitStack()
-        model = ctx.model or self.config.model
-        plan = opening(ctx, model, vertex=self.config.vertex)
+        config = self.route_config(ctx)
+        model = ctx.model or config.model
+        plan = opening(ctx, model, vertex=config.vertex)
         try:
-            async with asyncio.timeout(self.config.connect_timeout_s):
+            async with asyncio.timeout(config.connect_timeout_s):
                 live = await stack.enter_async_context(
-                    self.client.aio.live.connect(model=model, config=connect_config(self.config, ctx, plan))
+                    self.client.aio.live.connect(model=model, config=connect_config(config, ctx, plan))
                 )
-                session = GeminiLiveSession(self.name, GeminiProtocol(self.config, ctx), live, stack)
+                session = GeminiLiveSession(self.name, GeminiProtocol(config, ctx), live, stack)
                 await session.start(plan)
         except (ProviderConnectError, asyncio.CancelledError):
             # Cancelled: the caller hung up while we connected. Close what is open either way.
@@ -319,7 +337,7 @@ class GeminiLiveProvider(Provider):
         except TimeoutError as exc:
             await _quiet_close(stack)
             raise ProviderConnectError(
-                self.name, f"no setupComplete within {self.config.connect_timeout_s:g} s for {ctx.call_sid}"
+                self.name, f"no setupComplete within {config.connect_timeout_s:g} s for {ctx.call_sid}"
             ) from exc
         except Exception as exc:
             await _quiet_close(stack)

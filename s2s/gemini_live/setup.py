@@ -44,13 +44,19 @@ _CONTINUE_NOTE = (
 def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening) -> types.LiveConnectConfig:
     """``LiveConnectConfig`` for one session. The route's voice/instructions override the
     provider defaults; ``ctx.resume_handle`` continues an earlier session's conversation."""
-    detection = types.AutomaticActivityDetection(
-        disabled=False,
-        start_of_speech_sensitivity=_START[config.start_sensitivity] if config.start_sensitivity else None,
-        end_of_speech_sensitivity=_END[config.end_sensitivity] if config.end_sensitivity else None,
-        prefix_padding_ms=config.prefix_padding_ms,
-        silence_duration_ms=config.silence_duration_ms,
-    )
+    if config.automatic_activity_detection:
+        detection = types.AutomaticActivityDetection(
+            disabled=False,
+            start_of_speech_sensitivity=_START[config.start_sensitivity] if config.start_sensitivity else None,
+            end_of_speech_sensitivity=_END[config.end_sensitivity] if config.end_sensitivity else None,
+            prefix_padding_ms=config.prefix_padding_ms,
+            silence_duration_ms=config.silence_duration_ms,
+        )
+    else:
+        # voicebot marks the caller's turns itself (s2s.gemini_live.activity); the timings
+        # configure its detector, not the service's.
+        detection = types.AutomaticActivityDetection(disabled=True)
+    model = ctx.model or config.model
     compression = None
     if config.context_window_compression:
         window = None
@@ -73,7 +79,7 @@ def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening)
             automatic_activity_detection=detection,
             # Barge-in is the point of a phone bot: caller speech cuts the answer (the default,
             # stated so a service default change cannot silently turn it off). A route that must
-            # not be interrupted (a legal notice) uses a provider table with "no_interruption".
+            # not be interrupted (a legal notice) sets "no_interruption" in its provider_settings.
             activity_handling=_ACTIVITY_HANDLING[config.activity_handling],
         ),
         input_audio_transcription=types.AudioTranscriptionConfig() if config.input_transcription else None,
@@ -84,7 +90,18 @@ def connect_config(config: GeminiLiveConfig, ctx: SessionContext, plan: Opening)
         context_window_compression=compression,
         tools=tool_declarations(ctx.tools),
         history_config=(types.HistoryConfig(initial_history_in_client_content=True) if plan.declare_history else None),
+        proactivity=proactivity(config, model),
     )
+
+
+def proactivity(config: GeminiLiveConfig, model: str) -> types.ProactivityConfig | None:
+    """Proactive audio is opt-in on 2.5 native audio (``proactivity.proactiveAudio``,
+    https://cloud.google.com/vertex-ai/generative-ai/docs/live-api/proactive-audio) and always on
+    for gemini-3.8-live, which refuses the field set to false: only ever send ``true``, and only
+    to models that take it."""
+    if not config.proactive_audio or model_version(model) >= (3, 8):
+        return None
+    return types.ProactivityConfig(proactive_audio=True)
 
 
 def tool_declarations(tools: tuple[ToolSpec, ...]) -> types.ToolListUnion | None:

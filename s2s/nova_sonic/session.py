@@ -21,6 +21,7 @@ import logging
 import wave
 from pathlib import Path
 
+from s2s.call_context import logged_text
 from s2s.events import Closed, ProviderError
 from s2s.nova_sonic.config import NovaSonicConfig
 from s2s.nova_sonic.history import shape_history
@@ -157,7 +158,7 @@ class NovaSonicSession(QueuedSession):
         try:
             self.protocol.send_text(text)
         except ProtocolStateError as exc:
-            log.warning("nova_sonic %s: text %r not sent: %s", self.call_sid, text, exc)
+            log.warning("nova_sonic %s: text %r not sent: %s", self.call_sid, logged_text(text), exc)
             self.emit(ProviderError("unsupported", f"text input: {exc}"))
             return
         await self._flush()

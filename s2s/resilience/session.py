@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from s2s.call_context import logged_text
 from s2s.circuit import CircuitBoard
 from s2s.events import AudioOut, Closed, ProviderError, ProviderEvent, SessionExpiring
 from s2s.provider import Provider, ProviderConnectError, ProviderSession, QueuedSession, SessionContext, Turn
@@ -187,9 +188,9 @@ class ResilientSession(ProviderSession):
         await self._send(audio, is_voiced(audio, self.input_format))
 
     async def send_caller_frame(self, audio: bytes, level_dbfs: float) -> None:
-        await self._send(audio, level_dbfs > VOICED_DBFS)
+        await self._send(audio, level_dbfs > VOICED_DBFS, level_dbfs)
 
-    async def _send(self, audio: bytes, voiced: bool) -> None:
+    async def _send(self, audio: bytes, voiced: bool, level_dbfs: float | None = None) -> None:
         live = self._live
         if live is None or self.state.ending:
             return
@@ -202,7 +203,10 @@ class ResilientSession(ProviderSession):
             # Lost but not yet noticed by events(): keep the audio for the next session.
             self._kept.keep(now, self.input_format, audio)
             return
-        await session.send_audio(audio)
+        if level_dbfs is None:
+            await session.send_audio(audio)
+        else:  # the level the bridge measured goes on, for sessions that watch it too
+            await session.send_caller_frame(audio, level_dbfs)
 
     async def _replay(self, live: _Live) -> None:
         """Send kept caller audio to the new session, oldest first; audio arriving meanwhile
@@ -224,7 +228,9 @@ class ResilientSession(ProviderSession):
 
     async def send_text(self, text: str) -> None:
         if self.state.state is SessionState.RECOVERING or self._live is None:
-            log.warning("call %s: text %r dropped: provider session is being recovered", self.call_sid, text)
+            log.warning(
+                "call %s: text %r dropped: provider session is being recovered", self.call_sid, logged_text(text)
+            )
             return
         await self._live.session.send_text(text)
 

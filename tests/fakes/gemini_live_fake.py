@@ -24,6 +24,12 @@ uses ``wss``, hence the throwaway ``trustme`` CA whose PEM is :attr:`GeminiLiveF
   ``historyConfig.initialHistoryInClientContent`` (else it closes with 1007) and does not
   answer that seed until fresh input arrives; 3.8 takes it at any time, and one without
   ``turnComplete`` joins the next turn instead of blocking answers;
+- automatic activity detection off (``realtimeInputConfig.automaticActivityDetection.disabled``):
+  the fake runs no VAD; ``activityStart`` opens the caller's turn (and interrupts a reply in
+  progress), ``activityEnd`` closes it and only then is the turn answered; audio and text
+  outside a turn are recorded and never answered. Activity signals sent while automatic
+  detection is on close the socket with 1007, as the SDK's types say they "can only be sent if
+  automatic (i.e. server-side) activity detection is disabled";
 - cues: :meth:`go_away`, :meth:`close_active`, :meth:`send_raw`, :attr:`tool_call_next`;
 - faults: :attr:`refuse_status` (HTTP error at the upgrade), :attr:`close_on_setup`
   (close code + reason instead of ``setupComplete``), :attr:`hang` (never answer setup);
@@ -138,6 +144,12 @@ class FakeConnection:
     replies_started: int = 0
     turns_completed: int = 0
     handles_sent: list[str] = field(default_factory=list)
+    # activity signals (automatic activity detection off)
+    activity: list[str] = field(default_factory=list)  # "start" / "end" / "audio" / "text", in order
+    active: bool = False
+    active_bytes: int = 0
+    outside_activity_bytes: int = 0
+    outside_activity_texts: list[str] = field(default_factory=list)
     # VAD state
     speaking: bool = False
     speech_frames: int = 0
@@ -168,6 +180,13 @@ class FakeConnection:
     def incomplete_content_waits(self) -> bool:
         """3.8: clientContent without turnComplete waits for what follows (joins the next turn)."""
         return self.version >= (3, 8)
+
+    @property
+    def manual_activity(self) -> bool:
+        """The client marks the caller's turns (automatic activity detection disabled)."""
+        config = pick(self.setup, "realtimeInputConfig", "realtime_input_config") or {}
+        detection = pick(config, "automaticActivityDetection", "automatic_activity_detection") or {}
+        return bool(detection.get("disabled"))
 
     @property
     def declared_history(self) -> bool:
@@ -412,6 +431,16 @@ class GeminiLiveFake:
             self._start_reply(conn, "client content")
 
     async def _on_realtime(self, conn: FakeConnection, realtime: dict[str, Any]) -> None:
+        start = pick(realtime, "activityStart", "activity_start") is not None
+        end = pick(realtime, "activityEnd", "activity_end") is not None
+        if (start or end) and not conn.manual_activity:
+            await conn.ws.close(1007, "Activity signals need automatic activity detection disabled.")
+            return
+        if start:
+            conn.activity.append("start")
+            conn.active = True
+            conn.active_bytes = 0
+            await self._speech_started(conn)
         blobs = []
         if realtime.get("audio") is not None:
             blobs.append(realtime["audio"])
@@ -423,9 +452,24 @@ class GeminiLiveFake:
             conn.audio_in_at.append(time.monotonic())
             conn.audio_in.extend(pcm)
             conn.audio_in_ends.append(len(conn.audio_in))
-            await self._vad(conn, pcm)
+            if not conn.manual_activity:
+                await self._vad(conn, pcm)
+            elif conn.active:
+                if conn.activity[-1:] != ["audio"]:
+                    conn.activity.append("audio")
+                conn.active_bytes += len(pcm)
+            else:
+                conn.outside_activity_bytes += len(pcm)
         text = realtime.get("text")
-        if text:
+        if text and conn.manual_activity:
+            conn.realtime_texts.append(text)
+            if conn.active:
+                conn.activity.append("text")
+                conn.texts_during_speech.append(text)
+                self._remember(conn, "caller", text)
+            else:
+                conn.outside_activity_texts.append(text)  # no turn: the service ignores it
+        elif text:
             conn.realtime_texts.append(text)
             self._remember(conn, "caller", text)
             if conn.speaking:
@@ -434,6 +478,10 @@ class GeminiLiveFake:
                     return  # joins the open user turn, answered when the caller stops
                 conn.turn_answered = True  # the text closed the caller's turn: answered now
             self._start_reply(conn, f"text {text!r}")
+        if end:
+            conn.activity.append("end")
+            conn.active = False
+            await self._speech_ended(conn, round(conn.active_bytes / 2 / IN_RATE * 1000))
 
     def _remember(self, conn: FakeConnection, role: str, text: str) -> None:
         if conn.conversation is not None and text:

@@ -88,6 +88,8 @@ class FakeOptions:
     truncate_supported: bool = True  # Grok: False answers truncate with an error
     ping_interval_s: float = 0.25  # Grok only
     tool_call: ToolCue | None = None
+    # What the caller "said": the transcript of every caller turn (default: the tone heard).
+    caller_transcript: str | None = None
     # Third-party reports: PCM16 24 kHz sent although mu-law was asked for. "confirmed": the
     # session.updated says so; "silent": it confirms what was asked and sends PCM anyway.
     pcm_anyway: Literal["confirmed", "silent"] | None = None
@@ -501,7 +503,7 @@ class _FakeCall:
             }
         )
         heard = _dominant_hz(np.frombuffer(bytes(self.turn_audio), dtype="<i2"), self.conn.input_rate)
-        text = f"caller tone {heard:.0f} hertz"
+        text = self.opts.caller_transcript or f"caller tone {heard:.0f} hertz"
         if self.opts.dialect == "grok":
             # Partial transcripts: the cumulative .updated event and a completed-but-in-progress one.
             await self.send(

@@ -14,7 +14,11 @@ opens the media stream it names with ``voicebot.devtools.twilio_sim``) and
 sends it. Like Twilio it answers 401 with a Twilio error body when the credentials are
 wrong, 404 for an unknown account, and 200 with a Call resource otherwise. Each accepted
 update is recorded with the time it arrived (``time.monotonic()``) so tests can place it
-on the simulated call's timeline. ``fail_status`` makes it refuse every update.
+on the simulated call's timeline. ``fail_status`` makes it refuse every update. An update
+with ``Twiml`` for a call whose media stream the test runs on the Twilio simulator
+(:meth:`TwilioRestFake.connect`) is then played to it as Twilio would
+(:meth:`voicebot.devtools.twilio_sim.SimulatedCall.run_twiml`: the stream ends, the callee
+hears the ``<Say>``/``<Play>``).
 
 The client is pointed here by ``[twilio] api_base_url`` (``client.api.base_url``).
 
@@ -40,6 +44,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 from twilio.request_validator import RequestValidator
+
+from voicebot.devtools.twilio_sim import SimulatedCall
 
 
 @contextlib.asynccontextmanager
@@ -94,6 +100,8 @@ class TwilioRestFake:
     rejected: list[str] = field(default_factory=list)  # why each refused request was refused
     base_url: str = ""
     _updated: asyncio.Event = field(default_factory=asyncio.Event)
+    simulated: dict[str, SimulatedCall] = field(default_factory=dict)  # by CallSid (connect)
+    _runs: set[asyncio.Task[object]] = field(default_factory=set)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     def _authorized(self, request: Request) -> bool:
@@ -123,6 +131,11 @@ class TwilioRestFake:
             return _error(400, 21220, "Invalid call state for update: nothing to update")
         self.updates.append(CallUpdate(time.monotonic(), account, call, params))
         self._updated.set()
+        simulated = self.simulated.get(call)
+        if simulated is not None and params.get("Twiml"):
+            run = asyncio.create_task(simulated.run_twiml(params["Twiml"]))
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
         return JSONResponse(
             {
                 "sid": call,
@@ -218,6 +231,10 @@ class TwilioRestFake:
         }
         return await self._callback(call.params["AsyncAmdStatusCallback"], params)
 
+    def connect(self, call: SimulatedCall) -> None:
+        """``call`` is the media stream of its CallSid: TwiML updates of the call play to it."""
+        self.simulated[call.call_sid] = call
+
     async def wait_for_update(self, timeout: float = 10.0) -> CallUpdate:
         await asyncio.wait_for(self._updated.wait(), timeout)
         return self.updates[-1]
@@ -233,4 +250,7 @@ class TwilioRestFake:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for run in self._runs:
+            run.cancel()
+        await asyncio.gather(*self._runs, return_exceptions=True)
         await self._stack.aclose()

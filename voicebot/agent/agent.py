@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from s2s.call_context import logged_text
 from s2s.errors import VoicebotError
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
@@ -206,19 +207,25 @@ async def with_filler[T](call: CallHandle, after_s: float, work: Awaitable[T]) -
 class AgentTool:
     """``ask_agent``: one call's link to the external agent."""
 
-    def __init__(self, settings: AgentReasoning, call_sid: str, caller: str) -> None:
+    def __init__(
+        self, settings: AgentReasoning, call_sid: str, caller: str, keypad: Callable[[], list[str]] | None = None
+    ) -> None:
         self.settings = settings
         self.call_sid = call_sid
         self.caller = caller
+        self.keypad = keypad  # a sensitive keypad's entries (voicebot.agent.dtmf)
         self.endpoint = JsonEndpoint(url=settings.agent_url, ref=settings.agent, headers=settings.headers)
 
     def request(self, question: str, call: CallHandle) -> dict[str, Any]:
-        return {
+        request: dict[str, Any] = {
             "call_sid": self.call_sid,
             "caller": self.caller,
             "question": question,
             "transcript": [{"role": t.role, "text": t.text} for t in call.transcript],
         }
+        if self.keypad is not None:
+            request["keypad"] = self.keypad()
+        return request
 
     async def __call__(self, tool_call: ToolCall, call: CallHandle) -> str:
         question = str(tool_call.arguments.get("question", "")).strip()
@@ -235,7 +242,7 @@ class AgentTool:
                 "call %s: agent %s failed for %r: %s; the caller hears the fallback",
                 self.call_sid,
                 self.endpoint.name,
-                question,
+                logged_text(question),
                 exc,
             )
             return json.dumps({"error": "the assistant is unavailable", "say": self.settings.fallback})

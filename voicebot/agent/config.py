@@ -135,6 +135,11 @@ class DtmfSettings(_Strict):
     inter_digit_timeout_ms: int = Field(default=1500, ge=100, le=10_000)
     finish_on: str = Field(default="#", max_length=1, description="a key that ends the sequence at once; '' = none")
     max_digits: int = Field(default=32, ge=1, le=256)
+    sensitive: bool = Field(
+        default=False,
+        description="keypad entries are secrets: the model is told only how many digits were typed, the route's "
+        "tools get them (`keypad`), and tapes and logs mask them",
+    )
 
 
 class MemoryConfig(_Strict):

@@ -5,6 +5,11 @@ Twilio sends one ``dtmf`` message per key
 each to the model as its own user turn makes it answer after the first digit of an account number; so digits are
 collected until the caller stops typing for ``inter_digit_timeout_ms``, presses the finish
 key (``#`` by default), or reaches ``max_digits``, and the sequence is delivered once.
+
+A route whose keypad collects secrets (``[routes.dtmf] sensitive = true``: card numbers,
+PINs) keeps the digits from the model and from everything that records the call: the model
+and the transcript get only how many digits were typed, the digits themselves are kept for
+the call's tools (``keep``), and tapes mask them (voicebot.devtools.tape.format).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from s2s.call_context import logged_text
 from voicebot.agent.config import DtmfSettings
 
 log = logging.getLogger(__name__)
@@ -27,14 +33,33 @@ def keypad_text(digits: str, finished_with: str | None) -> str:
     return f"The caller entered {digits}{suffix} on the phone keypad."
 
 
+def secret_keypad_text(digits: str, finished_with: str | None) -> str:
+    """A finished sequence of a sensitive keypad, as the model and the transcript get it."""
+    if not digits:
+        return keypad_text(digits, finished_with)
+    suffix = f", then {finished_with}" if finished_with else ""
+    count = f"{len(digits)} digit{'s' if len(digits) != 1 else ''}"
+    return (
+        f"The caller entered {count}{suffix} on the phone keypad. The digits are kept from you; "
+        "your tools receive them."
+    )
+
+
 class DigitCollector:
     """One call's keypad buffer. ``press`` never blocks the inbound audio path: delivery runs
     as its own task, from the inter-digit timer or from a finish key."""
 
-    def __init__(self, settings: DtmfSettings, deliver: Callable[[str], Awaitable[None]], call_sid: str = "") -> None:
+    def __init__(
+        self,
+        settings: DtmfSettings,
+        deliver: Callable[[str], Awaitable[None]],
+        call_sid: str = "",
+        keep: Callable[[str], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.deliver = deliver
         self.call_sid = call_sid
+        self.keep = keep  # a sensitive keypad's digits go here, not to ``deliver``
         self._digits: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -64,7 +89,13 @@ class DigitCollector:
         self._digits.clear()
         if not digits and not finished_with:
             return
-        task = asyncio.ensure_future(self._deliver(keypad_text(digits, finished_with)))
+        if self.settings.sensitive:
+            if digits and self.keep is not None:
+                self.keep(digits)
+            text = secret_keypad_text(digits, finished_with)
+        else:
+            text = keypad_text(digits, finished_with)
+        task = asyncio.ensure_future(self._deliver(text))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -72,7 +103,9 @@ class DigitCollector:
         try:
             await self.deliver(text)
         except Exception:
-            log.exception("call %s: keypad input %r could not be delivered; it is dropped", self.call_sid, text)
+            log.exception(
+                "call %s: keypad input %r could not be delivered; it is dropped", self.call_sid, logged_text(text)
+            )
 
     def close(self) -> None:
         """The call ended: digits still buffered are dropped with it."""
@@ -80,7 +113,8 @@ class DigitCollector:
             self._timer.cancel()
             self._timer = None
         if self._digits:
-            log.info("call %s: dropped unfinished keypad input %r at hang-up", self.call_sid, self.buffered)
+            shown = f"{len(self._digits)} key(s)" if self.settings.sensitive else logged_text(self.buffered)
+            log.info("call %s: dropped unfinished keypad input %r at hang-up", self.call_sid, shown)
             self._digits.clear()
         for task in self._tasks:
             task.cancel()

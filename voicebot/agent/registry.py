@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from s2s.events import ToolCall
+from s2s.provider import Turn
 from s2s.tools import ToolSpec
 from telephony.call_handle import CallHandle
 from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
@@ -42,10 +43,13 @@ class RouteToolRunner:
     """A ``[[routes.tools]]`` entry: POST/call ``{call_sid, caller, tool, arguments}``; the JSON
     reply goes back to the model as the tool result."""
 
-    def __init__(self, tool: RouteTool, call_sid: str, caller: str) -> None:
+    def __init__(
+        self, tool: RouteTool, call_sid: str, caller: str, keypad: Callable[[], list[str]] | None = None
+    ) -> None:
         self.tool = tool
         self.call_sid = call_sid
         self.caller = caller
+        self.keypad = keypad  # a sensitive keypad's entries, in the order typed (voicebot.agent.dtmf)
         self.endpoint = JsonEndpoint(url=tool.url, ref=tool.handler, headers=tool.headers)
 
     @property
@@ -54,6 +58,8 @@ class RouteToolRunner:
 
     async def __call__(self, call: ToolCall, handle: CallHandle) -> str:
         payload = {"call_sid": self.call_sid, "caller": self.caller, "tool": call.name, "arguments": call.arguments}
+        if self.keypad is not None:
+            payload["keypad"] = self.keypad()
         try:
             result = await with_filler(
                 handle, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
@@ -79,6 +85,9 @@ class CallTools:
         self.call_control = CallControlTools(route.call_control, config.twilio, call_sid, deliver_twiml)
         self.memory = CallerMemory(config.memory) if route.memory else None
         self.memory_block: str | None = None
+        # A sensitive keypad's entries: kept from the model, handed to the tools.
+        self.keypad_entries: list[str] = []
+        keypad = (lambda: list(self.keypad_entries)) if route.dtmf.sensitive else None
         self._prepared = False
         self._collector: DigitCollector | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -86,11 +95,11 @@ class CallTools:
         self._specs: list[ToolSpec] = []
         if route.reasoning == "builtin":
             for tool in route.tools:
-                runner = RouteToolRunner(tool, call_sid, caller)
+                runner = RouteToolRunner(tool, call_sid, caller, keypad)
                 self._add(runner.spec, runner)
                 self._closers.append(runner.endpoint.aclose)
         else:
-            agent = AgentTool(route.reasoning, call_sid, caller)
+            agent = AgentTool(route.reasoning, call_sid, caller, keypad)
             self._add(ASK_AGENT, agent)
             self._closers.append(agent.endpoint.aclose)
         handlers = {"transfer_call": self.call_control.transfer_call, "end_call": self.call_control.end_call}
@@ -136,7 +145,9 @@ class CallTools:
         if self._collector is None:
             # A caller turn: providers transcribe audio, not text turns, so the handle puts the
             # keypad entry into the call's transcript, where the agent and caller memory see it.
-            self._collector = DigitCollector(self.route.dtmf, handle.add_caller_turn, self.call_sid)
+            self._collector = DigitCollector(
+                self.route.dtmf, handle.add_caller_turn, self.call_sid, self.keypad_entries.append
+            )
         self._collector.press(digit)
 
     # -- after the call ------------------------------------------------------------------
@@ -158,6 +169,7 @@ class CallTools:
             except Exception as exc:
                 log.debug("call %s: closing a tool client: %r", self.call_sid, exc)
         if self.memory is not None:
-            await self.memory.remember(
-                self.caller, self.call_sid, self.route.name, summary.outcome.value, list(summary.transcript)
-            )
+            # Memory keeps what the route lets it: its redactor masks every turn first.
+            redact = self.route.redactor
+            turns = [Turn(t.role, redact(t.text)) for t in summary.transcript]
+            await self.memory.remember(self.caller, self.call_sid, self.route.name, summary.outcome.value, turns)

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from s2s.events import AudioOut, ProviderEvent, Usage
-from telephony.observer import CallObserver, ToProvider
+from telephony.observer import AudioSent, CallObserver, SentToProvider
 from voicebot.pricing import PricingTable
 
 if TYPE_CHECKING:
     from s2s.provider import ProviderSession
+    from telephony.bridge import CallSummary
     from voicebot.config import AppConfig
 
 PER_MTOK = 1e-6
@@ -110,9 +111,9 @@ class CallCost(CallObserver):
         self._in_rate = float(session.input_format.bytes_per_second)
         self._out_rate = float(session.output_format.bytes_per_second)
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
-        if kind is ToProvider.AUDIO and self.sessions and self._in_rate and isinstance(payload, bytes | bytearray):
-            self.sessions[-1].record.audio_in_s += len(payload) / self._in_rate
+    def provider_out(self, sent: SentToProvider) -> None:
+        if type(sent) is AudioSent and self.sessions and self._in_rate:
+            self.sessions[-1].record.audio_in_s += len(sent.audio) / self._in_rate
 
     def provider_in(self, event: ProviderEvent) -> None:
         if not self.sessions:
@@ -129,7 +130,7 @@ class CallCost(CallObserver):
             # so the budget is looked at on every event but audio.
             self._check_budget()
 
-    def call_ended(self, summary: object) -> None:
+    def call_ended(self, summary: CallSummary) -> None:
         self._close_current(self._clock())
         for session in self.sessions:
             self._reprice(session)

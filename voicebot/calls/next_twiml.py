@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Awaitable
 
 from telephony.twilio_rest import update_call_twiml
+from voicebot.agent.call_control import DeliverTwiml
 from voicebot.config import TwilioConfig
 
 log = logging.getLogger(__name__)
@@ -56,3 +58,12 @@ class NextTwiml:
                 log.error("call %s: REST update of the call failed (%r); Twilio will fetch it instead", call_sid, exc)
         self.set(call_sid, twiml)
         return False
+
+    def deliverer(self, twilio: TwilioConfig) -> DeliverTwiml:
+        """How a call's tools hand Twilio its next TwiML, with the Twilio settings the call
+        started on (a reload does not move a call in progress to other credentials)."""
+
+        def deliver(call_sid: str, twiml: str, use_rest: bool) -> Awaitable[bool]:
+            return self.deliver(twilio, call_sid, twiml, use_rest)
+
+        return deliver

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from s2s.call_context import logged_number
+from s2s.errors import VoicebotError
 from telephony.application import Declined
 from telephony.call_state import CallOutcome
 from telephony.twilio_rest import create_call
@@ -90,7 +91,7 @@ def route_for_call(route: RouteConfig, variables: Mapping[str, str]) -> RouteCon
     )
 
 
-class NotPlaced(Exception):
+class NotPlaced(VoicebotError):
     """The call was not placed; ``status`` is the HTTP status the API answers with."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -176,7 +177,7 @@ class OutboundCalls:
         route = route_for_call(route, variables)
         settings = route.outbound
         key = "OB" + secrets.token_hex(16)
-        lease = runtime.new_lease(key, route)
+        lease = runtime.planner.new_lease(key, route)
         # Held without a heartbeat while it rings: if no callback ever comes, the TTL frees it.
         ttl_s = settings.ring_timeout_s + config.server.stream_connect_timeout_s + 30.0
         provider = await admit(route.providers, lease, runtime.circuits, ttl_s)
@@ -266,10 +267,10 @@ class OutboundCalls:
         call.status = "in-progress"
         call.answered = True
         # The far end is the person this call is about (memory, logs): it is the plan's caller.
-        plan = runtime.new_plan({"CallSid": call_sid, "From": call.to, "To": call.from_}, call.route)
+        plan = runtime.planner.new_plan({"CallSid": call_sid, "From": call.to, "To": call.from_}, call.route)
         if call.route.outbound.machine_detection:
             plan.before_session = lambda: self._await_verdict(call)
-        runtime.hold_plan(plan, call.lease, call.provider, received_at)
+        runtime.planner.hold_plan(plan, call.lease, call.provider, received_at)
         return plan
 
     async def _await_verdict(self, call: OutboundCall) -> None:

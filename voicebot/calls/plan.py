@@ -68,6 +68,7 @@ class CallPlan:
     def session_context(self) -> SessionContext:
         """Await ``self.tools.prepare()`` first: it loads what the instructions add (memory)."""
         route = self.route
+        by_name = {provider.name: provider for provider in self.providers}
         return SessionContext(
             call_sid=self.call_sid,
             instructions=self.tools.instructions(),
@@ -76,4 +77,9 @@ class CallPlan:
             language=route.language,
             greeting=route.greeting,
             tools=self.tools.specs,
+            provider_configs={
+                name: by_name[name].config.for_route(settings)
+                for name, settings in route.provider_settings.items()
+                if name in by_name
+            },
         )

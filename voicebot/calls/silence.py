@@ -25,10 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from s2s.events import AudioOut, ProviderEvent, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone
+from s2s.provider import ProviderSession
+from telephony.bridge import CallSummary
 from telephony.call_handle import CallHandle, Heard
 from telephony.call_state import CallOutcome
 from telephony.media_stream import Mark, TwilioEvent
-from telephony.observer import CallObserver, ToProvider
+from telephony.observer import CallObserver, SentToProvider, TextSent, ToolResultSent
 from voicebot.config import RouteConfig, SilenceSettings
 from voicebot.telemetry.metrics import record_silence_step
 
@@ -158,7 +160,7 @@ class SilenceWatch(CallObserver):
 
     # -- observer hooks (the audio path: update the policy, wake the task, nothing more) ---
 
-    def session_opened(self, session: object) -> None:
+    def session_opened(self, session: ProviderSession) -> None:
         if self._task is None:  # again after a reconnect: the call and its silence go on
             s = self._settings
             self._policy = SilencePolicy(s.idle_after_s, tuple(s.prompts), s.goodbye, self._clock())
@@ -185,13 +187,13 @@ class SilenceWatch(CallObserver):
             return
         self._changed.set()
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
+    def provider_out(self, sent: SentToProvider) -> None:
         policy = self._policy
         if policy is None:
             return
-        if kind is ToProvider.TOOL_RESULT and isinstance(payload, tuple):
-            policy.tool_answered(str(payload[0]), self._clock())
-        elif kind is ToProvider.TEXT:
+        if isinstance(sent, ToolResultSent):
+            policy.tool_answered(sent.call_id, self._clock())
+        elif isinstance(sent, TextSent):
             policy.text_sent(self._clock())
         else:
             return
@@ -202,7 +204,7 @@ class SilenceWatch(CallObserver):
             self._policy.bot_heard(self._clock())
             self._changed.set()
 
-    def call_ended(self, summary: object) -> None:
+    def call_ended(self, summary: CallSummary) -> None:
         if self._task is not None:
             self._task.cancel()
 

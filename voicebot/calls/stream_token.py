@@ -8,7 +8,7 @@ call's plan itself in ``<Parameter name="token">`` rather than a key into its ow
 admitted provider chain (in the order the webhook decided), caller, called, the issue time
 and a nonce. The instance the stream reaches checks the MAC, the age
 (``server.stream_connect_timeout_s``) and that the ``start`` frame's callSid is the signed
-one, then rebuilds the plan from its own config (``Runtime.claim``).
+one, then rebuilds the plan from its own config (:meth:`voicebot.calls.claim.StreamClaims.claim`).
 
 Twilio caps a ``<Parameter>``'s name + value below 500 characters (TwiML ``<Stream>``, custom
 parameters: https://www.twilio.com/docs/voice/twiml/stream#custom-parameters): the payload

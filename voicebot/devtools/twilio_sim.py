@@ -34,6 +34,7 @@ from twilio.request_validator import RequestValidator
 
 from s2s.errors import VoicebotError
 from transcoding.mulaw import mulaw_to_pcm16
+from voicebot.devtools.twiml_audio import RenderedTwiml, render_twiml
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
 FRAME_S = 0.02
@@ -112,6 +113,11 @@ class SimulatedCall:
         self._stopped = False
         self._stalled_until_ms = 0.0
         self.bad_frames_from_server = 0
+        # TwiML the call was given mid-stream (run_twiml): what each verb sounded like, and
+        # when it was heard, (verb, start_ms, end_ms) on the stream clock
+        self.twiml: list[RenderedTwiml] = []
+        self.twiml_heard: list[tuple[str, float, float]] = []
+        self.twiml_done = asyncio.Event()
 
     # -- clock ---------------------------------------------------------------------------
 
@@ -364,6 +370,28 @@ class SimulatedCall:
 
     def caller_pcm(self) -> np.ndarray:
         return np.frombuffer(mulaw_to_pcm16(bytes(self.caller_track)), dtype="<i2")
+
+    async def run_twiml(self, twiml: str) -> RenderedTwiml:
+        """Twilio was given new TwiML for the call (a REST update): the media stream ends as at a
+        hang-up (``stop``, then the socket closes) and the callee hears the TwiML's ``<Say>``,
+        ``<Play>`` and ``<Pause>`` (:mod:`voicebot.devtools.twiml_audio`) in real time, on the
+        clock of :attr:`heard`; then the call is over (:attr:`twiml_done`)."""
+        await self.hangup()
+        async with httpx.AsyncClient(timeout=10.0) as client:
+            rendered = await render_twiml(twiml, client)
+        self.twiml.append(rendered)
+        slot = int(self.now_ms() / (FRAME_S * 1000.0))
+        if len(self.heard) < slot * FRAME_BYTES:  # the line was silent since the stream ended
+            self.heard += MULAW_SILENCE * (slot * FRAME_BYTES - len(self.heard))
+        for segment in rendered.segments:
+            start_ms = len(self.heard) / 8.0
+            for offset in range(0, len(segment.mulaw), FRAME_BYTES):
+                await self._sleep_until(len(self.heard) / 8.0)
+                frame = segment.mulaw[offset : offset + FRAME_BYTES]
+                self.heard += frame + MULAW_SILENCE * (FRAME_BYTES - len(frame))
+            self.twiml_heard.append((segment.verb, start_ms, start_ms + segment.ms))
+        self.twiml_done.set()
+        return rendered
 
     async def hangup(self) -> None:
         """The caller hangs up: ``stop``, then Twilio closes the socket."""

@@ -13,7 +13,7 @@ What is measured, at the phone edge:
 - first-audio latency: media stream start -> the first bot media frame handed to Twilio;
 - barge-in latency: provider ``SpeechStarted`` -> ``clear`` sent (the bridge's ``barge_in``
   hook fires after the clear frame was written);
-- bridge forwarding, sampled: inbound ``twilio_in`` -> ``provider_out("audio")`` (the
+- bridge forwarding, sampled: inbound ``twilio_in`` -> ``provider_out(AudioSent)`` (the
   bridge does nothing between those two but transcode, so this is the inbound transcoding
   time per frame), outbound ``AudioOut`` -> its first media frame to Twilio (transcoding +
   Twilio framing).
@@ -22,6 +22,7 @@ What is measured, at the phone edge:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextvars import Token
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,8 @@ from s2s.events import (
     Usage,
 )
 from telephony.media_stream import Media, TwilioEvent
-from telephony.observer import CallObserver, ToProvider, ToTwilio
+from telephony.observer import AudioSent, CallObserver, SentToProvider, ToTwilio
+from voicebot.privacy.redaction import NO_REDACTION
 from voicebot.telemetry.setup import Telemetry, get_telemetry
 
 if TYPE_CHECKING:
@@ -83,6 +85,8 @@ class CallTelemetry(CallObserver):
         self._m = tel.instruments
         self._tracer = tel.tracer
         self._plan = plan
+        # provider messages may quote what was said: masked as the route says
+        self._redact: Callable[[str], str] = getattr(plan.route, "redactor", NO_REDACTION)
         self._attrs, self._provider, model = call_attributes(plan)
         self._started = time.perf_counter()
         received = getattr(plan, "received_at", None) or plan.created_at
@@ -132,8 +136,8 @@ class CallTelemetry(CallObserver):
             # session opens): it is dropped rather than timed across the wait.
             self._in_sample = time.perf_counter() if self._in_frames % SAMPLE_EVERY == 0 else 0.0
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
-        if self._in_sample and kind is ToProvider.AUDIO:
+    def provider_out(self, sent: SentToProvider) -> None:
+        if self._in_sample and type(sent) is AudioSent:
             self._m.forward.record(time.perf_counter() - self._in_sample, INBOUND)
             self._in_sample = 0.0
 
@@ -203,12 +207,13 @@ class CallTelemetry(CallObserver):
             provider = str(getattr(self._session, "provider_name", None) or self._provider)
             self._m.errors.add(1, {"code": event.code, "provider": provider})
             self.span.add_event(
-                "provider_error", {"code": event.code, "fatal": event.fatal, "message": event.message[:200]}
+                "provider_error",
+                {"code": event.code, "fatal": event.fatal, "message": self._redact(event.message)[:200]},
             )
         elif isinstance(event, SessionExpiring):
             self.span.add_event("session_expiring", {"reason": event.reason})
         elif isinstance(event, Closed):
-            self.span.add_event("provider_closed", {"reason": event.reason[:200], "error": event.error})
+            self.span.add_event("provider_closed", {"reason": self._redact(event.reason)[:200], "error": event.error})
         elif isinstance(event, Usage):
             self._billable_s[event.session_id] = event.billable_s
 

@@ -26,6 +26,7 @@ from s2s.errors import VoicebotError
 from s2s.events import ProviderEvent
 from s2s.provider import Turn
 from transcoding.formats import AudioFormat
+from voicebot.privacy.redaction import NO_REDACTION, Redactor, redact_json
 
 TAPE_MAGIC = "voicebot-call-tape"
 TAPE_VERSION = 1
@@ -56,6 +57,41 @@ class TapeHeader:
     providers: tuple[str, ...] = ()
     recorded_at: str = ""
     version: int = TAPE_VERSION
+    # What the recorder left out (TapePrivacy): the kinds of personal data masked in text,
+    # whether the caller's audio was kept (else silence of the same length stands in),
+    # whether keypad digits were masked. Absent from the header when nothing was.
+    redacted: tuple[str, ...] = ()
+    caller_audio: bool = True
+    keypad_masked: bool = False
+
+
+# A masked keypad digit on a tape: not a key a phone has, so it cannot be mistaken for one.
+MASKED_DIGIT = "X"
+_SECRET_KEYS = frozenset("0123456789ABCDabcd")
+_SILENCE_BYTE = {"mulaw": b"\xff", "pcm16": b"\x00"}
+
+
+@dataclass(frozen=True, slots=True)
+class TapePrivacy:
+    """What a tape must not hold, applied by :func:`encode_record` (on the writer thread, so
+    the call's audio path pays nothing): text masked by the route's redactor, the caller's
+    audio replaced by silence of the same length (timing and amounts stay, so a replay
+    still serves the provider side in step), keypad digits masked."""
+
+    redact: Redactor = NO_REDACTION
+    caller_audio: bool = True
+    keypad_masked: bool = False
+
+    def header_fields(self) -> dict[str, Any]:
+        return {"redacted": self.redact.names, "caller_audio": self.caller_audio, "keypad_masked": self.keypad_masked}
+
+
+KEEP_ALL = TapePrivacy()
+
+
+def silence_like(audio: bytes, fmt: AudioFormat | None) -> bytes:
+    """Silence as long as ``audio`` in ``fmt`` (mu-law when unknown)."""
+    return _SILENCE_BYTE.get(fmt.encoding if fmt is not None else "mulaw", b"\xff") * len(audio)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +224,52 @@ def parse_format(name: str) -> AudioFormat:
     return AudioFormat(encoding, int(rate))  # type: ignore[arg-type]
 
 
+def _private_twilio_message(msg: dict[str, Any], privacy: TapePrivacy) -> dict[str, Any]:
+    """A frame from Twilio as the tape may keep it: the caller's audio as silence, keypad
+    digits masked."""
+    event = msg.get("event")
+    if event == "media" and not privacy.caller_audio and isinstance(msg.get("media"), dict):
+        media = dict(msg["media"])
+        try:
+            length = len(base64.b64decode(str(media.get("payload", "")), validate=True))
+        except binascii.Error:
+            length = 0
+        media["payload"] = _b64(b"\xff" * length)
+        return {**msg, "media": media}
+    if event == "dtmf" and privacy.keypad_masked and isinstance(msg.get("dtmf"), dict):
+        dtmf = dict(msg["dtmf"])
+        if str(dtmf.get("digit", "")) in _SECRET_KEYS:
+            dtmf["digit"] = MASKED_DIGIT
+        return {**msg, "dtmf": dtmf}
+    return msg
+
+
+def _private_json_text(text: str, redact: Redactor) -> str:
+    """A JSON document held as text (a tool's output), masked field by field when it parses."""
+    if not redact:
+        return text
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return redact(text)
+    return json.dumps(redact_json(value, redact), ensure_ascii=False)
+
+
+def _private_event(event: ProviderEvent, redact: Redactor) -> ProviderEvent:
+    """What of a provider event may quote the call's words, masked."""
+    if not redact:
+        return event
+    if isinstance(event, ev.Transcript):
+        return dataclasses.replace(event, text=redact(event.text))
+    if isinstance(event, ev.ToolCall):
+        return dataclasses.replace(event, arguments=redact_json(event.arguments, redact))
+    if isinstance(event, ev.ProviderError):
+        return dataclasses.replace(event, message=redact(event.message))
+    if isinstance(event, ev.Closed):
+        return dataclasses.replace(event, reason=redact(event.reason))
+    return event
+
+
 def redact_twilio_message(msg: dict[str, Any]) -> dict[str, Any]:
     """Drop credentials from a Twilio frame before it is written."""
     if msg.get("event") != "start" or not isinstance(msg.get("start"), dict):
@@ -200,7 +282,7 @@ def redact_twilio_message(msg: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_header(header: TapeHeader) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "tape": TAPE_MAGIC,
         "version": header.version,
         "side": header.side,
@@ -209,39 +291,53 @@ def encode_header(header: TapeHeader) -> dict[str, Any]:
         "providers": list(header.providers),
         "recorded_at": header.recorded_at,
     }
+    if header.redacted:
+        out["redacted"] = list(header.redacted)
+    if not header.caller_audio:
+        out["caller_audio"] = False
+    if header.keypad_masked:
+        out["keypad_masked"] = True
+    return out
 
 
-def encode_record(record: Record) -> dict[str, Any]:
+def encode_record(
+    record: Record, privacy: TapePrivacy = KEEP_ALL, input_format: AudioFormat | None = None
+) -> dict[str, Any]:
+    """``record`` as its JSON object, with what ``privacy`` keeps off the tape left out;
+    ``input_format``: the session's input format when ``record`` was made (for silence)."""
     out: dict[str, Any] = {"t": round(record.t, 1)}
     if isinstance(record, TwilioFrame):
         out["k"] = f"twilio_{record.direction}"
         msg = record.message()
         if msg is not None:
-            out["msg"] = redact_twilio_message(msg)
+            msg = redact_twilio_message(msg)
+            out["msg"] = _private_twilio_message(msg, privacy) if record.direction == "in" else msg
         elif isinstance(record.frame, bytes):
             out["raw_b64"] = _b64(record.frame)
         else:
-            out["raw"] = record.frame
+            out["raw"] = privacy.redact(record.frame)
     elif isinstance(record, SessionOpened):
         out.update(k="session", input=format_name(record.input_format), output=format_name(record.output_format))
         if record.playout_lead_ms is not None:
             out["lead_ms"] = record.playout_lead_ms
     elif isinstance(record, ProviderIn):
         out["k"] = "provider_in"
-        out["event"] = type(record.event).__name__
-        for f in dataclasses.fields(record.event):
-            value = getattr(record.event, f.name)
+        event = _private_event(record.event, privacy.redact)
+        out["event"] = type(event).__name__
+        for f in dataclasses.fields(event):
+            value = getattr(event, f.name)
             out[f.name] = _b64(value) if isinstance(value, bytes) else value
     elif isinstance(record, ProviderOut):
         out.update(k="provider_out", kind=record.kind)
         if record.kind == "audio":
-            out["audio"] = _b64(record.audio)
+            audio = record.audio if privacy.caller_audio else silence_like(record.audio, input_format)
+            out["audio"] = _b64(audio)
         elif record.kind == "text":
-            out["text"] = record.text
+            out["text"] = privacy.redact(record.text)
         elif record.kind == "truncate":
             out.update(item_id=record.item_id, heard_ms=record.heard_ms)
         else:
-            out.update(call_id=record.call_id, output=record.output)
+            out.update(call_id=record.call_id, output=_private_json_text(record.output, privacy.redact))
     elif isinstance(record, BargeInRecord):
         out.update(
             k="barge_in",
@@ -254,7 +350,7 @@ def encode_record(record: Record) -> dict[str, Any]:
         out.update(
             k="end",
             outcome=record.outcome,
-            transcript=[[turn.role, turn.text] for turn in record.transcript],
+            transcript=[[turn.role, privacy.redact(turn.text)] for turn in record.transcript],
             bad_frames=record.bad_frames,
             dropped_records=record.dropped_records,
         )
@@ -270,7 +366,7 @@ def dumps_line(obj: dict[str, Any]) -> str:
 # -- decoding -----------------------------------------------------------------------------
 
 
-class _Bad(Exception):
+class _Bad(VoicebotError):
     """A problem inside one record; :func:`read_tape` adds the file and line."""
 
 
@@ -300,12 +396,16 @@ def decode_header(obj: Any) -> TapeHeader:
     if side not in ("server", "caller"):
         raise _Bad(f"header 'side' must be 'server' or 'caller', got {side!r}")
     providers = obj.get("providers", [])
+    redacted = obj.get("redacted", [])
     return TapeHeader(
         call_sid=_get(obj, "call_sid", str),
         side=side,
         route=str(obj.get("route", "")),
         providers=tuple(str(p) for p in providers) if isinstance(providers, list) else (),
         recorded_at=str(obj.get("recorded_at", "")),
+        redacted=tuple(str(r) for r in redacted) if isinstance(redacted, list) else (),
+        caller_audio=obj.get("caller_audio", True) is not False,
+        keypad_masked=obj.get("keypad_masked", False) is True,
     )
 
 

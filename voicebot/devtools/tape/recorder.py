@@ -30,9 +30,10 @@ from typing import IO, TYPE_CHECKING, Any
 
 from s2s.events import ProviderEvent
 from s2s.provider import ProviderSession, Turn
-from telephony.observer import CallObserver, ToProvider, ToTwilio
+from telephony.observer import AudioSent, CallObserver, SentToProvider, TextSent, ToolResultSent, ToTwilio, TruncateSent
 from transcoding.formats import AudioFormat
 from voicebot.devtools.tape.format import (
+    KEEP_ALL,
     BargeInRecord,
     CallEnd,
     ProviderIn,
@@ -40,6 +41,7 @@ from voicebot.devtools.tape.format import (
     Record,
     SessionOpened,
     TapeHeader,
+    TapePrivacy,
     TwilioFrame,
     dumps_line,
     encode_header,
@@ -82,10 +84,17 @@ class TapeRecorder(CallObserver):
         max_bytes: int = 20 * 1024 * 1024,
         writer: TapeWriterThread | None = None,
         clock: Callable[[], float] = time.monotonic,
+        privacy: TapePrivacy = KEEP_ALL,
     ) -> None:
         self.path = Path(path)
-        self.header = header
+        # what the tape leaves out is applied by the writer thread as it encodes
+        self.privacy = privacy
+        self.header = dataclasses.replace(header, **privacy.header_fields()) if privacy is not KEEP_ALL else header
         self.usage: Callable[[], dict[str, Any]] | None = None  # the call's cost, for the end record
+        # Called on the writer thread with the tape's path once the file is closed (also one cut
+        # short by a write error: what is on disk is all there will be); voicebot.recordings
+        # ships it from there. It must not block: the writer serves every call's tape.
+        self.on_closed: Callable[[Path], None] | None = None
         self.max_bytes = max_bytes
         self.done = threading.Event()
         self.error: str | None = None
@@ -142,21 +151,18 @@ class TapeRecorder(CallObserver):
         self._note_formats()
         self._add(ProviderIn(self._now(), event))
 
-    def provider_out(self, kind: ToProvider, payload: object) -> None:
+    def provider_out(self, sent: SentToProvider) -> None:
         t = self._now()
-        if kind == "audio" and isinstance(payload, bytes):
-            self._note_formats()
-            self._add(ProviderOut(t, "audio", audio=payload))
-        elif kind == "text" and isinstance(payload, str):
-            self._add(ProviderOut(t, "text", text=payload))
-        elif kind == "truncate" and isinstance(payload, tuple):
-            item_id, heard_ms = payload
-            self._add(ProviderOut(t, "truncate", item_id=str(item_id), heard_ms=int(heard_ms)))
-        elif kind == "tool_result" and isinstance(payload, tuple):
-            call_id, output = payload
-            self._add(ProviderOut(t, "tool_result", call_id=str(call_id), output=str(output)))
-        else:
-            log.debug("call %s: tape ignores provider_out %r", self.header.call_sid, kind)
+        match sent:
+            case AudioSent(audio):
+                self._note_formats()
+                self._add(ProviderOut(t, "audio", audio=audio))
+            case TextSent(text):
+                self._add(ProviderOut(t, "text", text=text))
+            case TruncateSent(item_id, heard_ms):
+                self._add(ProviderOut(t, "truncate", item_id=item_id, heard_ms=heard_ms))
+            case ToolResultSent(call_id, output):
+                self._add(ProviderOut(t, "tool_result", call_id=call_id, output=output))
 
     def barge_in(self, item_id: str, heard_ms: float, sent_ms: float, latency_ms: float) -> None:
         self._add(BargeInRecord(self._now(), item_id, heard_ms, sent_ms, latency_ms))
@@ -198,6 +204,7 @@ class _OpenTape:
         self.file: IO[str] | None = None
         self.written = 0
         self.failed = False
+        self.input_format: AudioFormat | None = None  # the session's, as of the record being encoded
 
 
 class TapeWriterThread:
@@ -256,6 +263,13 @@ class TapeWriterThread:
                     log.info(
                         "call %s: tape written to %s (%d bytes)", recorder.header.call_sid, recorder.path, tape.written
                     )
+                if recorder.on_closed is not None:
+                    try:
+                        recorder.on_closed(recorder.path)
+                    except Exception:
+                        log.exception(
+                            "call %s: handing on the closed tape %s failed", recorder.header.call_sid, recorder.path
+                        )
             with self._lock:
                 if tape in self._tapes:
                     self._tapes.remove(tape)
@@ -277,7 +291,9 @@ class TapeWriterThread:
             elif recorder.full:
                 recorder.dropped += 1
                 continue
-            line = dumps_line(encode_record(record))
+            elif isinstance(record, SessionOpened):
+                tape.input_format = record.input_format
+            line = dumps_line(encode_record(record, recorder.privacy, tape.input_format))
             if not isinstance(record, CallEnd) and tape.written + len(line) > recorder.max_bytes:
                 recorder.full = True
                 recorder.dropped += 1
@@ -329,6 +345,15 @@ def wants_recording(config: AppConfig, route: RouteConfig) -> bool:
     return config.recording.enabled or route.recording
 
 
+def tape_privacy(config: AppConfig, route: RouteConfig) -> TapePrivacy:
+    """What the route's tapes leave out (README "Personal data")."""
+    return TapePrivacy(
+        redact=route.redactor,
+        caller_audio=config.recording.caller_audio and route.record_caller_audio,
+        keypad_masked=route.dtmf.sensitive,
+    )
+
+
 def recorder_for_call(config: AppConfig, route: RouteConfig, call_sid: str, providers: tuple[str, ...]) -> TapeRecorder:
     header = TapeHeader(
         call_sid=call_sid,
@@ -338,4 +363,4 @@ def recorder_for_call(config: AppConfig, route: RouteConfig, call_sid: str, prov
         recorded_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
     )
     path = Path(config.recording.dir) / tape_filename(call_sid)
-    return TapeRecorder(path, header, max_bytes=config.recording.max_bytes)
+    return TapeRecorder(path, header, max_bytes=config.recording.max_bytes, privacy=tape_privacy(config, route))

@@ -3,6 +3,7 @@ call's two tracks to a stereo WAV (caller left, bot right, as the caller heard i
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -33,9 +34,8 @@ WAVE_FORMAT_MULAW = 7
 WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 
-def _g711_wav(path: str | Path) -> tuple[int, npt.NDArray[np.int16]] | None:
+def _g711_wav(data: bytes) -> tuple[int, npt.NDArray[np.int16]] | None:
     """(rate, samples) of a mu-law or A-law WAV (plain or WAVE_FORMAT_EXTENSIBLE), else None."""
-    data = Path(path).read_bytes()
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
     pos, tag, channels, rate, payload = 12, 0, 1, 0, b""
@@ -57,11 +57,13 @@ def _g711_wav(path: str | Path) -> tuple[int, npt.NDArray[np.int16]] | None:
     return rate, samples.reshape(-1, channels) if channels > 1 else samples
 
 
-def wav_to_mulaw(path: str | Path) -> bytes:
-    """Read a WAV of any rate, channel count and sample type (PCM, float, mu-law, A-law) as
-    8 kHz mono mu-law, through the same streaming resampler the call path uses."""
-    g711 = _g711_wav(path)
-    rate, data = g711 if g711 is not None else wavfile.read(str(path))
+def wav_to_mulaw(source: str | Path | bytes) -> bytes:
+    """Read a WAV (a file, or its bytes) of any rate, channel count and sample type (PCM,
+    float, mu-law, A-law) as 8 kHz mono mu-law, through the same streaming resampler the call
+    path uses."""
+    content = source if isinstance(source, bytes) else Path(source).read_bytes()
+    g711 = _g711_wav(content)
+    rate, data = g711 if g711 is not None else wavfile.read(io.BytesIO(content))
     samples = np.asarray(data)
     if samples.ndim == 2:  # mix down: average the channels in float to avoid clipping
         samples = samples.astype(np.float64).mean(axis=1).astype(samples.dtype)
@@ -72,14 +74,36 @@ def wav_to_mulaw(path: str | Path) -> bytes:
     return pcm16_to_mulaw(pcm)
 
 
-def write_call_wav(path: str | Path, caller_mulaw: bytes, bot_mulaw: bytes) -> float:
-    """Stereo 8 kHz PCM16: caller left, bot right. Returns the duration in seconds."""
+def _stereo(caller_mulaw: bytes, bot_mulaw: bytes) -> npt.NDArray[np.int16]:
     left = np.frombuffer(mulaw_to_pcm16(caller_mulaw), dtype="<i2")
     right = np.frombuffer(mulaw_to_pcm16(bot_mulaw), dtype="<i2")
-    n = max(left.size, right.size)
-    stereo = np.zeros((n, 2), dtype=np.int16)
+    stereo = np.zeros((max(left.size, right.size), 2), dtype=np.int16)
     stereo[: left.size, 0] = left
     stereo[: right.size, 1] = right
+    return stereo
+
+
+def call_wav_bytes(caller_mulaw: bytes, bot_mulaw: bytes) -> bytes:
+    """Stereo 8 kHz PCM16 WAV file contents: caller left, bot right."""
+    out = io.BytesIO()
+    wavfile.write(out, MULAW_8K.sample_rate, _stereo(caller_mulaw, bot_mulaw))
+    return out.getvalue()
+
+
+def write_call_wav(path: str | Path, caller_mulaw: bytes, bot_mulaw: bytes) -> float:
+    """Stereo 8 kHz PCM16: caller left, bot right. Returns the duration in seconds."""
+    stereo = _stereo(caller_mulaw, bot_mulaw)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     wavfile.write(str(path), MULAW_8K.sample_rate, stereo)
-    return n / MULAW_8K.sample_rate
+    return len(stereo) / MULAW_8K.sample_rate
+
+
+def write_tape_wav(tape_path: str | Path, path: str | Path) -> float:
+    """The call on a tape as a stereo WAV (caller left, bot right as the caller heard it);
+    ``voicebot tape view --wav`` and the uploads of ``[recording] upload_wav``. Raises
+    :class:`~voicebot.devtools.tape.format.TapeError` for a tape that cannot be read."""
+    from voicebot.devtools.tape.format import read_tape
+    from voicebot.devtools.tape.view import view_of
+
+    view = view_of(read_tape(tape_path))
+    return write_call_wav(path, view.caller_audio, view.heard_audio)
