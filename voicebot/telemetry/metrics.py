@@ -301,7 +301,7 @@ def provider_connect(provider: str) -> Iterator[trace.Span]:
 
 
 def record_recovery(lost_provider: str, new_provider: str | None, kind: str, ok: bool, duration_s: float) -> None:
-    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog):
+    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog, expired):
     a ``recovery`` child span of the call, back-dated to when it began, and the metrics."""
     from voicebot.telemetry.setup import get_telemetry
 
