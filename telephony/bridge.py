@@ -135,7 +135,7 @@ class CallBridge:
         socket: TwilioSocket,
         protocol: MediaStreamProtocol,
         info: CallInfo,
-        open_session: Callable[[], Awaitable[ProviderSession]],
+        open_session: Callable[[Sequence[Turn]], Awaitable[ProviderSession]],
         *,
         outbound_chunk_ms: int = 40,
         local_barge_in: SpeechOnsetDetector | None = None,
@@ -150,6 +150,8 @@ class CallBridge:
         self.socket = socket
         self.protocol = protocol
         self.info = info
+        # given the call's transcript (the one copy, appended to as the call goes on), which a
+        # recovered session is reopened with
         self.open_session = open_session
         self.observers = tuple(observers)
         self.tool_handler = tool_handler
@@ -196,7 +198,7 @@ class CallBridge:
         inbound = asyncio.create_task(self._inbound(), name=f"inbound-{self.info.call_sid}")
         outbound: asyncio.Task[None] | None = None
         try:
-            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session())
+            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session(self.transcript.turns))
             await asyncio.wait([inbound, opener], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             if not opener.done():  # caller hung up while the provider was connecting
                 opener.cancel()

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from voicebot.calls.runtime import Runtime
 from voicebot.config import load_config, load_config_text
+from voicebot.recordings.upload import SHUTDOWN_UPLOAD_S
 from voicebot.server.app import create_app
 from voicebot.server.drain import LINGER_S
 from voicebot.telemetry.metrics import Instruments
@@ -60,6 +61,7 @@ def exported_metrics() -> set[str]:
         elif hasattr(instrument, "add"):
             instrument.add(1, {})
     instruments.watch_circuits(lambda: {"any": False})  # observable: reported when watched
+    instruments.watch_tape_uploads(lambda: (0, {("tape", "ok"): 1}))
     names = set(METRIC.findall(tel.prometheus_text().decode()))
     tel.shutdown()
     return names
@@ -164,7 +166,8 @@ def test_grace_period_covers_prestop_drain_and_apology(k8s: dict[str, dict[str, 
     assert command[0] == "sleep"
     pre_stop = float(command[1])
     drain = tomllib.loads(configmap_toml(k8s))["server"]["drain_seconds"]
-    assert spec["terminationGracePeriodSeconds"] >= pre_stop + drain + LINGER_S + 5
+    # then the last tapes' uploads ([recording] store = "s3")
+    assert spec["terminationGracePeriodSeconds"] >= pre_stop + drain + LINGER_S + SHUTDOWN_UPLOAD_S + 5
 
 
 def test_hpa_scales_the_deployment_on_a_metric_the_app_exports(

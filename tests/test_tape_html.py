@@ -82,6 +82,20 @@ def parse(text: str) -> Collect:
     return page
 
 
+def test_the_command_writes_the_call_as_a_stereo_wav_the_same_as_the_page_plays(
+    tape_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "call.wav"
+    assert main(["tape", "view", str(tape_path), "--wav", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    rate, stereo = wavfile.read(out)
+    view = view_of(read_tape(tape_path))
+    caller = np.frombuffer(mulaw_to_pcm16(view.caller_audio), dtype="<i2")
+    bot = np.frombuffer(mulaw_to_pcm16(view.heard_audio), dtype="<i2")
+    assert rate == 8000 and stereo.shape == (max(caller.size, bot.size), 2) and bot.size > 8000
+    assert np.array_equal(stereo[: caller.size, 0], caller) and np.array_equal(stereo[: bot.size, 1], bot)
+
+
 def test_the_command_writes_a_self_contained_page_of_the_call(
     tape_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

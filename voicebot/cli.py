@@ -356,11 +356,18 @@ def _add_tape(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "view",
         "summarise a call tape, and write it as one self-contained HTML page",
         "  voicebot tape view tapes/20260124T221530123Z_CA1.jsonl\n"
-        "  voicebot tape view call.jsonl --html call.html   waveforms, turns, barge-ins, events; works offline",
+        "  voicebot tape view call.jsonl --html call.html   waveforms, turns, barge-ins, events; works offline\n"
+        "  voicebot tape view call.jsonl --wav call.wav     the call as heard: caller left, bot right",
         "voicebot.devtools.tape.cli:view_command",
     )
     view.add_argument("tape", type=Path, metavar="TAPE", help="call tape (.jsonl), e.g. tapes/20260124T2215Z_CA1.jsonl")
     view.add_argument("--html", type=Path, metavar="FILE", help="write the page here, e.g. --html call.html")
+    view.add_argument(
+        "--wav",
+        type=Path,
+        metavar="FILE",
+        help="write the call as a stereo WAV (caller left, bot right as heard), e.g. --wav call.wav",
+    )
 
 
 def _add_calls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -536,6 +543,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from voicebot.calls.runtime import Runtime
     from voicebot.config import ConfigError, load_config
     from voicebot.config_check import check_routes, model_findings
+    from voicebot.recordings.upload import SHUTDOWN_UPLOAD_S
     from voicebot.server.app import create_app
     from voicebot.server.drain import Drainer, DrainingServer
     from voicebot.server.logs import configure_logging
@@ -579,6 +587,7 @@ def serve_command(args: argparse.Namespace) -> int:
         else:
             server.run()
     finally:
+        runtime.close(SHUTDOWN_UPLOAD_S)  # the last tapes, before the pod's disk goes
         telemetry.shutdown()  # flush spans/metrics still queued for a collector
     return 0
 

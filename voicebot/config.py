@@ -7,6 +7,7 @@ Errors are collected, not raised one at a time, and each names its key path
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -15,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
@@ -325,9 +335,39 @@ class RouteConfig(_Strict):
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
 
 
+class S3Store(_Strict):
+    """Where ``[recording] store = "s3"`` uploads finished tapes (voicebot.recordings). Credentials
+    never go here: boto3 reads them from the standard AWS chain (AWS_* variables, a profile, an
+    ECS/EKS/EC2 role)."""
+
+    bucket: str = Field(min_length=3, max_length=63, description="the bucket's name")
+    prefix: str = Field(default="tapes/", description="key prefix; keys are PREFIX + YYYY-MM-DD/ + the tape's name")
+    endpoint_url: str | None = Field(
+        default=None, description="an S3-compatible service (MinIO, Ceph, R2...); unset: AWS S3 of the region"
+    )
+    region: str | None = Field(default=None, description="unset: AWS_REGION / the profile's")
+    profile: str | None = Field(default=None, description="AWS shared-config profile name (not a secret)")
+    server_side_encryption: Literal["AES256", "aws:kms", "aws:kms:dsse"] | None = Field(
+        default="AES256", description="x-amz-server-side-encryption of every object; unset: the bucket's default"
+    )
+    kms_key_id: str | None = Field(default=None, description="the KMS key for aws:kms / aws:kms:dsse (unset: AWS's)")
+    storage_class: Literal[
+        "STANDARD", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING", "GLACIER_IR", "GLACIER", "DEEP_ARCHIVE"
+    ] = Field(default="STANDARD", description="the objects' storage class")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="per attempt; a hanging endpoint is given up")
+    read_timeout_s: float = Field(default=60.0, gt=0, description="per attempt")
+
+    @model_validator(mode="after")
+    def _kms_key(self) -> S3Store:
+        if self.kms_key_id and not (self.server_side_encryption or "").startswith("aws:kms"):
+            raise ValueError("kms_key_id needs server_side_encryption = 'aws:kms' or 'aws:kms:dsse'")
+        return self
+
+
 class RecordingConfig(_Strict):
     """Call tapes (voicebot.devtools.tape, docs/call-tape.md). A call is recorded when ``enabled`` is true
-    or its route says ``recording = true``."""
+    or its route says ``recording = true``. With ``store = "s3"`` each finished tape is uploaded
+    (voicebot.recordings); the store settings are read at start, not on reload."""
 
     enabled: bool = Field(default=False, description="record every call, whatever its route says")
     dir: str = Field(default="tapes", description="directory for tapes, one JSONL file per call")
@@ -344,6 +384,25 @@ class RecordingConfig(_Strict):
         gt=0,
         description="tapes older than this (by last write) are deleted by the server; unset: kept",
     )
+    store: Literal["local", "s3"] = Field(
+        default="local", description="local: tapes stay in dir; s3: each finished tape is uploaded ([recording.s3])"
+    )
+    s3: S3Store | None = Field(default=None, description="the bucket, when store = 's3'")
+    upload_wav: bool = Field(
+        default=False, description="also upload the call as a stereo WAV (caller left, bot right, as heard)"
+    )
+    keep_local: bool = Field(default=False, description="keep a tape in dir after its upload (default: deleted)")
+    upload_workers: int = Field(default=2, ge=1, le=16, description="uploads at once (threads, off the event loop)")
+    retry_initial_s: float = Field(default=2.0, gt=0, description="first wait after a failed upload; doubles")
+    retry_max_s: float = Field(default=300.0, gt=0, description="longest wait between two tries of one upload")
+
+    @model_validator(mode="after")
+    def _s3_needed(self) -> RecordingConfig:
+        if self.store == "s3" and self.s3 is None:
+            raise ValueError("store = 's3' needs a [recording.s3] table with a bucket")
+        if self.store == "s3" and importlib.util.find_spec("boto3") is None:
+            raise ValueError("store = 's3' needs boto3: pip install 'voicebot[s3]'")
+        return self
 
 
 class AdmissionConfig(_Strict):

@@ -72,7 +72,7 @@ class ResilientSession(ProviderSession):
         circuits: CircuitBoard,
         *,
         slots: SessionSlots | None = None,
-        history: Callable[[], Sequence[Turn]] = lambda: (),
+        history: Sequence[Turn] = (),
         attempt_context: Callable[[str], AbstractContextManager[Any]] = lambda provider: nullcontext(),
         hooks: ResilienceHooks = NO_HOOKS,
         rng: Callable[[], float] = random.random,
@@ -148,7 +148,7 @@ class ResilientSession(ProviderSession):
 
         def context_for(provider: Provider) -> SessionContext:
             same = provider.name == current.provider.name
-            return reopen_context(self.ctx, self.history(), current.session.resume_handle if same else None)
+            return reopen_context(self.ctx, self.history, current.session.resume_handle if same else None)
 
         order = [current.provider, *(p for p in self.chain if p.name != current.provider.name)]
         return self._new_live(*await self._walk.open(order, context_for, "recovery"))
@@ -396,7 +396,7 @@ class ResilientSession(ProviderSession):
             live = await renewal.task
         except Exception:
             return None
-        if len(self.history()) == renewal.turns_at_open:
+        if len(self.history) == renewal.turns_at_open:
             return live
         self._spawn(self._close_quietly(live))
         return None
@@ -409,7 +409,7 @@ class ResilientSession(ProviderSession):
         renewal = self._renewal
         if renewal is None:
             if self._turns.between_turns(self.clock()):
-                self._renewal = _Renewal(asyncio.ensure_future(self._open_again()), len(self.history()))
+                self._renewal = _Renewal(asyncio.ensure_future(self._open_again()), len(self.history))
                 self.state.to(SessionState.RENEWING)
             return
         if not renewal.task.done():
@@ -421,7 +421,7 @@ class ResilientSession(ProviderSession):
             log.warning("call %s: renewal failed (%s); keeping the expiring session for now", self.call_sid, exc)
             self.state.to(SessionState.EXPIRING)  # tried again at the next gap
             return
-        if len(self.history()) != renewal.turns_at_open:
+        if len(self.history) != renewal.turns_at_open:
             log.info("call %s: a turn happened while renewing; reopening with the full history", self.call_sid)
             self._spawn(self._close_quietly(replacement))
             self.state.to(SessionState.EXPIRING)

@@ -5,6 +5,7 @@ detector, the tools, and the session it opens."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 from s2s.call_context import call_redactor_var
 from s2s.provider import ProviderSession, Turn
@@ -18,14 +19,15 @@ from voicebot.calls.plan import CallPlan
 from voicebot.calls.silence import silence_watch
 from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
 
-OpenSession = Callable[[CallPlan, Callable[[], Sequence[Turn]]], Awaitable[ProviderSession]]
+OpenSession = Callable[[CallPlan, Sequence[Turn]], Awaitable[ProviderSession]]
 BeforeClose = Callable[[CallPlan, CallSummary], Awaitable[None]]
 
 
 class BridgeFactory:
-    """``open_session``: the call's provider session, given its transcript so far (for a
-    recovered session); ``over_budget``: called once the call's cost reaches the route's
-    ``max_cost_usd``; ``before_close``: awaited before the stream closes (last TwiML)."""
+    """``open_session``: the call's provider session, given the call's transcript (a live
+    list the bridge keeps, which a recovered session is opened with); ``over_budget``: called
+    once the call's cost reaches the route's ``max_cost_usd``; ``before_close``: awaited
+    before the stream closes (last TwiML)."""
 
     def __init__(
         self,
@@ -38,6 +40,8 @@ class BridgeFactory:
         self._before_close = before_close
         # one observer per call from each factory (voicebot.telemetry registers CallTelemetry)
         self.observer_factories: list[Callable[[CallPlan], CallObserver]] = []
+        # handed each tape once it is closed (voicebot.recordings uploads it); on the writer thread
+        self.on_tape_closed: Callable[[Path], None] | None = None
 
     def build(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
         info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
@@ -47,7 +51,7 @@ class BridgeFactory:
             socket,
             protocol,
             info,
-            lambda: self._open_session(plan, lambda: bridge.summary.transcript),
+            lambda history: self._open_session(plan, history),
             outbound_chunk_ms=server.outbound_chunk_ms,
             local_barge_in=(
                 SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
@@ -74,5 +78,6 @@ class BridgeFactory:
         if wants_recording(plan.config, plan.route):
             recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers))
             recorder.usage = plan.cost.summary
+            recorder.on_closed = self.on_tape_closed
             observers.append(recorder)
         return observers

@@ -43,6 +43,7 @@ from voicebot.calls.session import open_session
 from voicebot.calls.stream_token import StreamTokens
 from voicebot.calls.tasks import BackgroundTasks
 from voicebot.config import AppConfig
+from voicebot.recordings.upload import TapeUploader, tape_uploader
 from voicebot.telemetry.metrics import record_circuit_open, record_error, record_webhook_rejected
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,23 @@ class Runtime:
         self.planner = CallPlanner(self.loaded, self.slots, self.circuits, self.handoff, self.next_twiml, self.plan_of)
         self.claims = StreamClaims(self.loaded, self.slots, self.handoff, self.next_twiml, self._release)
         self.bridges = BridgeFactory(self.open_session, self.call_limits.over_budget, self._farewell)
+        # Where finished tapes go is read once: uploads in flight and the leftovers of a
+        # previous run belong to the store the process started with.
+        self.tape_uploads: TapeUploader | None = tape_uploader(config.recording)
+        if self.tape_uploads is not None:
+            self.bridges.on_tape_closed = self.tape_uploads.submit
+            self.tape_uploads.start()
         self.apply(config)
+
+    def close(self, upload_drain_s: float = 0.0) -> None:
+        """The process is stopping: tape uploads get ``upload_drain_s`` to finish."""
+        if self.tape_uploads is not None:
+            self.tape_uploads.close(upload_drain_s)
 
     def apply(self, config: AppConfig) -> None:
         """Use ``config`` for new calls; calls in progress keep the providers they hold."""
+        if self.tape_uploads is not None and _store_of(config) != _store_of(self.config):
+            log.warning("[recording] store settings changed: they apply at the next start, not on reload")
         self.loaded.apply(config)
         self.circuits.configure(config.resilience.circuit_failures, config.resilience.circuit_cooldown_s)
 
@@ -143,7 +157,7 @@ class Runtime:
         finally:
             self.live.unreserve(call_sid)
 
-    async def open_session(self, plan: CallPlan, history: Callable[[], Sequence[Turn]] = tuple) -> ProviderSession:
+    async def open_session(self, plan: CallPlan, history: Sequence[Turn] = ()) -> ProviderSession:
         """The call's provider session (:func:`voicebot.calls.session.open_session`); the
         call's clock starts once it is open."""
         session = await open_session(plan, self.circuits, history)
@@ -171,3 +185,8 @@ class Runtime:
         self.call_limits.disarm(plan)
         if plan.lease is not None:
             self.tasks.spawn(plan.lease.release())
+
+
+def _store_of(config: AppConfig) -> tuple[object, ...]:
+    rec = config.recording
+    return (rec.store, rec.s3, rec.dir, rec.upload_wav, rec.keep_local, rec.upload_workers)

@@ -83,3 +83,4 @@ async def local_server(config: AppConfig, log_level: str = "warning") -> AsyncIt
     finally:
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)
+        runtime.close()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -24,6 +24,9 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from s2s.resilience import ResilienceHooks
 
 CircuitView = Callable[[], dict[str, bool] | None]
+# (tapes waiting for upload, uploads so far by (kind, outcome)), read at collection time
+TapeUploads = tuple[int, Mapping[tuple[str, str], int]]
+TapeUploadView = Callable[[], TapeUploads | None]
 
 # Latencies a caller notices: tens of ms to a few seconds.
 LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -133,6 +136,20 @@ class Instruments:
         )
         # Read at collection time, never on the call path (see watch_circuits).
         self._circuit_views: list[CircuitView] = []
+        self._upload_views: list[TapeUploadView] = []
+        meter.create_observable_gauge(
+            "voicebot.tape.upload_backlog",
+            callbacks=[self._observe_backlog],
+            unit="{file}",
+            description="finished tapes on local disk waiting for their upload to the recording store",
+        )
+        meter.create_observable_counter(
+            "voicebot.tape.uploads",
+            callbacks=[self._observe_uploads],
+            unit="{file}",
+            description="tape files (kind: tape, wav) sent to the recording store, by outcome: ok, or failed "
+            "(that attempt failed; the file stays on disk and is tried again)",
+        )
         meter.create_observable_gauge(
             "voicebot.provider.circuit_open",
             callbacks=[self._observe_circuits],
@@ -143,6 +160,34 @@ class Instruments:
         """Report the circuit state ``view()`` returns ({provider: is_open}) on every
         collection; ``view()`` returning None unregisters it (its runtime is gone)."""
         self._circuit_views.append(view)
+
+    def watch_tape_uploads(self, view: TapeUploadView) -> None:
+        """Report what ``view()`` returns (the tapes waiting for upload, and the uploads so
+        far by (kind, outcome)) on every collection; None unregisters it."""
+        self._upload_views.append(view)
+
+    def _upload_states(self) -> list[TapeUploads]:
+        states = []
+        for view in list(self._upload_views):
+            state = view()
+            if state is None:
+                self._upload_views.remove(view)
+            else:
+                states.append(state)
+        return states
+
+    def _observe_backlog(self, options: CallbackOptions) -> Iterable[Observation]:
+        states = self._upload_states()
+        if states:
+            yield Observation(sum(backlog for backlog, _ in states))
+
+    def _observe_uploads(self, options: CallbackOptions) -> Iterable[Observation]:
+        totals: dict[tuple[str, str], int] = {}
+        for _, counts in self._upload_states():
+            for key, n in counts.items():
+                totals[key] = totals.get(key, 0) + n
+        for (kind, outcome), n in totals.items():
+            yield Observation(n, {"kind": kind, "outcome": outcome})
 
     def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
         for view in list(self._circuit_views):

@@ -20,6 +20,7 @@ from voicebot.devtools.tape.compare import Tolerance, summary_lines
 from voicebot.devtools.tape.format import TapeError, left_out, read_tape
 from voicebot.devtools.tape.html_view import write_replay_html, write_tape_html
 from voicebot.devtools.tape.replay import ReplayError, replay_call
+from voicebot.devtools.tape.wav import write_call_wav
 from voicebot.devtools.twilio_sim import NoStream
 
 
@@ -100,4 +101,8 @@ def view_command(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(view_of(tape))))
     if args.html is not None:
         print(f"wrote {write_tape_html(tape, args.html)} (open it in a browser; it needs no network)")
+    if args.wav is not None:
+        view = view_of(tape)
+        seconds = write_call_wav(args.wav, view.caller_audio, view.heard_audio)
+        print(f"wrote {args.wav} ({seconds:.1f} s, caller left, bot right as heard)")
     return 0

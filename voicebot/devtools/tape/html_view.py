@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.io import wavfile
 
 from s2s.events import (
     AudioOut,
@@ -50,6 +48,7 @@ from voicebot.devtools.tape.format import (
     left_out,
 )
 from voicebot.devtools.tape.view import BYTES_PER_MS, CallView, TurnView, view_of
+from voicebot.devtools.tape.wav import call_wav_bytes
 
 if TYPE_CHECKING:
     from voicebot.devtools.tape.replay import ReplayResult
@@ -268,17 +267,6 @@ def tape_events(tape: Tape) -> list[Event]:
     return events
 
 
-def _wav(caller: bytes, bot: bytes) -> bytes:
-    left = np.frombuffer(mulaw_to_pcm16(caller), dtype="<i2")
-    right = np.frombuffer(mulaw_to_pcm16(bot), dtype="<i2")
-    stereo = np.zeros((max(left.size, right.size), 2), dtype=np.int16)
-    stereo[: left.size, 0] = left
-    stereo[: right.size, 1] = right
-    out = io.BytesIO()
-    wavfile.write(out, 8000, stereo)
-    return out.getvalue()
-
-
 def waveform_path(audio: bytes, duration_ms: float) -> str:
     """An SVG path of the track's peak envelope in (ms, -1..1) coordinates."""
     pcm = np.abs(np.frombuffer(mulaw_to_pcm16(audio), dtype="<i2").astype(np.float32)) / 32768.0
@@ -329,14 +317,14 @@ def _page(tape: Tape, view: CallView, replay: ReplayResult | None) -> Page:
     facts.extend(("not on this tape", note) for note in left_out(header))
     caller_label = "caller" if header.caller_audio else "caller (not recorded: silence)"
     tracks = [Track("caller", caller_label, view.caller_audio), Track("bot", "bot (as heard)", view.heard_audio)]
-    audio = [("call: caller left, bot right", _wav(view.caller_audio, view.heard_audio))]
+    audio = [("call: caller left, bot right", call_wav_bytes(view.caller_audio, view.heard_audio))]
     divergences: list[Event] = []
     title = f"call {header.call_sid}"
     if replay is not None:
         title = f"replay of {header.call_sid}"
         duration = max(duration, len(replay.heard_audio) / BYTES_PER_MS)
         tracks.append(Track("replay", "bot in the replay", replay.heard_audio))
-        audio.append(("replay: caller left, bot right", _wav(replay.caller_audio, replay.heard_audio)))
+        audio.append(("replay: caller left, bot right", call_wav_bytes(replay.caller_audio, replay.heard_audio)))
         events.extend(_turn_events(replay.got.turns, "replay turns", "turn "))
         facts.append(("replay", f"{replay.mode}, speed {replay.speed:g}"))
         facts.append(("divergences", str(len(replay.divergences) + len(replay.missed_triggers))))

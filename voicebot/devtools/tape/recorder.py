@@ -91,6 +91,10 @@ class TapeRecorder(CallObserver):
         self.privacy = privacy
         self.header = dataclasses.replace(header, **privacy.header_fields()) if privacy is not KEEP_ALL else header
         self.usage: Callable[[], dict[str, Any]] | None = None  # the call's cost, for the end record
+        # Called on the writer thread with the tape's path once the file is closed (also one cut
+        # short by a write error: what is on disk is all there will be); voicebot.recordings
+        # ships it from there. It must not block: the writer serves every call's tape.
+        self.on_closed: Callable[[Path], None] | None = None
         self.max_bytes = max_bytes
         self.done = threading.Event()
         self.error: str | None = None
@@ -259,6 +263,13 @@ class TapeWriterThread:
                     log.info(
                         "call %s: tape written to %s (%d bytes)", recorder.header.call_sid, recorder.path, tape.written
                     )
+                if recorder.on_closed is not None:
+                    try:
+                        recorder.on_closed(recorder.path)
+                    except Exception:
+                        log.exception(
+                            "call %s: handing on the closed tape %s failed", recorder.header.call_sid, recorder.path
+                        )
             with self._lock:
                 if tape in self._tapes:
                     self._tapes.remove(tape)

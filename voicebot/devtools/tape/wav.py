@@ -74,14 +74,36 @@ def wav_to_mulaw(source: str | Path | bytes) -> bytes:
     return pcm16_to_mulaw(pcm)
 
 
-def write_call_wav(path: str | Path, caller_mulaw: bytes, bot_mulaw: bytes) -> float:
-    """Stereo 8 kHz PCM16: caller left, bot right. Returns the duration in seconds."""
+def _stereo(caller_mulaw: bytes, bot_mulaw: bytes) -> npt.NDArray[np.int16]:
     left = np.frombuffer(mulaw_to_pcm16(caller_mulaw), dtype="<i2")
     right = np.frombuffer(mulaw_to_pcm16(bot_mulaw), dtype="<i2")
-    n = max(left.size, right.size)
-    stereo = np.zeros((n, 2), dtype=np.int16)
+    stereo = np.zeros((max(left.size, right.size), 2), dtype=np.int16)
     stereo[: left.size, 0] = left
     stereo[: right.size, 1] = right
+    return stereo
+
+
+def call_wav_bytes(caller_mulaw: bytes, bot_mulaw: bytes) -> bytes:
+    """Stereo 8 kHz PCM16 WAV file contents: caller left, bot right."""
+    out = io.BytesIO()
+    wavfile.write(out, MULAW_8K.sample_rate, _stereo(caller_mulaw, bot_mulaw))
+    return out.getvalue()
+
+
+def write_call_wav(path: str | Path, caller_mulaw: bytes, bot_mulaw: bytes) -> float:
+    """Stereo 8 kHz PCM16: caller left, bot right. Returns the duration in seconds."""
+    stereo = _stereo(caller_mulaw, bot_mulaw)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     wavfile.write(str(path), MULAW_8K.sample_rate, stereo)
-    return n / MULAW_8K.sample_rate
+    return len(stereo) / MULAW_8K.sample_rate
+
+
+def write_tape_wav(tape_path: str | Path, path: str | Path) -> float:
+    """The call on a tape as a stereo WAV (caller left, bot right as the caller heard it);
+    ``voicebot tape view --wav`` and the uploads of ``[recording] upload_wav``. Raises
+    :class:`~voicebot.devtools.tape.format.TapeError` for a tape that cannot be read."""
+    from voicebot.devtools.tape.format import read_tape
+    from voicebot.devtools.tape.view import view_of
+
+    view = view_of(read_tape(tape_path))
+    return write_call_wav(path, view.caller_audio, view.heard_audio)
