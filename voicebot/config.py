@@ -31,7 +31,14 @@ from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec, register
-from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
+from voicebot.agent.config import (
+    AgentReasoning,
+    CallControl,
+    DtmfSettings,
+    MemoryConfig,
+    RouteTool,
+    WaitingSettings,
+)
 from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
 from voicebot.pricing import PricingTable, merged_pricing, shipped_tables
 from voicebot.privacy.redaction import RedactKind, Redactor, compile_pattern
@@ -330,6 +337,7 @@ class RouteConfig(_Strict):
     reasoning: Literal["builtin"] | AgentReasoning = "builtin"
     tools: list[RouteTool] = Field(default_factory=list)
     call_control: CallControl = Field(default_factory=CallControl)
+    waiting: WaitingSettings = Field(default_factory=WaitingSettings)
     dtmf: DtmfSettings = Field(default_factory=DtmfSettings)
     memory: bool = Field(default=False, description="per-caller memory keyed by From ([memory] table)")
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)

@@ -301,8 +301,15 @@ class ResilientSession(ProviderSession):
                     yield event  # the provider ended the conversation on purpose
                     return
                 reason = event.reason if event.error else f"session ended after expiring ({self._expiring})"
-                log.error("call %s: %s session lost: %s; recovering", self.call_sid, live.provider.name, reason)
-                if not await self._recover(reason):
+                kind = "session-lost"
+                if self._expiring is not None:
+                    # The end the provider announced came before a gap between turns: hand
+                    # the call over now (resuming where the provider allows), not a loss.
+                    kind = "expired"
+                    log.info("call %s: %s session ended as announced; handing over", self.call_sid, live.provider.name)
+                else:
+                    log.error("call %s: %s session lost: %s; recovering", self.call_sid, live.provider.name, reason)
+                if not await self._recover(reason, kind):
                     yield ProviderError("recovery-failed", f"provider lost ({reason}); recovery failed", True)
                     yield Closed(reason, error=True)
                     return
@@ -347,7 +354,8 @@ class ResilientSession(ProviderSession):
     # -- recovery ----------------------------------------------------------------------------
 
     async def _recover(self, reason: str, kind: str = "session-lost") -> bool:
-        """Replace a lost session; True when the call goes on. Caller audio is kept meanwhile."""
+        """Replace a lost session (``kind``: session-lost, watchdog, or expired: it ended as
+        announced before a gap came); True when the call goes on. Caller audio is kept meanwhile."""
         assert self._live is not None
         lost = self._live
         started = self.clock()

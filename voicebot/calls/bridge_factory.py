@@ -63,6 +63,7 @@ class BridgeFactory:
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
             barge_in_held=guards[0].holds if guards else None,
+            hold_audio=plan.route.waiting.hold_mulaw,
         )
         # The media endpoint runs this bridge next, in this task: the call's tasks and log
         # lines inherit what its route masks (s2s.call_context.redact_log_records).

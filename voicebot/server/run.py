@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +45,21 @@ def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "info"
         proxy_headers=True,
         forwarded_allow_ips="*",
     )
+
+
+def freeze_startup_heap() -> None:
+    """Move everything start-up left alive (modules, SDK clients, pydantic schemas: ~190k
+    objects) out of the garbage collector's reach, just before serving.
+
+    A full (generation 2) collection walks every tracked object and stops every call's audio
+    while it runs. Those objects live as long as the process, so walking them is pointless;
+    after ``gc.freeze()`` (https://docs.python.org/3/library/gc.html#gc.freeze) a collection
+    walks only what calls allocated. Measured with ``bench load`` at 40 calls: a full
+    collection took 127 ms of CPU before, 6 ms after (at 100 calls one took 220 ms of wall
+    time, which was the whole of the bridge's p99 latency). The garbage start-up made is
+    collected first, so none of it is kept forever."""
+    gc.collect()
+    gc.freeze()
 
 
 START_TIMEOUT_S = 10.0
