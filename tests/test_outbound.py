@@ -38,12 +38,12 @@ async def rest() -> AsyncIterator[TwilioRestFake]:
         yield fake
 
 
-def outbound_config(rest: TwilioRestFake, outbound: str = "", parrot: str = "") -> str:
+def outbound_config(rest: TwilioRestFake, outbound: str = "", parrot: str = "", sections: str = "") -> str:
     return echo_line_config(
         "reminders",
         parrot=parrot,
         twilio=f'account_sid = "{rest.account_sid}"\napi_base_url = "{rest.base_url}"',
-        sections=f'[ops]\ntoken = "{OPS}"',
+        sections=f'[ops]\ntoken = "{OPS}"\n\n{sections}',
         route_extra=(
             'greeting = "Hi {name}, this is the clinic."\n'
             'instructions = "Remind {name} of the visit on {day}."\n'

@@ -35,6 +35,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -101,6 +102,10 @@ class TwilioRestFake:
     base_url: str = ""
     _updated: asyncio.Event = field(default_factory=asyncio.Event)
     simulated: dict[str, SimulatedCall] = field(default_factory=dict)  # by CallSid (connect)
+    # A load balancer in front of a fleet: each callback goes to the next of these base URLs
+    # (http://host:port) in turn, unless the test names one (``via``); empty: to the URL as given.
+    instances: list[str] = field(default_factory=list)
+    _turn: int = 0
     _runs: set[asyncio.Task[object]] = field(default_factory=set)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
@@ -193,8 +198,19 @@ class TwilioRestFake:
             await self._created.wait()
         return self.created[seen:]
 
-    async def _callback(self, url: str, params: dict[str, str]) -> httpx.Response:
-        """POST ``params`` to ``url`` signed as Twilio signs (X-Twilio-Signature)."""
+    def _target(self, url: str, via: str | None) -> str:
+        if via is None and self.instances:
+            via = self.instances[self._turn % len(self.instances)]
+            self._turn += 1
+        if via is None:
+            return url
+        parts = urlsplit(url)
+        return via.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+
+    async def _callback(self, url: str, params: dict[str, str], via: str | None = None) -> httpx.Response:
+        """POST ``params`` to ``url`` (on the instance ``via``, or the balancer's next one)
+        signed as Twilio signs (X-Twilio-Signature) the URL it requests."""
+        url = self._target(url, via)
         signature = RequestValidator(self.auth_token).compute_signature(url, params)
         async with httpx.AsyncClient(timeout=10.0) as client:
             return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
@@ -210,18 +226,22 @@ class TwilioRestFake:
             "ApiVersion": "2010-04-01",
         }
 
-    async def status(self, call: CreatedCall, status: str, duration_s: int | None = None) -> httpx.Response:
+    async def status(
+        self, call: CreatedCall, status: str, duration_s: int | None = None, via: str | None = None
+    ) -> httpx.Response:
         """The call's ``StatusCallback`` with ``CallStatus=status`` (and ``CallDuration``)."""
         params = self._call_params(call, status)
         if duration_s is not None:
             params["CallDuration"] = str(duration_s)
-        return await self._callback(call.params["StatusCallback"], params)
+        return await self._callback(call.params["StatusCallback"], params, via)
 
-    async def answer(self, call: CreatedCall) -> httpx.Response:
+    async def answer(self, call: CreatedCall, via: str | None = None) -> httpx.Response:
         """The callee picked up: Twilio fetches the call's ``Url`` for its TwiML."""
-        return await self._callback(call.params["Url"], self._call_params(call, "in-progress"))
+        return await self._callback(call.params["Url"], self._call_params(call, "in-progress"), via)
 
-    async def amd(self, call: CreatedCall, answered_by: str, duration_ms: int = 2500) -> httpx.Response:
+    async def amd(
+        self, call: CreatedCall, answered_by: str, duration_ms: int = 2500, via: str | None = None
+    ) -> httpx.Response:
         """The ``AsyncAmdStatusCallback`` with the verdict ``answered_by``."""
         params = {
             "CallSid": call.sid,
@@ -229,7 +249,7 @@ class TwilioRestFake:
             "AnsweredBy": answered_by,
             "MachineDetectionDuration": str(duration_ms),
         }
-        return await self._callback(call.params["AsyncAmdStatusCallback"], params)
+        return await self._callback(call.params["AsyncAmdStatusCallback"], params, via)
 
     def connect(self, call: SimulatedCall) -> None:
         """``call`` is the media stream of its CallSid: TwiML updates of the call play to it."""

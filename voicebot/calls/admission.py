@@ -127,6 +127,19 @@ class SlotLease:
             await self.store.release(old, self.call_sid)
         return True
 
+    async def take_over(self, provider: str, holder: str, ttl_s: float) -> bool:
+        """Hold, under this lease's key, the slot ``holder`` (another key) has on ``provider``:
+        an outbound call's reservation, taken under our own id before Twilio named the call,
+        becomes its CallSid's. It is already counted, so it is taken past the limit, then the
+        holder's is released. If the holder's slot lapsed, a slot is taken as by :meth:`move_to`."""
+        if not await self.store.refresh(provider, holder, ttl_s):
+            return await self.move_to(provider, ttl_s)
+        if self._released or not await self.store.acquire(provider, self.call_sid, None, ttl_s):
+            return False
+        self.provider = provider
+        await self.store.release(provider, holder)
+        return True
+
     def hold(self, ttl_s: float = HELD_TTL_S) -> None:
         """The media stream claimed the call: keep the slot alive until :meth:`release`."""
         self._ttl_s = ttl_s

@@ -5,7 +5,7 @@ answered its webhook: everything comes from the signed stream token
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from s2s.provider import Provider
 from telephony import routing
@@ -14,9 +14,14 @@ from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import HELD_TTL_S, SlotLease, SlotStore
 from voicebot.calls.plan import CallPlan
 from voicebot.calls.stream_token import StreamTicket
-from voicebot.config import AppConfig
+from voicebot.config import AppConfig, RouteConfig
 
 log = logging.getLogger(__name__)
+
+# For a call of another kind than an inbound one (an outbound call: voicebot.calls.outbound),
+# the route as the call sees it (its variables filled in) and what its plan gets beyond an
+# inbound call's; None for an ordinary call.
+Tailor = Callable[[str, RouteConfig], Awaitable[tuple[RouteConfig, Callable[[CallPlan], None]] | None]]
 
 
 async def adopt_plan(
@@ -26,6 +31,7 @@ async def adopt_plan(
     providers_by_name: Mapping[str, Provider],
     slots: SlotStore,
     deliver_twiml: DeliverTwiml,
+    tailor: Tailor | None = None,
 ) -> CallPlan | None:
     """Rebuild on this instance the plan another instance's webhook made, from this
     instance's config: the route by name (re-selected from called/caller if a reload
@@ -35,7 +41,9 @@ async def adopt_plan(
     CallSid, and acquiring it again for the same CallSid is idempotent, so this *adopts*
     it (renewing its TTL) and the heartbeat keeps it; the webhook's instance never
     releases it (:meth:`voicebot.calls.handoff.StreamHandoff.expire`). With the in-process store this is a fresh
-    acquisition; if the provider is full, the session's fallback tries the rest."""
+    acquisition; if the provider is full, the session's fallback tries the rest.
+
+    ``tailor`` makes an outbound call's plan what its answering instance made it."""
     call_sid = ticket.call_sid
     route = next((r for r in config.routes if r.name == ticket.route), None)
     if route is None:
@@ -52,6 +60,9 @@ async def adopt_plan(
     if not providers:
         log.warning("call %s: none of providers %s is configured here", call_sid, list(ticket.providers))
         return None
+    tailored = await tailor(call_sid, route) if tailor is not None else None
+    if tailored is not None:
+        route = tailored[0]
     plan = CallPlan(
         token=token,
         call_sid=call_sid,
@@ -67,5 +78,7 @@ async def adopt_plan(
         log.info("call %s: no slot on %s here; the session falls back along the chain", call_sid, providers[0].name)
     plan.lease = lease
     lease.hold(HELD_TTL_S)
+    if tailored is not None:
+        tailored[1](plan)
     log.info("call %s: media stream adopted from another instance (route %r)", call_sid, route.name)
     return plan

@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 
 from voicebot.calls.admission import HELD_TTL_S, SlotStore
-from voicebot.calls.adoption import adopt_plan
+from voicebot.calls.adoption import Tailor, adopt_plan
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.loaded import LoadedConfig
 from voicebot.calls.next_twiml import NextTwiml
@@ -34,6 +34,8 @@ class StreamClaims:
         self._handoff = handoff
         self._next_twiml = next_twiml
         self._release = release
+        # what a plan adopted from another instance gets for an outbound call (voicebot.calls.outbound)
+        self.tailor: Tailor | None = None
 
     async def claim(self, token: str, call_sid: str) -> CallPlan | None:
         """The plan for the media stream of ``call_sid`` (the ``start`` frame's callSid) that
@@ -67,7 +69,7 @@ class StreamClaims:
             return None
         self._remember(token)  # before any await: a concurrent replay sees it
         deliver = self._next_twiml.deliverer(config.twilio)
-        return await adopt_plan(token, ticket, config, self._loaded.providers, self._slots, deliver)
+        return await adopt_plan(token, ticket, config, self._loaded.providers, self._slots, deliver, self.tailor)
 
     def withdraw_pending(self) -> list[CallPlan]:
         """Take back every reservation still waiting for its stream (the drain deadline): its

@@ -12,6 +12,13 @@ same ``<Connect><Stream>`` an inbound call gets, for a plan built on the reserve
 status callback releases the slot of a call that was never answered (busy, no-answer,
 failed, canceled); a reservation whose callbacks never come expires with its TTL.
 
+On a fleet, each callback reaches whichever instance the load balancer picks. So the calls
+live in a store (:mod:`voicebot.calls.outbound_store`) that, with the Redis admission store,
+every instance shares, and the slot is counted in the shared admission store as any call's:
+held under ``OB…`` while the call rings, then, when Twilio fetches the answer, handed over
+to the CallSid (:meth:`voicebot.calls.admission.SlotLease.take_over`), where the media
+stream adopts it on whichever instance it reaches.
+
 Answering-machine detection is Twilio's asynchronous AMD
 (https://www.twilio.com/docs/voice/answering-machine-detection): the stream opens at once,
 but the provider session, and with it the bot's greeting, waits for the verdict
@@ -31,10 +38,10 @@ import logging
 import re
 import secrets
 import time
-from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
 
 from s2s.call_context import logged_number
 from s2s.errors import VoicebotError
@@ -42,7 +49,8 @@ from telephony.application import Declined
 from telephony.call_state import CallOutcome
 from telephony.twilio_rest import create_call
 from telephony.twiml import hangup, play_and_hangup, say_and_hangup
-from voicebot.calls.admission import SlotLease, admit
+from voicebot.calls.admission import admit
+from voicebot.calls.outbound_store import FINAL, MACHINE, OutboundRecord, OutboundStore, outbound_store
 from voicebot.calls.plan import CallPlan
 from voicebot.config import RouteConfig
 from voicebot.telemetry.metrics import record_outbound_amd, record_outbound_result
@@ -55,15 +63,6 @@ log = logging.getLogger(__name__)
 ANSWER_PATH = "/twilio/outbound/answer"
 STATUS_PATH = "/twilio/outbound/status"
 AMD_PATH = "/twilio/outbound/amd"
-
-# CallStatus values of a call that was never answered
-# (https://www.twilio.com/docs/voice/api/call-resource#call-status-values).
-UNANSWERED = frozenset({"busy", "no-answer", "failed", "canceled"})
-FINAL = UNANSWERED | {"completed"}
-# AnsweredBy values that are not a person (https://www.twilio.com/docs/voice/answering-machine-detection).
-MACHINE = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
-# Outbound calls remembered for GET /calls/{sid}; the oldest finished ones go first.
-REMEMBERED = 10_000
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -100,65 +99,24 @@ class NotPlaced(VoicebotError):
         self.reason = reason
 
 
-@dataclass(slots=True)
-class OutboundCall:
-    key: str  # our id (OB…), in every callback URL; the slot is held under it
-    route: RouteConfig  # with the call's variables filled in
-    to: str
-    from_: str
-    lease: SlotLease
-    provider: str  # where the slot was reserved
-    call_sid: str | None = None
-    status: str = "reserving"
-    answered_by: str | None = None
-    created_at: float = field(default_factory=time.time)
-    verdict: asyncio.Event = field(default_factory=asyncio.Event)
-    expiry: asyncio.TimerHandle | None = None
-    duration_s: int | None = None  # CallDuration of the final status callback
-    answered: bool = False  # Twilio fetched the answer: the plan (then the stream) owns the slot
-
-    @property
-    def machine(self) -> bool:
-        return self.answered_by in MACHINE
-
-    def row(self) -> dict[str, Any]:
-        return {
-            "call_sid": self.call_sid,
-            "direction": "outbound",
-            "route": self.route.name,
-            "to": self.to,
-            "from": self.from_,
-            "status": self.status,
-            "answered_by": self.answered_by,
-            "provider": self.provider,
-            "duration_s": self.duration_s,
-        }
-
-
 class OutboundCalls:
-    """The outbound calls of one server process (``app.state.outbound``)."""
+    """Placing calls, and Twilio's callbacks for them (``app.state.outbound``). The calls
+    themselves are in :attr:`store` (voicebot.calls.outbound_store), shared by the fleet with
+    the Redis admission store, so any instance can take any callback."""
 
-    def __init__(self, runtime: Runtime, remembered: int = REMEMBERED) -> None:
+    def __init__(self, runtime: Runtime, store: OutboundStore | None = None) -> None:
         self.runtime = runtime
-        self._by_key: OrderedDict[str, OutboundCall] = OrderedDict()
-        self._by_sid: dict[str, OutboundCall] = {}
-        self._remembered = remembered
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.store = store or outbound_store(runtime.slots, runtime.config.admission)
+        runtime.claims.tailor = self.tailored
 
-    def _release(self, call: OutboundCall) -> None:
-        task = asyncio.ensure_future(call.lease.release())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def get(self, call_sid: str) -> OutboundCall | None:
-        return self._by_sid.get(call_sid)
-
-    def by_key(self, key: str) -> OutboundCall | None:
-        return self._by_key.get(key)
+    def _route(self, record: OutboundRecord) -> RouteConfig | None:
+        """The call's route, with its variables filled in; None if a reload removed it."""
+        route = next((r for r in self.runtime.config.routes if r.name == record.route), None)
+        return None if route is None else route_for_call(route, record.variables)
 
     async def place(
         self, route_name: str, to: str, from_: str | None, variables: Mapping[str, str], base_url: str
-    ) -> OutboundCall:
+    ) -> OutboundRecord:
         """Reserve a slot, then ask Twilio to dial; raises :class:`NotPlaced` (nothing dialled,
         nothing held) when that cannot be done."""
         runtime = self.runtime
@@ -174,7 +132,6 @@ class OutboundCalls:
         caller_id = from_ or route.outbound.caller_id
         if not caller_id:
             raise NotPlaced(400, f"no caller id: pass 'from' or set route {route.name!r} outbound.caller_id")
-        route = route_for_call(route, variables)
         settings = route.outbound
         key = "OB" + secrets.token_hex(16)
         lease = runtime.planner.new_lease(key, route)
@@ -184,7 +141,13 @@ class OutboundCalls:
         if provider is None:
             record_outbound_result(route.name, "provider-full")
             raise NotPlaced(503, f"not placed: every provider of route {route.name!r} is full or failing")
-        call = OutboundCall(key, route, to, caller_id, lease, provider)
+        record = OutboundRecord(key, route.name, to, caller_id, provider, time.time() + ttl_s, dict(variables))
+        try:
+            await self.store.create(record)
+        except RedisError as exc:
+            await lease.release()
+            log.error("outbound call to %s: the call store is unreachable (%r); not placed", logged_number(to), exc)
+            raise NotPlaced(503, f"not placed: the call store is unreachable: {exc}") from exc
         query = f"?call={key}"
         params: dict[str, Any] = {
             "to": to,
@@ -208,7 +171,6 @@ class OutboundCalls:
                 "async_amd_status_callback": base_url + AMD_PATH + query,
                 "async_amd_status_callback_method": "POST",
             }
-        self._remember(call)
         try:
             call_sid, status = await create_call(
                 twilio.account_sid,
@@ -217,134 +179,136 @@ class OutboundCalls:
                 api_base_url=twilio.api_base_url,
             )
         except Exception as exc:
-            self._by_key.pop(key, None)
             await lease.release()
             record_outbound_result(route.name, "rejected")
             log.error("outbound call to %s: Twilio did not place it: %r", logged_number(to), exc)
             raise NotPlaced(502, f"Twilio did not place the call: {exc}") from exc
-        call.call_sid = call.call_sid or call_sid
-        if call.status == "reserving":
-            call.status = status
-        self._by_sid[call.call_sid] = call
-        call.expiry = asyncio.get_running_loop().call_later(ttl_s, self._expire, call)
-        log.info("outbound call %s to %s: route %r, slot on %s", call.call_sid, logged_number(to), route.name, provider)
-        return call
-
-    def _remember(self, call: OutboundCall) -> None:
-        self._by_key[call.key] = call
-        while len(self._by_key) > self._remembered:
-            _, old = self._by_key.popitem(last=False)
-            if old.call_sid is not None:
-                self._by_sid.pop(old.call_sid, None)
-
-    def _expire(self, call: OutboundCall) -> None:
-        """No answer and no final status within the reservation's TTL: let the slot go."""
-        call.expiry = None
-        if call.status not in FINAL and not call.answered:
-            log.warning("outbound call %s: no answer and no final status; slot released", call.call_sid)
-            self._release(call)
+        # A callback that outran Twilio's REST answer may have named the call (and moved it on) already.
+        named = await self.store.name(key, call_sid)
+        log.info("outbound call %s to %s: route %r, slot on %s", call_sid, logged_number(to), route.name, provider)
+        if named is None:
+            record.call_sid, record.status = call_sid, status
+            return record
+        return named
 
     async def answer(self, key: str, params: Mapping[str, str], received_at: float) -> CallPlan | Declined:
-        """Twilio fetches the answered call's TwiML: the plan on the reserved slot."""
+        """Twilio fetches the answered call's TwiML: the plan on the reserved slot, which from
+        now on is held under the CallSid (where a stream on any instance finds it)."""
         runtime = self.runtime
         call_sid = params.get("CallSid", "")
-        call = self._by_key.get(key)
-        if call is None or (call.call_sid is not None and call.call_sid != call_sid):
-            log.warning("outbound answer for %s (%s): no such outbound call here; hanging up", call_sid, key[:40])
+        record = await self.store.name(key, call_sid)
+        if record is None:
+            log.warning("outbound answer for %s (%s): no such outbound call; hanging up", call_sid, key[:40])
             return Declined(call_sid, None, hangup(), "unknown outbound call")
         existing = runtime.plan_of(call_sid)
         if existing is not None:  # Twilio retried the fetch
             return existing
-        call.call_sid = call_sid
-        self._by_sid[call_sid] = call
-        if call.expiry is not None:
-            call.expiry.cancel()
-            call.expiry = None
+        route = self._route(record)
+        if route is None:
+            log.warning("outbound call %s: route %r no longer exists; hanging up", call_sid, record.route)
+            return Declined(call_sid, record.route, hangup(), "route removed")
+        lease = runtime.planner.new_lease(call_sid, route)
         ttl_s = runtime.config.server.stream_connect_timeout_s + 5.0
-        if not await call.lease.move_to(call.provider, ttl_s):  # renews the reservation for the handoff
+        if not await lease.take_over(record.provider, key, ttl_s):
             log.warning("outbound call %s: its slot was lost before the answer; hanging up", call_sid)
-            return Declined(call_sid, call.route.name, hangup(), "slot lost")
-        call.status = "in-progress"
-        call.answered = True
+            return Declined(call_sid, route.name, hangup(), "slot lost")
+        await self.store.answer(key)
         # The far end is the person this call is about (memory, logs): it is the plan's caller.
-        plan = runtime.planner.new_plan({"CallSid": call_sid, "From": call.to, "To": call.from_}, call.route)
-        if call.route.outbound.machine_detection:
-            plan.before_session = lambda: self._await_verdict(call)
-        runtime.planner.hold_plan(plan, call.lease, call.provider, received_at)
+        plan = runtime.planner.new_plan({"CallSid": call_sid, "From": record.to, "To": record.from_}, route)
+        self.prepare(plan, record)
+        runtime.planner.hold_plan(plan, lease, record.provider, received_at)
         return plan
 
-    async def _await_verdict(self, call: OutboundCall) -> None:
+    async def tailored(
+        self, call_sid: str, route: RouteConfig
+    ) -> tuple[RouteConfig, Callable[[CallPlan], None]] | None:
+        """A media stream reached this instance for a call another instance answered: if it is
+        an outbound call, its route with the call's variables, and :meth:`prepare` for its plan
+        (:data:`voicebot.calls.adoption.Tailor`)."""
+        try:
+            record = await self.store.find(call_sid)
+        except RedisError as exc:
+            log.error("call %s: the call store is unreachable (%r); taken for an inbound call", call_sid, exc)
+            return None
+        if record is None or record.route != route.name:
+            return None
+        return route_for_call(route, record.variables), lambda plan: self.prepare(plan, record)
+
+    def prepare(self, plan: CallPlan, record: OutboundRecord) -> None:
+        """What an outbound call's plan has beyond an inbound one's: the greeting held for the AMD verdict."""
+        if plan.route.outbound.machine_detection:
+            plan.before_session = lambda: self._await_verdict(record.key, plan.call_sid, plan.route)
+
+    async def _await_verdict(self, key: str, call_sid: str, route: RouteConfig) -> None:
         """Hold the provider session (and its greeting) until AMD says human, or the route's
         bound passes. On a machine it never returns: the REST update of the call ends the
         stream, and with it this wait (the bridge cancels the session opener)."""
-        bound = call.route.outbound.amd_hold_s
-        try:
-            await asyncio.wait_for(call.verdict.wait(), bound)
-        except TimeoutError:
-            log.info("outbound call %s: no AMD verdict within %.1f s; the bot speaks", call.call_sid, bound)
-        if call.machine:
+        bound = route.outbound.amd_hold_s
+        answered_by = await self.store.wait_verdict(key, bound)
+        if answered_by is None:
+            log.info("outbound call %s: no AMD verdict within %.1f s; the bot speaks", call_sid, bound)
+        elif answered_by in MACHINE:
             await asyncio.Event().wait()
-        bridge = self.runtime.active.get(call.call_sid or "")
+        bridge = self.runtime.active.get(call_sid)
         if bridge is not None:
             bridge.drop_pre_session_audio()
 
     async def amd_result(self, key: str, params: Mapping[str, str]) -> bool:
         """Twilio's AMD verdict; False for a call we do not know."""
-        call = self._by_key.get(key)
-        if call is None or call.call_sid != params.get("CallSid"):
+        call_sid = params.get("CallSid", "")
+        if await self.store.name(key, call_sid) is None:
             return False
-        if call.answered_by is not None:
-            return True  # one verdict per call; a repeat changes nothing
         answered_by = params.get("AnsweredBy", "unknown")
-        call.answered_by = answered_by
-        record_outbound_amd(call.route.name, answered_by)
+        first, record = await self.store.verdict(key, answered_by)
+        if not first or record is None:
+            return True  # one verdict per call; a repeat changes nothing
+        record_outbound_amd(record.route, answered_by)
         log.info(
             "outbound call %s: answered by %s (detection took %s ms)",
-            call.call_sid,
+            call_sid,
             answered_by,
             params.get("MachineDetectionDuration", "?"),
         )
-        if call.machine:
-            await self._on_machine(call)
-        call.verdict.set()
+        if record.machine:
+            await self._on_machine(call_sid, record)
         return True
 
-    async def _on_machine(self, call: OutboundCall) -> None:
-        settings = call.route.outbound
-        message, recording = settings.voicemail_message, settings.voicemail_recording
+    async def _on_machine(self, call_sid: str, record: OutboundRecord) -> None:
+        route = self._route(record)
         twiml = hangup()
-        if settings.on_machine == "message" and call.answered_by != "fax":
+        if route is not None and route.outbound.on_machine == "message" and record.answered_by != "fax":
+            message, recording = route.outbound.voicemail_message, route.outbound.voicemail_recording
             if recording:
                 twiml = play_and_hangup(recording)
             elif message:
-                twiml = say_and_hangup(message, call.route.language)
+                twiml = say_and_hangup(message, route.language)
         runtime = self.runtime
-        assert call.call_sid is not None
-        delivered = await runtime.next_twiml.deliver(runtime.config.twilio, call.call_sid, twiml)
-        bridge = runtime.active.get(call.call_sid)
-        if not delivered and bridge is not None:
+        delivered = await runtime.next_twiml.deliver(runtime.config.twilio, call_sid, twiml)
+        if delivered:
+            return
+        bridge = runtime.active.get(call_sid)
+        if bridge is not None:
             # Twilio runs it once the stream ends (/twilio/stream-ended): end the stream now.
             await bridge.hang_up(CallOutcome.BOT_HANGUP)
+        else:
+            log.error("outbound call %s: a machine answered, but its stream is not here to end", call_sid)
 
-    def status(self, key: str, params: Mapping[str, str]) -> bool:
-        """A status callback; releases the slot of a call that was never answered."""
-        call = self._by_key.get(key)
-        if call is None or (call.call_sid is not None and call.call_sid != params.get("CallSid")):
+    async def status(self, key: str, params: Mapping[str, str]) -> bool:
+        """A status callback; releases the slot of a call that ended unanswered."""
+        call_sid = params.get("CallSid", "")
+        if await self.store.name(key, call_sid) is None:
             return False
         status = params.get("CallStatus", "")
-        if call.status in FINAL:
+        duration = params.get("CallDuration", "")
+        final = status in FINAL
+        changed, record = await self.store.advance(key, status, int(duration) if final and duration.isdigit() else None)
+        if not changed or record is None:
             return True
-        call.status = status
-        if status in FINAL:
-            duration = params.get("CallDuration", "")
-            call.duration_s = int(duration) if duration.isdigit() else None
-            if call.expiry is not None:
-                call.expiry.cancel()
-                call.expiry = None
-            result = "machine" if call.machine and status == "completed" else status
-            record_outbound_result(call.route.name, result)
-            log.info("outbound call %s: %s", call.call_sid, status)
-        if status in UNANSWERED or (status in FINAL and not call.answered):
-            # never answered: no plan or stream holds the slot (otherwise they release it)
-            self._release(call)
+        if final:
+            result = "machine" if record.machine and status == "completed" else status
+            record_outbound_result(record.route, result)
+            log.info("outbound call %s: %s", call_sid, status)
+            if not record.answered:
+                # never answered: no plan or stream holds the slot (otherwise they release it)
+                await self.runtime.slots.release(record.provider, key)
         return True

@@ -7,7 +7,9 @@ runtime's live bridges and changes nothing.
 
 ``POST /calls`` places an outbound call (voicebot.calls.outbound): JSON ``{"to", "route",
 "from"?, "variables"?}`` in; ``201 {"call_sid", "status", ...}`` out, or the reason it was not
-placed (``503`` when the route's providers are full). ``GET /calls/{sid}`` shows one call.
+placed (``503`` when the route's providers are full). ``GET /calls/{sid}`` shows one call:
+an outbound call placed by any instance of the fleet (its state is in the shared store,
+voicebot.calls.outbound_store), or an inbound one bridged here.
 
 Every route here goes through :func:`require_token`. With no token
 configured the API is off and answers 404, so an instance never exposes it by accident.
@@ -20,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -113,7 +116,10 @@ async def show_call(request: Request) -> Response:
     outbound: OutboundCalls = request.app.state.outbound
     sid = request.path_params["sid"]
     live = next((row for row in call_rows(runtime) if row["call_sid"] == sid), None)
-    call = outbound.get(sid)
+    try:
+        call = await outbound.store.find(sid)
+    except RedisError as exc:
+        return JSONResponse({"error": f"the call store is unreachable: {exc}"}, status_code=503)
     if call is None and live is None:
         return JSONResponse({"error": f"no call {sid[:40]!r} here"}, status_code=404)
     row = call.row() if call is not None else {"call_sid": sid, "direction": "inbound"}

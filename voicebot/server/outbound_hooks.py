@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -26,6 +27,11 @@ def _twiml(body: str) -> Response:
     return Response(body, media_type="text/xml")
 
 
+def _store_down(what: str, params: dict[str, str], exc: RedisError) -> Response:
+    log.error("outbound %s for %s: the call store is unreachable (%r)", what, params.get("CallSid", "?")[:40], exc)
+    return PlainTextResponse("call store unreachable", status_code=503)
+
+
 async def answer(request: Request) -> Response:
     received = time.monotonic()
     signed = await read_signed_form(request)
@@ -36,7 +42,10 @@ async def answer(request: Request) -> Response:
         return PlainTextResponse("missing CallSid", status_code=400)
     call_sid_var.set(params["CallSid"])
     outbound: OutboundCalls = request.app.state.outbound
-    plan = await outbound.answer(request.query_params.get("call", ""), params, received)
+    try:
+        plan = await outbound.answer(request.query_params.get("call", ""), params, received)
+    except RedisError as exc:
+        return _store_down("answer", params, exc)
     if isinstance(plan, Declined):
         return _twiml(plan.twiml)
     return _twiml(
@@ -55,7 +64,11 @@ async def status(request: Request) -> Response:
         return signed
     params, _ = signed
     outbound: OutboundCalls = request.app.state.outbound
-    if not outbound.status(request.query_params.get("call", ""), params):
+    try:
+        known = await outbound.status(request.query_params.get("call", ""), params)
+    except RedisError as exc:
+        return _store_down("status", params, exc)
+    if not known:
         log.warning("outbound status callback for unknown call %s", params.get("CallSid", "?")[:40])
         return PlainTextResponse("unknown call", status_code=404)
     return Response(status_code=204)
@@ -67,7 +80,11 @@ async def amd(request: Request) -> Response:
         return signed
     params, _ = signed
     outbound: OutboundCalls = request.app.state.outbound
-    if not await outbound.amd_result(request.query_params.get("call", ""), params):
+    try:
+        known = await outbound.amd_result(request.query_params.get("call", ""), params)
+    except RedisError as exc:
+        return _store_down("AMD verdict", params, exc)
+    if not known:
         log.warning("AMD callback for unknown call %s", params.get("CallSid", "?")[:40])
         return PlainTextResponse("unknown call", status_code=404)
     return Response(status_code=204)
