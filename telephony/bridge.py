@@ -14,6 +14,10 @@ Full duplex: a session that declares ``playout_lead_ms`` (the model owns turn-ta
 cannot be truncated) gets its bot audio through :class:`~telephony.pacing.PacedPlayout`, a
 third task that holds it back so Twilio never queues more than the lead; barge-in drops what
 it holds along with Twilio's buffer.
+
+Hold audio: a call given ``hold_audio`` has a :class:`~telephony.hold.HoldPlayer` task that a
+waiting tool can start; it yields to bot audio and to the caller's speech, and its marks never
+reach the bot's playout tracker.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from s2s.provider import ProviderSession, Turn
 from telephony.bad_frames import BadFrames
 from telephony.call_handle import CallHandle, PlayoutSignal
 from telephony.call_state import CallOutcome, CallState, CallStateMachine, Direction
+from telephony.hold import HoldPlayer
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
     Dtmf,
@@ -60,7 +65,8 @@ from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
-from transcoding.levels import mulaw_dbfs
+from transcoding.levels import frame_dbfs, mulaw_dbfs
+from transcoding.mulaw import mulaw_to_pcm16
 from transcoding.pipeline import Transcoder, make_transcoder
 
 log = logging.getLogger(__name__)
@@ -136,7 +142,7 @@ class CallBridge:
         socket: TwilioSocket,
         protocol: MediaStreamProtocol,
         info: CallInfo,
-        open_session: Callable[[], Awaitable[ProviderSession]],
+        open_session: Callable[[Sequence[Turn]], Awaitable[ProviderSession]],
         *,
         outbound_chunk_ms: int = 40,
         local_barge_in: SpeechOnsetDetector | None = None,
@@ -147,10 +153,13 @@ class CallBridge:
         before_close: Callable[[CallSummary], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         barge_in_held: Callable[[], bool] | None = None,
+        hold_audio: bytes | None = None,
     ) -> None:
         self.socket = socket
         self.protocol = protocol
         self.info = info
+        # given the call's transcript (the one copy, appended to as the call goes on), which a
+        # recovered session is reopened with
         self.open_session = open_session
         self.observers = tuple(observers)
         self.tool_handler = tool_handler
@@ -166,15 +175,17 @@ class CallBridge:
         self.summary = CallSummary(info.call_sid, info.route)
         self._bad_frames = BadFrames(f"call {info.call_sid}")
         self.transcript = CallTranscript(self.summary.transcript)
-        playout_changed = PlayoutSignal()
-        self.playout = PlayoutTracker(playout_changed)
-        # What the tool and keypad hooks get of this call (not the bridge itself).
-        self.handle = CallHandle(self, playout_changed)
+        self._playout_signal = PlayoutSignal()
         # Bot audio of a full-duplex session goes through here (see telephony.pacing).
         self._pacer: PacedPlayout | None = None
         self.session: ProviderSession | None = None
         self._outbound_chunk = MULAW_8K.nbytes(outbound_chunk_ms)
         self._frames = StreamFrames(info.stream_sid)
+        # Played while a tool waits (telephony.hold); it resumes when bot playout goes idle.
+        self.hold = HoldPlayer(hold_audio, self._send, self._frames, self._bot_busy, clock) if hold_audio else None
+        self.playout = PlayoutTracker(self._playout_changed)
+        # What the tool and keypad hooks get of this call (not the bridge itself).
+        self.handle = CallHandle(self, self._playout_signal)
         self._onset = local_barge_in
         self._barge_lock = asyncio.Lock()
         self._resampler = resampler
@@ -197,7 +208,7 @@ class CallBridge:
         inbound = asyncio.create_task(self._inbound(), name=f"inbound-{self.info.call_sid}")
         outbound: asyncio.Task[None] | None = None
         try:
-            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session())
+            opener: asyncio.Future[ProviderSession] = asyncio.ensure_future(self.open_session(self.transcript.turns))
             await asyncio.wait([inbound, opener], return_when=asyncio.FIRST_COMPLETED)  # type: ignore[type-var]
             if not opener.done():  # caller hung up while the provider was connecting
                 opener.cancel()
@@ -218,6 +229,8 @@ class CallBridge:
                 return self.summary
             self.state.to(CallState.STREAMING)
             await self._flush_pre_session_audio()
+            if self.hold is not None:
+                self._spawn(self.hold.run())
             outbound = asyncio.create_task(self._outbound(), name=f"outbound-{self.info.call_sid}")
             await asyncio.wait({inbound, outbound}, return_when=asyncio.FIRST_COMPLETED)
             if inbound.done():
@@ -249,6 +262,8 @@ class CallBridge:
             if task is not None and not task.done():
                 task.cancel()
         await asyncio.gather(*(t for t in (inbound, outbound, *self._tasks) if t is not None), return_exceptions=True)
+        if self._onset is not None:
+            self._onset.reset()  # a neural VAD's model goes back to the pool
         if self.session is not None:
             try:
                 await asyncio.wait_for(self.session.close(), CALL_CLOSE_TIMEOUT_S)
@@ -299,7 +314,9 @@ class CallBridge:
             if isinstance(event, Media):
                 await self._caller_audio(event.payload)
             elif isinstance(event, Mark):
-                self.playout.echoed(event.name, self.clock())
+                now = self.clock()
+                if not self.playout.echoed(event.name, now) and self.hold is not None:
+                    self.hold.echoed(event.name, now)
                 if self._pacer is not None:
                     self._pacer.played()
             elif isinstance(event, Dtmf):
@@ -311,13 +328,14 @@ class CallBridge:
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
 
     async def _caller_audio(self, mulaw: bytes) -> None:
-        # One level measurement per caller frame, shared by the local barge-in detector and
-        # the recovery layer's watchdog (send_caller_frame).
-        level = mulaw_dbfs(mulaw)
+        # One decode and level measurement per caller frame, shared by the local barge-in
+        # detector (and its neural VAD) and the recovery layer's watchdog (send_caller_frame).
+        pcm = mulaw_to_pcm16(mulaw)
+        level = frame_dbfs(pcm)
         if self._onset is not None:
-            if not self.playout.pending:
+            if not (self.playout.pending or (self.hold is not None and self.hold.sounding)):
                 self._onset.reset()
-            elif self._onset.feed(level, MULAW_8K.duration_ms(len(mulaw))):
+            elif self._onset.feed(pcm, level, MULAW_8K.duration_ms(len(mulaw))):
                 log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
                 await self._barge_in()
         session = self.session
@@ -412,6 +430,13 @@ class CallBridge:
         await self._send_mulaw(tc.convert(event.audio), event.item_id)
 
     async def _send_mulaw(self, mulaw: bytes, item_id: str) -> None:
+        if self.hold is not None and self.hold.wanted:
+            async with self.hold.bot_speaking():  # queued hold audio is cleared first
+                await self._send_bot_mulaw(mulaw, item_id)
+            return
+        await self._send_bot_mulaw(mulaw, item_id)
+
+    async def _send_bot_mulaw(self, mulaw: bytes, item_id: str) -> None:
         pacer = self._paced_playout()
         if pacer is not None:
             pacer.push(mulaw, item_id)
@@ -425,6 +450,17 @@ class CallBridge:
         mark = self.playout.sent(item_id, MULAW_8K.duration_ms(len(chunk)), self.clock())
         await self._send(ToTwilio.MEDIA, self._frames.media(chunk))
         await self._send(ToTwilio.MARK, self._frames.mark(mark))
+
+    def _bot_busy(self) -> bool:
+        """Bot audio is queued at Twilio or held by the pacer: no hold audio now."""
+        return self.playout.pending or (self._pacer is not None and self._pacer.backlog_ms > 0)
+
+    def _playout_changed(self) -> None:
+        """Bot playout went queued <-> idle (or was cleared): wake the handle's waiters and
+        the hold player."""
+        self._playout_signal()
+        if self.hold is not None:
+            self.hold.wake()
 
     def _paced_playout(self) -> PacedPlayout | None:
         """The pacer when the session is full duplex (it declares a playout lead), else None;
@@ -453,6 +489,8 @@ class CallBridge:
     async def _barge_in(self) -> None:
         """Runs from the outbound task (provider's signal) and the inbound task (local
         detector); the lock makes the second of two near-simultaneous triggers a no-op."""
+        if self.hold is not None:
+            await self.hold.caller_spoke()
         async with self._barge_lock:
             await self._barge_in_locked()
 

@@ -64,6 +64,10 @@ class CallHandle:
         return self._bridge.info.call_sid
 
     @property
+    def route(self) -> str:
+        return self._bridge.info.route
+
+    @property
     def transcript(self) -> Sequence[Turn]:
         """The conversation as the caller heard it so far."""
         return tuple(self._bridge.summary.transcript)
@@ -79,12 +83,32 @@ class CallHandle:
         session = self._bridge.session
         return session is not None and session.playout_lead_ms is not None
 
+    def now(self) -> float:
+        """The bridge's clock (``tool_call_at`` and waits are on it)."""
+        return self._bridge.clock()
+
     @property
     def tool_call_at(self) -> float:
         """When the latest tool call reached the bridge (its clock; now if none did): a
         handler may start later, on a busy loop."""
         at = self._bridge.last_tool_call_at
         return self._bridge.clock() if at is None else at
+
+    @property
+    def can_hold(self) -> bool:
+        """The call has hold audio (the route's ``[routes.waiting]`` mode is hold)."""
+        return self._bridge.hold is not None
+
+    def start_hold(self) -> None:
+        """The caller hears hold audio whenever the bot is silent, until :meth:`stop_hold`
+        (telephony.hold); their speech silences it for the rest of the wait."""
+        if self._bridge.hold is not None:
+            self._bridge.hold.start()
+
+    async def stop_hold(self) -> None:
+        """The wait is over (the answer is in): hold audio stops at once."""
+        if self._bridge.hold is not None:
+            await self._bridge.hold.stop()
 
     async def say(self, text: str) -> None:
         """A text turn to the model (an instruction or a note), which answers it aloud."""

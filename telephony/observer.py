@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 class ToTwilio(enum.StrEnum):
     """What a frame sent to Twilio is (Media Streams messages we send)."""
 
-    MEDIA = "media"
+    MEDIA = "media"  # bot audio
+    HOLD = "hold"  # a media message of hold audio (telephony.hold), not the bot's
     MARK = "mark"
     CLEAR = "clear"
 

@@ -27,10 +27,13 @@ class SentChunk:
 
 
 class PlayoutTracker:
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None, mark_prefix: str = "m") -> None:
         # Called when playout goes from idle to queued or back, and on a clear: what waiting
         # for "the caller heard it all" (telephony.call_handle) wakes on. Not per chunk.
         self._on_change = on_change
+        # Mark names are "<prefix><n>": two trackers on one stream (bot audio, hold audio,
+        # telephony.hold) each know only their own echoes.
+        self._mark_prefix = mark_prefix
         self._pending: deque[SentChunk] = deque()
         self._heard: dict[str, float] = {}
         self._sent: dict[str, float] = {}
@@ -52,7 +55,7 @@ class PlayoutTracker:
     def sent(self, item_id: str, ms: float, now: float) -> str:
         """Record a chunk sent to Twilio; returns the mark name to send after it."""
         self._seq += 1
-        name = f"m{self._seq}"
+        name = f"{self._mark_prefix}{self._seq}"
         was_idle = not self._pending
         self._pending.append(SentChunk(name, item_id, ms, now))
         self._sent[item_id] = self._sent.get(item_id, 0.0) + ms

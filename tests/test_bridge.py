@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from s2s.events import AudioOut, ProviderEvent, SpeechStarted, Transcript, TurnDone
-from s2s.provider import ProviderSession, QueuedSession
+from s2s.provider import ProviderSession, QueuedSession, Turn
 from telephony.bridge import CallBridge, CallInfo
 from telephony.call_handle import Heard
 from telephony.call_state import CallOutcome
@@ -57,7 +57,7 @@ class ScriptedSession(QueuedSession):
 async def call() -> AsyncIterator[tuple[MemorySocket, ScriptedSession, CallBridge]]:
     socket, session = MemorySocket(), ScriptedSession()
 
-    async def opener() -> ProviderSession:
+    async def opener(history: Sequence[Turn]) -> ProviderSession:
         return session
 
     protocol = MediaStreamProtocol()
@@ -143,7 +143,7 @@ async def test_audio_kept_while_the_session_opened_is_sent_before_newer_audio() 
 
     session = SlowSession()
 
-    async def opener() -> ProviderSession:
+    async def opener(history: Sequence[Turn]) -> ProviderSession:
         await opened.wait()
         return session
 

@@ -110,7 +110,7 @@ async def test_renewal_opened_before_a_turn_is_discarded_and_reopened_with_the_f
     a = MemoryProvider("a", open_delay_s=0.15)
     turns: list[Turn] = [Turn("caller", "hello"), Turn("bot", "hi")]
     session = ResilientSession([a], SessionContext("CA1", "be nice", greeting="Hello!"), POLICY, CircuitBoard(),
-                               history=lambda: turns)  # fmt: skip
+                               history=turns)  # fmt: skip
     async with running(session):
         first = a.sessions[0]
         first.emit(SessionExpiring("limit"))

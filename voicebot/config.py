@@ -31,7 +31,15 @@ from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec, register
-from voicebot.agent.config import AgentReasoning, CallControl, DtmfSettings, MemoryConfig, RouteTool
+from transcoding.voice_activity import VadKind
+from voicebot.agent.config import (
+    AgentReasoning,
+    CallControl,
+    DtmfSettings,
+    MemoryConfig,
+    RouteTool,
+    WaitingSettings,
+)
 from voicebot.config_errors import loc_path, message, quoted_booleans, relevant, secret_problems
 from voicebot.pricing import PricingTable, merged_pricing, shipped_tables
 from voicebot.privacy.redaction import RedactKind, Redactor, compile_pattern
@@ -246,6 +254,12 @@ class RouteConfig(_Strict):
     greeting_uninterruptible: bool = Field(
         default=False, description="the caller cannot barge in until the greeting has been heard in full"
     )
+    vad: VadKind = Field(
+        default="energy",
+        description="what counts as caller speech for the local barge-in detector: 'energy' (level above "
+        "server.local_barge_in_dbfs), 'silero' or 'webrtc' (that level and a voice-activity model, which "
+        "keeps line noise from cutting the bot off; pip install 'voicebot[vad]', else energy is used)",
+    )
     voice: str | None = None
     model: str | None = None
     language: str | None = None
@@ -330,6 +344,7 @@ class RouteConfig(_Strict):
     reasoning: Literal["builtin"] | AgentReasoning = "builtin"
     tools: list[RouteTool] = Field(default_factory=list)
     call_control: CallControl = Field(default_factory=CallControl)
+    waiting: WaitingSettings = Field(default_factory=WaitingSettings)
     dtmf: DtmfSettings = Field(default_factory=DtmfSettings)
     memory: bool = Field(default=False, description="per-caller memory keyed by From ([memory] table)")
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)

@@ -23,7 +23,7 @@ from collections import deque
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from s2s.echo.engine import EchoEngine, VadSettings
 from s2s.events import AudioOut, SessionExpiring, ToolCall, Transcript, TurnDone
@@ -31,6 +31,7 @@ from s2s.provider import Provider, ProviderConfig, ProviderSession, QueuedSessio
 from s2s.registry import ProviderSpec
 from transcoding.formats import AudioFormat
 from transcoding.mulaw import pcm16_to_mulaw
+from transcoding.voice_activity import NEURAL_RATES, VadKind
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ class EchoConfig(ProviderConfig):
     vad_threshold_dbfs: float = Field(default=-38.0, le=0)
     vad_start_ms: int = Field(default=60, ge=20)
     vad_silence_ms: int = Field(default=500, ge=100)
+    vad: VadKind = Field(
+        default="energy",
+        description="what counts as speech above vad_threshold_dbfs: the level alone, or also a voice-activity "
+        "model ('silero', 'webrtc'; 8 or 16 kHz only; pip install 'voicebot[vad]', else energy is used)",
+    )
     chunk_ms: int = Field(default=100, ge=10, description="size of each audio chunk sent back")
     speed: float = Field(default=4.0, gt=0, description="how much faster than real time replies are sent")
     reply_delay_ms: int = Field(default=150, ge=0, description="'thinking' time before a reply starts")
@@ -83,6 +89,12 @@ class EchoConfig(ProviderConfig):
     transcribe: bool = Field(default=False, description="emit placeholder transcripts ('780 ms of speech')")
     tool_cues: list[EchoToolCue] = Field(default_factory=list, description="tests: call tools on cue")
 
+    @model_validator(mode="after")
+    def _vad_rate(self) -> EchoConfig:
+        if self.vad != "energy" and self.sample_rate not in NEURAL_RATES:
+            raise ValueError(f"vad {self.vad!r} takes 8000 or 16000 Hz audio, not sample_rate {self.sample_rate}")
+        return self
+
 
 class EchoSession(QueuedSession):
     def __init__(self, config: EchoConfig, ctx: SessionContext) -> None:
@@ -93,7 +105,7 @@ class EchoSession(QueuedSession):
         self.ctx = ctx
         self.engine = EchoEngine(
             fmt,
-            VadSettings(config.vad_threshold_dbfs, config.vad_start_ms, config.vad_silence_ms),
+            VadSettings(config.vad_threshold_dbfs, config.vad_start_ms, config.vad_silence_ms, kind=config.vad),
         )
         self.received_text: list[str] = []
         self.tool_results: list[tuple[str, str]] = []
@@ -178,7 +190,7 @@ class EchoSession(QueuedSession):
         self.emit(Transcript("bot", f"echo of {spoken_ms} ms", item_id=item_id))
 
     async def _close_transport(self) -> None:
-        return None
+        self.engine.close()
 
 
 class EchoProvider(Provider):

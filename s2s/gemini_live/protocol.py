@@ -182,6 +182,7 @@ class LiveEventMapper:
         self._caller = _CallerTurn()
         self._barged_in = False  # a SpeechStarted still waiting for its SpeechStopped
         self.resume_handle: str | None = None
+        self.going_away = False  # goAway received: the service will end this connection
         self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
         self.usage = Usage()
         self.tokens = TokenTally(self._prefix)
@@ -207,6 +208,7 @@ class LiveEventMapper:
         if msg.tool_call_cancellation is not None:
             self._tool_call_cancellation(msg.tool_call_cancellation)
         if msg.go_away is not None:
+            self.going_away = True
             events.append(SessionExpiring("goAway", parse_duration(msg.go_away.time_left)))
         if msg.session_resumption_update is not None:
             update = msg.session_resumption_update
@@ -326,9 +328,15 @@ class LiveEventMapper:
                 self._final_bot_transcript(utterance, events)
 
     def flush(self) -> list[ProviderEvent]:
-        """Final transcripts still held back; the session calls this when it ends."""
+        """Final transcripts still held back; the session calls this when it ends. An answer
+        the connection ended in the middle of (a ``goAway`` deadline during playback: the
+        service completes a turn only once it would have been played) ends here: what was
+        sent of it reaches the caller, so its words go into the call's history and the next
+        session (or provider) knows they were said."""
         events: list[ProviderEvent] = []
         self._finish_caller(events)
+        if self._current is not None:
+            self._turn_complete(events)
         self._flush_pending_transcripts(events)
         return events
 

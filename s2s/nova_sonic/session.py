@@ -22,6 +22,7 @@ import wave
 from pathlib import Path
 
 from s2s.call_context import logged_text
+from s2s.closing import ABANDON_TIMEOUT_S, CLOSE_TIMEOUT_S
 from s2s.events import Closed, ProviderError
 from s2s.nova_sonic.config import NovaSonicConfig
 from s2s.nova_sonic.history import shape_history
@@ -37,7 +38,6 @@ GREETING_CUE_LEAD_S = 0.5
 stream (pipecat's observation, which it handles the same way)."""
 
 CUE_CHUNK_S = 0.02
-RELEASE_TIMEOUT_S = 2.0
 
 
 def greeting_request(greeting: str) -> str:
@@ -142,7 +142,7 @@ class NovaSonicSession(QueuedSession):
 
     async def _bounded_stream_close(self) -> None:
         try:
-            await asyncio.wait_for(self._stream.close(), timeout=RELEASE_TIMEOUT_S)
+            await asyncio.wait_for(self._stream.close(), timeout=CLOSE_TIMEOUT_S)
         except Exception as exc:  # already failed; only log what closing did
             log.debug("nova_sonic %s: releasing the failed stream: %r", self.call_sid, exc)
 
@@ -287,7 +287,7 @@ class NovaSonicProvider(Provider):
         except (TimeoutError, NovaStreamError, asyncio.CancelledError) as exc:
             # Never leave a half-open stream behind, and never block on closing it.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(stream.close(), timeout=1.0)
+                await asyncio.wait_for(stream.close(), timeout=ABANDON_TIMEOUT_S)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             if isinstance(exc, NovaStreamError):

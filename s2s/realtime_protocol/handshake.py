@@ -17,6 +17,7 @@ from typing import Protocol
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from s2s.closing import ABANDON_TIMEOUT_S
 from s2s.events import ProviderError, ProviderEvent
 from s2s.provider import ProviderConnectError
 
@@ -86,7 +87,7 @@ def connect_error(provider: str, call_sid: str, exc: Exception, timeout_s: float
     return error
 
 
-async def close_quietly(close: Callable[[], Awaitable[None]], timeout_s: float = 1.0) -> None:
+async def close_quietly(close: Callable[[], Awaitable[None]], timeout_s: float = ABANDON_TIMEOUT_S) -> None:
     """Close a connection whose handshake failed; its own failure to close is of no interest."""
     try:
         await asyncio.wait_for(close(), timeout=timeout_s)

@@ -23,7 +23,8 @@ healthy but hears only noise it rightly ignores looks the same, hence the genero
 call. Then a new session opens: the same provider first (with its ``resume_handle``), then
 the rest of the chain, each with the route's instructions and the conversation so far as
 ``SessionContext.history`` and no greeting. The history is read from the bridge's
-transcript (the one copy, ``CallSummary.transcript``) through the ``history`` callable. The
+transcript (the one copy, ``CallSummary.transcript``), which the bridge hands its session opener
+as ``history``: a live list the bridge appends to, read at each reopen. The
 caller's stream stays open: they hear a pause, not a drop.
 
 Caller audio during recovery is kept, up to ``buffer_ms`` (default 3 s), and replayed to

@@ -72,7 +72,7 @@ class ResilientSession(ProviderSession):
         circuits: CircuitBoard,
         *,
         slots: SessionSlots | None = None,
-        history: Callable[[], Sequence[Turn]] = lambda: (),
+        history: Sequence[Turn] = (),
         attempt_context: Callable[[str], AbstractContextManager[Any]] = lambda provider: nullcontext(),
         hooks: ResilienceHooks = NO_HOOKS,
         rng: Callable[[], float] = random.random,
@@ -148,7 +148,7 @@ class ResilientSession(ProviderSession):
 
         def context_for(provider: Provider) -> SessionContext:
             same = provider.name == current.provider.name
-            return reopen_context(self.ctx, self.history(), current.session.resume_handle if same else None)
+            return reopen_context(self.ctx, self.history, current.session.resume_handle if same else None)
 
         order = [current.provider, *(p for p in self.chain if p.name != current.provider.name)]
         return self._new_live(*await self._walk.open(order, context_for, "recovery"))
@@ -301,8 +301,15 @@ class ResilientSession(ProviderSession):
                     yield event  # the provider ended the conversation on purpose
                     return
                 reason = event.reason if event.error else f"session ended after expiring ({self._expiring})"
-                log.error("call %s: %s session lost: %s; recovering", self.call_sid, live.provider.name, reason)
-                if not await self._recover(reason):
+                kind = "session-lost"
+                if self._expiring is not None:
+                    # The end the provider announced came before a gap between turns: hand
+                    # the call over now (resuming where the provider allows), not a loss.
+                    kind = "expired"
+                    log.info("call %s: %s session ended as announced; handing over", self.call_sid, live.provider.name)
+                else:
+                    log.error("call %s: %s session lost: %s; recovering", self.call_sid, live.provider.name, reason)
+                if not await self._recover(reason, kind):
                     yield ProviderError("recovery-failed", f"provider lost ({reason}); recovery failed", True)
                     yield Closed(reason, error=True)
                     return
@@ -347,7 +354,8 @@ class ResilientSession(ProviderSession):
     # -- recovery ----------------------------------------------------------------------------
 
     async def _recover(self, reason: str, kind: str = "session-lost") -> bool:
-        """Replace a lost session; True when the call goes on. Caller audio is kept meanwhile."""
+        """Replace a lost session (``kind``: session-lost, watchdog, or expired: it ended as
+        announced before a gap came); True when the call goes on. Caller audio is kept meanwhile."""
         assert self._live is not None
         lost = self._live
         started = self.clock()
@@ -396,7 +404,7 @@ class ResilientSession(ProviderSession):
             live = await renewal.task
         except Exception:
             return None
-        if len(self.history()) == renewal.turns_at_open:
+        if len(self.history) == renewal.turns_at_open:
             return live
         self._spawn(self._close_quietly(live))
         return None
@@ -409,7 +417,7 @@ class ResilientSession(ProviderSession):
         renewal = self._renewal
         if renewal is None:
             if self._turns.between_turns(self.clock()):
-                self._renewal = _Renewal(asyncio.ensure_future(self._open_again()), len(self.history()))
+                self._renewal = _Renewal(asyncio.ensure_future(self._open_again()), len(self.history))
                 self.state.to(SessionState.RENEWING)
             return
         if not renewal.task.done():
@@ -421,7 +429,7 @@ class ResilientSession(ProviderSession):
             log.warning("call %s: renewal failed (%s); keeping the expiring session for now", self.call_sid, exc)
             self.state.to(SessionState.EXPIRING)  # tried again at the next gap
             return
-        if len(self.history()) != renewal.turns_at_open:
+        if len(self.history) != renewal.turns_at_open:
             log.info("call %s: a turn happened while renewing; reopening with the full history", self.call_sid)
             self._spawn(self._close_quietly(replacement))
             self.state.to(SessionState.EXPIRING)

@@ -8,12 +8,16 @@ answer and to speak the reply faithfully. The agent contract, HTTP or callable a
               "transcript": [{"role": "caller" | "bot", "text": str}, ...]}
     response {"answer": str}          (a callable may also return the answer as a str)
 
-No dead air while the agent works. The model is told to say a short filler ("Let me
-check.") before it calls the tool; if it did not, or the agent is slow, :class:`SilenceFiller`
-watches what the caller actually hears (the playout tracker, i.e. Twilio's marks) and, after
-``filler_after_s`` of silence, asks the model for one short filler via ``send_text`` — the
-only way to get speech in the bot's own voice on every provider (the echo line records it).
-At most ``MAX_FILLERS`` such requests go out per question, ``FILLER_SPACING_S`` apart.
+No dead air while the agent (or a route's tool) works; the route's ``[routes.waiting]`` picks
+how (:func:`while_waiting`). The model is told to say a short filler ("Let me check.") before
+it calls the tool. In mode ``filler``, if it did not, or the agent is slow,
+:class:`SilenceFiller` watches what the caller actually hears (the playout tracker, i.e.
+Twilio's marks) and, after ``filler_after_s`` of silence, asks the model for one short filler
+via ``send_text`` — the only way to get speech in the bot's own voice on every provider (the
+echo line records it). At most ``MAX_FILLERS`` such requests go out per question,
+``FILLER_SPACING_S`` apart. In mode ``hold``, once the work has taken ``hold_after_s`` the
+caller hears hold audio at the phone edge until the answer is in (:func:`with_hold`,
+telephony.hold).
 
 Failures (timeout, HTTP error, connection refused, malformed answer, a callable that raises)
 never leave the model without a result: it gets ``{"error": …, "say": <fallback>}`` and is
@@ -38,7 +42,8 @@ from s2s.call_context import logged_text
 from s2s.errors import VoicebotError
 from s2s.events import ToolCall
 from s2s.tools import ToolSpec
-from voicebot.agent.config import AgentReasoning
+from voicebot.agent.config import AgentReasoning, WaitingSettings
+from voicebot.telemetry.metrics import record_hold
 
 if TYPE_CHECKING:
     from telephony.call_handle import CallHandle
@@ -191,11 +196,39 @@ class SilenceFiller:
             await self.call.say(FILLER_PROMPT)
 
 
-async def with_filler[T](call: CallHandle, after_s: float, work: Awaitable[T]) -> T:
+async def while_waiting[T](call: CallHandle, waiting: WaitingSettings, filler_after_s: float, work: Awaitable[T]) -> T:
+    """``work`` (a tool or the agent) with the route's way of filling the wait."""
     if call.full_duplex:
         # A full-duplex model fills the wait itself (its acknowledgement delay); a prompted
-        # filler would only be appended to its context as another thing to say.
+        # filler would only be appended to its context as another thing to say, and hold
+        # audio would sit in the lead its pacer keeps for the model's speech.
         return await work
+    if waiting.mode == "hold" and call.can_hold:
+        return await with_hold(call, waiting.hold_after_s, work)
+    return await with_filler(call, filler_after_s, work)
+
+
+async def with_hold[T](call: CallHandle, after_s: float, work: Awaitable[T]) -> T:
+    """Hold audio for the caller once ``work`` has taken ``after_s``, counted from when the
+    tool call reached the bridge, until it is done (or cancelled with the call)."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task}, timeout=max(0.0, call.tool_call_at + after_s - call.now()))
+        if task.done():
+            return task.result()
+        log.info("call %s: still waiting after %.1f s; the caller hears hold audio", call.call_sid, after_s)
+        held_at = call.now()
+        call.start_hold()
+        try:
+            return await task
+        finally:
+            await call.stop_hold()
+            record_hold(call.route, call.now() - held_at)
+    finally:
+        task.cancel()  # the call ended meanwhile: the work has no one to answer
+
+
+async def with_filler[T](call: CallHandle, after_s: float, work: Awaitable[T]) -> T:
     filler = asyncio.create_task(SilenceFiller(call, after_s).run())
     try:
         return await work
@@ -208,9 +241,15 @@ class AgentTool:
     """``ask_agent``: one call's link to the external agent."""
 
     def __init__(
-        self, settings: AgentReasoning, call_sid: str, caller: str, keypad: Callable[[], list[str]] | None = None
+        self,
+        settings: AgentReasoning,
+        waiting: WaitingSettings,
+        call_sid: str,
+        caller: str,
+        keypad: Callable[[], list[str]] | None = None,
     ) -> None:
         self.settings = settings
+        self.waiting = waiting
         self.call_sid = call_sid
         self.caller = caller
         self.keypad = keypad  # a sensitive keypad's entries (voicebot.agent.dtmf)
@@ -231,8 +270,9 @@ class AgentTool:
         question = str(tool_call.arguments.get("question", "")).strip()
         started = time.monotonic()
         try:
-            reply = await with_filler(
+            reply = await while_waiting(
                 call,
+                self.waiting,
                 self.settings.filler_after_s,
                 self.endpoint.call(self.request(question, call), self.settings.timeout_s),
             )

@@ -5,9 +5,12 @@ it imports these models into ``RouteConfig`` / ``AppConfig``."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from telephony.hold_audio import BadWav, builtin_hold_tone, wav_to_mulaw_8k
 
 _CALLABLE_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 # What Twilio's <Dial> accepts as a destination we allow: an E.164 number or a SIP URI.
@@ -17,6 +20,8 @@ _TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 # Silence before a filler is asked for. The model needs ~0.3-0.5 s to start speaking it, so
 # the caller hears about a second of silence at most.
 FILLER_AFTER_S = 0.7
+HOLD_AFTER_S = 1.5
+MAX_HOLD_CLIP_MS = 10 * 60 * 1000.0  # a loop, not an album: ten minutes at most (4.8 MB as mu-law)
 DEFAULT_FALLBACK = "I'm sorry, I can't get that information right now. Please try again in a moment."
 
 
@@ -127,6 +132,51 @@ class CallControl(_Strict):
             if not _DESTINATION.match(number):
                 raise ValueError(f"transfer.{name}: {number!r} is not an E.164 number or sip: URI")
         return value
+
+
+class WaitingSettings(_Strict):
+    """``[routes.waiting]``: what the caller hears while a slow tool or the agent works.
+
+    ``filler``: the model says a short filler after ``filler_after_s`` of silence (each tool's
+    and the agent's own setting; voicebot.agent.agent.SilenceFiller). ``hold``: after
+    ``hold_after_s`` the caller hears hold audio at the phone edge (telephony.hold): the
+    ``hold_audio`` WAV looped, or a soft built-in chime, until the answer or their speech."""
+
+    mode: Literal["filler", "hold"] = Field(default="filler", description="model-spoken fillers, or hold audio")
+    hold_after_s: float = Field(
+        default=HOLD_AFTER_S, gt=0, le=60, description="mode hold: a tool or the agent this slow gets hold audio"
+    )
+    hold_audio: str | None = Field(
+        default=None,
+        description="mode hold: a linear PCM WAV file (any rate and channels, up to 10 min), looped; "
+        "unset: a soft built-in chime",
+    )
+    _hold_mulaw: bytes = PrivateAttr(default=b"")
+
+    @model_validator(mode="after")
+    def _load_hold_audio(self) -> Self:
+        if self.mode != "hold":
+            stray = {"hold_after_s", "hold_audio"} & self.model_fields_set
+            if stray:
+                raise ValueError(f"{', '.join(sorted(stray))} only apply with mode = 'hold'")
+            return self
+        if self.hold_audio is None:
+            self._hold_mulaw = builtin_hold_tone()
+            return self
+        try:
+            data = Path(self.hold_audio).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"hold_audio: cannot read {self.hold_audio}: {exc.strerror}") from exc
+        try:
+            self._hold_mulaw = wav_to_mulaw_8k(data, MAX_HOLD_CLIP_MS)
+        except BadWav as exc:
+            raise ValueError(f"hold_audio: {self.hold_audio}: {exc}") from exc
+        return self
+
+    @property
+    def hold_mulaw(self) -> bytes | None:
+        """The hold audio (mu-law 8 kHz, one loop) in mode hold, else None."""
+        return self._hold_mulaw if self.mode == "hold" else None
 
 
 class DtmfSettings(_Strict):

@@ -20,9 +20,9 @@ from s2s.events import ToolCall
 from s2s.provider import Turn
 from s2s.tools import ToolSpec
 from telephony.call_handle import CallHandle
-from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, with_filler
+from voicebot.agent.agent import AGENT_INSTRUCTIONS, ASK_AGENT, AgentTool, EndpointFailure, JsonEndpoint, while_waiting
 from voicebot.agent.call_control import CallControlTools, DeliverTwiml, call_control_instructions
-from voicebot.agent.config import RouteTool
+from voicebot.agent.config import RouteTool, WaitingSettings
 from voicebot.agent.dtmf import DigitCollector
 from voicebot.agent.memory import CallerMemory
 
@@ -44,9 +44,15 @@ class RouteToolRunner:
     reply goes back to the model as the tool result."""
 
     def __init__(
-        self, tool: RouteTool, call_sid: str, caller: str, keypad: Callable[[], list[str]] | None = None
+        self,
+        tool: RouteTool,
+        waiting: WaitingSettings,
+        call_sid: str,
+        caller: str,
+        keypad: Callable[[], list[str]] | None = None,
     ) -> None:
         self.tool = tool
+        self.waiting = waiting
         self.call_sid = call_sid
         self.caller = caller
         self.keypad = keypad  # a sensitive keypad's entries, in the order typed (voicebot.agent.dtmf)
@@ -61,8 +67,8 @@ class RouteToolRunner:
         if self.keypad is not None:
             payload["keypad"] = self.keypad()
         try:
-            result = await with_filler(
-                handle, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
+            result = await while_waiting(
+                handle, self.waiting, self.tool.filler_after_s, self.endpoint.call(payload, self.tool.timeout_s)
             )
         except EndpointFailure as exc:
             log.error("call %s: tool %s failed: %s; the model is told so", self.call_sid, call.name, exc)
@@ -95,11 +101,11 @@ class CallTools:
         self._specs: list[ToolSpec] = []
         if route.reasoning == "builtin":
             for tool in route.tools:
-                runner = RouteToolRunner(tool, call_sid, caller, keypad)
+                runner = RouteToolRunner(tool, route.waiting, call_sid, caller, keypad)
                 self._add(runner.spec, runner)
                 self._closers.append(runner.endpoint.aclose)
         else:
-            agent = AgentTool(route.reasoning, call_sid, caller, keypad)
+            agent = AgentTool(route.reasoning, route.waiting, call_sid, caller, keypad)
             self._add(ASK_AGENT, agent)
             self._closers.append(agent.endpoint.aclose)
         handlers = {"transfer_call": self.call_control.transfer_call, "end_call": self.call_control.end_call}

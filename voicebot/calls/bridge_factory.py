@@ -10,23 +10,24 @@ from pathlib import Path
 from s2s.call_context import call_redactor_var
 from s2s.provider import ProviderSession, Turn
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
-from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
+from voicebot.calls.barge_in import local_barge_in
 from voicebot.calls.cost import CallCost
 from voicebot.calls.greeting_guard import greeting_guard
 from voicebot.calls.plan import CallPlan
 from voicebot.calls.silence import silence_watch
 from voicebot.devtools.tape.recorder import recorder_for_call, wants_recording
 
-OpenSession = Callable[[CallPlan, Callable[[], Sequence[Turn]]], Awaitable[ProviderSession]]
+OpenSession = Callable[[CallPlan, Sequence[Turn]], Awaitable[ProviderSession]]
 BeforeClose = Callable[[CallPlan, CallSummary], Awaitable[None]]
 
 
 class BridgeFactory:
-    """``open_session``: the call's provider session, given its transcript so far (for a
-    recovered session); ``over_budget``: called once the call's cost reaches the route's
-    ``max_cost_usd``; ``before_close``: awaited before the stream closes (last TwiML)."""
+    """``open_session``: the call's provider session, given the call's transcript (a live
+    list the bridge keeps, which a recovered session is opened with); ``over_budget``: called
+    once the call's cost reaches the route's ``max_cost_usd``; ``before_close``: awaited
+    before the stream closes (last TwiML)."""
 
     def __init__(
         self,
@@ -50,18 +51,15 @@ class BridgeFactory:
             socket,
             protocol,
             info,
-            lambda: self._open_session(plan, lambda: bridge.summary.transcript),
+            lambda history: self._open_session(plan, history),
             outbound_chunk_ms=server.outbound_chunk_ms,
-            local_barge_in=(
-                SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
-                if server.local_barge_in_ms
-                else None
-            ),
+            local_barge_in=local_barge_in(plan.route, server),
             observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle), *guards],
             before_close=lambda summary: self._before_close(plan, summary),
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
             barge_in_held=guards[0].holds if guards else None,
+            hold_audio=plan.route.waiting.hold_mulaw,
         )
         # The media endpoint runs this bridge next, in this task: the call's tasks and log
         # lines inherit what its route masks (s2s.call_context.redact_log_records).

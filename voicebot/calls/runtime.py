@@ -157,7 +157,7 @@ class Runtime:
         finally:
             self.live.unreserve(call_sid)
 
-    async def open_session(self, plan: CallPlan, history: Callable[[], Sequence[Turn]] = tuple) -> ProviderSession:
+    async def open_session(self, plan: CallPlan, history: Sequence[Turn] = ()) -> ProviderSession:
         """The call's provider session (:func:`voicebot.calls.session.open_session`); the
         call's clock starts once it is open."""
         session = await open_session(plan, self.circuits, history)

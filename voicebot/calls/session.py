@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from s2s.circuit import CircuitBoard
 from s2s.provider import Turn
@@ -11,12 +11,10 @@ from voicebot.calls.plan import CallPlan, recovery_policy
 from voicebot.telemetry.metrics import provider_connect, resilience_hooks
 
 
-async def open_session(
-    plan: CallPlan, circuits: CircuitBoard, history: Callable[[], Sequence[Turn]] = tuple
-) -> ResilientSession:
+async def open_session(plan: CallPlan, circuits: CircuitBoard, history: Sequence[Turn] = ()) -> ResilientSession:
     """The call's session: a :class:`ResilientSession` over the route's chain, starting with
     the provider the webhook admitted; it raises ProviderConnectError if none connects.
-    ``history``: the call's transcript so far, which a recovered session is given.
+    ``history``: the call's transcript (the bridge's live list), which a recovered session is given.
 
     The tools load what the instructions add (caller memory) first, and an outbound call
     holds its greeting for the answering-machine verdict (``plan.before_session``)."""

@@ -35,6 +35,8 @@ FRAME_BUCKETS_S = (0.00002, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.0
 # Audio the caller was sent but never heard when they talked over the bot.
 COST_BUCKETS_USD = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNHEARD_BUCKETS_S = (0.0, 0.02, 0.04, 0.08, 0.12, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# How long callers wait on hold for a slow tool or agent (bounded by its timeout, at most 60 s).
+HOLD_BUCKETS_S = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 30.0, 60.0)
 
 
 class Instruments:
@@ -118,6 +120,12 @@ class Instruments:
             "voicebot.silence.steps",
             unit="{event}",
             description="what the bot did about a silent caller, by route and step (prompt, goodbye)",
+        )
+        self.hold = meter.create_histogram(
+            "voicebot.hold.duration",
+            unit="s",
+            description="a caller on hold: a tool or the agent outlasted the route's hold_after_s -> its answer",
+            explicit_bucket_boundaries_advisory=HOLD_BUCKETS_S,
         )
         self.call_cost = meter.create_histogram(
             "voicebot.call.cost",
@@ -249,6 +257,12 @@ def record_silence_step(route: str, step: str) -> None:
     _event("silence", {"step": step})
 
 
+def record_hold(route: str, duration_s: float) -> None:
+    """A wait that put the caller on hold (hold audio) is over."""
+    _instruments().hold.record(duration_s, {"route": route})
+    _event("hold", {"duration_s": round(duration_s, 3)})
+
+
 def record_outbound_amd(route: str, answered_by: str) -> None:
     _instruments().outbound_amd.add(1, {"route": route, "answered_by": answered_by})
 
@@ -287,7 +301,7 @@ def provider_connect(provider: str) -> Iterator[trace.Span]:
 
 
 def record_recovery(lost_provider: str, new_provider: str | None, kind: str, ok: bool, duration_s: float) -> None:
-    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog):
+    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog, expired):
     a ``recovery`` child span of the call, back-dated to when it began, and the metrics."""
     from voicebot.telemetry.setup import get_telemetry
 
