@@ -383,7 +383,7 @@ def test_pcm16_in_small_deltas_on_a_mulaw_session_is_caught_within_the_first_win
 def test_an_unclear_sample_is_judged_as_it_doubles_and_per_window_not_per_delta(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import s2s.realtime_protocol.protocol as realtime
+    import transcoding.sniff as sniff
 
     judged: list[int] = []
 
@@ -391,7 +391,7 @@ def test_an_unclear_sample_is_judged_as_it_doubles_and_per_window_not_per_delta(
         judged.append(len(audio))
         return None  # a pure tone or silence: never a clear verdict
 
-    monkeypatch.setattr(realtime, "sniff_encoding", counting_sniff)
+    monkeypatch.setattr(sniff, "sniff_encoding", counting_sniff)
     p = ready("pcmu")
     feed(p, created())
     for _ in range(200):  # 64000 bytes of mu-law in 40 ms deltas: past all eight windows
