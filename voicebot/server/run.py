@@ -70,12 +70,14 @@ class LocalServer:
     url: str
     runtime: Runtime
     loop: asyncio.AbstractEventLoop
+    app: Starlette
 
 
 @contextlib.asynccontextmanager
 async def local_server(config: AppConfig, log_level: str = "warning") -> AsyncIterator[LocalServer]:
     runtime = Runtime(config)
-    server = uvicorn.Server(uvicorn_config(create_app(runtime), "127.0.0.1", 0, log_level))
+    app = create_app(runtime)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, log_level))
     loops: list[asyncio.AbstractEventLoop] = []
 
     def serve() -> None:
@@ -93,7 +95,7 @@ async def local_server(config: AppConfig, log_level: str = "warning") -> AsyncIt
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield LocalServer(f"http://127.0.0.1:{port}", runtime, loops[0])
+        yield LocalServer(f"http://127.0.0.1:{port}", runtime, loops[0], app)
     finally:
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)

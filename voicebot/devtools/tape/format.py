@@ -89,6 +89,18 @@ class TapePrivacy:
 KEEP_ALL = TapePrivacy()
 
 
+def left_out(header: TapeHeader) -> list[str]:
+    """What the recorder kept off this tape, in words (``tape view``, ``replay``, the call page)."""
+    notes = []
+    if not header.caller_audio:
+        notes.append("the caller's audio (silence of the same length stands in)")
+    if header.keypad_masked:
+        notes.append(f"keypad digits (shown as {MASKED_DIGIT})")
+    if header.redacted:
+        notes.append("personal data in text: " + ", ".join(header.redacted))
+    return notes
+
+
 def silence_like(audio: bytes, fmt: AudioFormat | None) -> bytes:
     """Silence as long as ``audio`` in ``fmt`` (mu-law when unknown)."""
     return _SILENCE_BYTE.get(fmt.encoding if fmt is not None else "mulaw", b"\xff") * len(audio)
