@@ -39,7 +39,7 @@ from s2s.gemini_live.activity import END_MS, START_MS, CallerTurns, Edge
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, text_turn, tool_result_scheduling
 from s2s.provider import SessionContext
-from s2s.usage import TokenTally
+from s2s.usage import UsageTally
 from transcoding.formats import PCM16_16K, PCM16_24K
 from transcoding.levels import frame_dbfs
 
@@ -185,7 +185,7 @@ class LiveEventMapper:
         self.going_away = False  # goAway received: the service will end this connection
         self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
         self.usage = Usage()
-        self.tokens = TokenTally(self._prefix)
+        self.tokens = UsageTally(self._prefix)
 
     @property
     def bot_turns(self) -> int:
@@ -369,12 +369,13 @@ class LiveEventMapper:
         response_audio = response.get(types.MediaModality.AUDIO, 0)
         cached_audio = _by_modality(usage.cache_tokens_details).get(types.MediaModality.AUDIO, 0)
         event = self.tokens.add(
-            text_in=max(0, (usage.prompt_token_count or 0) - prompt_audio),
-            audio_in=prompt_audio,
-            cached_text_in=max(0, (usage.cached_content_token_count or 0) - cached_audio),
-            cached_audio_in=cached_audio,
-            text_out=max(0, (usage.response_token_count or 0) - response_audio) + (usage.thoughts_token_count or 0),
-            audio_out=response_audio,
+            text_in_tokens=max(0, (usage.prompt_token_count or 0) - prompt_audio),
+            audio_in_tokens=prompt_audio,
+            cached_text_in_tokens=max(0, (usage.cached_content_token_count or 0) - cached_audio),
+            cached_audio_in_tokens=cached_audio,
+            text_out_tokens=max(0, (usage.response_token_count or 0) - response_audio)
+            + (usage.thoughts_token_count or 0),
+            audio_out_tokens=response_audio,
         )
         self.usage.prompt_tokens += usage.prompt_token_count or 0
         self.usage.response_tokens += usage.response_token_count or 0
