@@ -180,3 +180,14 @@ def test_config_check_warns_of_a_detector_whose_package_is_missing(monkeypatch: 
     (warning,) = check_routes(config).warnings
     assert "vad 'silero'" in warning and "voicebot[vad]" in warning and "energy" in warning
     assert check_routes(config).problems == 0  # a fallback, not an error
+
+
+def test_the_vad_benchmark_runs_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench vad`` (bench/README.md), short, so the harness cannot rot."""
+    from bench import vad as bench_vad
+
+    assert bench_vad.main(["--seconds", "3", "--frames", "100"]) == 0
+    out = capsys.readouterr().out
+    white = next(line for line in out.splitlines() if line.startswith("| white noise ") and "-25" in line)
+    assert [cell.strip() for cell in white.strip("|").split("|")][2:] == ["300.0", "0.0", "300.0"]
+    assert "µs per frame" in out and "Silero model:" in out
