@@ -94,6 +94,7 @@ class CallInfo:
     route: str
     caller: str = ""
     called: str = ""
+    base_url: str = ""  # https://host as Twilio reached the stream: callbacks about the call go there
 
 
 ToolHandler = Callable[[ToolCall, CallHandle], Awaitable[str]]
