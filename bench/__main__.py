@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("transcoding", "gemini_path", "nova_path", "cascade_path", "load")
+BENCHMARKS = ("transcoding", "gemini_path", "nova_path", "cascade_path", "vad", "load")
 
 
 def main(argv: list[str]) -> int:

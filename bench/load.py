@@ -663,7 +663,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before the window")
     parser.add_argument("--spread", type=float, default=CYCLE_S, help="first tones start within this many s")
     parser.add_argument("--no-floor", action="store_true", help="measure voicebot only")
-    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy voicebot in each window, stacks to DIR")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy each server in its window, stacks to DIR")
     args = parser.parse_args(argv)
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -685,19 +685,19 @@ def main(argv: list[str]) -> int:
         for n in args.calls:
             for target in TARGETS if has_floor else ("voicebot",):
                 print(f"  {provider}: {n} calls, {target} ...", file=sys.stderr, flush=True)
-                profile = args.profile / f"{provider}-{n}.txt" if args.profile and target == "voicebot" else None
+                profile = args.profile / f"{provider}-{n}-{target}.txt" if args.profile else None
                 run = measure(provider, target, n, args.seconds, args.warmup, args.spread, profile)
                 results.append(asyncio.run(run, loop_factory=loop_factory))
                 if profile is not None:
-                    profiles.append(profile)
+                    profiles.append((target, profile))
     for provider in args.provider:
         mine = [r for r in results if r.provider == provider]
         print(f"\n### {provider}\n")
         print(markdown_table(HEADERS, figures_rows(mine), text_columns=2))
         print("\nConditions:\n")
         print(conditions_table(mine))
-    for profile in profiles:
-        print(f"\nvoicebot profile ({profile}):\n")
+    for target, profile in profiles:
+        print(f"\n{target} profile ({profile}):\n")
         print(profile_summary(profile) if profile.exists() else "(py-spy wrote nothing: is it installed?)")
     for r in results:
         if r.server_warnings:

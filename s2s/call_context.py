@@ -8,7 +8,7 @@ the stack so every layer can read it without importing the application."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,11 +21,16 @@ _log_redaction_installed = False
 
 
 def redact_log_records() -> None:
-    """Mask every log record made inside a call the way its route says, whoever logs it: our
-    lines, a provider's error message quoting the caller, a library's DEBUG dump of a wire
-    frame. Done once per process in the record factory, so every handler (stderr, JSON,
-    OpenTelemetry, pytest's capture) gets the masked text. Only records that are emitted
-    (enabled level) inside a call with a redactor pay for it."""
+    """Mask what every log record made inside a call quotes, the way the call's route says,
+    whoever logs it: our lines, a provider's error message quoting the caller, a library's
+    DEBUG dump of a wire frame, an exception's traceback. Done once per process in the record
+    factory, so every handler (stderr, JSON, OpenTelemetry, pytest's capture) gets the masked
+    record, and only records that are emitted (enabled level) inside a call with a redactor pay.
+
+    What is masked is what a line quotes: its arguments (text, objects, exceptions) and, for a
+    line logged without arguments, the whole message. The format string is the code's own,
+    and numeric arguments are measurements (ms, bytes, counts), so "caller heard 1520 ms"
+    keeps its number on a route that masks ``digits``."""
     global _log_redaction_installed
     if _log_redaction_installed:
         return
@@ -36,14 +41,34 @@ def redact_log_records() -> None:
         record = make_record(*args, **kwargs)
         redact = call_redactor_var.get()
         if redact is not None:
-            try:
-                message = record.getMessage()
-            except Exception:  # a bad format string is the logging module's to report
-                return record
-            record.msg, record.args = redact(message), None
+            _mask(record, redact)
         return record
 
     logging.setLogRecordFactory(masked_record)
+
+
+_TRACEBACKS = logging.Formatter()
+
+
+def _masked_arg(value: object, redact: Callable[[str], str]) -> object:
+    if value is None or isinstance(value, int | float):
+        return value
+    text = str(value)
+    masked = redact(text)
+    return value if masked == text else masked
+
+
+def _mask(record: logging.LogRecord, redact: Callable[[str], str]) -> None:
+    args = record.args
+    if isinstance(args, tuple) and args:
+        record.args = tuple(_masked_arg(a, redact) for a in args)
+    elif isinstance(args, Mapping) and args:
+        record.args = {k: _masked_arg(v, redact) for k, v in args.items()}
+    else:
+        record.msg = redact(str(record.msg))
+    if record.exc_info and record.exc_info[1] is not None:
+        # handlers use exc_text when it is set (logging.Formatter.format, voicebot JSON lines)
+        record.exc_text = redact(_TRACEBACKS.formatException(record.exc_info))
 
 
 # Caller numbers and what was said are personal data: by default log lines carry a masked

@@ -47,7 +47,7 @@ from s2s.events import (
 from s2s.provider import ProviderSession, Turn
 from telephony.bad_frames import BadFrames
 from telephony.call_handle import CallHandle, PlayoutSignal
-from telephony.call_state import CallOutcome, CallState, CallStateMachine
+from telephony.call_state import CallOutcome, CallState, CallStateMachine, Direction
 from telephony.hold import HoldPlayer
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
@@ -65,7 +65,8 @@ from telephony.pacing import PacedPlayout
 from telephony.playout import PlayoutTracker
 from telephony.transcript import CallTranscript
 from transcoding.formats import MULAW_8K
-from transcoding.levels import mulaw_dbfs
+from transcoding.levels import frame_dbfs, mulaw_dbfs
+from transcoding.mulaw import mulaw_to_pcm16
 from transcoding.pipeline import Transcoder, make_transcoder
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class CallInfo:
     route: str
     caller: str = ""
     called: str = ""
+    direction: Direction = "inbound"  # who placed the call: the caller, or we did (outbound)
     base_url: str = ""  # https://host as Twilio reached the stream: callbacks about the call go there
 
 
@@ -261,6 +263,8 @@ class CallBridge:
             if task is not None and not task.done():
                 task.cancel()
         await asyncio.gather(*(t for t in (inbound, outbound, *self._tasks) if t is not None), return_exceptions=True)
+        if self._onset is not None:
+            self._onset.reset()  # a neural VAD's model goes back to the pool
         if self.session is not None:
             try:
                 await asyncio.wait_for(self.session.close(), CALL_CLOSE_TIMEOUT_S)
@@ -276,7 +280,8 @@ class CallBridge:
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(
-            "call %s ended: %s after %.1f s; %d barge-in(s); %d transcript turn(s): %s",
+            "%s call %s ended: %s after %.1f s; %d barge-in(s); %d transcript turn(s): %s",
+            self.info.direction,
             self.info.call_sid,
             self.summary.outcome,
             self.summary.ended_at - self.summary.started_at,
@@ -324,13 +329,14 @@ class CallBridge:
                 log.debug("call %s: ignoring unknown Twilio event %r", self.info.call_sid, event.event)
 
     async def _caller_audio(self, mulaw: bytes) -> None:
-        # One level measurement per caller frame, shared by the local barge-in detector and
-        # the recovery layer's watchdog (send_caller_frame).
-        level = mulaw_dbfs(mulaw)
+        # One decode and level measurement per caller frame, shared by the local barge-in
+        # detector (and its neural VAD) and the recovery layer's watchdog (send_caller_frame).
+        pcm = mulaw_to_pcm16(mulaw)
+        level = frame_dbfs(pcm)
         if self._onset is not None:
             if not (self.playout.pending or (self.hold is not None and self.hold.sounding)):
                 self._onset.reset()
-            elif self._onset.feed(level, MULAW_8K.duration_ms(len(mulaw))):
+            elif self._onset.feed(pcm, level, MULAW_8K.duration_ms(len(mulaw))):
                 log.info("call %s: caller speech over bot audio detected at the phone edge", self.info.call_sid)
                 await self._barge_in()
         session = self.session

@@ -8,6 +8,12 @@ send. Message shapes: Twilio Media Streams, WebSocket messages
 
 (https://www.twilio.com/docs/voice/media-streams/websocket-messages); numbers arrive as
 strings, unknown fields are tolerated, payloads are base64 mu-law.
+
+Why not the providers' shape (``receive`` / ``events_received`` / ``data_to_send``, after
+python-websockets): a Twilio frame is always exactly one event, and nothing we send is a
+reply to what we received, so ``receive`` returns the event (no list per frame on the
+busiest path of a call) and the frames we send are built on their own
+(:class:`StreamFrames`).
 """
 
 from __future__ import annotations

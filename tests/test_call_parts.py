@@ -12,6 +12,7 @@ from telephony.application import Declined
 from telephony.bridge import CallBridge, CallSummary
 from telephony.call_state import CallOutcome
 from voicebot.calls.admission_redis import slot_store
+from voicebot.calls.changes import CallChanges
 from voicebot.calls.farewell import deliver_farewell
 from voicebot.calls.handoff import StreamHandoff
 from voicebot.calls.limits import CallLimits
@@ -198,3 +199,20 @@ async def test_the_last_words_follow_how_the_call_ended() -> None:
     assert await farewell_after(CallOutcome.PROVIDER_LOST, already="<Response><Dial/></Response>") == (
         "<Response><Dial/></Response>"
     )
+
+
+# -- changes ------------------------------------------------------------------------------
+
+
+async def test_a_waiter_wakes_on_the_change_it_waits_for_and_gives_up_at_its_deadline() -> None:
+    changes = CallChanges()
+    calls = {"CA1"}
+    waiter = asyncio.ensure_future(changes.wait_until(lambda: not calls, 30))
+    await asyncio.sleep(0)
+    changes.notify()  # a change that does not satisfy it: it waits on
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    calls.clear()
+    changes.notify()
+    assert await asyncio.wait_for(waiter, 10) is True
+    assert await changes.wait_until(lambda: False, 0.05) is False

@@ -64,6 +64,26 @@ async def test_a_failing_delivery_is_logged_not_raised(caplog: pytest.LogCapture
     assert "CAtest" in caplog.text and "dropped" in caplog.text
 
 
+async def test_a_sensitive_keypad_keeps_the_digits_for_the_tools_and_tells_only_their_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink, kept = Sink(), []
+    collector = DigitCollector(DtmfSettings(sensitive=True), sink, call_sid="CAtest", keep=kept.append)
+    for digit in "4242424242424242#":
+        collector.press(digit)
+    for digit in "987":
+        collector.press(digit)
+    await asyncio.sleep(0)
+    await collector.drain()
+    collector.close()  # hang-up with "987" unfinished
+    assert kept == ["4242424242424242"]
+    assert [text for _, text in sink.texts] == [
+        "The caller entered 16 digits, then # on the phone keypad. The digits are kept from you; "
+        "your tools receive them."
+    ]
+    assert "dropped unfinished keypad input '3 key(s)'" in caplog.text and "987" not in caplog.text
+
+
 def test_keypad_text_for_a_lone_finish_key() -> None:
     assert keypad_text("", "#") == "The caller pressed # on the phone keypad."
 

@@ -321,3 +321,50 @@ async def test_barge_in_with_voicebot_marked_turns_interrupts_and_the_note_rides
         [note] = conn.texts_during_speech
         barge = server.runtime.active[call.call_sid].summary.barge_ins[0]
         assert abs(len(note.split('"')[1].split()) - barge.heard_ms / 100) <= 1
+
+
+@pytest.mark.parametrize("model", ["gemini-2.5-flash-native-audio-preview-12-2025", "gemini-3.8-live"])
+async def test_go_away_during_an_answer_lets_it_finish_and_hands_the_call_over(
+    fake: GeminiLiveFake, model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """goAway arrives while the model is still generating a 3 s answer, and the connection ends
+    2 s later, before the service completes the turn (it waits for real-time playback). The
+    caller hears the whole answer exactly once, the next connection knows the answer was given,
+    and the next turn is answered there in full."""
+    fake.reply_ms = 3000.0
+    fake.reply_words = 30
+    fake.chunk_interval_s = 0.02  # 40 ms of audio per 20 ms: generation takes 1.5 s
+    fake.reply_freqs = (600.0, 900.0)
+    config = gemini_config(fake).replace('type = "gemini_live"', f'type = "gemini_live"\nmodel = "{model}"')
+    async with running_server(config, env=ENV) as server, server.twilio().call() as call:
+        await call.pause(200)
+        await fake.wait_for(lambda: bool(fake.connections), timeout=5)
+        first = fake.last
+        await call.say(to_mulaw(tone(440, 400)))
+        await fake.wait_for(lambda: first.audio_out_bytes > 0, timeout=5)
+        await fake.go_away("2s", close_after=2.0)
+        await call.wait_for(lambda: call.received_media_ms() >= 2990, timeout=8)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=6)
+        await fake.wait_for(lambda: len(fake.connections) >= 2 and not first.open, timeout=5)
+        second = fake.last
+        heard = active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35)
+        start, end = longest(heard)
+        assert end - start == pytest.approx(3000, abs=80)  # the whole answer, in one piece
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(600, abs=10)
+        assert fake.replies == 1 and second.replies_started == 0  # nothing repeated or said unprompted
+        # Handed over with the handle the service issued once the answer was generated (not
+        # the unresumable moment of the goAway): the resumed conversation holds the answer.
+        assert second.resumed_from == first.handles_sent[-1]
+        assert second.conversation is first.conversation and second.conversation is not None
+        assert second.conversation.turns[-1] == ("bot", " ".join(f"word{i:02d}" for i in range(1, 31)))
+        assert "session lost" not in caplog.text and "provider error" not in caplog.text
+
+        heard_before = call.received_media_ms()
+        await call.say(to_mulaw(tone(440, 400)))
+        await call.wait_for(lambda: call.received_media_ms() >= heard_before + 2990, timeout=10)
+        await call.wait_for(lambda: call.queued_ms == 0, timeout=6)
+        start, end = active_segments(call.heard_pcm(), 8000, threshold_dbfs=-35)[-1]
+        assert end - start == pytest.approx(3000, abs=80)
+        assert dominant_frequency(call.heard_pcm(start + 40, end - 40), 8000) == pytest.approx(900, abs=10)
+        assert second.replies_started == 1
+        assert not server.runtime.active[call.call_sid].summary.outcome.startswith("provider")

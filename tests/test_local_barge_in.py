@@ -6,17 +6,19 @@ from __future__ import annotations
 import pytest
 
 from telephony.local_vad import SpeechOnsetDetector
-from tests.support.audio import level_at, to_mulaw, tone
+from tests.support.audio import level_at, pcm_bytes, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
-from transcoding.levels import mulaw_dbfs
+from transcoding.levels import frame_dbfs
+from transcoding.voice_activity import EnergyActivity
 
 
 def test_onset_needs_sustained_speech_and_fires_once() -> None:
-    detector = SpeechOnsetDetector(threshold_dbfs=-30, min_ms=100)
-    loud, quiet = mulaw_dbfs(to_mulaw(tone(300, 20, dbfs=-15))), mulaw_dbfs(to_mulaw(tone(300, 20, dbfs=-45)))
-    assert [detector.feed(loud, 20) for _ in range(4)] == [False] * 4
-    assert detector.feed(quiet, 20) is False  # a dip restarts the count
-    assert [detector.feed(loud, 20) for _ in range(7)] == [False, False, False, False, True, False, False]
+    detector = SpeechOnsetDetector(EnergyActivity(threshold_dbfs=-30), min_ms=100)
+    loud, quiet = pcm_bytes(tone(300, 20, dbfs=-15)), pcm_bytes(tone(300, 20, dbfs=-45))
+    assert [detector.feed(loud, frame_dbfs(loud), 20) for _ in range(4)] == [False] * 4
+    assert detector.feed(quiet, frame_dbfs(quiet), 20) is False  # a dip restarts the count
+    fired = [detector.feed(loud, frame_dbfs(loud), 20) for _ in range(7)]
+    assert fired == [False, False, False, False, True, False, False]
 
 
 # The echo line's own VAD is set deaf here (threshold 0 dBFS), so it never signals speech: the

@@ -363,3 +363,39 @@ def test_audio_in_the_declared_format_plays_and_is_checked_only_until_clear() ->
     # Once the first audio was clearly right, later deltas are not inspected again.
     later = feed(p, audio_delta("i1", speech_like_pcm16(100)))
     assert [e for e in later if isinstance(e, AudioOut)] and not p.failed
+
+
+def test_pcm16_in_small_deltas_on_a_mulaw_session_is_caught_within_the_first_window() -> None:
+    p = ready("pcmu")
+    pcm = speech_like_pcm16(200)
+    played = 0
+    for start in range(0, len(pcm), 320):
+        events = feed(
+            p, created() if start == 0 else {"type": "rate_limits.updated"}, audio_delta("i1", pcm[start : start + 320])
+        )
+        played += sum(len(e.audio) for e in events if isinstance(e, AudioOut))
+        if p.failed:
+            break
+    assert p.failed and p.failure is not None and "pcm16" in p.failure.message
+    assert played < 1920  # judged at 960 bytes (or at 1920 at the latest), never a whole window late
+
+
+def test_an_unclear_sample_is_judged_as_it_doubles_and_per_window_not_per_delta(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import s2s.realtime_protocol.protocol as realtime
+
+    judged: list[int] = []
+
+    def counting_sniff(audio: bytes) -> None:
+        judged.append(len(audio))
+        return None  # a pure tone or silence: never a clear verdict
+
+    monkeypatch.setattr(realtime, "sniff_encoding", counting_sniff)
+    p = ready("pcmu")
+    feed(p, created())
+    for _ in range(200):  # 64000 bytes of mu-law in 40 ms deltas: past all eight windows
+        feed(p, audio_delta("i1", b"\xff" * 320))
+    assert not p.failed
+    assert judged[:4] == [960, 1920, 3840, 4800]
+    assert len(judged) <= 12  # 120 before: one per delta until every window was full

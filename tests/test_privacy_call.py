@@ -18,19 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from s2s.call_context import set_personal_data_in_logs
+from s2s.events import Transcript
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer, ToolCue
-from tests.support.audio import to_mulaw, tone
+from tests.support.audio import dominant_frequency, rms_dbfs, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
+from transcoding.mulaw import mulaw_to_pcm16
 from voicebot.agent.config import MemoryConfig
 from voicebot.agent.memory import CallerMemory
-from voicebot.devtools.tape.format import MASKED_DIGIT
-from voicebot.devtools.tape.replay import finished_tape
-from voicebot.devtools.tape.view import view_of
+from voicebot.devtools.tape.format import MASKED_DIGIT, ProviderIn, ProviderOut, TwilioFrame
+from voicebot.devtools.tape.html_view import write_tape_html
+from voicebot.devtools.tape.replay import finished_tape, replay_call
+from voicebot.devtools.tape.view import media_payload, view_of
 from voicebot.telemetry.setup import get_telemetry
 
 OPS_TOKEN = "ops-" + "p" * 24
@@ -52,7 +56,11 @@ async def take_payment(request: dict[str, Any]) -> dict[str, Any]:
     """The route's tool (``handler``): records what it got and echoes the card back, as a
     careless payment backend might."""
     PAYMENTS.append(request)
-    return {"status": "charged", "card": SPOKEN_CARD.replace(" ", ""), "callback": SPOKEN_PHONE}
+    return {"status": "charged", "card": SPOKEN_CARD, "callback": SPOKEN_PHONE}
+
+
+def mulaw_to_pcm16_array(mulaw: bytes) -> np.ndarray:
+    return np.frombuffer(mulaw_to_pcm16(mulaw), dtype="<i2")
 
 
 def leaks(text: str) -> list[str]:
@@ -192,9 +200,39 @@ async def test_a_card_said_typed_or_echoed_reaches_no_log_tape_span_memory_or_ap
         (t.role, t.text) for t in end.transcript
     ]
     assert '"card":"[card]"' in tape_text.replace(" ", "")  # the tool's arguments and output, field by field
+    # the bot's answer streamed word by word: no delta keeps a piece of the card
+    pieces = [r.event for r in tape.records if isinstance(r, ProviderIn) and isinstance(r.event, Transcript)]
+    assert any(not p.final for p in pieces) and all(p.text == "" for p in pieces if not p.final)
 
     # Spans, memory, the ops API.
     assert "[card]" in span_text(spans)
     assert leaks(span_text(spans)) == []
     assert len(rows) == 1 and "[card]" in str(rows[0]) and leaks(str(rows[0])) == []
     assert all(leaks(body) == [] for body in api_bodies)
+
+
+async def test_a_tape_without_the_callers_audio_still_views_and_replays(tmp_path: Path) -> None:
+    """``[recording] caller_audio = false``: silence of the same length stands in for every
+    caller frame (to Twilio's side and to the provider's), the bot's side is whole, the page
+    says so, and a replay still serves the recorded provider side in step."""
+    async with FakeRealtimeServer(FakeOptions(response_ms=600)) as fake:
+        text = config(fake, tmp_path).replace("[recording]\n", "[recording]\ncaller_audio = false\n")
+        async with running_server(text) as server, server.twilio().call(from_=CALLER) as call:
+            await call.pause(200)
+            await call.say(to_mulaw(tone(700, 600)))
+            await call.wait_for(lambda: call.received_media_ms() >= 500 and call.queued_ms == 0, timeout=8)
+            await call.pause(200)
+    tape = await finished_tape(tmp_path / "tapes", call.call_sid)
+    assert not tape.header.caller_audio
+    caller_frames = [m for r in tape.records if isinstance(r, TwilioFrame) and r.direction == "in"
+                     if (m := r.message()) is not None and m.get("event") == "media"]  # fmt: skip
+    assert len(caller_frames) > 40 and all(set(media_payload(m) or b"\xff") == {0xFF} for m in caller_frames)
+    sent = b"".join(r.audio for r in tape.records if isinstance(r, ProviderOut) and r.kind == "audio")
+    assert len(sent) > 8000 * 0.8 and set(sent) == {0xFF}  # pcmu to the provider, silent
+    view = view_of(tape)
+    assert rms_dbfs(mulaw_to_pcm16_array(view.caller_audio)) < -60
+    assert dominant_frequency(mulaw_to_pcm16_array(view.heard_audio), 8000) == pytest.approx(440, abs=5)
+    page = await asyncio.to_thread(write_tape_html, tape, tmp_path / "call.html")
+    assert "caller (not recorded: silence)" in page.read_text()
+    result = await replay_call(tape.path, speed=2)
+    assert result.ok, result.report()

@@ -10,6 +10,7 @@ machine is shared. Python blocks run as pytest files in the same kind of directo
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -28,6 +29,12 @@ OUTPUT_OPTIONS = re.compile(r"--(?:out|html) (\S+)|replay \S+ --wav (\S+)")
 
 
 def checkout(tmp_path: Path) -> Path:
+    # A block's ./dev reinstalls a .venv whose stamp is older than pyproject.toml, and would do so
+    # from this scratch copy, which has no sources: the shared .venv would lose voicebot itself.
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    stamp = ROOT / ".venv" / ".voicebot-installed"
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        pytest.fail(".venv is older than pyproject.toml: run ./dev --help once (it reinstalls), then these tests")
     work = tmp_path / "checkout"
     work.mkdir()
     for name in LINKED:

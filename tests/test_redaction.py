@@ -4,9 +4,11 @@ config checks, and what a tape's encoder keeps off disk with it."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
+from s2s.call_context import call_redactor_var, redact_log_records
 from s2s.events import ProviderError, ToolCall, Transcript
 from s2s.provider import Turn
 from tests.support.server import echo_line_config
@@ -109,6 +111,8 @@ def test_the_tape_encoder_masks_text_caller_audio_and_keypad_digits() -> None:
     assert encode_record(audio, privacy, PCM16_24K)["audio"] == "AAAAAA=="  # PCM16 silence, same length
     said = ProviderIn(4.0, Transcript("caller", "card 4111 1111 1111 1111"))
     assert encode_record(said, privacy)["text"] == "card [card]"
+    piece = ProviderIn(4.0, Transcript("bot", "4111 1111 ", final=False))  # half a card in one delta
+    assert encode_record(piece, privacy)["text"] == ""
     tool = ProviderIn(5.0, ToolCall("c1", "pay", {"card": "4111111111111111"}))
     assert encode_record(tool, privacy)["arguments"] == {"card": "[card]"}
     error = ProviderIn(5.5, ProviderError("bad", "cannot use 4111111111111111"))
@@ -127,3 +131,37 @@ def test_the_header_says_what_the_tape_left_out_and_reads_back() -> None:
     assert decode_header(encoded) == header
     plain = encode_header(TapeHeader("CA1"))
     assert "redacted" not in plain and "caller_audio" not in plain and "keypad_masked" not in plain
+
+
+def test_identifiers_glued_to_letters_are_not_numbers() -> None:
+    assert ALL("call CA1234567890abcdef1234567890abcdef ended") == "call CA1234567890abcdef1234567890abcdef ended"
+    assert ALL("tapes/20261203T213809064Z_CA12.jsonl") == "tapes/20261203T213809064Z_CA12.jsonl"
+
+
+def test_log_records_inside_a_call_mask_what_they_quote_and_keep_measurements() -> None:
+    redact_log_records()
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("tests.redaction")
+    logger.addHandler(handler := Keep())
+    logger.setLevel(logging.INFO)
+    token = call_redactor_var.set(ALL)
+    try:
+        logger.info("call %s: caller heard %d of %.0f ms: %r", "CA" + "1234" * 8, 1520, 2400.0, "card 4111111111111111")
+        logger.info(f"no arguments: {'+44 7700 900123'}")
+        try:
+            raise ValueError("cannot charge 4111 1111 1111 1111")
+        except ValueError:
+            logger.exception("tool failed")
+    finally:
+        call_redactor_var.reset(token)
+        logger.removeHandler(handler)
+    formatter = logging.Formatter()
+    lines = [formatter.format(r) for r in records]
+    assert lines[0] == f"call CA{'1234' * 8}: caller heard 1520 of 2400 ms: 'card [card]'"
+    assert lines[1] == "no arguments: [phone]"
+    assert "cannot charge [card]" in lines[2] and "4111" not in lines[2]

@@ -224,6 +224,28 @@ async def test_watchdog_ignores_a_click_but_replaces_a_session_that_ignores_spee
         assert len(a.sessions) == 2 and a.sessions[0].closed
 
 
+async def test_a_quiet_call_keeps_no_timer_until_caller_speech_arms_the_watchdog() -> None:
+    """Nothing to wait for, nothing scheduled: a per-call poll was hundreds of loop wake-ups a
+    second at a hundred calls. Speech that arms the watchdog schedules its deadline at once."""
+    a = MemoryProvider("a")
+    policy = RecoveryPolicy(budget_s=0.5, attempts=1, watchdog_s=5.0)
+    session = ResilientSession([a], SessionContext("CA8b"), policy, CircuitBoard())
+    async with running(session) as seen:
+        await asyncio.sleep(0.05)
+        for _ in range(10):  # 200 ms of silence, then a 100 ms click: the watchdog stays unarmed
+            await session.send_audio(b"\xff" * 160)
+        for _ in range(5):
+            await session.send_audio(b"\x00" * 160)
+        assert session._tick is None
+        for _ in range(20):  # 400 ms more of speech the session does not answer: armed
+            await session.send_audio(b"\x00" * 160)
+        tick = session._tick
+        assert tick is not None and tick.when() - asyncio.get_running_loop().time() > 4.0
+        a.sessions[0].emit(TurnDone("item-1"))  # an answer disarms it
+        await until(lambda: bool(seen))
+        assert session._watchdog.deadline() is None
+
+
 async def test_an_attached_session_hands_events_to_the_sink_in_order_without_its_own_queue() -> None:
     session = MemorySession("a", SessionContext("CA9"), None)
     session.emit(AudioOut(b"\xff", "item-1"))  # before attach: queued

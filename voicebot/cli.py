@@ -548,7 +548,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from voicebot.server.drain import Drainer, DrainingServer
     from voicebot.server.logs import configure_logging
     from voicebot.server.reload import ConfigReloader, run_server_with_reload
-    from voicebot.server.run import uvicorn_config
+    from voicebot.server.run import freeze_startup_heap, uvicorn_config
     from voicebot.telemetry.setup import TelemetryConfigError, setup_telemetry
 
     log = logging.getLogger("voicebot")
@@ -581,6 +581,7 @@ def serve_command(args: argparse.Namespace) -> int:
     webhook = f"{config.server.public_url or 'https://<your public host>'}/twilio/voice"
     log.info("point your Twilio number's voice webhook (HTTP POST) at %s", webhook)
     server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), Drainer(runtime))
+    freeze_startup_heap()
     try:
         if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.server.reload)
             run_server_with_reload(server, ConfigReloader(args.config, runtime.apply))

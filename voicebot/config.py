@@ -31,6 +31,7 @@ from s2s.closing import CLOSE_TIMEOUT_S
 from s2s.errors import VoicebotError
 from s2s.provider import ProviderConfig
 from s2s.registry import UnknownProviderType, provider_spec, register
+from transcoding.voice_activity import VadKind
 from voicebot.agent.config import (
     AgentReasoning,
     CallControl,
@@ -252,6 +253,12 @@ class RouteConfig(_Strict):
     greeting: str | None = None
     greeting_uninterruptible: bool = Field(
         default=False, description="the caller cannot barge in until the greeting has been heard in full"
+    )
+    vad: VadKind = Field(
+        default="energy",
+        description="what counts as caller speech for the local barge-in detector: 'energy' (level above "
+        "server.local_barge_in_dbfs), 'silero' or 'webrtc' (that level and a voice-activity model, which "
+        "keeps line noise from cutting the bot off; pip install 'voicebot[vad]', else energy is used)",
     )
     voice: str | None = None
     model: str | None = None

@@ -1,5 +1,6 @@
-"""The echo line's "model", sans I/O: an energy VAD that turns caller audio into utterances
-and replies that repeat them.
+"""The echo line's "model", sans I/O: a VAD (energy, or a neural one: ``vad``, see
+:mod:`transcoding.voice_activity`) that turns caller audio into utterances and replies that
+repeat them.
 
 It behaves like a cloud S2S provider where the bridge can tell: speech-started fires when
 the caller starts talking, including over the bot (barge-in), a reply starts after the
@@ -15,6 +16,7 @@ from s2s.events import ProviderEvent, SpeechStarted, SpeechStopped, TurnDone
 from transcoding.formats import AudioFormat
 from transcoding.levels import frame_dbfs
 from transcoding.mulaw import mulaw_to_pcm16
+from transcoding.voice_activity import VadKind, voice_activity
 
 FRAME_MS = 20
 
@@ -25,6 +27,7 @@ class VadSettings:
     start_ms: int = 60
     silence_ms: int = 500
     max_utterance_ms: int = 15_000
+    kind: VadKind = "energy"
 
 
 class EchoEngine:
@@ -34,6 +37,7 @@ class EchoEngine:
         self.fmt = fmt
         self.vad = vad
         self._frame_bytes = fmt.nbytes(FRAME_MS)
+        self._activity = voice_activity(vad.kind, fmt.sample_rate, vad.threshold_dbfs)
         self._partial = b""
         self._speaking = False
         self._voiced_ms = 0
@@ -55,7 +59,7 @@ class EchoEngine:
 
     def _frame(self, frame: bytes) -> list[ProviderEvent]:
         pcm = mulaw_to_pcm16(frame) if self.fmt.encoding == "mulaw" else frame
-        voiced = frame_dbfs(pcm) > self.vad.threshold_dbfs
+        voiced = self._activity.voiced(pcm, frame_dbfs(pcm))
         if not self._speaking:
             if voiced:
                 self._voiced_ms += FRAME_MS
@@ -85,6 +89,10 @@ class EchoEngine:
         self._replies.append(bytes(self._utterance[:keep]))
         self._utterance = bytearray()
         return [SpeechStopped()]
+
+    def close(self) -> None:
+        """The line hung up: a neural VAD's model goes back to the pool."""
+        self._activity.reset()
 
     @property
     def has_reply(self) -> bool:

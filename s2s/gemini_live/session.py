@@ -193,6 +193,18 @@ class GeminiLiveSession(QueuedSession):
     def _report_close(self, exc: BaseException) -> None:
         if self._closing:
             return
+        if self.protocol.mapper.going_away:
+            # The end goAway announced, reached before a gap between turns let the recovery
+            # layer renew: no error. The answer in progress ends here (protocol.end), the
+            # recovery layer resumes with the newest handle, which the service issues once the
+            # model has finished generating (https://ai.google.dev/api/live, SessionResumptionUpdate).
+            log.info(
+                "%s session of %s ended as goAway announced (%s); handing over",
+                self.provider_name,
+                self.ctx.call_sid,
+                _describe(exc),
+            )
+            return
         log.warning(
             "%s session of %s closed by the service (%s); the recovery layer takes over",
             self.provider_name,

@@ -37,7 +37,7 @@ class ResilienceHooks:
     attempt)``: an attempt failed and will be retried (kind: timeout, refused, error);
     ``fallback(from_provider, to_provider, why)``: a session opened further down the chain
     (why: connect, recovery); ``recovered(lost_provider, new_provider, kind, ok,
-    duration_s)``: a mid-call recovery finished (kind: session-lost, watchdog)."""
+    duration_s)``: a mid-call recovery finished (kind: session-lost, watchdog, expired)."""
 
     retry: Callable[[str, str, int], None] = _ignore
     fallback: Callable[[str, str, str], None] = _ignore

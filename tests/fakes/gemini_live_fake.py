@@ -142,6 +142,7 @@ class FakeConnection:
     interruptions: int = 0
     turn_answered: bool = False  # answers_text_at_once: realtime text already answered this turn
     replies_started: int = 0
+    generating: bool = False  # model audio of the current reply still being sent
     turns_completed: int = 0
     handles_sent: list[str] = field(default_factory=list)
     # activity signals (automatic activity detection off)
@@ -312,7 +313,10 @@ class GeminiLiveFake:
 
     async def go_away(self, time_left: str = "10s", *, close_after: float | None = None) -> None:
         """Announce the end of the newest connection, with a fresh resumption handle first
-        (the service sends handles regularly; a client holds the newest when goAway comes)."""
+        (the service sends handles regularly; a client holds the newest when goAway comes).
+        While the model is generating the session cannot be resumed at that point: the update
+        then says ``resumable: false`` with no handle (``SessionResumptionUpdate``,
+        https://ai.google.dev/api/live), and a resumable one follows the generation."""
         conn = self.last
         if conn.wants_resumption:
             await self._send_handle(conn)
@@ -560,26 +564,34 @@ class GeminiLiveFake:
         chunks = [pcm[i : i + chunk_bytes] for i in range(0, len(pcm), chunk_bytes)]
         words = text.split()
         said = 0
-        for n, chunk in enumerate(chunks, start=1):
-            content: dict[str, Any] = {
-                "modelTurn": {
-                    "parts": [{"inlineData": {"mimeType": self.out_mime, "data": base64.b64encode(chunk).decode()}}]
+        conn.generating = True
+        try:
+            for n, chunk in enumerate(chunks, start=1):
+                content: dict[str, Any] = {
+                    "modelTurn": {
+                        "parts": [{"inlineData": {"mimeType": self.out_mime, "data": base64.b64encode(chunk).decode()}}]
+                    }
                 }
-            }
-            upto = round(len(words) * n / len(chunks))
-            if upto > said:
-                content["outputTranscription"] = {"text": " " + " ".join(words[said:upto])}
-                said = upto
-            conn.audio_out_at.append(time.monotonic())
-            conn.audio_out_starts.append(conn.audio_out_bytes)
-            conn.audio_out_bytes += len(chunk)
-            await self._send(conn, {"serverContent": content})
-            await asyncio.sleep(self.chunk_interval_s)
+                upto = round(len(words) * n / len(chunks))
+                if upto > said:
+                    content["outputTranscription"] = {"text": " " + " ".join(words[said:upto])}
+                    said = upto
+                conn.audio_out_at.append(time.monotonic())
+                conn.audio_out_starts.append(conn.audio_out_bytes)
+                conn.audio_out_bytes += len(chunk)
+                await self._send(conn, {"serverContent": content})
+                await asyncio.sleep(self.chunk_interval_s)
+        finally:
+            conn.generating = False
         await self._send(conn, {"serverContent": {"generationComplete": True}})
+        # What the model generated is in its context from here on, and a handle issued now
+        # resumes a conversation that holds it.
+        self._remember(conn, "bot", text)
+        if conn.wants_resumption:
+            await self._send_handle(conn)
         # The service assumes the client plays the answer in real time and completes the turn
         # when playback should be over; a barge-in before then is an interruption.
         await asyncio.sleep(max(0.0, self.reply_ms / 1000 - (time.monotonic() - started)))
-        self._remember(conn, "bot", text)
         await self._send(
             conn,
             {
@@ -594,6 +606,9 @@ class GeminiLiveFake:
 
     async def _send_handle(self, conn: FakeConnection) -> None:
         assert conn.conversation is not None
+        if conn.generating:
+            await self._send(conn, {"sessionResumptionUpdate": {"resumable": False}})
+            return
         handle = f"handle-{conn.conversation.id}-{next(self._ids)}"
         self.handles[handle] = conn.conversation.id
         await self._send(conn, {"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.applications import Starlette
+
 from voicebot.calls.runtime import Runtime
 from voicebot.config import AppConfig, load_config_text
 from voicebot.devtools.twilio_sim import SimulatedTwilio
@@ -52,6 +54,7 @@ class RunningServer:
     runtime: Runtime
     auth_token: str
     loop: asyncio.AbstractEventLoop
+    app: Starlette
 
     def twilio(self, speed: float = 1.0) -> SimulatedTwilio:
         return SimulatedTwilio(self.url, self.auth_token, speed=speed)
@@ -68,4 +71,4 @@ async def running_server(
     app_config = load_config_text(config, env) if isinstance(config, str) else config
     token = app_config.twilio.auth_token.get_secret_value() if app_config.twilio.auth_token else ""
     async with local_server(app_config) as server:
-        yield RunningServer(server.url, server.runtime, token, server.loop)
+        yield RunningServer(server.url, server.runtime, token, server.loop, server.app)

@@ -142,7 +142,7 @@ class CallControl(_Strict):
     warm_caller_id: str | None = Field(
         default=None,
         pattern=r"^\+[1-9]\d{6,14}$",
-        description="From of the call to the person (a Twilio number); unset: the number the caller called",
+        description="From of the call to the person (a Twilio number); unset: the call's own Twilio number",
     )
     warm_no_answer: str = Field(
         default=WARM_NO_ANSWER,

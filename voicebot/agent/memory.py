@@ -82,8 +82,9 @@ class CallerMemory:
         conn.executescript(_SCHEMA)
         return conn
 
-    def _expire(self, conn: sqlite3.Connection, now: float) -> None:
-        conn.execute("DELETE FROM calls WHERE ended_at < ?", (now - self.config.retention_days * 86400.0,))
+    def _expire(self, conn: sqlite3.Connection, now: float) -> int:
+        cutoff = now - self.config.retention_days * 86400.0
+        return int(conn.execute("DELETE FROM calls WHERE ended_at < ?", (cutoff,)).rowcount)
 
     # -- blocking operations (run in a worker thread) ----------------------------------
 
@@ -111,6 +112,14 @@ class CallerMemory:
                 (key, key, self.config.max_calls),
             )
         conn.close()
+
+    def expire(self, now: float) -> int:
+        """Delete the rows older than ``retention_days`` now (blocking); how many went. The
+        server's retention sweep (voicebot.privacy.retention) calls it even when nobody calls."""
+        with self._connect() as conn:
+            deleted = self._expire(conn, now)
+        conn.close()
+        return deleted
 
     def _forget(self, key: str) -> int:
         with self._connect() as conn:

@@ -161,7 +161,7 @@ class WarmTransfer:
                         token,
                         {
                             "to": number,
-                            "from_": self.settings.warm_caller_id or call.called,
+                            "from_": self.settings.warm_caller_id or call.our_number,
                             "twiml": join_conference(
                                 room, whisper=whisper_text(call.transcript, call.caller, self.redact), on_join=callback
                             ),

@@ -10,9 +10,9 @@ from pathlib import Path
 from s2s.call_context import call_redactor_var
 from s2s.provider import ProviderSession, Turn
 from telephony.bridge import CallBridge, CallInfo, CallSummary, TwilioSocket
-from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import MediaStreamProtocol, Start
 from telephony.observer import CallObserver
+from voicebot.calls.barge_in import local_barge_in
 from voicebot.calls.cost import CallCost
 from voicebot.calls.greeting_guard import greeting_guard
 from voicebot.calls.plan import CallPlan
@@ -46,7 +46,9 @@ class BridgeFactory:
     def build(
         self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol, base_url: str = ""
     ) -> CallBridge:
-        info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called, base_url)
+        info = CallInfo(
+            start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called, plan.direction, base_url
+        )
         server = plan.config.server
         guards = greeting_guard(plan.route, lambda: bridge.handle.bot_audio_pending)
         bridge = CallBridge(
@@ -55,11 +57,7 @@ class BridgeFactory:
             info,
             lambda history: self._open_session(plan, history),
             outbound_chunk_ms=server.outbound_chunk_ms,
-            local_barge_in=(
-                SpeechOnsetDetector(server.local_barge_in_dbfs, server.local_barge_in_ms)
-                if server.local_barge_in_ms
-                else None
-            ),
+            local_barge_in=local_barge_in(plan.route, server),
             observers=[*self.observers(plan), *silence_watch(plan.route, lambda: bridge.handle), *guards],
             before_close=lambda summary: self._before_close(plan, summary),
             tool_handler=plan.tools,
@@ -79,8 +77,11 @@ class BridgeFactory:
         observers: list[CallObserver] = [plan.cost]
         observers += [factory(plan) for factory in self.observer_factories]
         if wants_recording(plan.config, plan.route):
-            recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers))
+            providers = tuple(plan.route.providers)
+            recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, providers, plan.direction)
             recorder.usage = plan.cost.summary
             recorder.on_closed = self.on_tape_closed
             observers.append(recorder)
+            if plan.on_tape is not None:
+                plan.on_tape(recorder.path)
         return observers

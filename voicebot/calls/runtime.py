@@ -13,7 +13,10 @@ webhook to the end of its media stream, put together. Each part is its own modul
 - :mod:`~voicebot.calls.live`: the calls streaming here, one stream per CallSid;
 - :mod:`~voicebot.calls.limits`: ``max_call_seconds`` and ``max_cost_usd``;
 - :mod:`~voicebot.calls.farewell` and :mod:`~voicebot.calls.next_twiml`: what Twilio runs
-  after the stream."""
+  after the stream;
+- :mod:`~voicebot.calls.changes`: the wake-up the drain awaits;
+- :mod:`~voicebot.calls.tasks`: fire-and-forget work of timers and callbacks;
+- :mod:`voicebot.recordings.upload`: where finished tapes go (``[recording] store``)."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from telephony.signature import SignatureChecker
 from voicebot.calls.admission import SlotStore
 from voicebot.calls.admission_redis import slot_store
 from voicebot.calls.bridge_factory import BridgeFactory
+from voicebot.calls.changes import CallChanges
 from voicebot.calls.claim import StreamClaims
 from voicebot.calls.farewell import deliver_farewell
 from voicebot.calls.handoff import StreamHandoff
@@ -58,6 +62,7 @@ class Runtime:
         self.loaded = LoadedConfig(config)
         self.tasks = BackgroundTasks()
         self.live = LiveCalls()
+        self.changes = CallChanges()  # woken wherever live, handoff or next_twiml can empty
         self.next_twiml = NextTwiml()
         self.call_limits = CallLimits(self.live.bridge_of, self.tasks.spawn)
         self.handoff = StreamHandoff(
@@ -156,6 +161,7 @@ class Runtime:
             return bridge
         finally:
             self.live.unreserve(call_sid)
+            self.changes.notify()  # its plan left the handoff
 
     async def open_session(self, plan: CallPlan, history: Sequence[Turn] = ()) -> ProviderSession:
         """The call's provider session (:func:`voicebot.calls.session.open_session`); the
@@ -172,7 +178,9 @@ class Runtime:
         plan.tools.call_ended(summary)
 
     def take_next_twiml(self, call_sid: str) -> str | None:
-        return self.next_twiml.take(call_sid)
+        twiml = self.next_twiml.take(call_sid)
+        self.changes.notify()
+        return twiml
 
     def withdraw_pending(self) -> list[CallPlan]:
         return self.claims.withdraw_pending()
@@ -185,6 +193,7 @@ class Runtime:
         self.call_limits.disarm(plan)
         if plan.lease is not None:
             self.tasks.spawn(plan.lease.release())
+        self.changes.notify()  # a call ended, or a plan left the handoff (expired, withdrawn)
 
 
 def _store_of(config: AppConfig) -> tuple[object, ...]:

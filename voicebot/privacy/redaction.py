@@ -20,8 +20,9 @@ Numbers are found the way a speech transcript writes them: numerals in groups
   written as digits alike).
 
 Order: emails first (an address may hold digits), then the route's own patterns, then
-numbers. Words such as "double four" or an email spelled out ("jo at example dot com")
-are not recognised. Custom patterns run on every transcript turn: keep them linear (no
+numbers. Digits glued to letters (``CA1234…``, ``A12B``) are identifiers, not numbers, and are
+left alone (a route's pattern can take them). Words such as "double four" or an email spelled
+out ("jo at example dot com") are not recognised. Custom patterns run on every transcript turn: keep them linear (no
 nested repetition), since Python's ``re`` has no time limit.
 """
 
@@ -47,7 +48,9 @@ _DIGIT_WORDS = {
     "eight": "8",
     "nine": "9",
 }
-_TOKEN = r"(?:\d+|\b(?:" + "|".join(_DIGIT_WORDS) + r")\b)"
+# A numeral glued to letters is part of an identifier (a CallSid "CA1234…", "A12B"), not a
+# number someone said: it is left to the route's own patterns.
+_TOKEN = r"(?:(?<![A-Za-z0-9])\d+(?![A-Za-z0-9])|\b(?:" + "|".join(_DIGIT_WORDS) + r")\b)"
 # Each repetition needs a separator before its token, so a run is matched in linear time.
 _RUN = re.compile(rf"(?:\+\s?|\(\s?)?{_TOKEN}(?:[\s()\-\u2013]{{1,3}}{_TOKEN})*", re.IGNORECASE)
 _TOKENS = re.compile(_TOKEN, re.IGNORECASE)

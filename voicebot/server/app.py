@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -13,6 +17,7 @@ from telephony.media_endpoint import media_stream
 from transcoding.pipeline import prewarm
 from voicebot.calls.outbound import OutboundCalls
 from voicebot.calls.runtime import Runtime
+from voicebot.privacy.retention import RetentionSweeper
 from voicebot.server import calls_api, outbound_hooks, transfer_hooks
 from voicebot.server.health import readiness
 from voicebot.telemetry.install import install as install_telemetry
@@ -36,9 +41,25 @@ async def metrics(request: Request) -> Response:
     return Response(get_telemetry().prometheus_text(), media_type=PROMETHEUS_CONTENT_TYPE)
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Work the server process does beside its requests: the retention sweep
+    (voicebot.privacy.retention), at start and then periodically."""
+    runtime: Runtime = app.state.runtime
+    sweeper = RetentionSweeper(lambda: runtime.config)
+    app.state.retention = sweeper
+    task = asyncio.create_task(sweeper.run(), name="retention-sweep")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(runtime: Runtime) -> Starlette:
     prewarm()
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/twilio/voice", webhook.voice, methods=["POST"]),
             Route("/twilio/status", webhook.status, methods=["POST"]),
@@ -50,7 +71,7 @@ def create_app(runtime: Runtime) -> Starlette:
             *outbound_hooks.routes(),
             *transfer_hooks.routes(),
             *calls_api.routes(),
-        ]
+        ],
     )
     app.state.runtime = runtime
     app.state.outbound = OutboundCalls(runtime)

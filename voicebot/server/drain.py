@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 LINGER_S = 5.0
 # Closing a stream and the bridge tearing down (provider session close is bounded at 3 s).
 HANGUP_TIMEOUT_S = 5.0
-POLL_S = 0.05
 
 SHUTDOWN_OUTCOME = CallOutcome.SERVER_SHUTDOWN
 
@@ -50,15 +49,9 @@ class Drainer:
         self.runtime = runtime
 
     async def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
-        """Poll ``done()`` until true or ``timeout``; calls end on other tasks, so polling a
-        few times per 100 ms costs nothing and needs no hook in the bridge."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not done():
-            if loop.time() >= deadline:
-                return False
-            await asyncio.sleep(POLL_S)
-        return True
+        """Wait until ``done()`` holds or ``timeout`` passes; calls end on other tasks, which
+        wake this through :class:`voicebot.calls.changes.CallChanges`."""
+        return await self.runtime.changes.wait_until(done, timeout)
 
     async def run(self) -> None:
         runtime = self.runtime

@@ -67,7 +67,8 @@ class JsonFormatter(logging.Formatter):
             entry["trace_id"] = format(span.trace_id, "032x")
             entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            # exc_text: already formatted (and masked, s2s.call_context.redact_log_records)
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -46,6 +47,21 @@ def uvicorn_config(app: Starlette, host: str, port: int, log_level: str = "info"
     )
 
 
+def freeze_startup_heap() -> None:
+    """Move everything start-up left alive (modules, SDK clients, pydantic schemas: ~190k
+    objects) out of the garbage collector's reach, just before serving.
+
+    A full (generation 2) collection walks every tracked object and stops every call's audio
+    while it runs. Those objects live as long as the process, so walking them is pointless;
+    after ``gc.freeze()`` (https://docs.python.org/3/library/gc.html#gc.freeze) a collection
+    walks only what calls allocated. Measured with ``bench load`` at 40 calls: a full
+    collection took 127 ms of CPU before, 6 ms after (at 100 calls one took 220 ms of wall
+    time, which was the whole of the bridge's p99 latency). The garbage start-up made is
+    collected first, so none of it is kept forever."""
+    gc.collect()
+    gc.freeze()
+
+
 START_TIMEOUT_S = 10.0
 
 
@@ -54,12 +70,14 @@ class LocalServer:
     url: str
     runtime: Runtime
     loop: asyncio.AbstractEventLoop
+    app: Starlette
 
 
 @contextlib.asynccontextmanager
 async def local_server(config: AppConfig, log_level: str = "warning") -> AsyncIterator[LocalServer]:
     runtime = Runtime(config)
-    server = uvicorn.Server(uvicorn_config(create_app(runtime), "127.0.0.1", 0, log_level))
+    app = create_app(runtime)
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, log_level))
     loops: list[asyncio.AbstractEventLoop] = []
 
     def serve() -> None:
@@ -77,7 +95,7 @@ async def local_server(config: AppConfig, log_level: str = "warning") -> AsyncIt
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield LocalServer(f"http://127.0.0.1:{port}", runtime, loops[0])
+        yield LocalServer(f"http://127.0.0.1:{port}", runtime, loops[0], app)
     finally:
         server.should_exit = True
         await asyncio.to_thread(thread.join, 10)

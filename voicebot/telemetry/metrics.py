@@ -47,7 +47,7 @@ class Instruments:
             "voicebot.calls.active", unit="{call}", description="calls in progress, by route and provider"
         )
         self.calls = meter.create_counter(
-            "voicebot.calls", unit="{call}", description="finished calls by route, provider and outcome"
+            "voicebot.calls", unit="{call}", description="finished calls by route, provider, outcome and direction"
         )
         self.webhook_rejected = meter.create_counter(
             "voicebot.webhook.rejected", unit="{call}", description="voice webhooks refused (draining, capacity)"
@@ -301,7 +301,7 @@ def provider_connect(provider: str) -> Iterator[trace.Span]:
 
 
 def record_recovery(lost_provider: str, new_provider: str | None, kind: str, ok: bool, duration_s: float) -> None:
-    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog):
+    """A mid-call recovery of ``lost_provider`` finished (``kind``: session-lost, watchdog, expired):
     a ``recovery`` child span of the call, back-dated to when it began, and the metrics."""
     from voicebot.telemetry.setup import get_telemetry
 

@@ -17,7 +17,7 @@ import httpx
 
 from voicebot.config import ConfigError, load_config
 from voicebot.devtools.tape.compare import Tolerance, summary_lines
-from voicebot.devtools.tape.format import TapeError, read_tape
+from voicebot.devtools.tape.format import TapeError, left_out, read_tape
 from voicebot.devtools.tape.html_view import write_replay_html, write_tape_html
 from voicebot.devtools.tape.replay import ReplayError, replay_call
 from voicebot.devtools.tape.wav import write_call_wav
@@ -43,6 +43,13 @@ def replay_command(args: argparse.Namespace) -> int:
             return 2
         if args.speed != 1.0:
             print("note: a live provider runs in real time; at --speed other than 1 timings will diverge")
+    if not tape.header.caller_audio:
+        hears = (
+            "a live provider hears silence"
+            if live is not None or args.url
+            else "the recorded provider side still plays"
+        )
+        print(f"note: this tape kept no caller audio: the replay sends silence of the same length ({hears})")
     given = {"timing_ms": args.timing_tolerance_ms, "audio_ms": args.audio_tolerance_ms}
     tolerance = Tolerance(**{name: value for name, value in given.items() if value is not None})
     token = args.auth_token or os.environ.get("TWILIO_AUTH_TOKEN")
@@ -89,6 +96,8 @@ def view_command(args: argparse.Namespace) -> int:
 
     header = tape.header
     print(f"{args.tape}: call {header.call_sid}, {header.side} side, route {header.route or '-'}")
+    for note in left_out(header):
+        print(f"  not on this tape: {note}")
     print("\n".join(summary_lines(view_of(tape))))
     if args.html is not None:
         print(f"wrote {write_tape_html(tape, args.html)} (open it in a browser; it needs no network)")

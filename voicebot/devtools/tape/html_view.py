@@ -45,6 +45,7 @@ from voicebot.devtools.tape.format import (
     Tape,
     TwilioFrame,
     format_name,
+    left_out,
 )
 from voicebot.devtools.tape.view import BYTES_PER_MS, CallView, TurnView, view_of
 from voicebot.devtools.tape.wav import call_wav_bytes
@@ -313,7 +314,9 @@ def _page(tape: Tape, view: CallView, replay: ReplayResult | None) -> Page:
         facts.append(("DTMF", "".join(view.dtmf)))
     if view.bad_frames:
         facts.append(("bad frames", str(view.bad_frames)))
-    tracks = [Track("caller", "caller", view.caller_audio), Track("bot", "bot (as heard)", view.heard_audio)]
+    facts.extend(("not on this tape", note) for note in left_out(header))
+    caller_label = "caller" if header.caller_audio else "caller (not recorded: silence)"
+    tracks = [Track("caller", caller_label, view.caller_audio), Track("bot", "bot (as heard)", view.heard_audio)]
     audio = [("call: caller left, bot right", call_wav_bytes(view.caller_audio, view.heard_audio))]
     divergences: list[Event] = []
     title = f"call {header.call_sid}"
