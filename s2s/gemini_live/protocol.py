@@ -49,6 +49,8 @@ OUTPUT_RATE = PCM16_24K.sample_rate
 _RATE_RE = re.compile(r"rate\s*=\s*(\d+)")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _KEPT_UTTERANCES = 4  # barge-in notes only ever concern the last utterance or two
+GREETING_HOLD_MAX_MS = 15_000
+"""Longest the caller's audio is held back from an uninterruptible greeting still being generated."""
 
 
 class GeminiProtocolError(VoicebotError):
@@ -474,6 +476,10 @@ class GeminiProtocol:
                 END_MS if config.silence_duration_ms is None else config.silence_duration_ms,
             )
         self._turn_note: str | None = None
+        # An uninterruptible greeting (ctx.greeting_uninterruptible): see :meth:`open`.
+        self._greeting_held = False
+        self._held_ms = 0.0
+        self._held_texts: list[str] = []
 
     @property
     def resume_handle(self) -> str | None:
@@ -483,7 +489,10 @@ class GeminiProtocol:
 
     def receive(self, message: types.LiveServerMessage | Mapping[str, Any]) -> None:
         """One server message; raises :class:`GeminiProtocolError` for audio it must not play."""
-        self._events.extend(self.mapper.feed(message))
+        events = self.mapper.feed(message)
+        self._events.extend(events)
+        if self._greeting_held and any(isinstance(event, TurnDone) for event in events):
+            self._release_greeting()
 
     def events_received(self) -> list[ProviderEvent]:
         events, self._events = self._events, []
@@ -509,12 +518,45 @@ class GeminiProtocol:
             self._outbox.append(types.LiveClientMessage(client_content=content))
         if plan.prompt:
             self.send_text(plan.prompt)
+        # activityHandling NO_INTERRUPTION would keep the caller from cutting the greeting, but
+        # it is a setup field ("sent in the first (and only in the first)" client message, for
+        # the whole connection: https://ai.google.dev/api/live, BidiGenerateContentSetup), so it
+        # cannot be dropped once the greeting is over. Holding the caller's input back until the
+        # greeting's turn is complete has the same effect for that turn only: with nothing from
+        # the caller, neither the service's activity detection nor our activityStart can
+        # interrupt it. The bridge then keeps barge-ins off until the greeting has played.
+        self._greeting_held = bool(
+            self.ctx.greeting_uninterruptible and self.ctx.greeting and not self.ctx.resume_handle
+        )
+
+    def _release_greeting(self) -> None:
+        self._greeting_held = False
+        for text in self._held_texts:
+            self.send_text(text)
+        self._held_texts = []
+
+    def _greeting_holds(self, pcm16: bytes) -> bool:
+        """True while caller audio must be held back from an uninterruptible greeting; never
+        longer than :data:`GREETING_HOLD_MAX_MS` of it (a greeting that never ends must not
+        deafen the call)."""
+        if not self._greeting_held:
+            return False
+        self._held_ms += PCM16_16K.duration_ms(len(pcm16))
+        if self._held_ms < GREETING_HOLD_MAX_MS:
+            return True
+        log.warning(
+            "gemini: %s: the greeting did not finish in %d ms; the caller is heard again",
+            self.ctx.call_sid,
+            GREETING_HOLD_MAX_MS,
+        )
+        self._release_greeting()
+        return False
 
     def send_audio(self, pcm16: bytes, level_dbfs: float | None = None) -> None:
         """Caller audio (16 kHz PCM16); a held barge-in note goes out when the caller is quiet.
         ``level_dbfs`` is the frame's level if the caller measured it already (the bridge
         does, at the phone edge); voicebot's own turn detection uses it."""
-        if not pcm16:
+        if not pcm16 or self._greeting_holds(pcm16):
             return
         if self.turns is not None:
             self._turn_audio(self.turns, pcm16, frame_dbfs(pcm16) if level_dbfs is None else level_dbfs)
@@ -552,6 +594,9 @@ class GeminiProtocol:
         With activity detection off, text counts as a turn only inside activity signals: it
         joins the caller's open turn, or makes a turn of its own."""
         if not text:
+            return
+        if self._greeting_held:
+            self._held_texts.append(text)  # keypad input during the greeting: after it
             return
         if self.turns is None or self.turns.speaking:
             self._realtime(text=text)
