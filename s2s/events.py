@@ -7,7 +7,7 @@ declared output format (``ProviderSession.output_format``); the bridge transcode
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 Role = Literal["caller", "bot"]
@@ -90,8 +90,10 @@ class Usage:
     (GPT-Live ``session.usage.updated``, billed by active audio time) or tokens by modality
     (OpenAI Realtime ``response.done``, Gemini ``usageMetadata``, Nova ``usageEvent``),
     summed over the session by the protocol. ``cached_*_in_tokens`` are the part of the
-    input tokens served from the provider's cache, by modality. ``final`` marks the
-    provider's last word on the session."""
+    input tokens served from the provider's cache, by modality. A cascade reports its parts:
+    the caller audio its speech-to-text was sent (``stt_s``), its language model's text
+    tokens, and what its text-to-speech synthesised (``tts_chars``, ``tts_s``). ``final``
+    marks the provider's last word on the session."""
 
     session_id: str
     billable_s: float = 0.0
@@ -102,6 +104,21 @@ class Usage:
     cached_audio_in_tokens: int = 0
     text_out_tokens: int = 0
     audio_out_tokens: int = 0
+    stt_s: float = 0.0
+    tts_chars: int = 0
+    tts_s: float = 0.0
+
+    def added(self, **counts: float) -> Usage:
+        """This report with ``counts`` (field name -> amount, see :data:`USAGE_COUNTS`) added."""
+        return replace(self, **{name: getattr(self, name) + amount for name, amount in counts.items()})
+
+    def plus(self, other: Usage) -> Usage:
+        """Both reports' counts summed (two sessions of one provider, a call's total)."""
+        return self.added(**{name: getattr(other, name) for name in USAGE_COUNTS})
+
+
+USAGE_COUNTS: tuple[str, ...] = tuple(f.name for f in fields(Usage) if f.name not in ("session_id", "final"))
+"""The fields of :class:`Usage` that count something (everything but its identity and ``final``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from s2s.events import (
 from s2s.provider import ProviderSession, Turn
 from telephony.bad_frames import BadFrames
 from telephony.call_handle import CallHandle, PlayoutSignal
-from telephony.call_state import CallOutcome, CallState, CallStateMachine
+from telephony.call_state import CallOutcome, CallState, CallStateMachine, Direction
 from telephony.hold import HoldPlayer
 from telephony.local_vad import SpeechOnsetDetector
 from telephony.media_stream import (
@@ -95,6 +95,7 @@ class CallInfo:
     route: str
     caller: str = ""
     called: str = ""
+    direction: Direction = "inbound"  # who placed the call: the caller, or we did (outbound)
 
 
 ToolHandler = Callable[[ToolCall, CallHandle], Awaitable[str]]
@@ -278,7 +279,8 @@ class CallBridge:
         self.summary.ended_at = self.clock()
         turns = " | ".join(f"{t.role}: {t.text}" for t in self.summary.transcript)
         log.info(
-            "call %s ended: %s after %.1f s; %d barge-in(s); %d transcript turn(s): %s",
+            "%s call %s ended: %s after %.1f s; %d barge-in(s); %d transcript turn(s): %s",
+            self.info.direction,
             self.info.call_sid,
             self.summary.outcome,
             self.summary.ended_at - self.summary.started_at,

@@ -10,8 +10,13 @@ the call stays ``streaming`` (the caller hears a pause) while a new provider ses
 from __future__ import annotations
 
 import enum
+from typing import Literal
 
 from s2s.errors import VoicebotError
+
+# Who placed the call: the caller (inbound), or we did through the REST API (outbound). A
+# label on the end-of-call metric, a span attribute, a tape header field, a log word.
+Direction = Literal["inbound", "outbound"]
 
 
 class CallOutcome(enum.StrEnum):

@@ -18,28 +18,42 @@ import pytest
 
 from tests.fakes.twilio_rest_fake import CreatedCall, TwilioRestFake
 from tests.support.server import AUTH_TOKEN, RunningServer, running_server
-from tests.test_outbound import OPS, outbound_config
+from tests.test_outbound import OPS, outbound_config, wait_for_tape
 from voicebot.campaign import Campaign, Settings, quiet_until, read_rows, resume
 from voicebot.cli import main
+from voicebot.devtools.twilio_sim import SimulatedTwilio, parse_stream_twiml
 
 
 class Callees:
     """Twilio's side: each created call rings, then ends with the next scripted status of its
-    number (default ``completed``) after ``hold_s``; tracks how many were in progress at once."""
+    number (default ``completed``) after ``hold_s``; tracks how many were in progress at once.
+    With ``pick_up`` a call that is to complete is answered first: its media stream runs (the
+    Twilio simulator) for ``hold_s``, then the callee hangs up."""
 
-    def __init__(self, rest: TwilioRestFake, script: dict[str, list[str]], hold_s: float = 0.3) -> None:
-        self.rest, self.script, self.hold_s = rest, script, hold_s
+    def __init__(
+        self, rest: TwilioRestFake, script: dict[str, list[str]], hold_s: float = 0.3, pick_up: bool = False
+    ) -> None:
+        self.rest, self.script, self.hold_s, self.pick_up = rest, script, hold_s, pick_up
         self.in_progress = 0
         self.most_in_progress = 0
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _answered(self, call: CreatedCall) -> None:
+        parsed = parse_stream_twiml((await self.rest.answer(call)).text)
+        assert parsed is not None
+        async with SimulatedTwilio("", AUTH_TOKEN).stream(parsed[0], parsed[1], call.sid) as stream:
+            await stream.pause(self.hold_s * 1000)
 
     async def _live(self, call: CreatedCall) -> None:
         self.in_progress += 1
         self.most_in_progress = max(self.most_in_progress, self.in_progress)
         await self.rest.status(call, "ringing")
-        await asyncio.sleep(self.hold_s)  # the call's length on Twilio's side
         outcomes = self.script.get(call.params["To"], [])
         status = outcomes.pop(0) if outcomes else "completed"
+        if self.pick_up and status == "completed":
+            await self._answered(call)
+        else:
+            await asyncio.sleep(self.hold_s)  # the call's length on Twilio's side
         self.in_progress -= 1
         await self.rest.status(call, status, 42 if status == "completed" else 0)
 
@@ -55,8 +69,10 @@ class Callees:
 
 
 @contextlib.asynccontextmanager
-async def callees(rest: TwilioRestFake, script: dict[str, list[str]], hold_s: float = 0.3) -> AsyncIterator[Callees]:
-    driver = Callees(rest, script, hold_s)
+async def callees(
+    rest: TwilioRestFake, script: dict[str, list[str]], hold_s: float = 0.3, pick_up: bool = False
+) -> AsyncIterator[Callees]:
+    driver = Callees(rest, script, hold_s, pick_up)
     task = asyncio.create_task(driver.run())
     try:
         yield driver
@@ -153,6 +169,23 @@ async def test_a_crashed_campaign_resumes_without_calling_anyone_twice(rest: Twi
     lines = results(out)
     unknown = {r["number"] for r in lines if r["status"] == "unknown"}
     assert unknown and unknown <= set(placed_before)  # in flight at the crash: recorded, never redialled
+
+
+async def test_the_results_name_each_answered_calls_tape(rest: TwilioRestFake, tmp_path: Path) -> None:
+    to_call = numbers(3)
+    tapes = tmp_path / "tapes"
+    recording = f'[recording]\nenabled = true\ndir = "{tapes}"'
+    config = outbound_config(rest, "machine_detection = false", sections=recording)
+    script = {to_call[1]: ["busy"]}  # never answered: no tape
+    async with running_server(config) as server, callees(rest, script, hold_s=0.5, pick_up=True):
+        s = settings(server, attempts=1)
+        await run_campaign(s, write_csv(tmp_path / "list.csv", to_call), tmp_path / "out.csv")
+    finals = {r["number"]: r for r in results(tmp_path / "out.csv") if r["status"] in ("completed", "busy")}
+    assert finals[to_call[1]]["status"] == "busy" and finals[to_call[1]]["tape"] == ""
+    for number in (to_call[0], to_call[2]):
+        row = finals[number]
+        assert row["status"] == "completed" and row["tape"].startswith(str(tapes)), row
+        assert await wait_for_tape(Path(row["tape"])) == (row["call_sid"], "outbound")
 
 
 def test_quiet_hours_defer_to_the_end_of_the_window_in_the_rows_zone() -> None:

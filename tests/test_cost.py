@@ -206,5 +206,14 @@ def test_the_budget_is_called_once_when_the_cost_reaches_it() -> None:
 
 def test_price_bills_cached_tokens_instead_of_their_modality_rate() -> None:
     table = PricingTable(text_in_per_mtok=10.0, audio_in_per_mtok=100.0, cached_in_per_mtok=1.0)
-    record = UsageRecord(text_in_tokens=10, cached_text_in_tokens=4, audio_in_tokens=20, cached_audio_in_tokens=5)
-    assert price(record, table) == pytest.approx((6 * 10.0 + 15 * 100.0 + 9 * 1.0) / 1e6)
+    used = Usage("s", text_in_tokens=10, cached_text_in_tokens=4, audio_in_tokens=20, cached_audio_in_tokens=5)
+    assert price(UsageRecord(reported=used), table) == pytest.approx((6 * 10.0 + 15 * 100.0 + 9 * 1.0) / 1e6)
+
+
+def test_price_bills_a_cascades_parts_by_their_own_units() -> None:
+    table = PricingTable(stt_per_minute=0.006, text_in_per_mtok=0.4, text_out_per_mtok=1.6, tts_per_mchars=15.0)
+    used = Usage("c", stt_s=90.0, text_in_tokens=2000, text_out_tokens=300, tts_chars=1200, tts_s=40.0)
+    usd = 1.5 * 0.006 + (2000 * 0.4 + 300 * 1.6 + 1200 * 15.0) / 1e6
+    assert price(UsageRecord(session_s=100.0, reported=used), table) == pytest.approx(usd, abs=1e-15)
+    # per minute of speech instead (tts models billed by audio out)
+    assert price(UsageRecord(reported=used), PricingTable(tts_per_minute=0.015)) == pytest.approx(40 / 60 * 0.015)

@@ -18,14 +18,17 @@ from typing import Any
 import httpx
 import pytest
 
+from s2s.events import Usage
 from s2s.nova_sonic.transport import register_stream_factory, unregister_stream_factory
 from telephony.call_state import CallOutcome
 from tests.fakes.gemini_live_fake import GeminiLiveFake
 from tests.fakes.gpt_live_fake import FakeLiveServer, LiveFakeOptions
 from tests.fakes.nova_sonic_fake import FakeNovaModel, FakeNovaService
+from tests.fakes.openai_cascade_fake import ChatReply, FakeOpenAIHttp, FakeTranscription
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
+from tests.test_cascade_call import call_config
 from tests.test_telemetry import scrape, value
 from voicebot.devtools.calls import calls_command
 from voicebot.devtools.tape.replay import finished_tape
@@ -258,8 +261,67 @@ providers = ["live"]
             plan = server.runtime.plan_of(call.call_sid)
             assert plan is not None
             # session.usage.updated comes every second of caller audio the service took in
-            await call.wait_for(lambda: plan.cost is not None and plan.cost.total().billable_s >= 2, timeout=8)
+            await call.wait_for(lambda: plan.cost is not None and plan.cost.total().reported.billable_s >= 2, timeout=8)
             assert plan.cost is not None
             total = plan.cost.total()
-    assert total.billable_s == int(total.billable_s)  # whole seconds, as the fake reports them
-    assert total.cost_usd == pytest.approx(total.billable_s / 60 * 0.06, abs=1e-15)
+    billable_s = total.reported.billable_s
+    assert billable_s == int(billable_s)  # whole seconds, as the fake reports them
+    assert total.cost_usd == pytest.approx(billable_s / 60 * 0.06, abs=1e-15)
+
+
+async def test_a_cascade_calls_cost_is_priced_from_its_parts_use() -> None:
+    """Speech-to-text seconds, the chat model's tokens (from the stream's usage chunk) and the
+    characters and seconds of speech synthesised, as one Usage per cascade session."""
+    async with (
+        FakeTranscription(["hello there", "what time is it"]) as stt,
+        FakeOpenAIHttp([ChatReply("Hi. How can I help?"), ChatReply("It is nine.")]) as http,
+        running_server(
+            call_config(
+                stt,
+                http,
+                sections="""
+[pricing.cascade]
+stt_per_minute = 0.003
+text_in_per_mtok = 0.75
+cached_in_per_mtok = 0.075
+text_out_per_mtok = 4.5
+tts_per_mchars = 15.0
+""",
+            )
+        ) as server,
+        server.twilio().call() as call,
+    ):
+        for sentences in (2, 3):  # the answers' sentences so far, one speech request each
+            await call.pause(200)
+            await call.say(to_mulaw(tone(1000, 500)))
+            await call.wait_for(
+                lambda n=sentences: len(http.speech_streams) == n and all(s.completed for s in http.speech_streams), 10
+            )
+            await call.wait_for(lambda: call.queued_ms == 0, timeout=5)
+
+        async def snapshot() -> tuple[Usage, float, float]:
+            plan = server.runtime.plan_of(call.call_sid)
+            assert plan is not None and plan.cost is not None
+            total = plan.cost.total()
+            return total.reported, total.audio_in_s, total.cost_usd
+
+        used, audio_in_s, usd = await server.run_on_server(snapshot())
+    assert len(http.usage_sent) == 2 and http.usage_sent[1].cached > 0
+    assert used.text_in_tokens == sum(u.input for u in http.usage_sent)
+    assert used.cached_text_in_tokens == sum(u.cached for u in http.usage_sent)
+    assert used.text_out_tokens == sum(u.output for u in http.usage_sent)
+    assert used.tts_chars == sum(len(r["input"]) for r in http.speech_requests) == len("Hi.How can I help?It is nine.")
+    assert used.tts_s == pytest.approx(sum(s.bytes_sent for s in http.speech_streams) / (24000 * 2), abs=1e-9)
+    # caller audio sent to speech-to-text: at least both tones, at most all the caller audio so far
+    assert 1.0 <= used.stt_s <= audio_in_s
+    expected = (
+        used.stt_s / 60 * 0.003
+        + (
+            (used.text_in_tokens - used.cached_text_in_tokens) * 0.75
+            + used.cached_text_in_tokens * 0.075
+            + used.text_out_tokens * 4.5
+            + used.tts_chars * 15.0
+        )
+        / 1e6
+    )
+    assert usd == pytest.approx(expected, rel=1e-12) and usd > 0

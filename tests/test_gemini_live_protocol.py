@@ -433,3 +433,56 @@ def test_caller_audio_goes_out_as_exactly_the_text_the_sdk_sends_for_it() -> Non
     ):
         wire = _common.encode_unserializable_types(_common.convert_to_dict(convert(from_object=params)))
         assert CallerAudio(pcm).wire_text() == json.dumps({"realtime_input": wire})
+
+
+@pytest.mark.parametrize("detection", [True, False])
+def test_an_uninterruptible_greeting_gets_nothing_from_the_caller_until_its_turn_is_complete(detection: bool) -> None:
+    """NO_INTERRUPTION is for a whole connection; for the greeting alone the protocol sends
+    neither caller audio nor keypad text (nor, with activity detection off, activityStart)
+    until the greeting's turn is complete, whichever side detects the caller's turns."""
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    ctx = SessionContext(call_sid="CA1", greeting="This call is recorded.", greeting_uninterruptible=True)
+    p = GeminiProtocol(config(automatic_activity_detection=detection), ctx)
+    p.open(opening(ctx, p.model))
+    p.data_to_send()  # the greeting request
+    loud = (np.sin(np.arange(320) / 3) * 12000).astype("<i2").tobytes()  # 20 ms at 16 kHz, -9 dBFS
+    for _ in range(20):
+        p.send_audio(loud)
+    p.send_text("5")
+    assert p.data_to_send() == []
+    p.receive(audio_msg(pcm_ms(200)))
+    p.receive({"serverContent": {"turnComplete": True}})
+    [text_turn] = [m for m in typed(p.data_to_send()) if m.realtime_input and m.realtime_input.text]
+    assert text_turn.realtime_input is not None and text_turn.realtime_input.text == "5"  # after the greeting
+    for _ in range(20):
+        p.send_audio(loud)
+    sent = kinds(p.data_to_send())
+    assert "audio" in sent and ("activity_start" in sent) is not detection
+
+
+def test_a_greeting_that_never_completes_stops_holding_the_caller_back() -> None:
+    from s2s.gemini_live.protocol import GREETING_HOLD_MAX_MS, GeminiProtocol
+
+    ctx = SessionContext(call_sid="CA1", greeting="This call is recorded.", greeting_uninterruptible=True)
+    p = GeminiProtocol(config(), ctx)
+    p.open(opening(ctx, p.model))
+    p.data_to_send()
+    frames = [b"\x00\x01" * 320 for _ in range(GREETING_HOLD_MAX_MS // 20)]
+    for frame in frames:
+        p.send_audio(frame)
+    assert len(p.data_to_send()) == 1  # the frame that reached GREETING_HOLD_MAX_MS of held audio
+
+
+def test_without_the_flag_or_on_a_resumed_session_nothing_is_held() -> None:
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    for ctx in (
+        SessionContext(call_sid="CA1", greeting="Hello."),
+        SessionContext(call_sid="CA1", greeting="Hello.", greeting_uninterruptible=True, resume_handle="h1"),
+    ):
+        p = GeminiProtocol(config(), ctx)
+        p.open(opening(ctx, p.model))
+        p.data_to_send()
+        p.send_audio(b"\x00\x01" * 320)
+        assert len(p.data_to_send()) == 1

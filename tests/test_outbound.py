@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from scipy.io import wavfile
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,8 +27,10 @@ from tests.fakes.twilio_rest_fake import CreatedCall, TwilioRestFake, loopback_s
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, RunningServer, echo_line_config, running_server
 from voicebot.cli import main
+from voicebot.devtools.tape.format import TapeError, read_tape
 from voicebot.devtools.twilio_sim import SimulatedCall, SimulatedTwilio, parse_stream_twiml
 from voicebot.devtools.twiml_audio import SAY_CHARS_PER_S, SAY_TONE_HZ
+from voicebot.telemetry.setup import get_telemetry
 
 OPS = "ops-token-0123456789abcdef"
 CALLEE = "+15551234567"
@@ -82,10 +87,19 @@ def first_sound_ms(call: SimulatedCall) -> float:
     return segments[0][0]
 
 
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    get_telemetry().tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
+
+
 async def test_a_placed_call_is_created_with_its_callbacks_and_a_human_hears_the_greeting_after_the_verdict(
-    rest: TwilioRestFake,
+    rest: TwilioRestFake, tmp_path: Path, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async with running_server(outbound_config(rest)) as server:
+    recording = f'[recording]\nenabled = true\ndir = "{tmp_path}"'
+    async with running_server(outbound_config(rest, sections=recording)) as server:
         response = await place(server, variables={"name": "Ada", "day": "Friday"})
         assert response.status_code == 201, response.text
         created = rest.created[-1]
@@ -127,11 +141,42 @@ async def test_a_placed_call_is_created_with_its_callbacks_and_a_human_hears_the
             row = await show(server, created.sid)
             assert row["answered_by"] == "human" and row["status"] == "in-progress"
             assert row["direction"] == "outbound" and row["state"] in ("streaming", "interrupted")
-        assert (await rest.status(created, "completed")).status_code == 204
+        await call.wait_for(lambda: not server.runtime.active, timeout=5)
+        assert (await rest.status(created, "completed", 12)).status_code == 204
         async with httpx.AsyncClient() as client:
             metrics = (await client.get(f"{server.url}/metrics")).text
         assert 'voicebot_outbound_calls_total{result="completed",route="reminders"}' in metrics
         assert 'voicebot_outbound_amd_total{answered_by="human",route="reminders"}' in metrics
+        # Marked outbound like an inbound call is marked inbound: the end-of-call metric, log and
+        # span, and the tape, whose path the call's row names.
+        ended = 'voicebot_calls_total{direction="outbound",outcome="caller-hangup",provider="parrot",route="reminders"}'
+        assert ended in metrics
+        assert f"outbound call {created.sid} ended: caller-hangup" in caplog.text
+        [span] = [s for s in spans.get_finished_spans() if (s.attributes or {}).get("twilio.call_sid") == created.sid]
+        assert (span.attributes or {})["voicebot.direction"] == "outbound"
+        row = await show(server, created.sid)
+        assert row["status"] == "completed" and row["duration_s"] == 12
+        tape_path = Path(str(row["tape"]))
+        assert tape_path.parent == tmp_path
+        assert await wait_for_tape(tape_path) == (created.sid, "outbound")
+
+
+def complete_tape_header(path: Path) -> tuple[str, str] | None:
+    with contextlib.suppress(OSError, TapeError):
+        tape = read_tape(path)
+        if tape.complete:
+            return tape.header.call_sid, tape.header.direction
+    return None
+
+
+async def wait_for_tape(path: Path) -> tuple[str, str]:
+    """(CallSid, direction) of the tape's header, once the writer thread has closed it."""
+    for _ in range(200):
+        header = await asyncio.to_thread(complete_tape_header, path)
+        if header is not None:
+            return header
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"no complete tape at {path}")
 
 
 async def test_without_a_verdict_the_bot_speaks_once_the_bound_passes(rest: TwilioRestFake) -> None:

@@ -33,3 +33,14 @@ def test_a_built_in_type_cannot_be_taken_over() -> None:
     with pytest.raises(ValueError, match="built in"):
         register("openai_realtime", "somewhere.else")
     register("echo", BUILTIN_TYPES["echo"])  # naming the built-in module itself is harmless
+
+
+@pytest.mark.parametrize("type_name", sorted(BUILTIN_TYPES))
+def test_every_vendor_folder_has_the_one_layout(type_name: str) -> None:
+    """``config.py`` holds the provider table (the SPEC's config model), ``session.py`` the
+    asyncio shell; the package's ``__init__`` exposes SPEC and nothing registers on import."""
+    package = BUILTIN_TYPES[type_name]
+    folder = Path(__file__).resolve().parent.parent / package.replace(".", "/")
+    assert (folder / "config.py").is_file() and (folder / "session.py").is_file()
+    spec = provider_spec(type_name)
+    assert spec.config_model.__module__ == f"{package}.config"

@@ -3,6 +3,7 @@ a truncated, corrupted or wrong-version tape is refused with an error naming the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -113,6 +114,23 @@ def test_fixture_tapes_are_small_and_readable() -> None:
         assert (FIXTURES / name).stat().st_size < 512 * 1024, name
         tape = read_tape(FIXTURES / name)
         assert tape.complete and tape.has_provider_side() and tape.header.side == "server"
+
+
+def test_the_header_says_who_placed_the_call(tmp_path: Path) -> None:
+    outbound = dataclasses.replace(HEADER, direction="outbound")
+    path = tmp_path / "outbound.jsonl"
+    write_tape(path, outbound, EVERY_RECORD)
+    assert json.loads(path.read_text().splitlines()[0])["direction"] == "outbound"
+    assert read_tape(path).header.direction == "outbound"
+    # The fixture tapes predate the field: they read as inbound calls, which they were.
+    lines = fixture_lines()
+    assert "direction" not in json.loads(lines[0])
+    assert read_tape(FIXTURES / "echo_two_turns.jsonl").header.direction == "inbound"
+    header = json.loads(lines[0])
+    header["direction"] = "sideways"
+    lines[0] = json.dumps(header)
+    with pytest.raises(TapeError, match=r":1: header 'direction' must be 'inbound' or 'outbound', got 'sideways'"):
+        read_tape(write_lines(tmp_path / "bad-direction.jsonl", lines))
 
 
 def test_a_tape_cut_off_mid_line_names_the_last_line(tmp_path: Path) -> None:

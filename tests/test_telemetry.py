@@ -96,7 +96,7 @@ async def test_a_call_with_barge_in_is_measured_at_the_phone_edge(spans: InMemor
     mine = {"route": route, "provider": "parrot"}
     assert value(during, "voicebot_calls_active", **mine) == 1
     assert value(after, "voicebot_calls_active", **mine) == 0
-    assert value(after, "voicebot_calls_total", outcome="caller-hangup", **mine) == 1
+    assert value(after, "voicebot_calls_total", outcome="caller-hangup", direction="inbound", **mine) == 1
     assert value(after, "voicebot_provider_connect_duration_seconds_count", provider="parrot", outcome="ok") >= 1
 
     # First audio: the stream clock of the simulated Twilio saw the first bot frame at
@@ -131,6 +131,7 @@ async def test_a_call_with_barge_in_is_measured_at_the_phone_edge(spans: InMemor
     root, children = call_spans(spans, call.call_sid)
     attrs = dict(root.attributes or {})
     assert attrs["voicebot.route"] == route
+    assert attrs["voicebot.direction"] == "inbound"
     assert attrs["voicebot.provider"] == "parrot"
     assert attrs["voicebot.model"] == "default"
     assert attrs["voicebot.outcome"] == "caller-hangup"
@@ -166,6 +167,7 @@ def fake_plan(route: str, call_sid: str = "CAtest") -> _Plan:
         providers=[provider],
         created_at=now,
         received_at=now - 0.01,
+        direction="inbound",
     )
 
 

@@ -30,13 +30,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 
 FINAL = frozenset({"completed", "busy", "no-answer", "failed", "canceled", "not-placed", "unknown"})
 RETRY = frozenset({"busy", "no-answer", "failed"})
-RESULT_COLUMNS = ("row", "number", "attempt", "call_sid", "status", "answered_by", "duration_s", "at")
+# ``tape``: where the server recorded the call (its transcript is the tape's end record), empty
+# when the route does not record; last, so a results file begun by an older version stays readable.
+RESULT_COLUMNS = ("row", "number", "attempt", "call_sid", "status", "answered_by", "duration_s", "at", "tape")
 
 
 @dataclass
@@ -135,9 +138,11 @@ class Journal:
                 row.done = True
         return in_flight
 
-    def write(self, row: Row, status: str, call_sid: str = "", answered_by: str = "", duration: str = "") -> None:
+    def write(
+        self, row: Row, status: str, call_sid: str = "", answered_by: str = "", duration: str = "", tape: str = ""
+    ) -> None:
         self._writer.writerow(
-            (row.index, row.number, row.attempts, call_sid, status, answered_by, duration, f"{time.time():.3f}")
+            (row.index, row.number, row.attempts, call_sid, status, answered_by, duration, f"{time.time():.3f}", tape)
         )
         self._flush()
 
@@ -228,8 +233,16 @@ class Campaign:
                 return
             sid = response.json()["call_sid"]
             self.journal.write(row, "queued", sid)
-            status, answered_by, duration = await self._wait_final(client, sid)
-            self.journal.write(row, status, sid, answered_by or "", "" if duration is None else str(duration))
+            call = await self._wait_final(client, sid)
+            status, duration = call["status"], call.get("duration_s")
+            self.journal.write(
+                row,
+                status,
+                sid,
+                call.get("answered_by") or "",
+                "" if duration is None else str(duration),
+                call.get("tape") or "",
+            )
             if status in RETRY and row.attempts < s.attempts:
                 row.not_before = self.clock() + s.backoff_s * 2 ** (row.attempts - 1)
             else:
@@ -238,13 +251,14 @@ class Campaign:
             self._busy.discard(row.index)
             slots.release()
 
-    async def _wait_final(self, client: httpx.AsyncClient, sid: str) -> tuple[str, str | None, int | None]:
+    async def _wait_final(self, client: httpx.AsyncClient, sid: str) -> dict[str, Any]:
+        """``GET /calls/{sid}`` once the call has its final status."""
         while True:
             response = await client.get(f"/calls/{sid}")
             if response.status_code == 200:
-                call = response.json()
+                call: dict[str, Any] = response.json()
                 if call.get("status") in FINAL:
-                    return call["status"], call.get("answered_by"), call.get("duration_s")
+                    return call
             await asyncio.sleep(self.settings.poll_s)
 
 

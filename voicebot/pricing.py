@@ -1,8 +1,10 @@
 """What provider use costs: the ``[pricing.<provider type>]`` tables of the config.
 
 A table prices what :class:`s2s.events.Usage` reports: tokens by modality (per million, the
-unit vendors publish) and session time (per minute, prorated to the second). The shipped
-defaults are list prices for each provider's default model, read on :data:`PRICES_AS_OF`; prices change and
+unit vendors publish), session time (per minute, prorated to the second) and a cascade's parts
+(speech-to-text per minute of audio, its model's text tokens, text-to-speech per million
+characters or per minute of speech). The shipped defaults are list prices for each provider's
+default model, read on :data:`PRICES_AS_OF`; prices change and
 differ by model, so a deployment should check them and override what differs: a key set in a
 ``[pricing.<type>]`` table replaces the shipped one, the others stay.
 
@@ -35,6 +37,9 @@ class PricingTable(BaseModel):
     text_out_per_mtok: float = Field(default=0.0, ge=0)
     audio_out_per_mtok: float = Field(default=0.0, ge=0)
     session_per_minute: float = Field(default=0.0, ge=0, description="prorated to the second")
+    stt_per_minute: float = Field(default=0.0, ge=0, description="a cascade's speech-to-text, per minute of audio")
+    tts_per_mchars: float = Field(default=0.0, ge=0, description="a cascade's text-to-speech, per million characters")
+    tts_per_minute: float = Field(default=0.0, ge=0, description="a cascade's text-to-speech, per minute of speech")
 
 
 SHIPPED_PRICING: dict[str, dict[str, Any]] = {
@@ -74,9 +79,32 @@ PRICE_SOURCES: dict[str, str] = {
     "grok": "https://docs.x.ai/developers/models/voice-agent-api (read 2026-12-03; page dated 2026-04-04)",
     "gemini_live": "unverified: no public price for gemini-3.8-live found on 2026-12-03 "
     "(https://ai.google.dev/gemini-api/docs/pricing was not readable here); the shipped rates are placeholders",
+    "cascade": "not shipped: the rates depend on the parts a cascade is built of (stt, llm, tts); set them",
     "nova_sonic": "unverified: no public price for amazon.nova-2-sonic-v1:0 found on 2026-12-03 "
     "(https://aws.amazon.com/bedrock/pricing/ lists it; not readable here); the shipped rates are placeholders",
 }
+
+
+# Shipped tables whose rates no public price page confirmed (see PRICE_SOURCES).
+UNVERIFIED_PRICING = frozenset({"gemini_live", "nova_sonic"})
+# Provider types that cost nothing to run (the local echo line, the replay of a tape).
+FREE_TYPES = frozenset({"echo", "tape"})
+
+
+def rates_problem(pricing: dict[str, PricingTable], provider_type: str) -> str | None:
+    """Why a budget (``max_cost_usd``) cannot trust the cost of ``provider_type``: no table
+    (its use counts as $0), or the shipped table is one of the unverified placeholders and the
+    config changed none of it. None when the rates are the config's or verified."""
+    if provider_type in FREE_TYPES:
+        return None
+    table = pricing.get(provider_type)
+    if table is None:
+        return f"no [pricing.{provider_type}] table: its use counts as $0"
+    if provider_type in UNVERIFIED_PRICING and table == PricingTable.model_validate(SHIPPED_PRICING[provider_type]):
+        return (
+            f"the shipped [pricing.{provider_type}] rates are unverified placeholders ({PRICE_SOURCES[provider_type]})"
+        )
+    return None
 
 
 def merged_pricing(given: Any) -> Any:

@@ -25,7 +25,16 @@ from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolPara
 from pydantic import Field, SecretStr
 
 from s2s.call_context import logged_text
-from s2s.cascade.parts import LanguageModel, LlmEvent, Message, PartConfig, PartError, PartSpec, TextDelta
+from s2s.cascade.parts import (
+    LanguageModel,
+    LlmEvent,
+    Message,
+    PartConfig,
+    PartError,
+    PartSpec,
+    TextDelta,
+    TokenCount,
+)
 from s2s.events import ToolCall
 from s2s.provider import SessionContext
 from s2s.tools import ToolSpec
@@ -51,6 +60,12 @@ class OpenAITextConfig(PartConfig):
 
 class OpenAIChatConfig(OpenAITextConfig):
     type: Literal["openai_chat"] = "openai_chat"
+    # The token count arrives in a last chunk when asked for (stream_options.include_usage,
+    # https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_options);
+    # a server that refuses the field can be told not to be asked.
+    report_usage: bool = Field(
+        default=True, description="ask for the token count (cost); false for servers that refuse it"
+    )
 
 
 def chat_messages(instructions: str, messages: Sequence[Message]) -> list[ChatCompletionMessageParam]:
@@ -149,6 +164,8 @@ class OpenAIChat(LanguageModel):
             options["temperature"] = self.config.temperature
         if self.config.max_tokens is not None:
             options["max_completion_tokens"] = self.config.max_tokens
+        if self.config.report_usage:
+            options["stream_options"] = {"include_usage": True}
         calls: dict[int, _PartialCall] = {}
         try:
             stream = await self._client.chat.completions.create(
@@ -156,6 +173,13 @@ class OpenAIChat(LanguageModel):
             )
             async with stream:
                 async for chunk in stream:
+                    if chunk.usage is not None:  # the last chunk, with no choices
+                        details = chunk.usage.prompt_tokens_details
+                        yield TokenCount(
+                            chunk.usage.prompt_tokens,
+                            chunk.usage.completion_tokens,
+                            (details.cached_tokens or 0) if details is not None else 0,
+                        )
                     for choice in chunk.choices:
                         delta = choice.delta
                         if delta.content:

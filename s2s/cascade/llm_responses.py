@@ -21,7 +21,7 @@ from openai import APIConnectionError, APIStatusError, AsyncOpenAI, omit
 from openai.types.responses import FunctionToolParam, ResponseInputItemParam
 
 from s2s.cascade.llm_openai import OpenAITextConfig, api_error, make_client, tool_call
-from s2s.cascade.parts import LanguageModel, LlmEvent, Message, PartError, PartSpec, TextDelta
+from s2s.cascade.parts import LanguageModel, LlmEvent, Message, PartError, PartSpec, TextDelta, TokenCount
 from s2s.events import ToolCall
 from s2s.provider import SessionContext
 from s2s.tools import ToolSpec
@@ -88,6 +88,11 @@ class OpenAIResponses(LanguageModel):
                         yield TextDelta(event.delta)
                     elif event.type == "response.output_item.done" and event.item.type == "function_call":
                         calls.append(tool_call(event.item.call_id, event.item.name, event.item.arguments))
+                    elif event.type == "response.completed" and event.response.usage is not None:
+                        used = event.response.usage
+                        yield TokenCount(
+                            used.input_tokens, used.output_tokens, used.input_tokens_details.cached_tokens or 0
+                        )
                     elif event.type == "response.failed":
                         error = event.response.error
                         raise PartError(f"model {self.model}: response failed: {error.message if error else '?'}")

@@ -8,8 +8,8 @@ library a config does not use is never loaded.
 
 Parts speak plain Python types: the speech-to-text part reuses the neutral events the bridge
 knows (``SpeechStarted``, ``SpeechStopped``, a final caller ``Transcript`` = end of turn); the
-language model streams :class:`TextDelta` and :class:`~s2s.events.ToolCall`; text-to-speech
-turns one sentence into audio chunks.
+language model streams :class:`TextDelta`, :class:`~s2s.events.ToolCall` and its
+:class:`TokenCount`; text-to-speech turns one sentence into audio chunks.
 """
 
 from __future__ import annotations
@@ -83,7 +83,17 @@ class TextDelta:
     text: str
 
 
-LlmEvent = TextDelta | ToolCall
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """What one model request used, as the API reported it (after the answer): the input
+    tokens (of which ``cached_input_tokens`` came from the provider's cache) and the output."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+
+LlmEvent = TextDelta | ToolCall | TokenCount
 
 MessageRole = Literal["user", "assistant", "tool"]
 
@@ -107,7 +117,8 @@ class LanguageModel(ABC):
     def respond(
         self, instructions: str, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> AsyncGenerator[LlmEvent, None]:
-        """Stream the answer to ``messages``: text deltas and (complete) tool calls."""
+        """Stream the answer to ``messages``: text deltas, (complete) tool calls and, when the
+        model reports it, one :class:`TokenCount`."""
 
     async def close(self) -> None:
         return None

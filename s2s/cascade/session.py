@@ -16,7 +16,9 @@ barge-in, marks, tapes, recovery and metrics need nothing new:
 - a tool call ends its round; once every call of the round has its result, the model is asked
   again. Caller turns and text that arrive meanwhile wait for that (a chat model needs the tool
   results right after its call), except keypad text and notes (an agent's "say a filler"),
-  which get a short answer from the conversation before the open round at once.
+  which get a short answer from the conversation before the open round at once;
+- what the parts used (caller audio sent to speech-to-text, the model's tokens, characters and
+  seconds synthesised) is one running :class:`~s2s.events.Usage`, emitted at each turn's end.
 """
 
 from __future__ import annotations
@@ -25,16 +27,28 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from s2s.call_context import logged_text
+from s2s.cascade.config import CascadeConfig
 from s2s.cascade.conversation import SentenceSplitter, SpokenAnswer, history_messages
-from s2s.cascade.parts import LanguageModel, Message, SpeechToText, TextDelta, TextToSpeech
+from s2s.cascade.parts import (
+    LanguageModel,
+    Message,
+    PartOpener,
+    SpeechToText,
+    TextDelta,
+    TextToSpeech,
+    TokenCount,
+    part_spec,
+)
 from s2s.events import AudioOut, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone
-from s2s.provider import QueuedSession, SessionContext
+from s2s.provider import Provider, ProviderConnectError, ProviderSession, QueuedSession, SessionContext
 from s2s.tools import ToolSpec
+from s2s.usage import UsageTally
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +83,9 @@ class CascadeSession(QueuedSession):
         self._tool_round_at: int | None = None  # index of the assistant message with open calls
         self._waiting: list[Message] = []  # caller turns held until the open tool round closes
         self._failure: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+        # What the parts used, reported as one cumulative Usage at each turn's end (caller's
+        # or bot's): the audio sent to speech-to-text, the model's tokens, what was synthesised.
+        self._usage = UsageTally(f"{provider_name}-{uuid.uuid4().hex[:12]}")
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.start_reader(self._run())
         if ctx.greeting and not ctx.history:
@@ -102,6 +119,7 @@ class CascadeSession(QueuedSession):
                 if not text:
                     continue
                 self.emit(Transcript("caller", text))
+                self.emit(self._usage.total)
                 self._caller_turn(Message("user", text))
 
     def _caller_turn(self, message: Message) -> None:
@@ -114,6 +132,7 @@ class CascadeSession(QueuedSession):
 
     async def send_audio(self, audio: bytes) -> None:
         if not self.closed:
+            self._usage.add(stt_s=len(audio) / self.input_format.bytes_per_second)
             await self.stt.send_audio(audio)
 
     async def send_text(self, text: str) -> None:
@@ -236,6 +255,12 @@ class CascadeSession(QueuedSession):
                     if isinstance(event, TextDelta):
                         for sentence in splitter.feed(event.text):
                             sentences.put_nowait(sentence)
+                    elif isinstance(event, TokenCount):
+                        self._usage.add(
+                            text_in_tokens=event.input_tokens,
+                            cached_text_in_tokens=event.cached_input_tokens,
+                            text_out_tokens=event.output_tokens,
+                        )
                     else:
                         calls.append(event)
             rest = splitter.flush()
@@ -246,11 +271,14 @@ class CascadeSession(QueuedSession):
 
     async def _speak(self, answer: SpokenAnswer, sentence: str) -> None:
         answer.begin(sentence)
+        self._usage.add(tts_chars=len(sentence))
         async with contextlib.aclosing(self.tts.speak(sentence)) as audio:
             async for chunk in audio:
                 if not chunk:
                     continue
-                answer.played(self.output_format.duration_ms(len(chunk)))
+                ms = self.output_format.duration_ms(len(chunk))
+                self._usage.add(tts_s=ms / 1000.0)
+                answer.played(ms)
                 self._last_item = answer.item_id
                 self.emit(AudioOut(chunk, answer.item_id))
         answer.finished()
@@ -277,6 +305,7 @@ class CascadeSession(QueuedSession):
         if text and transcribe:
             self.emit(Transcript("bot", text, item_id=answer.item_id))
         self.emit(TurnDone(answer.item_id, interrupted=interrupted))
+        self.emit(self._usage.total)
         if calls:
             self._tool_round_at = self._answer_message[answer.item_id]
             self._open_calls.update(call.call_id for call in calls)
@@ -289,6 +318,7 @@ class CascadeSession(QueuedSession):
 
     async def _close_transport(self) -> None:
         self._stop_answer()
+        self.emit(replace(self._usage.total, final=True))
         for part in (self.stt, self.llm, self.tts):
             try:
                 await part.close()
@@ -299,3 +329,40 @@ class CascadeSession(QueuedSession):
 def _sendable(messages: Sequence[Message]) -> list[Message]:
     """Drop assistant turns the caller heard none of (cut to nothing, no tool calls)."""
     return [m for m in messages if m.role != "assistant" or m.text or m.tool_calls]
+
+
+class CascadeProvider(Provider):
+    config: CascadeConfig
+
+    def __init__(self, name: str, config: CascadeConfig) -> None:
+        super().__init__(name, config)
+        self._stt: PartOpener[Any] = part_spec("stt", config.stt.type).factory(config.stt)
+        self._llm: PartOpener[Any] = part_spec("llm", config.llm.type).factory(config.llm)
+        self._tts: PartOpener[Any] = part_spec("tts", config.tts.type).factory(config.tts)
+
+    async def open_session(self, ctx: SessionContext) -> ProviderSession:
+        opened = await asyncio.gather(
+            self._stt.open(ctx), self._llm.open(ctx), self._tts.open(ctx), return_exceptions=True
+        )
+        failures = [r for r in opened if isinstance(r, BaseException)]
+        if failures:
+            for part in opened:
+                if not isinstance(part, BaseException):
+                    await part.close()
+            first = failures[0]
+            if not isinstance(first, Exception):
+                raise first
+            retryable = all(getattr(f, "retryable", True) for f in failures)
+            log.warning("call %s: %s could not open its parts: %s", ctx.call_sid, self.name, first)
+            raise ProviderConnectError(self.name, f"{type(first).__name__}: {first}", retryable=retryable) from first
+        stt, llm, tts = cast(tuple[SpeechToText, LanguageModel, TextToSpeech], tuple(opened))
+        session = CascadeSession(self.name, ctx, ctx.instructions or self.config.instructions, stt, llm, tts)
+        log.info(
+            "%s session ready for call %s (%s -> %s -> %s)",
+            self.name,
+            ctx.call_sid,
+            self.config.stt.type,
+            self.config.llm.type,
+            self.config.tts.type,
+        )
+        return session

@@ -40,7 +40,7 @@ from s2s.gemini_live.activity import END_MS, START_MS, CallerTurns, Edge
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.setup import INPUT_MIME, Opening, client_content_waits, text_turn, tool_result_scheduling
 from s2s.provider import SessionContext
-from s2s.usage import TokenTally
+from s2s.usage import UsageTally
 from transcoding.formats import PCM16_16K, PCM16_24K
 from transcoding.levels import frame_dbfs
 
@@ -50,6 +50,8 @@ OUTPUT_RATE = PCM16_24K.sample_rate
 _RATE_RE = re.compile(r"rate\s*=\s*(\d+)")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _KEPT_UTTERANCES = 4  # barge-in notes only ever concern the last utterance or two
+GREETING_HOLD_MAX_MS = 15_000
+"""Longest the caller's audio is held back from an uninterruptible greeting still being generated."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,7 @@ class LiveEventMapper:
         self.going_away = False  # goAway received: the service will end this connection
         self.pending_tool_calls: dict[str, str] = {}  # call id -> function name
         self.usage = Usage()
-        self.tokens = TokenTally(self._prefix)
+        self.tokens = UsageTally(self._prefix)
 
     @property
     def bot_turns(self) -> int:
@@ -398,12 +400,13 @@ class LiveEventMapper:
         response_audio = response.get(types.MediaModality.AUDIO, 0)
         cached_audio = _by_modality(usage.cache_tokens_details).get(types.MediaModality.AUDIO, 0)
         event = self.tokens.add(
-            text_in=max(0, (usage.prompt_token_count or 0) - prompt_audio),
-            audio_in=prompt_audio,
-            cached_text_in=max(0, (usage.cached_content_token_count or 0) - cached_audio),
-            cached_audio_in=cached_audio,
-            text_out=max(0, (usage.response_token_count or 0) - response_audio) + (usage.thoughts_token_count or 0),
-            audio_out=response_audio,
+            text_in_tokens=max(0, (usage.prompt_token_count or 0) - prompt_audio),
+            audio_in_tokens=prompt_audio,
+            cached_text_in_tokens=max(0, (usage.cached_content_token_count or 0) - cached_audio),
+            cached_audio_in_tokens=cached_audio,
+            text_out_tokens=max(0, (usage.response_token_count or 0) - response_audio)
+            + (usage.thoughts_token_count or 0),
+            audio_out_tokens=response_audio,
         )
         self.usage.prompt_tokens += usage.prompt_token_count or 0
         self.usage.response_tokens += usage.response_token_count or 0
@@ -502,6 +505,10 @@ class GeminiProtocol:
                 END_MS if config.silence_duration_ms is None else config.silence_duration_ms,
             )
         self._turn_note: str | None = None
+        # An uninterruptible greeting (ctx.greeting_uninterruptible): see :meth:`open`.
+        self._greeting_held = False
+        self._held_ms = 0.0
+        self._held_texts: list[str] = []
 
     @property
     def resume_handle(self) -> str | None:
@@ -511,7 +518,10 @@ class GeminiProtocol:
 
     def receive(self, message: types.LiveServerMessage | Mapping[str, Any]) -> None:
         """One server message; raises :class:`GeminiProtocolError` for audio it must not play."""
-        self._events.extend(self.mapper.feed(message))
+        events = self.mapper.feed(message)
+        self._events.extend(events)
+        if self._greeting_held and any(isinstance(event, TurnDone) for event in events):
+            self._release_greeting()
 
     def events_received(self) -> list[ProviderEvent]:
         events, self._events = self._events, []
@@ -537,12 +547,45 @@ class GeminiProtocol:
             self._outbox.append(types.LiveClientMessage(client_content=content))
         if plan.prompt:
             self.send_text(plan.prompt)
+        # activityHandling NO_INTERRUPTION would keep the caller from cutting the greeting, but
+        # it is a setup field ("sent in the first (and only in the first)" client message, for
+        # the whole connection: https://ai.google.dev/api/live, BidiGenerateContentSetup), so it
+        # cannot be dropped once the greeting is over. Holding the caller's input back until the
+        # greeting's turn is complete has the same effect for that turn only: with nothing from
+        # the caller, neither the service's activity detection nor our activityStart can
+        # interrupt it. The bridge then keeps barge-ins off until the greeting has played.
+        self._greeting_held = bool(
+            self.ctx.greeting_uninterruptible and self.ctx.greeting and not self.ctx.resume_handle
+        )
+
+    def _release_greeting(self) -> None:
+        self._greeting_held = False
+        for text in self._held_texts:
+            self.send_text(text)
+        self._held_texts = []
+
+    def _greeting_holds(self, pcm16: bytes) -> bool:
+        """True while caller audio must be held back from an uninterruptible greeting; never
+        longer than :data:`GREETING_HOLD_MAX_MS` of it (a greeting that never ends must not
+        deafen the call)."""
+        if not self._greeting_held:
+            return False
+        self._held_ms += PCM16_16K.duration_ms(len(pcm16))
+        if self._held_ms < GREETING_HOLD_MAX_MS:
+            return True
+        log.warning(
+            "gemini: %s: the greeting did not finish in %d ms; the caller is heard again",
+            self.ctx.call_sid,
+            GREETING_HOLD_MAX_MS,
+        )
+        self._release_greeting()
+        return False
 
     def send_audio(self, pcm16: bytes, level_dbfs: float | None = None) -> None:
         """Caller audio (16 kHz PCM16); a held barge-in note goes out when the caller is quiet.
         ``level_dbfs`` is the frame's level if the caller measured it already (the bridge
         does, at the phone edge); voicebot's own turn detection uses it."""
-        if not pcm16:
+        if not pcm16 or self._greeting_holds(pcm16):
             return
         if self.turns is not None:
             self._turn_audio(self.turns, pcm16, frame_dbfs(pcm16) if level_dbfs is None else level_dbfs)
@@ -580,6 +623,9 @@ class GeminiProtocol:
         With activity detection off, text counts as a turn only inside activity signals: it
         joins the caller's open turn, or makes a turn of its own."""
         if not text:
+            return
+        if self._greeting_held:
+            self._held_texts.append(text)  # keypad input during the greeting: after it
             return
         if self.turns is None or self.turns.speaking:
             self._realtime(text=text)

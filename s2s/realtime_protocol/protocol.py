@@ -22,7 +22,7 @@ import logging
 import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -39,7 +39,7 @@ from s2s.events import (
 )
 from s2s.provider import SessionContext, Turn
 from s2s.tools import ToolSpec
-from s2s.usage import TokenTally
+from s2s.usage import UsageTally
 from transcoding.formats import MULAW_8K, PCM16_24K, AudioFormat
 from transcoding.sniff import MIN_BYTES as SNIFF_MIN_BYTES
 from transcoding.sniff import sniff_encoding
@@ -169,7 +169,7 @@ class RealtimeProtocol(ABC):
         self._response_wanted = False  # a response.create is due once the active one is done
         self._cancel_sent_for: str | None = None
         # tokens of every response.done so far; named by session.created's id when it has one
-        self._usage = TokenTally(f"{self.provider_name}-{uuid.uuid4().hex[:12]}")
+        self._usage = UsageTally(f"{self.provider_name}-{uuid.uuid4().hex[:12]}")
         self._sent_bytes: dict[str, int] = {}  # bot item id -> output audio bytes received
         self._last_audio_item: str | None = None
         self._truncated: set[str] = set()
@@ -320,7 +320,7 @@ class RealtimeProtocol(ABC):
         if kind in self.created_events:
             session_id = (m.get("session") or {}).get("id")
             if isinstance(session_id, str) and session_id:
-                self._usage.session_id = session_id
+                self._usage.total = replace(self._usage.total, session_id=session_id)
             if self.state is HandshakeState.AWAIT_CREATED:
                 self._send("session.update", session=self.session_config())
                 self.state = HandshakeState.AWAIT_UPDATED
@@ -598,12 +598,12 @@ class RealtimeProtocol(ABC):
         made = usage.get("output_token_details") or {}
         cached_audio = int((given.get("cached_tokens_details") or {}).get("audio_tokens") or 0)
         return self._usage.add(
-            text_in=int(given.get("text_tokens") or 0),
-            audio_in=int(given.get("audio_tokens") or 0),
-            cached_text_in=max(0, int(given.get("cached_tokens") or 0) - cached_audio),
-            cached_audio_in=cached_audio,
-            text_out=int(made.get("text_tokens") or 0),
-            audio_out=int(made.get("audio_tokens") or 0),
+            text_in_tokens=int(given.get("text_tokens") or 0),
+            audio_in_tokens=int(given.get("audio_tokens") or 0),
+            cached_text_in_tokens=max(0, int(given.get("cached_tokens") or 0) - cached_audio),
+            cached_audio_in_tokens=cached_audio,
+            text_out_tokens=int(made.get("text_tokens") or 0),
+            audio_out_tokens=int(made.get("audio_tokens") or 0),
         )
 
     def _on_error(self, error: dict[str, Any]) -> None:

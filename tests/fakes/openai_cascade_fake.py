@@ -240,6 +240,16 @@ class SpeechStream:
     ended: asyncio.Event = field(default_factory=asyncio.Event)  # completed or abandoned
 
 
+@dataclass(frozen=True)
+class TokenUse:
+    """A made-up but deterministic token count: a quarter of the request's characters in, a
+    quarter of the answer's out; after the first request, 64 of the input as cached."""
+
+    input: int
+    cached: int
+    output: int
+
+
 class FakeOpenAIHttp:
     def __init__(
         self, replies: list[ChatReply] | None = None, *, speedup: float = 4.0, default_reply: str = "You said {user}."
@@ -253,6 +263,7 @@ class FakeOpenAIHttp:
         self.chat_streams: list[ChatStream] = []
         self.speech_requests: list[dict[str, Any]] = []
         self.speech_streams: list[SpeechStream] = []
+        self.usage_sent: list[TokenUse] = []  # the token count of each model request, as sent
         self.base_url = ""
         self._stack = contextlib.AsyncExitStack()
         self._ids = itertools.count(1)
@@ -287,9 +298,19 @@ class FakeOpenAIHttp:
         stream = ChatStream(received_at)
         self.chat_streams.append(stream)
         reply = self.replies.pop(0) if self.replies else ChatReply(self.default_reply.format(user=_last_user(body)))
-        return StreamingResponse(self._chat_stream(reply, stream), media_type="text/event-stream")
+        use = (
+            self._token_use(body["messages"], reply)
+            if (body.get("stream_options") or {}).get("include_usage")
+            else None
+        )
+        return StreamingResponse(self._chat_stream(reply, stream, use), media_type="text/event-stream")
 
-    async def _chat_stream(self, reply: ChatReply, log: ChatStream) -> AsyncIterator[bytes]:
+    def _token_use(self, prompt: Any, reply: ChatReply) -> TokenUse:
+        given = len(json.dumps(prompt)) // 4
+        made = (len(reply.text) + len(json.dumps(reply.tool or ""))) // 4 + 1
+        return TokenUse(given, min(64, given) if self.usage_sent else 0, made)
+
+    async def _chat_stream(self, reply: ChatReply, log: ChatStream, use: TokenUse | None) -> AsyncIterator[bytes]:
         ident, created = f"chatcmpl-{next(self._ids)}", int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
@@ -317,6 +338,18 @@ class FakeOpenAIHttp:
             for start in range(0, len(raw), 5):
                 yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": raw[start : start + 5]}}]})
         yield chunk({}, "tool_calls" if reply.tool else "stop")
+        if use is not None:  # stream_options.include_usage: one more chunk, no choices
+            usage = {
+                "prompt_tokens": use.input,
+                "completion_tokens": use.output,
+                "total_tokens": use.input + use.output,
+                "prompt_tokens_details": {"cached_tokens": use.cached},
+            }
+            body = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": "fake-chat"}
+            last = {**body, "choices": [], "usage": usage}
+            ChatCompletionChunk.model_validate(last)
+            self.usage_sent.append(use)
+            yield f"data: {json.dumps(last)}\n\n".encode()
         yield b"data: [DONE]\n\n"
 
     async def _responses(self, request: Request) -> Response:
@@ -388,7 +421,17 @@ class FakeOpenAIHttp:
             }
             yield event("response.output_item.done", output_index=len(output), item=call)
             output.append(call)
-        yield event("response.completed", response={**response, "status": "completed", "output": output})
+        use = self._token_use(body["input"], reply)
+        usage = {
+            "input_tokens": use.input,
+            "input_tokens_details": {"cached_tokens": use.cached, "cache_write_tokens": 0},
+            "output_tokens": use.output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": use.input + use.output,
+        }
+        self.usage_sent.append(use)
+        done = {**response, "status": "completed", "output": output, "usage": usage}
+        yield event("response.completed", response=done)
 
     async def _speech(self, request: Request) -> Response:
         if not self._authorized(request):

@@ -44,7 +44,7 @@ class BridgeFactory:
         self.on_tape_closed: Callable[[Path], None] | None = None
 
     def build(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
-        info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called)
+        info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called, plan.direction)
         server = plan.config.server
         guards = greeting_guard(plan.route, lambda: bridge.handle.bot_audio_pending)
         bridge = CallBridge(
@@ -73,8 +73,11 @@ class BridgeFactory:
         observers: list[CallObserver] = [plan.cost]
         observers += [factory(plan) for factory in self.observer_factories]
         if wants_recording(plan.config, plan.route):
-            recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, tuple(plan.route.providers))
+            providers = tuple(plan.route.providers)
+            recorder = recorder_for_call(plan.config, plan.route, plan.call_sid, providers, plan.direction)
             recorder.usage = plan.cost.summary
             recorder.on_closed = self.on_tape_closed
             observers.append(recorder)
+            if plan.on_tape is not None:
+                plan.on_tape(recorder.path)
         return observers

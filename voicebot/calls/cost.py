@@ -8,12 +8,13 @@ audio that crossed each way. The route's ``max_cost_usd`` is checked on every re
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from s2s.events import AudioOut, ProviderEvent, Usage
+from s2s.events import USAGE_COUNTS, AudioOut, ProviderEvent, Usage
 from telephony.observer import AudioSent, CallObserver, SentToProvider
 from voicebot.pricing import PricingTable
 
@@ -22,54 +23,55 @@ if TYPE_CHECKING:
     from telephony.bridge import CallSummary
     from voicebot.config import AppConfig
 
-PER_MTOK = 1e-6
+PER_MILLION = 1e-6
 
 
 @dataclass(slots=True)
 class UsageRecord:
-    """Use of one provider session, or of a whole call (the sum of its sessions).
-    ``session_s`` is how long the session was open; ``billable_s`` the time the provider
-    says it bills (GPT-Live), 0 when it bills tokens."""
+    """Use of one provider session, or of a whole call (the sum of its sessions): what we
+    measured (the audio each way, how long the session was open) beside what the provider
+    ``reported`` (a :class:`~s2s.events.Usage`: tokens, billable seconds, a cascade's parts)."""
 
     audio_in_s: float = 0.0
     audio_out_s: float = 0.0
-    text_in_tokens: int = 0
-    audio_in_tokens: int = 0
-    cached_text_in_tokens: int = 0
-    cached_audio_in_tokens: int = 0
-    text_out_tokens: int = 0
-    audio_out_tokens: int = 0
     session_s: float = 0.0
-    billable_s: float = 0.0
     cost_usd: float = 0.0
+    reported: Usage = field(default_factory=lambda: Usage(""))
 
     def add(self, other: UsageRecord) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        self.audio_in_s += other.audio_in_s
+        self.audio_out_s += other.audio_out_s
+        self.session_s += other.session_s
+        self.cost_usd += other.cost_usd
+        self.reported = self.reported.plus(other.reported)
 
     def row(self) -> dict[str, float | int]:
-        """For logs, tapes and the ops API: rounded, without the zeros."""
-        out: dict[str, float | int] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value:
-                out[f.name] = round(value, 6) if f.name == "cost_usd" else round(value, 3)
+        """For logs, tapes and the ops API: one flat table, rounded, without the zeros."""
+        values: dict[str, float] = {name: getattr(self.reported, name) for name in USAGE_COUNTS}
+        values.update(audio_in_s=self.audio_in_s, audio_out_s=self.audio_out_s, session_s=self.session_s)
+        out: dict[str, float | int] = {name: round(value, 3) for name, value in values.items() if value}
+        if self.cost_usd:
+            out["cost_usd"] = round(self.cost_usd, 6)
         return out
 
 
 def price(record: UsageRecord, table: PricingTable) -> float:
     """USD for one session's use. Cached input tokens are billed at the cached rate instead
     of their modality's; time-billed providers are charged for their billable seconds when
-    they report them, else for the time the session was open."""
+    they report them, else for the time the session was open; a cascade's parts by their own
+    units."""
+    used = record.reported
     tokens = (
-        (record.text_in_tokens - record.cached_text_in_tokens) * table.text_in_per_mtok
-        + (record.audio_in_tokens - record.cached_audio_in_tokens) * table.audio_in_per_mtok
-        + (record.cached_text_in_tokens + record.cached_audio_in_tokens) * table.cached_in_per_mtok
-        + record.text_out_tokens * table.text_out_per_mtok
-        + record.audio_out_tokens * table.audio_out_per_mtok
-    ) * PER_MTOK
-    seconds = record.billable_s or record.session_s
-    return tokens + seconds / 60.0 * table.session_per_minute
+        (used.text_in_tokens - used.cached_text_in_tokens) * table.text_in_per_mtok
+        + (used.audio_in_tokens - used.cached_audio_in_tokens) * table.audio_in_per_mtok
+        + (used.cached_text_in_tokens + used.cached_audio_in_tokens) * table.cached_in_per_mtok
+        + used.text_out_tokens * table.text_out_per_mtok
+        + used.audio_out_tokens * table.audio_out_per_mtok
+        + used.tts_chars * table.tts_per_mchars
+    ) * PER_MILLION
+    seconds = used.billable_s or record.session_s
+    minutes = seconds * table.session_per_minute + used.stt_s * table.stt_per_minute + used.tts_s * table.tts_per_minute
+    return tokens + minutes / 60.0
 
 
 @dataclass(slots=True)
@@ -180,14 +182,7 @@ class CallCost(CallObserver):
 
     def _reprice(self, session: _Session) -> None:
         record = session.record
-        reports = session.usage.values()
-        record.billable_s = sum(u.billable_s for u in reports)
-        record.text_in_tokens = sum(u.text_in_tokens for u in reports)
-        record.audio_in_tokens = sum(u.audio_in_tokens for u in reports)
-        record.cached_text_in_tokens = sum(u.cached_text_in_tokens for u in reports)
-        record.cached_audio_in_tokens = sum(u.cached_audio_in_tokens for u in reports)
-        record.text_out_tokens = sum(u.text_out_tokens for u in reports)
-        record.audio_out_tokens = sum(u.audio_out_tokens for u in reports)
+        record.reported = functools.reduce(Usage.plus, session.usage.values(), Usage(""))
         table = self._config.pricing.get(session.provider_type)
         record.cost_usd = price(record, table) if table is not None else 0.0
 

@@ -39,6 +39,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -235,9 +236,18 @@ class OutboundCalls:
         return route_for_call(route, record.variables), lambda plan: self.prepare(plan, record)
 
     def prepare(self, plan: CallPlan, record: OutboundRecord) -> None:
-        """What an outbound call's plan has beyond an inbound one's: the greeting held for the AMD verdict."""
+        """What an outbound call's plan has beyond an inbound one's: its direction, the
+        greeting held for the AMD verdict, and its tape's path kept with the call."""
+        plan.direction = "outbound"
+        plan.on_tape = lambda path: self.runtime.tasks.spawn(self._keep_tape(record.key, plan.call_sid, path))
         if plan.route.outbound.machine_detection:
             plan.before_session = lambda: self._await_verdict(record.key, plan.call_sid, plan.route)
+
+    async def _keep_tape(self, key: str, call_sid: str, path: Path) -> None:
+        try:
+            await self.store.set_tape(key, str(path))
+        except RedisError as exc:
+            log.error("outbound call %s: its tape path was not kept, the call store is unreachable (%r)", call_sid, exc)
 
     async def _await_verdict(self, key: str, call_sid: str, route: RouteConfig) -> None:
         """Hold the provider session (and its greeting) until AMD says human, or the route's

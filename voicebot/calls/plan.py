@@ -8,9 +8,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from s2s.provider import Provider, SessionContext
 from s2s.resilience import RecoveryPolicy, ResilientSession
+from telephony.call_state import Direction
 from telephony.twiml import dial, say_and_hangup
 from voicebot.agent.registry import CallTools
 from voicebot.calls.admission import SlotLease
@@ -62,6 +64,10 @@ class CallPlan:
     received_at: float | None = None
     # awaited before the provider session opens (voicebot.calls.outbound: the AMD verdict)
     before_session: Callable[[], Awaitable[None]] | None = None
+    direction: Direction = "inbound"
+    # told where the call's tape is written, once its stream starts recording (an outbound
+    # call's GET /calls/{sid} and campaign results name it)
+    on_tape: Callable[[Path], None] | None = None
     # the call's provider usage and cost (voicebot.calls.cost), from its stream on
     cost: CallCost | None = None
 
@@ -76,6 +82,7 @@ class CallPlan:
             model=route.model,
             language=route.language,
             greeting=route.greeting,
+            greeting_uninterruptible=route.greeting_uninterruptible,
             tools=self.tools.specs,
             provider_configs={
                 name: by_name[name].config.for_route(settings)

@@ -13,7 +13,10 @@ webhook to the end of its media stream, put together. Each part is its own modul
 - :mod:`~voicebot.calls.live`: the calls streaming here, one stream per CallSid;
 - :mod:`~voicebot.calls.limits`: ``max_call_seconds`` and ``max_cost_usd``;
 - :mod:`~voicebot.calls.farewell` and :mod:`~voicebot.calls.next_twiml`: what Twilio runs
-  after the stream."""
+  after the stream;
+- :mod:`~voicebot.calls.changes`: the wake-up the drain awaits;
+- :mod:`~voicebot.calls.tasks`: fire-and-forget work of timers and callbacks;
+- :mod:`voicebot.recordings.upload`: where finished tapes go (``[recording] store``)."""
 
 from __future__ import annotations
 

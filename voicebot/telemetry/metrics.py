@@ -47,7 +47,7 @@ class Instruments:
             "voicebot.calls.active", unit="{call}", description="calls in progress, by route and provider"
         )
         self.calls = meter.create_counter(
-            "voicebot.calls", unit="{call}", description="finished calls by route, provider and outcome"
+            "voicebot.calls", unit="{call}", description="finished calls by route, provider, outcome and direction"
         )
         self.webhook_rejected = meter.create_counter(
             "voicebot.webhook.rejected", unit="{call}", description="voice webhooks refused (draining, capacity)"

@@ -96,6 +96,7 @@ class CallTelemetry(CallObserver):
             attributes={
                 "twilio.call_sid": plan.call_sid,
                 "voicebot.route": plan.route.name,
+                "voicebot.direction": plan.direction,
                 "voicebot.provider": self._provider,
                 "voicebot.model": model,
             },
@@ -310,7 +311,7 @@ class CallTelemetry(CallObserver):
         self._ended = True
         self._end_turn()
         self._m.calls_active.add(-1, self._attrs)
-        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome.value})
+        self._m.calls.add(1, {**self._attrs, "outcome": summary.outcome.value, "direction": self._plan.direction})
         if summary.bad_frames:
             self._m.errors.add(summary.bad_frames, {"code": "twilio-bad-frame", "provider": "twilio"})
         self.span.set_attributes(

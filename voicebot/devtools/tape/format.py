@@ -25,6 +25,7 @@ from s2s import events as ev
 from s2s.errors import VoicebotError
 from s2s.events import ProviderEvent
 from s2s.provider import Turn
+from telephony.call_state import Direction as CallDirection
 from transcoding.formats import AudioFormat
 from voicebot.privacy.redaction import NO_REDACTION, Redactor, redact_json
 
@@ -53,6 +54,7 @@ class TapeError(VoicebotError, ValueError):
 class TapeHeader:
     call_sid: str
     side: Side = "server"
+    direction: CallDirection = "inbound"
     route: str = ""
     providers: tuple[str, ...] = ()
     recorded_at: str = ""
@@ -272,7 +274,10 @@ def _private_event(event: ProviderEvent, redact: Redactor) -> ProviderEvent:
     if not redact:
         return event
     if isinstance(event, ev.Transcript):
-        return dataclasses.replace(event, text=redact(event.text))
+        # A partial transcript is a piece (a delta): a number split across pieces cannot be
+        # masked piece by piece, so pieces are written empty; the final one carries the whole
+        # text, masked. Nothing reads a piece back (the bridge and the view use finals).
+        return dataclasses.replace(event, text=redact(event.text) if event.final else "")
     if isinstance(event, ev.ToolCall):
         return dataclasses.replace(event, arguments=redact_json(event.arguments, redact))
     if isinstance(event, ev.ProviderError):
@@ -298,6 +303,7 @@ def encode_header(header: TapeHeader) -> dict[str, Any]:
         "tape": TAPE_MAGIC,
         "version": header.version,
         "side": header.side,
+        "direction": header.direction,
         "call_sid": header.call_sid,
         "route": header.route,
         "providers": list(header.providers),
@@ -407,11 +413,15 @@ def decode_header(obj: Any) -> TapeHeader:
     side = obj.get("side", "server")
     if side not in ("server", "caller"):
         raise _Bad(f"header 'side' must be 'server' or 'caller', got {side!r}")
+    direction = obj.get("direction", "inbound")  # absent on tapes older than the field: inbound
+    if direction not in ("inbound", "outbound"):
+        raise _Bad(f"header 'direction' must be 'inbound' or 'outbound', got {direction!r}")
     providers = obj.get("providers", [])
     redacted = obj.get("redacted", [])
     return TapeHeader(
         call_sid=_get(obj, "call_sid", str),
         side=side,
+        direction=direction,
         route=str(obj.get("route", "")),
         providers=tuple(str(p) for p in providers) if isinstance(providers, list) else (),
         recorded_at=str(obj.get("recorded_at", "")),

@@ -30,6 +30,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from s2s.events import ProviderEvent
 from s2s.provider import ProviderSession, Turn
+from telephony.call_state import Direction as CallDirection
 from telephony.observer import AudioSent, CallObserver, SentToProvider, TextSent, ToolResultSent, ToTwilio, TruncateSent
 from transcoding.formats import AudioFormat
 from voicebot.devtools.tape.format import (
@@ -354,10 +355,17 @@ def tape_privacy(config: AppConfig, route: RouteConfig) -> TapePrivacy:
     )
 
 
-def recorder_for_call(config: AppConfig, route: RouteConfig, call_sid: str, providers: tuple[str, ...]) -> TapeRecorder:
+def recorder_for_call(
+    config: AppConfig,
+    route: RouteConfig,
+    call_sid: str,
+    providers: tuple[str, ...],
+    direction: CallDirection = "inbound",
+) -> TapeRecorder:
     header = TapeHeader(
         call_sid=call_sid,
         side="server",
+        direction=direction,
         route=route.name,
         providers=tuple(f"{name}:{config.providers[name].type}" for name in providers if name in config.providers),
         recorded_at=dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
