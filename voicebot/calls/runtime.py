@@ -143,7 +143,7 @@ class Runtime:
         return await self.planner.plan_call(params, received_at)
 
     async def adopt_stream(
-        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
+        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol, base_url: str = ""
     ) -> CallBridge | None:
         """The bridge for the media stream that presented ``token``, built from the call's
         plan, or None when the stream must be refused: also when the call already has a
@@ -156,7 +156,7 @@ class Runtime:
             plan = await self.claims.claim(token, call_sid)
             if plan is None:
                 return None
-            bridge = self.bridges.build(plan, start, socket, protocol)
+            bridge = self.bridges.build(plan, start, socket, protocol, base_url)
             self.live.add(bridge, plan)
             return bridge
         finally:
