@@ -12,6 +12,7 @@ Wire facts: the Live API reference (https://ai.google.dev/api/live), the Live gu
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -51,6 +52,34 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _KEPT_UTTERANCES = 4  # barge-in notes only ever concern the last utterance or two
 GREETING_HOLD_MAX_MS = 15_000
 """Longest the caller's audio is held back from an uninterruptible greeting still being generated."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """One chunk of caller audio queued for the wire (16 kHz PCM16), 50 a second per call.
+
+    Building the SDK's pydantic ``LiveClientMessage`` for each cost ~30 us and the SDK's
+    ``send_realtime_input`` (validate, convert, dict, ``json.dumps``) more again, so audio is
+    queued as bytes: :meth:`wire_text` is the exact text the SDK sends for it
+    (``AsyncSession.send_realtime_input(audio=Blob)``, mldev and Vertex alike; tests compare
+    the two), :meth:`message` the typed form for anything that wants the SDK's types. The SDK
+    encodes bytes as URL-safe base64 (``_common.encode_unserializable_types``); so does this."""
+
+    pcm16: bytes
+
+    def message(self) -> types.LiveClientMessage:
+        audio = types.Blob(data=self.pcm16, mime_type=INPUT_MIME)
+        return types.LiveClientMessage(realtime_input=types.LiveClientRealtimeInput(audio=audio))
+
+    def wire_text(self) -> str:
+        return _AUDIO_HEAD + base64.urlsafe_b64encode(self.pcm16).decode("ascii") + _AUDIO_TAIL
+
+
+_AUDIO_HEAD = '{"realtime_input": {"audio": {"data": "'
+_AUDIO_TAIL = '", "mime_type": ' + json.dumps(INPUT_MIME) + "}}}"
+
+# What the protocol queues for the wire.
+ClientMessage = types.LiveClientMessage | CallerAudio
 
 
 class GeminiProtocolError(VoicebotError):
@@ -464,7 +493,7 @@ class GeminiProtocol:
         self.model = ctx.model or config.model
         self.mapper = LiveEventMapper(item_prefix)
         self._events: list[ProviderEvent] = []
-        self._outbox: list[types.LiveClientMessage] = []
+        self._outbox: list[ClientMessage] = []
         self._held_note: HeldNote | None = None
         # Automatic activity detection off: voicebot marks the caller's turns
         # (s2s.gemini_live.activity), and a barge-in note rides in the turn it concerns.
@@ -498,7 +527,7 @@ class GeminiProtocol:
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self) -> list[types.LiveClientMessage]:
+    def data_to_send(self) -> list[ClientMessage]:
         out, self._outbox = self._outbox, []
         return out
 
@@ -561,7 +590,7 @@ class GeminiProtocol:
         if self.turns is not None:
             self._turn_audio(self.turns, pcm16, frame_dbfs(pcm16) if level_dbfs is None else level_dbfs)
             return
-        self._realtime(audio=types.Blob(data=pcm16, mime_type=INPUT_MIME))
+        self._outbox.append(CallerAudio(pcm16))
         held = self._held_note
         if held is None:
             return
@@ -581,7 +610,7 @@ class GeminiProtocol:
         if edge is Edge.START:
             self._realtime(activity_start=types.ActivityStart())
         for chunk in audio:
-            self._realtime(audio=types.Blob(data=chunk, mime_type=INPUT_MIME))
+            self._outbox.append(CallerAudio(chunk))
         if edge is Edge.END:
             if self._turn_note is not None:
                 self._realtime(text=self._turn_note)
