@@ -89,6 +89,10 @@ class SessionContext:
     model: str | None = None
     language: str | None = None
     greeting: str | None = None
+    # The caller must hear the greeting in full (a disclosure). The bridge ignores barge-ins
+    # until it has played; a provider that can also keep the caller from cutting the
+    # greeting's generation does so (Gemini: s2s.gemini_live.protocol).
+    greeting_uninterruptible: bool = False
     tools: tuple[ToolSpec, ...] = ()
     history: tuple[Turn, ...] = ()
     resume_handle: str | None = None

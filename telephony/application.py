@@ -60,10 +60,11 @@ class CallApplication(Protocol):
         """Decide what the call to the voice webhook (form ``params``) gets."""
 
     async def adopt_stream(
-        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
+        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol, base_url: str = ""
     ) -> CallBridge | None:
         """The bridge for a media stream that presented ``token`` in its ``start`` frame, or
-        None (logged) when the stream must be refused."""
+        None (logged) when the stream must be refused. ``base_url``: our external base URL as
+        the stream reached it, where Twilio's callbacks about this call go."""
 
     def call_ended(self, bridge: CallBridge, summary: CallSummary) -> None:
         """The bridge returned by :meth:`adopt_stream` has finished."""

@@ -96,6 +96,7 @@ class CallInfo:
     caller: str = ""
     called: str = ""
     direction: Direction = "inbound"  # who placed the call: the caller, or we did (outbound)
+    base_url: str = ""  # https://host as Twilio reached the stream: callbacks about the call go there
 
 
 ToolHandler = Callable[[ToolCall, CallHandle], Awaitable[str]]

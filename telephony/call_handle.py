@@ -68,6 +68,25 @@ class CallHandle:
         return self._bridge.info.route
 
     @property
+    def caller(self) -> str:
+        return self._bridge.info.caller
+
+    @property
+    def called(self) -> str:
+        return self._bridge.info.called
+
+    @property
+    def our_number(self) -> str:
+        """The call's Twilio number: the one called (inbound), or the one we called from (outbound)."""
+        info = self._bridge.info
+        return info.caller if info.direction == "outbound" else info.called
+
+    @property
+    def base_url(self) -> str:
+        """Our external base URL, as the call's media stream reached it."""
+        return self._bridge.info.base_url
+
+    @property
     def transcript(self) -> Sequence[Turn]:
         """The conversation as the caller heard it so far."""
         return tuple(self._bridge.summary.transcript)

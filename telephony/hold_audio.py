@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import wave
+from functools import cache
 from math import gcd
 
 import numpy as np
@@ -69,6 +70,7 @@ HOLD_TONE_DBFS = -26.0
 _FADE_MS = 15
 
 
+@cache
 def builtin_hold_tone() -> bytes:
     """One cycle of the built-in hold pattern, mu-law 8 kHz (looped by the player)."""
     rate = MULAW_8K.sample_rate

@@ -124,7 +124,7 @@ async def _serve_stream(ws: WebSocket) -> None:
         await socket.close(1008, "malformed start")
         return
     # Any instance may take the stream, whichever answered the webhook.
-    bridge = await app.adopt_stream(start.custom_parameters.get("token", ""), start, socket, protocol)
+    bridge = await app.adopt_stream(start.custom_parameters.get("token", ""), start, socket, protocol, base)
     if bridge is None:
         log.warning("media stream for call %s: unknown or expired stream token; closing", start.call_sid)
         await socket.close(1008, "unknown stream token")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 
 def connect_stream(
@@ -59,4 +59,22 @@ def dial(number: str, message: str | None = None) -> str:
 def hangup() -> str:
     response = VoiceResponse()
     response.hangup()
+    return str(response)
+
+
+def join_conference(room: str, *, whisper: str | None = None, on_join: str | None = None) -> str:
+    """This leg joins conference ``room`` (``<Dial><Conference>``,
+    https://www.twilio.com/docs/voice/twiml/conference): no beep, the room starts when it
+    enters and ends when it leaves (either party hanging up ends the call for both).
+    ``whisper`` is said to this leg alone, before it enters; ``on_join`` gets the room's
+    ``participant-join`` events."""
+    response = VoiceResponse()
+    if whisper:
+        response.say(whisper)
+    dial = Dial()
+    events = {"status_callback": on_join, "status_callback_event": "join", "status_callback_method": "POST"}
+    dial.conference(
+        room, beep=False, start_conference_on_enter=True, end_conference_on_exit=True, **(events if on_join else {})
+    )
+    response.append(dial)
     return str(response)

@@ -176,3 +176,37 @@ def test_the_built_in_provider_defaults_have_no_announced_shutdown() -> None:
     ]
     for config in configs:
         assert provider_findings(config.type, config, date(2027, 12, 31)) == [], config.type
+
+
+def test_a_budget_on_unpriced_or_placeholder_rates_is_a_warning(tmp_path: Path) -> None:
+    from voicebot.config import load_config_text
+    from voicebot.config_check import check_routes
+
+    text = """
+[twilio]
+validate_signatures = false
+[providers.gem]
+type = "gemini_live"
+api_key = "AIza-test-1234567890"
+[providers.oa]
+type = "openai_realtime"
+api_key = "sk-test-1234567890"
+[providers.parrot]
+type = "echo"
+[[routes]]
+name = "budget"
+to = "+1555*"
+providers = ["oa", "gem", "parrot"]
+max_cost_usd = 0.5
+[[routes]]
+name = "free"
+providers = ["gem"]
+"""
+    report = check_routes(load_config_text(text))
+    assert report.problems == 0
+    (warning,) = report.warnings  # not for oa (verified), parrot (free), nor the route without a budget
+    assert warning.startswith("route 1 'budget': max_cost_usd cannot rely on provider 'gem'")
+    assert "unverified placeholders" in warning
+    # rates of the config's own: trusted
+    priced = check_routes(load_config_text(text + "[pricing.gemini_live]\naudio_out_per_mtok = 10.0\n"))
+    assert priced.warnings == []

@@ -6,6 +6,7 @@ SDK's parsed ``LiveServerMessage``; both go through the same mapper."""
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ from s2s.events import (
 )
 from s2s.gemini_live.config import GeminiLiveConfig
 from s2s.gemini_live.protocol import (
+    CallerAudio,
+    ClientMessage,
     GeminiProtocolError,
     LiveEventMapper,
     audio_rate,
@@ -337,9 +340,12 @@ def test_the_protocol_object_decides_what_to_send_without_a_socket() -> None:
     p = GeminiProtocol(config(), SessionContext(call_sid="CA1"))  # gemini-3.8-live by default
     p.send_audio(b"\x00\x01" * 320)
     p.send_text("1234#")
-    [audio, text] = p.data_to_send()
+    [queued, text] = p.data_to_send()
+    assert isinstance(queued, CallerAudio) and queued.pcm16 == b"\x00\x01" * 320
+    audio = queued.message()
     assert audio.realtime_input is not None and audio.realtime_input.audio is not None
     assert audio.realtime_input.audio.mime_type == "audio/pcm;rate=16000"
+    assert isinstance(text, types.LiveClientMessage)
     assert text.realtime_input is not None and text.realtime_input.text == "1234#"
     p.receive({"toolCall": {"functionCalls": [{"id": "fc1", "name": "lookup", "args": {"q": 1}}]}})
     assert [type(e).__name__ for e in p.events_received()] == ["ToolCall"]
@@ -352,10 +358,14 @@ def test_the_protocol_object_decides_what_to_send_without_a_socket() -> None:
     assert p.data_to_send() == []
 
 
-def kinds(messages: list[types.LiveClientMessage]) -> list[str]:
+def typed(messages: list[ClientMessage]) -> list[types.LiveClientMessage]:
+    return [m.message() if isinstance(m, CallerAudio) else m for m in messages]
+
+
+def kinds(messages: list[ClientMessage]) -> list[str]:
     """What each realtime message carries: activity_start / audio / text / activity_end."""
     out = []
-    for message in messages:
+    for message in typed(messages):
         assert message.realtime_input is not None
         out.append(next(k for k, v in message.realtime_input.model_dump(exclude_none=True).items() if v is not None))
     return out
@@ -377,7 +387,7 @@ def test_with_activity_detection_off_the_protocol_marks_the_callers_turn_with_th
         p.send_audio(loud)
     sent = p.data_to_send()
     assert kinds(sent) == ["activity_start"] + ["audio"] * 15  # 200 ms of quiet + 100 ms of speech
-    chunks = [m.realtime_input.audio.data for m in sent[1:] if m.realtime_input and m.realtime_input.audio]
+    chunks = [m.realtime_input.audio.data for m in typed(sent[1:]) if m.realtime_input and m.realtime_input.audio]
     assert chunks[-5:] == [loud] * 5 and chunks[:10] == [quiet] * 10
     p.send_text("5")  # a key pressed while the caller talks joins their turn
     for _ in range(24):
@@ -405,3 +415,74 @@ def test_proactive_audio_is_only_ever_sent_as_true_and_not_to_3_8() -> None:
     )
     assert connect_config(on, SessionContext("CA1"), opening_plan()).proactivity is None  # 3.8: always on
     assert connect_config(config(), SessionContext("CA1", model=MODEL_25), opening_plan()).proactivity is None
+
+
+def test_caller_audio_goes_out_as_exactly_the_text_the_sdk_sends_for_it() -> None:
+    """CallerAudio.wire_text skips the SDK's per-frame validation; what it writes must be what
+    ``AsyncSession.send_realtime_input(audio=...)`` would have written (mldev and Vertex)."""
+    from google.genai import _common
+    from google.genai import _live_converters as converters
+
+    pcm = np.arange(-320, 320, dtype="<i2").tobytes()
+    params = types.LiveSendRealtimeInputParameters.model_validate(
+        {"audio": types.Blob(data=pcm, mime_type="audio/pcm;rate=16000")}
+    )
+    for convert in (
+        converters._LiveSendRealtimeInputParameters_to_mldev,
+        converters._LiveSendRealtimeInputParameters_to_vertex,
+    ):
+        wire = _common.encode_unserializable_types(_common.convert_to_dict(convert(from_object=params)))
+        assert CallerAudio(pcm).wire_text() == json.dumps({"realtime_input": wire})
+
+
+@pytest.mark.parametrize("detection", [True, False])
+def test_an_uninterruptible_greeting_gets_nothing_from_the_caller_until_its_turn_is_complete(detection: bool) -> None:
+    """NO_INTERRUPTION is for a whole connection; for the greeting alone the protocol sends
+    neither caller audio nor keypad text (nor, with activity detection off, activityStart)
+    until the greeting's turn is complete, whichever side detects the caller's turns."""
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    ctx = SessionContext(call_sid="CA1", greeting="This call is recorded.", greeting_uninterruptible=True)
+    p = GeminiProtocol(config(automatic_activity_detection=detection), ctx)
+    p.open(opening(ctx, p.model))
+    p.data_to_send()  # the greeting request
+    loud = (np.sin(np.arange(320) / 3) * 12000).astype("<i2").tobytes()  # 20 ms at 16 kHz, -9 dBFS
+    for _ in range(20):
+        p.send_audio(loud)
+    p.send_text("5")
+    assert p.data_to_send() == []
+    p.receive(audio_msg(pcm_ms(200)))
+    p.receive({"serverContent": {"turnComplete": True}})
+    [text_turn] = [m for m in typed(p.data_to_send()) if m.realtime_input and m.realtime_input.text]
+    assert text_turn.realtime_input is not None and text_turn.realtime_input.text == "5"  # after the greeting
+    for _ in range(20):
+        p.send_audio(loud)
+    sent = kinds(p.data_to_send())
+    assert "audio" in sent and ("activity_start" in sent) is not detection
+
+
+def test_a_greeting_that_never_completes_stops_holding_the_caller_back() -> None:
+    from s2s.gemini_live.protocol import GREETING_HOLD_MAX_MS, GeminiProtocol
+
+    ctx = SessionContext(call_sid="CA1", greeting="This call is recorded.", greeting_uninterruptible=True)
+    p = GeminiProtocol(config(), ctx)
+    p.open(opening(ctx, p.model))
+    p.data_to_send()
+    frames = [b"\x00\x01" * 320 for _ in range(GREETING_HOLD_MAX_MS // 20)]
+    for frame in frames:
+        p.send_audio(frame)
+    assert len(p.data_to_send()) == 1  # the frame that reached GREETING_HOLD_MAX_MS of held audio
+
+
+def test_without_the_flag_or_on_a_resumed_session_nothing_is_held() -> None:
+    from s2s.gemini_live.protocol import GeminiProtocol
+
+    for ctx in (
+        SessionContext(call_sid="CA1", greeting="Hello."),
+        SessionContext(call_sid="CA1", greeting="Hello.", greeting_uninterruptible=True, resume_handle="h1"),
+    ):
+        p = GeminiProtocol(config(), ctx)
+        p.open(opening(ctx, p.model))
+        p.data_to_send()
+        p.send_audio(b"\x00\x01" * 320)
+        assert len(p.data_to_send()) == 1

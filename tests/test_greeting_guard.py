@@ -4,9 +4,12 @@ Twilio when the caller talks over it; the guard decides whether it still plays i
 
 from __future__ import annotations
 
+from tests.fakes.gemini_live_fake import GeminiLiveFake
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer
 from tests.support.audio import to_mulaw, tone
 from tests.support.server import running_server
+from tests.test_gemini_live_call import ENV as GEMINI_ENV
+from tests.test_gemini_live_call import gemini_config
 from tests.test_silence import TICK_MS, config, voiced_ms
 
 GREETING_MS = 1500
@@ -51,3 +54,43 @@ async def test_without_the_flag_the_same_speech_cuts_the_greeting() -> None:
     clears, heard = await greeting_talked_over(uninterruptible=False)
     assert len(clears) == 1
     assert heard < GREETING_MS - 300
+
+
+# -- Gemini: the caller's input is held back while the greeting is generated ---------------
+# NO_INTERRUPTION is a setup field for the whole connection, so the Gemini session instead
+# sends nothing from the caller until the greeting's turn is complete (s2s.gemini_live.protocol).
+# The fake here sends its audio in real time, so an interruption cuts what the caller hears.
+
+
+async def gemini_greeting_talked_over(uninterruptible: bool) -> tuple[float, GeminiLiveFake]:
+    """What the caller heard of a 2 s Gemini greeting they talked over 500 ms into it (ms)."""
+    route = f'greeting = "This call is recorded."\ngreeting_uninterruptible = {str(uninterruptible).lower()}'
+    async with GeminiLiveFake(reply_ms=2000.0, reply_freqs=(620.0, 750.0), chunk_interval_s=0.04) as fake:
+        config = gemini_config(fake).replace('instructions = "You are the Acme line."', route)
+        async with running_server(config, env=GEMINI_ENV) as server, server.twilio().call() as call:
+            await call.wait_for(lambda: call.received_media_ms() > 0, timeout=10)
+            await call.pause(500)
+            await call.say(to_mulaw(tone(1000, 400)))  # over the greeting
+            conn = fake.last
+            greeting = conn.reply_task
+            await fake.wait_for(lambda: greeting is not None and greeting.done(), timeout=10)
+            await call.wait_for(lambda: call.queued_ms == 0, timeout=10)
+            greeting_heard = voiced_ms(call, 0, call.now_ms())
+            # After the greeting the caller is heard again: speech gets an answer.
+            answers = fake.replies
+            await call.say(to_mulaw(tone(1000, 400)))
+            await fake.wait_for(lambda: fake.replies > answers, timeout=10)
+            await call.hangup()
+    return greeting_heard, fake
+
+
+async def test_gemini_is_not_interrupted_during_an_uninterruptible_greeting() -> None:
+    heard, fake = await gemini_greeting_talked_over(uninterruptible=True)
+    assert fake.last.interruptions == 0
+    assert 2000 - 250 <= heard <= 2000 + 4 * TICK_MS
+
+
+async def test_gemini_without_the_flag_is_interrupted_by_the_same_speech() -> None:
+    heard, fake = await gemini_greeting_talked_over(uninterruptible=False)
+    assert fake.last.interruptions == 1
+    assert heard < 2000 - 300

@@ -141,15 +141,15 @@ def test_the_builtin_hold_pattern_is_a_soft_chime_then_a_rest() -> None:
 
 def test_a_route_picks_fillers_or_hold_audio_and_the_clip_is_checked_at_load(tmp_path: Path) -> None:
     base = echo_line_config("desk", route_extra="[routes.waiting]\n{}")
-    assert load_config_text(base.format("")).routes[0].waiting.hold_mulaw is None  # fillers, as before
+    assert load_config_text(base.format("")).routes[0].waiting.hold_clip(warm_transfer=False) is None  # fillers
     builtin = load_config_text(base.format('mode = "hold"')).routes[0].waiting
-    assert builtin.hold_mulaw == builtin_hold_tone()
+    assert builtin.hold_clip(warm_transfer=False) == builtin_hold_tone()
     not_wav = tmp_path / "hold.mp3"
     not_wav.write_bytes(b"ID3\x04 an mp3")
     problems = {
         f'mode = "hold"\nhold_audio = "{tmp_path / "missing.wav"}"': "cannot read",
         f'mode = "hold"\nhold_audio = "{not_wav}"': "not a linear PCM WAV",
-        "hold_after_s = 2": "only apply with mode = 'hold'",
+        "hold_after_s = 2": "only applies with mode = 'hold'",
         'mode = "music"': "mode",
     }
     for lines, message in problems.items():

@@ -24,13 +24,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from s2s.call_context import set_personal_data_in_logs
+from s2s.events import Transcript
 from tests.fakes.openai_realtime_fake import FakeOptions, FakeRealtimeServer, ToolCue
 from tests.support.audio import dominant_frequency, rms_dbfs, to_mulaw, tone
 from tests.support.server import AUTH_TOKEN, running_server
 from transcoding.mulaw import mulaw_to_pcm16
 from voicebot.agent.config import MemoryConfig
 from voicebot.agent.memory import CallerMemory
-from voicebot.devtools.tape.format import MASKED_DIGIT, ProviderOut, TwilioFrame
+from voicebot.devtools.tape.format import MASKED_DIGIT, ProviderIn, ProviderOut, TwilioFrame
 from voicebot.devtools.tape.html_view import write_tape_html
 from voicebot.devtools.tape.replay import finished_tape, replay_call
 from voicebot.devtools.tape.view import media_payload, view_of
@@ -55,7 +56,7 @@ async def take_payment(request: dict[str, Any]) -> dict[str, Any]:
     """The route's tool (``handler``): records what it got and echoes the card back, as a
     careless payment backend might."""
     PAYMENTS.append(request)
-    return {"status": "charged", "card": SPOKEN_CARD.replace(" ", ""), "callback": SPOKEN_PHONE}
+    return {"status": "charged", "card": SPOKEN_CARD, "callback": SPOKEN_PHONE}
 
 
 def mulaw_to_pcm16_array(mulaw: bytes) -> np.ndarray:
@@ -199,6 +200,9 @@ async def test_a_card_said_typed_or_echoed_reaches_no_log_tape_span_memory_or_ap
         (t.role, t.text) for t in end.transcript
     ]
     assert '"card":"[card]"' in tape_text.replace(" ", "")  # the tool's arguments and output, field by field
+    # the bot's answer streamed word by word: no delta keeps a piece of the card
+    pieces = [r.event for r in tape.records if isinstance(r, ProviderIn) and isinstance(r.event, Transcript)]
+    assert any(not p.final for p in pieces) and all(p.text == "" for p in pieces if not p.final)
 
     # Spans, memory, the ops API.
     assert "[card]" in span_text(spans)

@@ -28,7 +28,8 @@ def test_runtime_dependencies_hold_no_provider_sdk_and_no_test_only_package() ->
     assert names(extras["gemini"]) == {"google-genai"}
     assert names(extras["nova"]) == {"aws-sdk-bedrock-runtime", "awscrt", "boto3"}
     assert names(extras["local"]) == {"pocketsphinx"}  # the cascade's local speech-to-text
-    assert extras["all"] == ["voicebot[openai,gemini,nova,local]"]
+    assert names(extras["s3"]) == {"boto3"}  # [recording] store = "s3" (voicebot.recordings)
+    assert extras["all"] == ["voicebot[openai,gemini,nova,local,s3,vad]"]
     assert "voicebot[all]" in extras["dev"]  # ./dev installs [dev]: every provider
 
 

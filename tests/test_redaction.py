@@ -111,6 +111,8 @@ def test_the_tape_encoder_masks_text_caller_audio_and_keypad_digits() -> None:
     assert encode_record(audio, privacy, PCM16_24K)["audio"] == "AAAAAA=="  # PCM16 silence, same length
     said = ProviderIn(4.0, Transcript("caller", "card 4111 1111 1111 1111"))
     assert encode_record(said, privacy)["text"] == "card [card]"
+    piece = ProviderIn(4.0, Transcript("bot", "4111 1111 ", final=False))  # half a card in one delta
+    assert encode_record(piece, privacy)["text"] == ""
     tool = ProviderIn(5.0, ToolCall("c1", "pay", {"card": "4111111111111111"}))
     assert encode_record(tool, privacy)["arguments"] == {"card": "[card]"}
     error = ProviderIn(5.5, ProviderError("bad", "cannot use 4111111111111111"))

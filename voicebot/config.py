@@ -605,6 +605,16 @@ def _check_references(
             reasons = "; ".join(f"{provider}: {unusable[provider]}" for provider in chain)
             issues.append(ConfigIssue(f"routes[{i + 1}]", f"route {name!r} has no usable provider ({reasons})"))
     twilio = tree.get("twilio", {})
+    rest = isinstance(twilio, dict) and bool(twilio.get("account_sid")) and bool(twilio.get("auth_token"))
+    for i, route in enumerate(routes):
+        control = route.get("call_control") if isinstance(route, dict) else None
+        if isinstance(control, dict) and control.get("warm_transfer") is True and not rest:
+            issues.append(
+                ConfigIssue(
+                    f"routes[{i + 1}].call_control.warm_transfer",
+                    "needs [twilio] account_sid and auth_token (the person is called through the REST API)",
+                )
+            )
     needs_token = isinstance(twilio, dict) and twilio.get("validate_signatures", True) and not twilio.get("auth_token")
     if needs_token and not any(issue.path == "twilio.auth_token" for issue in issues):
         issues.append(

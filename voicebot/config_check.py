@@ -5,8 +5,9 @@ Loading already reports every schema error, unknown provider type or route provi
 route each sample call hits (``--number TO [--from FROM]``) and flags routes no call can
 reach because an earlier route (a catch-all or a wider prefix) takes all their calls, and
 any configured model with an announced shutdown date (:mod:`s2s.lifecycle`): a warning before
-that date, an error from it on; and a route whose ``vad`` package is missing (it falls back to
-the energy detector).
+that date, an error from it on; a route whose ``vad`` package is missing (it falls back to
+the energy detector); and a route whose ``max_cost_usd`` rests on a provider with no rates or
+with unverified shipped placeholder rates (voicebot.pricing).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from s2s.lifecycle import ModelFinding, model_status, provider_findings
 from telephony.routing import select_route, shadowed_routes
 from transcoding.voice_activity import vad_available
 from voicebot.config import AppConfig
+from voicebot.pricing import rates_problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,16 @@ def check_routes(
             )
             warnings.append(warning)
             lines.append(f"WARNING: {warning}")
+    for i, route in enumerate(config.routes):
+        if route.max_cost_usd is None:
+            continue
+        for name in route.providers:
+            if (problem := rates_problem(config.pricing, config.providers[name].type)) is not None:
+                warning = (
+                    f"route {i + 1} {route.name!r}: max_cost_usd cannot rely on provider {name!r}'s cost: {problem}"
+                )
+                warnings.append(warning)
+                lines.append(f"WARNING: {warning}")
     for to, from_ in samples:
         hit = select_route(config.routes, to, from_)
         who = f"{to}" + (f" from {from_}" if from_ else "")

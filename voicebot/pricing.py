@@ -85,6 +85,28 @@ PRICE_SOURCES: dict[str, str] = {
 }
 
 
+# Shipped tables whose rates no public price page confirmed (see PRICE_SOURCES).
+UNVERIFIED_PRICING = frozenset({"gemini_live", "nova_sonic"})
+# Provider types that cost nothing to run (the local echo line, the replay of a tape).
+FREE_TYPES = frozenset({"echo", "tape"})
+
+
+def rates_problem(pricing: dict[str, PricingTable], provider_type: str) -> str | None:
+    """Why a budget (``max_cost_usd``) cannot trust the cost of ``provider_type``: no table
+    (its use counts as $0), or the shipped table is one of the unverified placeholders and the
+    config changed none of it. None when the rates are the config's or verified."""
+    if provider_type in FREE_TYPES:
+        return None
+    table = pricing.get(provider_type)
+    if table is None:
+        return f"no [pricing.{provider_type}] table: its use counts as $0"
+    if provider_type in UNVERIFIED_PRICING and table == PricingTable.model_validate(SHIPPED_PRICING[provider_type]):
+        return (
+            f"the shipped [pricing.{provider_type}] rates are unverified placeholders ({PRICE_SOURCES[provider_type]})"
+        )
+    return None
+
+
 def merged_pricing(given: Any) -> Any:
     """The config's ``[pricing]`` over the shipped tables, key by key (pydantic ``before``
     validator input: anything that is not a table is left for validation to reject)."""

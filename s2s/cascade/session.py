@@ -30,13 +30,23 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from s2s.call_context import logged_text
+from s2s.cascade.config import CascadeConfig
 from s2s.cascade.conversation import SentenceSplitter, SpokenAnswer, history_messages
-from s2s.cascade.parts import LanguageModel, Message, SpeechToText, TextDelta, TextToSpeech, TokenCount
+from s2s.cascade.parts import (
+    LanguageModel,
+    Message,
+    PartOpener,
+    SpeechToText,
+    TextDelta,
+    TextToSpeech,
+    TokenCount,
+    part_spec,
+)
 from s2s.events import AudioOut, SpeechStarted, SpeechStopped, ToolCall, Transcript, TurnDone
-from s2s.provider import QueuedSession, SessionContext
+from s2s.provider import Provider, ProviderConnectError, ProviderSession, QueuedSession, SessionContext
 from s2s.tools import ToolSpec
 from s2s.usage import UsageTally
 
@@ -319,3 +329,40 @@ class CascadeSession(QueuedSession):
 def _sendable(messages: Sequence[Message]) -> list[Message]:
     """Drop assistant turns the caller heard none of (cut to nothing, no tool calls)."""
     return [m for m in messages if m.role != "assistant" or m.text or m.tool_calls]
+
+
+class CascadeProvider(Provider):
+    config: CascadeConfig
+
+    def __init__(self, name: str, config: CascadeConfig) -> None:
+        super().__init__(name, config)
+        self._stt: PartOpener[Any] = part_spec("stt", config.stt.type).factory(config.stt)
+        self._llm: PartOpener[Any] = part_spec("llm", config.llm.type).factory(config.llm)
+        self._tts: PartOpener[Any] = part_spec("tts", config.tts.type).factory(config.tts)
+
+    async def open_session(self, ctx: SessionContext) -> ProviderSession:
+        opened = await asyncio.gather(
+            self._stt.open(ctx), self._llm.open(ctx), self._tts.open(ctx), return_exceptions=True
+        )
+        failures = [r for r in opened if isinstance(r, BaseException)]
+        if failures:
+            for part in opened:
+                if not isinstance(part, BaseException):
+                    await part.close()
+            first = failures[0]
+            if not isinstance(first, Exception):
+                raise first
+            retryable = all(getattr(f, "retryable", True) for f in failures)
+            log.warning("call %s: %s could not open its parts: %s", ctx.call_sid, self.name, first)
+            raise ProviderConnectError(self.name, f"{type(first).__name__}: {first}", retryable=retryable) from first
+        stt, llm, tts = cast(tuple[SpeechToText, LanguageModel, TextToSpeech], tuple(opened))
+        session = CascadeSession(self.name, ctx, ctx.instructions or self.config.instructions, stt, llm, tts)
+        log.info(
+            "%s session ready for call %s (%s -> %s -> %s)",
+            self.name,
+            ctx.call_sid,
+            self.config.stt.type,
+            self.config.llm.type,
+            self.config.tts.type,
+        )
+        return session

@@ -12,6 +12,7 @@ Wire facts: the Live API reference (https://ai.google.dev/api/live), the Live gu
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -49,6 +50,36 @@ OUTPUT_RATE = PCM16_24K.sample_rate
 _RATE_RE = re.compile(r"rate\s*=\s*(\d+)")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*s\s*$")
 _KEPT_UTTERANCES = 4  # barge-in notes only ever concern the last utterance or two
+GREETING_HOLD_MAX_MS = 15_000
+"""Longest the caller's audio is held back from an uninterruptible greeting still being generated."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """One chunk of caller audio queued for the wire (16 kHz PCM16), 50 a second per call.
+
+    Building the SDK's pydantic ``LiveClientMessage`` for each cost ~30 us and the SDK's
+    ``send_realtime_input`` (validate, convert, dict, ``json.dumps``) more again, so audio is
+    queued as bytes: :meth:`wire_text` is the exact text the SDK sends for it
+    (``AsyncSession.send_realtime_input(audio=Blob)``, mldev and Vertex alike; tests compare
+    the two), :meth:`message` the typed form for anything that wants the SDK's types. The SDK
+    encodes bytes as URL-safe base64 (``_common.encode_unserializable_types``); so does this."""
+
+    pcm16: bytes
+
+    def message(self) -> types.LiveClientMessage:
+        audio = types.Blob(data=self.pcm16, mime_type=INPUT_MIME)
+        return types.LiveClientMessage(realtime_input=types.LiveClientRealtimeInput(audio=audio))
+
+    def wire_text(self) -> str:
+        return _AUDIO_HEAD + base64.urlsafe_b64encode(self.pcm16).decode("ascii") + _AUDIO_TAIL
+
+
+_AUDIO_HEAD = '{"realtime_input": {"audio": {"data": "'
+_AUDIO_TAIL = '", "mime_type": ' + json.dumps(INPUT_MIME) + "}}}"
+
+# What the protocol queues for the wire.
+ClientMessage = types.LiveClientMessage | CallerAudio
 
 
 class GeminiProtocolError(VoicebotError):
@@ -462,7 +493,7 @@ class GeminiProtocol:
         self.model = ctx.model or config.model
         self.mapper = LiveEventMapper(item_prefix)
         self._events: list[ProviderEvent] = []
-        self._outbox: list[types.LiveClientMessage] = []
+        self._outbox: list[ClientMessage] = []
         self._held_note: HeldNote | None = None
         # Automatic activity detection off: voicebot marks the caller's turns
         # (s2s.gemini_live.activity), and a barge-in note rides in the turn it concerns.
@@ -474,6 +505,10 @@ class GeminiProtocol:
                 END_MS if config.silence_duration_ms is None else config.silence_duration_ms,
             )
         self._turn_note: str | None = None
+        # An uninterruptible greeting (ctx.greeting_uninterruptible): see :meth:`open`.
+        self._greeting_held = False
+        self._held_ms = 0.0
+        self._held_texts: list[str] = []
 
     @property
     def resume_handle(self) -> str | None:
@@ -483,13 +518,16 @@ class GeminiProtocol:
 
     def receive(self, message: types.LiveServerMessage | Mapping[str, Any]) -> None:
         """One server message; raises :class:`GeminiProtocolError` for audio it must not play."""
-        self._events.extend(self.mapper.feed(message))
+        events = self.mapper.feed(message)
+        self._events.extend(events)
+        if self._greeting_held and any(isinstance(event, TurnDone) for event in events):
+            self._release_greeting()
 
     def events_received(self) -> list[ProviderEvent]:
         events, self._events = self._events, []
         return events
 
-    def data_to_send(self) -> list[types.LiveClientMessage]:
+    def data_to_send(self) -> list[ClientMessage]:
         out, self._outbox = self._outbox, []
         return out
 
@@ -509,17 +547,50 @@ class GeminiProtocol:
             self._outbox.append(types.LiveClientMessage(client_content=content))
         if plan.prompt:
             self.send_text(plan.prompt)
+        # activityHandling NO_INTERRUPTION would keep the caller from cutting the greeting, but
+        # it is a setup field ("sent in the first (and only in the first)" client message, for
+        # the whole connection: https://ai.google.dev/api/live, BidiGenerateContentSetup), so it
+        # cannot be dropped once the greeting is over. Holding the caller's input back until the
+        # greeting's turn is complete has the same effect for that turn only: with nothing from
+        # the caller, neither the service's activity detection nor our activityStart can
+        # interrupt it. The bridge then keeps barge-ins off until the greeting has played.
+        self._greeting_held = bool(
+            self.ctx.greeting_uninterruptible and self.ctx.greeting and not self.ctx.resume_handle
+        )
+
+    def _release_greeting(self) -> None:
+        self._greeting_held = False
+        for text in self._held_texts:
+            self.send_text(text)
+        self._held_texts = []
+
+    def _greeting_holds(self, pcm16: bytes) -> bool:
+        """True while caller audio must be held back from an uninterruptible greeting; never
+        longer than :data:`GREETING_HOLD_MAX_MS` of it (a greeting that never ends must not
+        deafen the call)."""
+        if not self._greeting_held:
+            return False
+        self._held_ms += PCM16_16K.duration_ms(len(pcm16))
+        if self._held_ms < GREETING_HOLD_MAX_MS:
+            return True
+        log.warning(
+            "gemini: %s: the greeting did not finish in %d ms; the caller is heard again",
+            self.ctx.call_sid,
+            GREETING_HOLD_MAX_MS,
+        )
+        self._release_greeting()
+        return False
 
     def send_audio(self, pcm16: bytes, level_dbfs: float | None = None) -> None:
         """Caller audio (16 kHz PCM16); a held barge-in note goes out when the caller is quiet.
         ``level_dbfs`` is the frame's level if the caller measured it already (the bridge
         does, at the phone edge); voicebot's own turn detection uses it."""
-        if not pcm16:
+        if not pcm16 or self._greeting_holds(pcm16):
             return
         if self.turns is not None:
             self._turn_audio(self.turns, pcm16, frame_dbfs(pcm16) if level_dbfs is None else level_dbfs)
             return
-        self._realtime(audio=types.Blob(data=pcm16, mime_type=INPUT_MIME))
+        self._outbox.append(CallerAudio(pcm16))
         held = self._held_note
         if held is None:
             return
@@ -539,7 +610,7 @@ class GeminiProtocol:
         if edge is Edge.START:
             self._realtime(activity_start=types.ActivityStart())
         for chunk in audio:
-            self._realtime(audio=types.Blob(data=chunk, mime_type=INPUT_MIME))
+            self._outbox.append(CallerAudio(chunk))
         if edge is Edge.END:
             if self._turn_note is not None:
                 self._realtime(text=self._turn_note)
@@ -552,6 +623,9 @@ class GeminiProtocol:
         With activity detection off, text counts as a turn only inside activity signals: it
         joins the caller's open turn, or makes a turn of its own."""
         if not text:
+            return
+        if self._greeting_held:
+            self._held_texts.append(text)  # keypad input during the greeting: after it
             return
         if self.turns is None or self.turns.speaking:
             self._realtime(text=text)

@@ -20,6 +20,18 @@ with ``Twiml`` for a call whose media stream the test runs on the Twilio simulat
 (:meth:`voicebot.devtools.twilio_sim.SimulatedCall.run_twiml`: the stream ends, the callee
 hears the ``<Say>``/``<Play>``).
 
+Legs and conferences: the fake also follows every call through the TwiML it is given
+(``Twiml`` at create, once the test answers it with :meth:`TwilioRestFake.answer_leg`;
+``Twiml`` of an update, at once) for the verbs a transfer uses: ``<Say>`` is heard by that leg
+only (kept in its :class:`Leg`), ``<Dial><Conference>`` puts the leg in the named conference
+(created on first join, ``CF…``) and, when the noun asks for ``statusCallbackEvent="join"``,
+POSTs ``participant-join`` to its ``statusCallback``, signed
+(https://www.twilio.com/docs/voice/twiml/conference#attributes-statusCallbackEvent). An update
+with ``Status=completed``/``canceled`` ends the leg and takes it out of its conference.
+``GET …/Conferences.json`` (``FriendlyName``, ``Status``) and
+``GET …/Conferences/{Sid}/Participants.json`` list them as Twilio's list pages
+(https://www.twilio.com/docs/voice/api/conference-participant-resource), for the ``twilio`` client.
+
 The client is pointed here by ``[twilio] api_base_url`` (``client.api.base_url``).
 
 :func:`loopback_server` runs any ASGI app on an ephemeral 127.0.0.1 port in the current
@@ -33,8 +45,10 @@ import base64
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -83,6 +97,24 @@ class CreatedCall:
     status_events: list[str]  # every StatusCallbackEvent
 
 
+@dataclass
+class Leg:
+    """One call as the fake runs its TwiML: what it was told (``<Say>``) and where it is."""
+
+    sid: str
+    heard: list[str] = field(default_factory=list)
+    conference: str | None = None  # friendly name of the conference it is in
+    ended: bool = False
+
+
+@dataclass
+class Conference:
+    sid: str
+    name: str
+    participants: list[str] = field(default_factory=list)  # CallSids, in order of joining
+    status: str = "in-progress"
+
+
 def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse(
         {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status},
@@ -108,6 +140,76 @@ class TwilioRestFake:
     _turn: int = 0
     _runs: set[asyncio.Task[object]] = field(default_factory=set)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    legs: dict[str, Leg] = field(default_factory=dict)
+    conferences: dict[str, Conference] = field(default_factory=dict)  # by friendly name
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def leg(self, sid: str) -> Leg:
+        return self.legs.setdefault(sid, Leg(sid))
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds; looked at after every change to legs and conferences."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def _in_background(self, coro: Coroutine[Any, Any, object]) -> None:
+        """Twilio acts on an update after it has answered it."""
+        run = asyncio.create_task(coro)
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+
+    async def _run_twiml(self, sid: str, twiml: str) -> None:
+        leg = self.leg(sid)
+        for verb in ET.fromstring(twiml):
+            if verb.tag == "Say":
+                leg.heard.append((verb.text or "").strip())
+            elif verb.tag == "Dial" and (noun := verb.find("Conference")) is not None:
+                await self._join(leg, noun)
+            elif verb.tag == "Hangup":
+                self._end(leg)
+            self._changed.set()
+
+    async def _join(self, leg: Leg, noun: ET.Element) -> None:
+        name = (noun.text or "").strip()
+        conference = self.conferences.get(name)
+        if conference is None or conference.status == "completed":
+            conference = self.conferences[name] = Conference("CF" + secrets.token_hex(16), name)
+        conference.participants.append(leg.sid)
+        leg.conference = name
+        self._changed.set()
+        callback = noun.get("statusCallback")
+        if callback and "join" in (noun.get("statusCallbackEvent") or "").split():
+            params = {
+                "ConferenceSid": conference.sid,
+                "FriendlyName": name,
+                "AccountSid": self.account_sid,
+                "StatusCallbackEvent": "participant-join",
+                "CallSid": leg.sid,
+                "Muted": "false",
+                "Hold": "false",
+                "Coaching": "false",
+                "StartConferenceOnEnter": noun.get("startConferenceOnEnter", "true"),
+                "EndConferenceOnExit": noun.get("endConferenceOnExit", "false"),
+                "SequenceNumber": str(len(conference.participants)),
+            }
+            await self._callback(callback, params)
+
+    def _end(self, leg: Leg) -> None:
+        leg.ended = True
+        if leg.conference is not None:
+            conference = self.conferences[leg.conference]
+            conference.participants.remove(leg.sid)
+            leg.conference = None
+            if not conference.participants:
+                conference.status = "completed"
+        self._changed.set()
+
+    async def answer_leg(self, call: CreatedCall) -> None:
+        """The callee of a call created with ``Twiml`` picked up: the TwiML runs, callbacks
+        included, before this returns."""
+        await self._run_twiml(call.sid, call.params["Twiml"])
 
     def _authorized(self, request: Request) -> bool:
         header = request.headers.get("authorization", "")
@@ -138,9 +240,11 @@ class TwilioRestFake:
         self._updated.set()
         simulated = self.simulated.get(call)
         if simulated is not None and params.get("Twiml"):
-            run = asyncio.create_task(simulated.run_twiml(params["Twiml"]))
-            self._runs.add(run)
-            run.add_done_callback(self._runs.discard)
+            self._in_background(simulated.run_twiml(params["Twiml"]))
+        if params.get("Status") in ("completed", "canceled"):
+            self._end(self.leg(call))
+        elif params.get("Twiml"):
+            self._in_background(self._run_twiml(call, params["Twiml"]))
         return JSONResponse(
             {
                 "sid": call,
@@ -259,11 +363,82 @@ class TwilioRestFake:
         await asyncio.wait_for(self._updated.wait(), timeout)
         return self.updates[-1]
 
+    def _page(self, request: Request, key: str, items: list[dict[str, object]]) -> JSONResponse:
+        """A list page as Twilio sends one (everything on the first page)."""
+        uri = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return JSONResponse(
+            {
+                key: items,
+                "start": 0,
+                "end": max(0, len(items) - 1),
+                "page": 0,
+                "page_size": 50,
+                "uri": uri,
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+            }
+        )
+
+    def _refused(self, request: Request) -> JSONResponse | None:
+        if not self._authorized(request):
+            self.rejected.append("auth")
+            return _error(401, 20003, "Authenticate")
+        account = request.path_params["account"]
+        if account != self.account_sid:
+            self.rejected.append("account")
+            return _error(404, 20404, f"The requested resource /2010-04-01/Accounts/{account}.json was not found")
+        return None
+
+    async def _list_conferences(self, request: Request) -> JSONResponse:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        account = self.account_sid
+        name, status = request.query_params.get("FriendlyName"), request.query_params.get("Status")
+        found: list[dict[str, object]] = [
+            {
+                "sid": c.sid,
+                "account_sid": account,
+                "friendly_name": c.name,
+                "status": c.status,
+                "api_version": "2010-04-01",
+                "uri": f"/2010-04-01/Accounts/{account}/Conferences/{c.sid}.json",
+            }
+            for c in self.conferences.values()
+            if (name is None or c.name == name) and (status is None or c.status == status)
+        ]
+        return self._page(request, "conferences", found)
+
+    async def _list_participants(self, request: Request) -> JSONResponse:
+        if (refused := self._refused(request)) is not None:
+            return refused
+        account, sid = self.account_sid, request.path_params["conference"]
+        conference = next((c for c in self.conferences.values() if c.sid == sid), None)
+        if conference is None:
+            return _error(404, 20404, f"The requested resource /Conferences/{sid}.json was not found")
+        participants: list[dict[str, object]] = [
+            {
+                "account_sid": account,
+                "call_sid": call,
+                "conference_sid": sid,
+                "status": "connected",
+                "muted": False,
+                "hold": False,
+                "coaching": False,
+                "uri": f"/2010-04-01/Accounts/{account}/Conferences/{sid}/Participants/{call}.json",
+            }
+            for call in conference.participants
+        ]
+        return self._page(request, "participants", participants)
+
     async def __aenter__(self) -> TwilioRestFake:
+        at = "/2010-04-01/Accounts/{account}"
         app = Starlette(
             routes=[
-                Route("/2010-04-01/Accounts/{account}/Calls.json", self._create_call, methods=["POST"]),
-                Route("/2010-04-01/Accounts/{account}/Calls/{call}.json", self._update_call, methods=["POST"]),
+                Route(at + "/Calls.json", self._create_call, methods=["POST"]),
+                Route(at + "/Calls/{call}.json", self._update_call, methods=["POST"]),
+                Route(at + "/Conferences.json", self._list_conferences, methods=["GET"]),
+                Route(at + "/Conferences/{conference}/Participants.json", self._list_participants, methods=["GET"]),
             ]
         )
         self.base_url = await self._stack.enter_async_context(loopback_server(app))

@@ -19,6 +19,9 @@ Transfers go through one of two paths (``transfer_method``):
   credentials. A failed REST update (or one slower than ``telephony.twilio_rest.REST_TIMEOUT_S``)
   falls back to this path; both are :meth:`voicebot.calls.next_twiml.NextTwiml.deliver`.
 Destinations come only from the route's allow-list (name -> number); the model names one.
+With ``warm_transfer`` the model may ask for ``mode = "warm"``: the person is called and
+briefed first, and the caller comes back to the bot if nobody answers
+(voicebot.agent.warm_transfer).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
@@ -36,6 +39,7 @@ from s2s.tools import ToolSpec
 from telephony.call_handle import CallHandle, Heard
 from telephony.call_state import CallOutcome
 from voicebot.agent.config import CallControl
+from voicebot.agent.warm_transfer import TRANSFER_CALLBACKS, WarmTransfer
 
 if TYPE_CHECKING:
     from voicebot.config import TwilioConfig
@@ -61,18 +65,22 @@ END_CALL = ToolSpec(
 )
 
 
-def transfer_spec(destinations: list[str]) -> ToolSpec:
+def transfer_spec(destinations: list[str], warm: bool = False) -> ToolSpec:
+    properties: dict[str, Any] = {"to": {"type": "string", "enum": destinations, "description": "where to transfer"}}
+    if warm:
+        properties["mode"] = {
+            "type": "string",
+            "enum": ["cold", "warm"],
+            "description": "cold: put the caller straight through; warm: the caller waits on hold while the "
+            "person is told what the call is about, then joins them (default cold)",
+        }
     return ToolSpec(
         name="transfer_call",
         description=(
             "Transfer the caller to a person or department. First tell the caller you are putting them "
             "through; the transfer happens after that sentence has played."
         ),
-        parameters={
-            "type": "object",
-            "properties": {"to": {"type": "string", "enum": destinations, "description": "where to transfer"}},
-            "required": ["to"],
-        },
+        parameters={"type": "object", "properties": properties, "required": ["to"]},
     )
 
 
@@ -84,6 +92,11 @@ def call_control_instructions(settings: CallControl) -> str:
             f"If the caller asks for a person or needs one of: {names}, say you are transferring them "
             "and call transfer_call with that name."
         )
+        if settings.warm_transfer:
+            parts.append(
+                "When the person will need to know what the caller wants, transfer with mode warm: the caller "
+                "waits on hold while they are briefed. If you are told they did not answer, tell the caller."
+            )
     if settings.end_call:
         parts.append("When the conversation is finished, say a short goodbye, then call end_call.")
     return " ".join(parts)
@@ -112,17 +125,19 @@ class CallControlTools:
         twilio: TwilioConfig,
         call_sid: str,
         deliver_twiml: DeliverTwiml,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.settings = settings
         self.twilio = twilio
         self.call_sid = call_sid
         self.deliver_twiml = deliver_twiml
+        self.warm = WarmTransfer(settings, twilio, TRANSFER_CALLBACKS, redact) if settings.warm_transfer else None
         self.pending: asyncio.Task[None] | None = None
 
     def specs(self) -> list[ToolSpec]:
         specs = []
         if self.settings.transfer:
-            specs.append(transfer_spec(list(self.settings.transfer)))
+            specs.append(transfer_spec(list(self.settings.transfer), warm=self.warm is not None))
         if self.settings.end_call:
             specs.append(END_CALL)
         return specs
@@ -183,7 +198,19 @@ class CallControlTools:
             log.warning("call %s: model asked to transfer to %r, which is not allowed", self.call_sid, to)
             allowed = ", ".join(self.settings.transfer)
             return json.dumps({"error": f"cannot transfer to {to!r}; allowed: {allowed}"})
-        log.info("call %s: transferring to %s once the caller has heard the bot out", self.call_sid, to)
+        mode = str(tool_call.arguments.get("mode") or "cold")
+        if mode not in ("cold", "warm") or (mode == "warm" and self.warm is None):
+            return json.dumps({"error": f"mode {mode!r} is not available; use cold"})
+        log.info("call %s: %s transfer to %s once the caller has heard the bot out", self.call_sid, mode, to)
+        if mode == "warm":
+            if not self._schedule(call, lambda: self._warm_transfer(number, call)):
+                return json.dumps({"error": "the call is already ending or being transferred"})
+            return json.dumps(
+                {
+                    "ok": True,
+                    "note": f"After your sentence the caller waits on hold while {to} is briefed. Say nothing more.",
+                }
+            )
         if not self._schedule(call, lambda: self._transfer(number, call)):
             return json.dumps({"error": "the call is already ending"})
         return json.dumps({"ok": True, "note": f"Transferring to {to} after your sentence. Say nothing more."})
@@ -196,6 +223,11 @@ class CallControlTools:
         await call.hang_up(CallOutcome.TRANSFERRED)
         how = "the REST API" if via_rest else "the TwiML after <Connect>"
         log.info("call %s: transferred to %s via %s", self.call_sid, number, how)
+
+    async def _warm_transfer(self, number: str, call: CallHandle) -> None:
+        assert self.warm is not None
+        if not await self.warm.run(call, number):
+            await call.say(self.settings.warm_no_answer)
 
     def cancel(self) -> None:
         if self.pending is not None and not self.pending.done():

@@ -20,6 +20,10 @@ _TOOL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_-]{0,63}$")
 # Silence before a filler is asked for. The model needs ~0.3-0.5 s to start speaking it, so
 # the caller hears about a second of silence at most.
 FILLER_AFTER_S = 0.7
+WARM_NO_ANSWER = (
+    "(Note from the system: the person you tried to transfer the caller to did not answer. Tell the caller, "
+    "apologise, and offer to help them yourself or to take a message.)"
+)
 HOLD_AFTER_S = 1.5
 MAX_HOLD_CLIP_MS = 10 * 60 * 1000.0  # a loop, not an album: ten minutes at most (4.8 MB as mu-law)
 DEFAULT_FALLBACK = "I'm sorry, I can't get that information right now. Please try again in a moment."
@@ -124,6 +128,32 @@ class CallControl(_Strict):
     max_goodbye_wait_s: float = Field(
         default=15.0, gt=0, description="longest wait for the bot's last words to play before acting anyway"
     )
+    warm_transfer: bool = Field(
+        default=False,
+        description="transfer_call may be warm (mode = 'warm'): the caller waits on hold while the person is "
+        "called into a Twilio conference and told a summary of the call, then joins them (needs REST credentials)",
+    )
+    warm_answer_timeout_s: float = Field(
+        default=30.0,
+        ge=5,
+        le=600,
+        description="a warm transfer nobody has joined by then returns the caller to the bot",
+    )
+    warm_caller_id: str | None = Field(
+        default=None,
+        pattern=r"^\+[1-9]\d{6,14}$",
+        description="From of the call to the person (a Twilio number); unset: the call's own Twilio number",
+    )
+    warm_no_answer: str = Field(
+        default=WARM_NO_ANSWER,
+        description="the system note that returns the caller to the bot when a warm transfer was not answered",
+    )
+
+    @model_validator(mode="after")
+    def _warm_needs_rest(self) -> Self:
+        if self.warm_transfer and self.transfer_method == "stream":
+            raise ValueError("warm_transfer dials through the REST API: transfer_method cannot be 'stream'")
+        return self
 
     @field_validator("transfer")
     @classmethod
@@ -148,20 +178,16 @@ class WaitingSettings(_Strict):
     )
     hold_audio: str | None = Field(
         default=None,
-        description="mode hold: a linear PCM WAV file (any rate and channels, up to 10 min), looped; "
-        "unset: a soft built-in chime",
+        description="hold audio (mode hold, and warm transfers): a linear PCM WAV file (any rate and channels, "
+        "up to 10 min), looped; unset: a soft built-in chime",
     )
     _hold_mulaw: bytes = PrivateAttr(default=b"")
 
     @model_validator(mode="after")
     def _load_hold_audio(self) -> Self:
-        if self.mode != "hold":
-            stray = {"hold_after_s", "hold_audio"} & self.model_fields_set
-            if stray:
-                raise ValueError(f"{', '.join(sorted(stray))} only apply with mode = 'hold'")
-            return self
+        if self.mode != "hold" and "hold_after_s" in self.model_fields_set:
+            raise ValueError("hold_after_s only applies with mode = 'hold'")
         if self.hold_audio is None:
-            self._hold_mulaw = builtin_hold_tone()
             return self
         try:
             data = Path(self.hold_audio).read_bytes()
@@ -173,10 +199,12 @@ class WaitingSettings(_Strict):
             raise ValueError(f"hold_audio: {self.hold_audio}: {exc}") from exc
         return self
 
-    @property
-    def hold_mulaw(self) -> bytes | None:
-        """The hold audio (mu-law 8 kHz, one loop) in mode hold, else None."""
-        return self._hold_mulaw if self.mode == "hold" else None
+    def hold_clip(self, warm_transfer: bool) -> bytes | None:
+        """The call's hold audio (mu-law 8 kHz, one loop) when something plays it (mode hold,
+        or a route with warm transfers), else None."""
+        if self.mode != "hold" and not warm_transfer:
+            return None
+        return self._hold_mulaw or builtin_hold_tone()
 
 
 class DtmfSettings(_Strict):

@@ -88,7 +88,7 @@ class CallTools:
         self.route = route
         self.call_sid = call_sid
         self.caller = caller
-        self.call_control = CallControlTools(route.call_control, config.twilio, call_sid, deliver_twiml)
+        self.call_control = CallControlTools(route.call_control, config.twilio, call_sid, deliver_twiml, route.redactor)
         self.memory = CallerMemory(config.memory) if route.memory else None
         self.memory_block: str | None = None
         # A sensitive keypad's entries: kept from the model, handed to the tools.

@@ -43,8 +43,12 @@ class BridgeFactory:
         # handed each tape once it is closed (voicebot.recordings uploads it); on the writer thread
         self.on_tape_closed: Callable[[Path], None] | None = None
 
-    def build(self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol) -> CallBridge:
-        info = CallInfo(start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called, plan.direction)
+    def build(
+        self, plan: CallPlan, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol, base_url: str = ""
+    ) -> CallBridge:
+        info = CallInfo(
+            start.call_sid, start.stream_sid, plan.route.name, plan.caller, plan.called, plan.direction, base_url
+        )
         server = plan.config.server
         guards = greeting_guard(plan.route, lambda: bridge.handle.bot_audio_pending)
         bridge = CallBridge(
@@ -59,7 +63,7 @@ class BridgeFactory:
             tool_handler=plan.tools,
             dtmf_handler=plan.tools.dtmf,
             barge_in_held=guards[0].holds if guards else None,
-            hold_audio=plan.route.waiting.hold_mulaw,
+            hold_audio=plan.route.waiting.hold_clip(plan.route.call_control.warm_transfer),
         )
         # The media endpoint runs this bridge next, in this task: the call's tasks and log
         # lines inherit what its route masks (s2s.call_context.redact_log_records).

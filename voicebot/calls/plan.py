@@ -82,6 +82,7 @@ class CallPlan:
             model=route.model,
             language=route.language,
             greeting=route.greeting,
+            greeting_uninterruptible=route.greeting_uninterruptible,
             tools=self.tools.specs,
             provider_configs={
                 name: by_name[name].config.for_route(settings)

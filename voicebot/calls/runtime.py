@@ -13,7 +13,10 @@ webhook to the end of its media stream, put together. Each part is its own modul
 - :mod:`~voicebot.calls.live`: the calls streaming here, one stream per CallSid;
 - :mod:`~voicebot.calls.limits`: ``max_call_seconds`` and ``max_cost_usd``;
 - :mod:`~voicebot.calls.farewell` and :mod:`~voicebot.calls.next_twiml`: what Twilio runs
-  after the stream."""
+  after the stream;
+- :mod:`~voicebot.calls.changes`: the wake-up the drain awaits;
+- :mod:`~voicebot.calls.tasks`: fire-and-forget work of timers and callbacks;
+- :mod:`voicebot.recordings.upload`: where finished tapes go (``[recording] store``)."""
 
 from __future__ import annotations
 
@@ -140,7 +143,7 @@ class Runtime:
         return await self.planner.plan_call(params, received_at)
 
     async def adopt_stream(
-        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol
+        self, token: str, start: Start, socket: TwilioSocket, protocol: MediaStreamProtocol, base_url: str = ""
     ) -> CallBridge | None:
         """The bridge for the media stream that presented ``token``, built from the call's
         plan, or None when the stream must be refused: also when the call already has a
@@ -153,7 +156,7 @@ class Runtime:
             plan = await self.claims.claim(token, call_sid)
             if plan is None:
                 return None
-            bridge = self.bridges.build(plan, start, socket, protocol)
+            bridge = self.bridges.build(plan, start, socket, protocol, base_url)
             self.live.add(bridge, plan)
             return bridge
         finally:

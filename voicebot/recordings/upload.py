@@ -197,7 +197,7 @@ class TapeUploader:
                     self._queued.discard(job.path)
                     self._cond.notify_all()  # close() may be waiting for the queue to empty
                 else:
-                    heapq.heappush(self._due, (self._clock() + self._delay(job), next(self._order), job))
+                    heapq.heappush(self._due, (self._clock() + self.retry_wait(job.attempt), next(self._order), job))
                     self._cond.notify()
 
     def _attempt(self, job: _Job) -> bool:
@@ -260,11 +260,12 @@ class TapeUploader:
                 self.store.describe(),
                 job.attempt,
                 error,
-                self._delay(job),
+                self.retry_wait(job.attempt),
             )
 
-    def _delay(self, job: _Job) -> float:
-        return min(self.retry_max_s, self.retry_initial_s * 2 ** (job.attempt - 1))
+    def retry_wait(self, attempt: int) -> float:
+        """Seconds before the next try after failed try number ``attempt``: doubling, capped."""
+        return min(self.retry_max_s, self.retry_initial_s * 2 ** (attempt - 1))
 
     def counts(self) -> dict[tuple[str, str], int]:
         """Upload attempts so far by (kind, outcome): what ``voicebot_tape_uploads_total`` shows."""

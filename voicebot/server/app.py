@@ -18,7 +18,7 @@ from transcoding.pipeline import prewarm
 from voicebot.calls.outbound import OutboundCalls
 from voicebot.calls.runtime import Runtime
 from voicebot.privacy.retention import RetentionSweeper
-from voicebot.server import calls_api, outbound_hooks
+from voicebot.server import calls_api, outbound_hooks, transfer_hooks
 from voicebot.server.health import readiness
 from voicebot.telemetry.install import install as install_telemetry
 from voicebot.telemetry.setup import PROMETHEUS_CONTENT_TYPE, get_telemetry
@@ -69,6 +69,7 @@ def create_app(runtime: Runtime) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
             *outbound_hooks.routes(),
+            *transfer_hooks.routes(),
             *calls_api.routes(),
         ],
     )

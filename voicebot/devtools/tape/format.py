@@ -274,7 +274,10 @@ def _private_event(event: ProviderEvent, redact: Redactor) -> ProviderEvent:
     if not redact:
         return event
     if isinstance(event, ev.Transcript):
-        return dataclasses.replace(event, text=redact(event.text))
+        # A partial transcript is a piece (a delta): a number split across pieces cannot be
+        # masked piece by piece, so pieces are written empty; the final one carries the whole
+        # text, masked. Nothing reads a piece back (the bridge and the view use finals).
+        return dataclasses.replace(event, text=redact(event.text) if event.final else "")
     if isinstance(event, ev.ToolCall):
         return dataclasses.replace(event, arguments=redact_json(event.arguments, redact))
     if isinstance(event, ev.ProviderError):
