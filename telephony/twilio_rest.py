@@ -51,6 +51,27 @@ async def update_call(
         await http.close()
 
 
+async def cancel_call(
+    account_sid: str,
+    auth_token: str | None,
+    call_sid: str,
+    *,
+    api_base_url: str | None = None,
+    timeout_s: float = REST_TIMEOUT_S,
+) -> None:
+    """Stop a call that is still queued or ringing (``calls(sid).update(status="canceled")``,
+    https://www.twilio.com/docs/voice/api/call-resource#update-a-call-resource). Raises the
+    ``twilio`` client's errors."""
+    http = AsyncTwilioHttpClient(timeout=timeout_s)
+    client = Client(account_sid, auth_token, http_client=http)
+    if api_base_url:
+        client.api.base_url = api_base_url
+    try:
+        await client.calls(call_sid).update_async(status="canceled")
+    finally:
+        await http.close()
+
+
 async def create_call(
     account_sid: str,
     auth_token: str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import secrets
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.twilio_rest_fake import TwilioRestFake
+from tests.fakes.twilio_rest_fake import CreatedCall, TwilioRestFake
 from tests.support.audio import active_segments, dominant_frequency, to_mulaw, tone
 from voicebot.devtools.twilio_sim import NoStream, SimulatedCall, SimulatedTwilio, parse_stream_twiml
 
@@ -25,7 +26,7 @@ APOLOGY = "We are restarting this line, sorry. Please call back."
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _config(drain_seconds: float, twilio_extra: str) -> str:
+def _config(drain_seconds: float, twilio_extra: str, extra: str = "") -> str:
     return f"""
 [server]
 drain_seconds = {drain_seconds}
@@ -43,6 +44,7 @@ speed = 4.0
 [[routes]]
 name = "default"
 providers = ["parrot"]
+{extra}
 """
 
 
@@ -87,9 +89,9 @@ StartServe = Callable[..., Awaitable["ServeProcess"]]
 def serve_factory(tmp_path: Path) -> Iterator[StartServe]:
     procs: list[subprocess.Popen[bytes]] = []
 
-    async def start(drain_seconds: float, twilio_extra: str = "") -> ServeProcess:
+    async def start(drain_seconds: float, twilio_extra: str = "", extra: str = "") -> ServeProcess:
         config = tmp_path / "voicebot.toml"
-        config.write_text(_config(drain_seconds, twilio_extra))
+        config.write_text(_config(drain_seconds, twilio_extra, extra))
         log_path = tmp_path / "serve.log"
         # Port 0: the server picks a free port and logs it; a port chosen here could be taken
         # by another process before the server binds it.
@@ -277,3 +279,89 @@ async def test_at_the_drain_deadline_an_answered_call_without_a_stream_gets_the_
     after = await _stream_ended(twilio, call_sid)
     assert APOLOGY in after.text and "<Hangup" in after.text
     assert await server.wait_exit(timeout=10) == 0
+
+
+OPS = "drain-ops-token-0123456789abcdef"
+# The route places calls too (voicebot.calls.outbound); the bot speaks as soon as the callee answers.
+OUTBOUND = f"""
+[routes.outbound]
+caller_id = "+15550001111"
+machine_detection = false
+
+[ops]
+token = "{OPS}"
+"""
+
+
+async def _place(server: ServeProcess, to: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        return await client.post(
+            server.url + "/calls", json={"to": to, "route": "default"}, headers={"Authorization": f"Bearer {OPS}"}
+        )
+
+
+async def _outbound_call_streams(
+    rest: TwilioRestFake, server: ServeProcess, created: CreatedCall, calls: contextlib.AsyncExitStack
+) -> SimulatedCall:
+    """The callee picks up: Twilio fetches the answer and opens the stream it names."""
+    answer = await rest.answer(created)
+    assert answer.status_code == 200, answer.text
+    parsed = parse_stream_twiml(answer.text)
+    assert parsed is not None, answer.text
+    return await calls.enter_async_context(server.twilio().stream(parsed[0], parsed[1], created.sid))
+
+
+async def test_drain_covers_outbound_calls_in_progress_and_still_ringing(serve_factory: StartServe) -> None:
+    """SIGTERM with one outbound call talking and one ringing: no new call is placed, the
+    ringing one is answered and served while draining, and at the deadline both get the
+    apology like inbound calls."""
+    drain_s = 4.0
+    async with TwilioRestFake(auth_token=AUTH_TOKEN) as rest:
+        twilio_extra = f'account_sid = "{rest.account_sid}"\napi_base_url = "{rest.base_url}"'
+        server = await serve_factory(drain_s, twilio_extra, OUTBOUND)
+        assert (await _place(server, "+15551230001")).status_code == 201
+        talking = rest.created[-1]
+        assert (await _place(server, "+15551230002")).status_code == 201
+        ringing = rest.created[-1]
+        async with contextlib.AsyncExitStack() as calls:
+            first = await _outbound_call_streams(rest, server, talking, calls)
+            await _echo_round_trip(first, 700)
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 5
+            while "draining: refusing new calls" not in server.log():
+                assert time.monotonic() < deadline, server.log()
+                await first.pause(20)
+            refused = await _place(server, "+15551230003")
+            assert refused.status_code == 503 and "draining" in refused.json()["error"]
+            assert len(rest.created) == 2  # nothing dialled while draining
+            # The callee of the ringing call picks up: the draining server still takes the call.
+            second = await _outbound_call_streams(rest, server, ringing, calls)
+            await _echo_round_trip(second, 900)
+            await _echo_round_trip(first, 1100)  # the first call is untouched too
+            # At the deadline both are ended with the apology, through the REST API.
+            await asyncio.wait_for(first.closed.wait(), timeout=drain_s + 5)
+            await asyncio.wait_for(second.closed.wait(), timeout=5)
+        apologies = {u.call_sid for u in rest.updates if APOLOGY in u.params.get("Twiml", "")}
+        assert apologies == {talking.sid, ringing.sid}
+        assert await server.wait_exit(timeout=10) == 0
+        assert f"outbound call {talking.sid} ended: server-shutdown" in server.log()
+
+
+async def test_a_drain_waits_for_a_ringing_outbound_call_and_cancels_it_at_the_deadline(
+    serve_factory: StartServe,
+) -> None:
+    """Nobody else can take its answer (in-process call store): the drain waits for it, and at
+    the deadline asks Twilio to stop ringing rather than leave the callee to an answer nobody serves."""
+    async with TwilioRestFake(auth_token=AUTH_TOKEN) as rest:
+        twilio_extra = f'account_sid = "{rest.account_sid}"\napi_base_url = "{rest.base_url}"'
+        server = await serve_factory(1.5, twilio_extra, OUTBOUND)
+        assert (await _place(server, "+15551230004")).status_code == 201
+        created = rest.created[-1]
+        assert (await rest.status(created, "ringing")).status_code == 204
+        sent_at = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        update = await rest.wait_for_update(timeout=10)
+        assert time.monotonic() - sent_at >= 1.0  # held for the deadline, not cut at once
+        assert update.call_sid == created.sid and update.params == {"Status": "canceled"}
+        assert await server.wait_exit(timeout=10) == 0
+        assert "1 outbound call(s) still ringing, 1 canceled" in server.log()

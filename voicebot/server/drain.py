@@ -29,6 +29,7 @@ import uvicorn
 from telephony.bridge import CallBridge
 from telephony.call_state import CallOutcome
 from telephony.twiml import say_and_hangup
+from voicebot.calls.outbound import OutboundCalls
 from voicebot.calls.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ class Drainer:
     """Settings are read from ``runtime.config`` when the drain starts, so a hot-reloaded
     ``drain_seconds``/``drain_message`` applies."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, outbound: OutboundCalls | None = None) -> None:
         self.runtime = runtime
+        self.outbound = outbound
+
+    def _ringing(self) -> list[str]:
+        return self.outbound.ringing_here() if self.outbound is not None else []
 
     async def _wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``done()`` holds or ``timeout`` passes; calls end on other tasks, which
@@ -58,18 +63,28 @@ class Drainer:
         runtime.draining = True
         deadline_s = runtime.config.server.drain_seconds
         log.warning(
-            "draining: refusing new calls (webhook 503, readyz 503); %d call(s) in progress and %d answered "
-            "call(s) whose media stream has yet to come may go on for up to %.0f s",
+            "draining: refusing new calls (webhook 503, readyz 503, POST /calls 503); %d call(s) in progress, "
+            "%d answered call(s) whose media stream has yet to come and %d outbound call(s) still ringing may go "
+            "on for up to %.0f s",
             len(runtime.active),
             len(runtime.handoff.pending),
+            len(self._ringing()),
             deadline_s,
         )
         # A call answered just before the signal has no stream yet: it is waited for as a call
         # in progress (its stream is accepted while draining), until it connects or its
-        # reservation expires (server.stream_connect_timeout_s).
-        if await self._wait(lambda: not runtime.active and not runtime.handoff.pending, deadline_s):
+        # reservation expires (server.stream_connect_timeout_s). So is an outbound call that
+        # rings still, when its answer can only come here: once answered it is such a call.
+        if await self._wait(
+            lambda: not runtime.active and not runtime.handoff.pending and not self._ringing(), deadline_s
+        ):
             log.info("draining: every call finished on its own")
             return
+        if self.outbound is not None and (ringing := self._ringing()):
+            canceled = await self.outbound.cancel_ringing()
+            log.warning(
+                "draining: deadline passed; %d outbound call(s) still ringing, %d canceled", len(ringing), len(canceled)
+            )
         ended = list(runtime.active.items())
         waiting = runtime.withdraw_pending()
         log.warning(
